@@ -1,0 +1,174 @@
+//! Wiring: journal, ingest thread and sink tasks, with explicit shutdown.
+//!
+//! Data flows one way: files -> [`Ingest`] -> [`Journal`] -> sinks. The
+//! agent owns the handles that stop each stage, in that order, so that
+//! nothing is read that will not be committed and nothing is committed
+//! that a sink will not see next time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::extract::Extractor;
+use crate::ingest::{Ingest, IngestControl, Unreadable};
+use crate::journal::Journal;
+use crate::sink::{self, jsonl::JsonlSink, Mode, RunOptions, SinkError};
+use crate::status::Status;
+use crate::tail::Tailer;
+
+/// How often a running agent refreshes `<store>/status.json`.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
+
+/// A running pipeline.
+pub struct Agent {
+    config: Config,
+    journal: Arc<Journal>,
+    ingest: IngestControl,
+    ingest_done: tokio::task::JoinHandle<()>,
+    sinks: JoinSet<(&'static str, Result<(), SinkError>)>,
+    mode: watch::Sender<Mode>,
+    background: JoinSet<()>,
+}
+
+impl Agent {
+    /// Opens the journal and starts reading and delivering. With `once`,
+    /// the ingest stops by itself when the files are read to their end.
+    pub fn start(config: Config, once: bool) -> anyhow::Result<Agent> {
+        let enabled = config.enabled_sinks();
+        let journal = Arc::new(Journal::open(&config.store.path, &enabled)?);
+        let states = journal.files()?;
+        let tailer = Tailer::new(&config.tail, states);
+        let extractor = Extractor::new(&config.extract).map_err(anyhow::Error::msg)?;
+        let ingest = Ingest::new(
+            tailer,
+            extractor,
+            journal.clone(),
+            Duration::from_millis(config.tail.poll_interval_ms),
+            config.store.max_bytes,
+        );
+        let control = ingest.control();
+        let unreadable = ingest.unreadable.clone();
+        let ingest_done = tokio::task::spawn_blocking(move || ingest.run(once));
+
+        let (mode, mode_rx) = watch::channel(Mode::Run);
+        let options = RunOptions {
+            give_up_after: once.then_some(5),
+            ..RunOptions::default()
+        };
+        let mut sinks = JoinSet::new();
+        if config.sinks.jsonl.enabled {
+            let sink = JsonlSink::new(&config.sinks.jsonl.path);
+            let (j, o, m) = (journal.clone(), options.clone(), mode_rx.clone());
+            sinks.spawn(async move { ("jsonl", sink::run(sink, j, o, m).await) });
+        }
+
+        let mut background = JoinSet::new();
+        // Sinks freeing journal space wake a paused ingest at once.
+        let mut acked = journal.subscribe_acked();
+        let wake = control.clone();
+        background.spawn(async move {
+            while acked.changed().await.is_ok() {
+                wake.wake();
+            }
+        });
+        background.spawn(snapshots(journal.clone(), config.clone(), unreadable));
+        tracing::info!(
+            store = %config.store.path.display(),
+            sinks = ?enabled,
+            sources = ?config.tail.sources,
+            "mosaic-shipper started"
+        );
+        Ok(Agent {
+            config,
+            journal,
+            ingest: control,
+            ingest_done,
+            sinks,
+            mode,
+            background,
+        })
+    }
+
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    /// Waits until the ingest has read every file to its end (`once`).
+    async fn ingest_finished(&mut self) -> anyhow::Result<()> {
+        (&mut self.ingest_done)
+            .await
+            .context("the ingest thread panicked")
+    }
+
+    /// Stops reading, delivers what is journaled until `deadline`, commits.
+    pub async fn shutdown(mut self, deadline: Duration) -> anyhow::Result<()> {
+        self.ingest.stop();
+        self.ingest_finished().await?;
+        self.drain(Instant::now() + deadline).await
+    }
+
+    /// `run --once`: read everything, deliver everything, then return.
+    pub async fn run_once(mut self) -> anyhow::Result<()> {
+        self.ingest_finished().await?;
+        let last = self.journal.last_seq()?;
+        let journal = self.journal.clone();
+        // No deadline: `once` waits for every sink (each gives up after
+        // repeated failures, which is reported as an error).
+        self.drain(Instant::now() + Duration::from_secs(365 * 24 * 3600))
+            .await?;
+        let acked = *journal.subscribe_acked().borrow();
+        anyhow::ensure!(
+            acked >= last,
+            "not every row was delivered (acknowledged up to #{acked} of #{last}); they stay in the journal for the next run"
+        );
+        Ok(())
+    }
+
+    async fn drain(mut self, until: Instant) -> anyhow::Result<()> {
+        let _ = self.mode.send(Mode::Drain { until });
+        let mut failed = Vec::new();
+        while let Some(res) = self.sinks.join_next().await {
+            match res {
+                Ok((_, Ok(()))) => {}
+                Ok((name, Err(e))) => failed.push(format!("{name}: {e}")),
+                Err(e) => failed.push(format!("a sink task panicked: {e}")),
+            }
+        }
+        self.background.shutdown().await;
+        self.journal.flush()?;
+        let status = Status::collect(
+            &self.journal,
+            &self.config.enabled_sinks(),
+            Default::default(),
+        );
+        if let Ok(status) = status {
+            let _ = status.write_snapshot(&self.config.store.path);
+            for s in status.sinks.iter().filter(|s| s.enabled && s.pending > 0) {
+                tracing::warn!(sink = %s.name, pending = s.pending, "stopped with rows still to deliver; they ship next time");
+            }
+        }
+        anyhow::ensure!(failed.is_empty(), "sinks failed: {}", failed.join("; "));
+        tracing::info!("mosaic-shipper stopped; everything read is committed");
+        Ok(())
+    }
+}
+
+async fn snapshots(journal: Arc<Journal>, config: Config, unreadable: Unreadable) {
+    let enabled = config.enabled_sinks();
+    loop {
+        let list = unreadable.lock().map(|m| m.clone()).unwrap_or_default();
+        match Status::collect(&journal, &enabled, list) {
+            Ok(status) => {
+                if let Err(e) = status.write_snapshot(&config.store.path) {
+                    tracing::debug!(error = %e, "cannot write status snapshot");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot collect status"),
+        }
+        tokio::time::sleep(SNAPSHOT_EVERY).await;
+    }
+}

@@ -1,0 +1,383 @@
+//! Configuration: the TOML schema, the embedded default and its validation.
+//!
+//! The embedded default *is* `config/mosaic-shipper.toml`, so the documented
+//! example and the behaviour with no `--config` can never drift apart.
+//! Unknown keys are rejected (`deny_unknown_fields`): a typo in a key must
+//! not silently fall back to a default.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The documented example, used verbatim when no configuration is given.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/mosaic-shipper.toml");
+
+/// Environment variable naming the configuration file when `--config` is absent.
+pub const CONFIG_ENV: &str = "MOSAIC_SHIPPER_CONFIG";
+
+/// Why a configuration was refused; every variant names what to fix.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration in {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("invalid configuration in {origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+/// The whole agent configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub tail: TailConfig,
+    #[serde(default)]
+    pub extract: ExtractConfig,
+    #[serde(default)]
+    pub sinks: SinksConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Where this configuration came from, for error messages and `check-config`.
+    #[serde(skip)]
+    pub origin: String,
+}
+
+/// Where the journal lives and how much it may hold.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    pub max_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("var/shipper"),
+            max_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Which files are followed and how they are read.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TailConfig {
+    pub sources: Vec<String>,
+    #[serde(default = "yes")]
+    pub follow_rotated: bool,
+    #[serde(default = "default_max_line")]
+    pub max_line_bytes: usize,
+    #[serde(default = "default_poll")]
+    pub poll_interval_ms: u64,
+    #[serde(default = "default_batch")]
+    pub read_batch_bytes: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_max_line() -> usize {
+    1 << 20
+}
+fn default_poll() -> u64 {
+    1000
+}
+fn default_batch() -> usize {
+    1 << 20
+}
+
+impl Default for TailConfig {
+    fn default() -> Self {
+        TailConfig {
+            sources: vec![
+                "var/trainer/runs/*/logs/*.log".into(),
+                "var/trainer/runs/*/logs/*.jsonl".into(),
+            ],
+            follow_rotated: true,
+            max_line_bytes: default_max_line(),
+            poll_interval_ms: default_poll(),
+            read_batch_bytes: default_batch(),
+        }
+    }
+}
+
+/// The ordered list of extraction rules.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractConfig {
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// One extraction rule, as written in TOML; compiled by `extract::Rule`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub match_fields: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub run_id: Vec<String>,
+    #[serde(default)]
+    pub run_id_from_path: Option<String>,
+    #[serde(default)]
+    pub step: Vec<String>,
+    #[serde(default)]
+    pub wall_time: Vec<String>,
+    pub metrics: Vec<MetricConfig>,
+}
+
+/// A metric selector: a dotted field path and the tag it is written under.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricConfig {
+    pub field: String,
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+
+/// The sinks; each has its own durable cursor in the journal.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    #[serde(default)]
+    pub jsonl: JsonlSinkConfig,
+}
+
+/// The `jsonl` sink: delivered rows as JSON lines, one file per run.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonlSinkConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_jsonl_path")]
+    pub path: String,
+}
+
+fn default_jsonl_path() -> String {
+    "var/trainer/runs/{run_id}/shipper/rows.jsonl".into()
+}
+
+impl Default for JsonlSinkConfig {
+    fn default() -> Self {
+        JsonlSinkConfig {
+            enabled: false,
+            path: default_jsonl_path(),
+        }
+    }
+}
+
+/// The agent's own logs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default = "default_level")]
+    pub level: String,
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    #[serde(default = "default_max_files")]
+    pub max_files: usize,
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+fn default_max_files() -> usize {
+    7
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: default_level(),
+            dir: None,
+            max_files: default_max_files(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration the CLI asked for: `--config`, else
+    /// `$MOSAIC_SHIPPER_CONFIG`, else the embedded default.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let env_path = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty());
+        match explicit
+            .map(Path::to_path_buf)
+            .or_else(|| env_path.map(PathBuf::from))
+        {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Config::parse(&text, &path.display().to_string())
+            }
+            None => Config::parse(EMBEDDED_DEFAULT, "<embedded default>"),
+        }
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.origin = origin.to_string();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// Checks what serde cannot: globs, regexes, ranges and paths.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tail.sources.is_empty() {
+            return Err(self.invalid("tail.sources is empty: name at least one glob pattern"));
+        }
+        for pattern in &self.tail.sources {
+            glob::Pattern::new(pattern)
+                .map_err(|e| self.invalid(format!("tail.sources: bad glob {pattern:?}: {e}")))?;
+        }
+        if self.tail.max_line_bytes < 64 {
+            return Err(self.invalid("tail.max_line_bytes must be at least 64"));
+        }
+        if self.tail.read_batch_bytes < 4096 {
+            return Err(self.invalid("tail.read_batch_bytes must be at least 4096"));
+        }
+        if self.tail.poll_interval_ms == 0 || self.tail.poll_interval_ms > 60_000 {
+            return Err(self.invalid("tail.poll_interval_ms must be between 1 and 60000"));
+        }
+        if self.store.max_bytes < 1 << 20 {
+            return Err(self.invalid("store.max_bytes must be at least 1048576 (1 MiB)"));
+        }
+        if self.extract.rules.is_empty() {
+            return Err(
+                self.invalid("extract.rules is empty: without a rule no line becomes a row")
+            );
+        }
+        for rule in &self.extract.rules {
+            crate::extract::Rule::compile(rule)
+                .map_err(|e| self.invalid(format!("extract rule {:?}: {e}", rule.name)))?;
+        }
+        if self.sinks.jsonl.enabled && !self.sinks.jsonl.path.contains("{run_id}") {
+            return Err(
+                self.invalid("sinks.jsonl.path must contain {run_id}: each run gets its own file")
+            );
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(self.invalid(format!("log.level {:?}: {e}", self.log.level)));
+        }
+        self.check_store_path()?;
+        Ok(())
+    }
+
+    /// The store must be creatable: an existing non-directory or an
+    /// unwritable parent is reported now rather than at the first commit.
+    fn check_store_path(&self) -> Result<(), ConfigError> {
+        let path = &self.store.path;
+        if path.exists() && !path.is_dir() {
+            return Err(self.invalid(format!(
+                "store.path {} exists and is not a directory",
+                path.display()
+            )));
+        }
+        let mut ancestor = path.as_path();
+        while !ancestor.exists() {
+            match ancestor.parent() {
+                Some(p) if !p.as_os_str().is_empty() => ancestor = p,
+                _ => return Ok(()),
+            }
+        }
+        let meta = std::fs::metadata(ancestor).map_err(|e| {
+            self.invalid(format!(
+                "store.path {}: cannot inspect {}: {e}",
+                path.display(),
+                ancestor.display()
+            ))
+        })?;
+        if !meta.is_dir() {
+            return Err(self.invalid(format!(
+                "store.path {}: {} is not a directory",
+                path.display(),
+                ancestor.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Directory of the agent's own log files.
+    pub fn log_dir(&self) -> PathBuf {
+        self.log
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.store.path.join("logs"))
+    }
+
+    /// The effective configuration as TOML, secrets masked, for `check-config`.
+    pub fn render(&self) -> String {
+        let mut text = format!("# effective configuration from {}\n", self.origin);
+        text.push_str(&toml::to_string_pretty(self).unwrap_or_else(|e| format!("# {e}\n")));
+        text
+    }
+
+    /// Names of the sinks that are switched on, in a stable order.
+    pub fn enabled_sinks(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.sinks.jsonl.enabled {
+            out.push("jsonl");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses_and_enables_jsonl() {
+        let c = Config::parse(EMBEDDED_DEFAULT, "embedded").unwrap();
+        assert_eq!(c.store.path, PathBuf::from("var/shipper"));
+        assert_eq!(c.store.max_bytes, 1 << 30);
+        assert_eq!(c.enabled_sinks(), vec!["jsonl"]);
+        assert_eq!(c.extract.rules.len(), 1);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let text = format!("{EMBEDDED_DEFAULT}\n[tail2]\nx = 1\n");
+        let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("tail2"), "{err}");
+        let text = EMBEDDED_DEFAULT.replace("follow_rotated", "follow_rotatd");
+        let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("follow_rotatd"), "{err}");
+    }
+
+    #[test]
+    fn bad_glob_is_an_error_naming_it() {
+        let text = EMBEDDED_DEFAULT.replace("\"var/trainer/runs/*/logs/*.jsonl\"", "\"a/[b\"");
+        let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("a/[b"), "{err}");
+    }
+
+    #[test]
+    fn bad_regex_is_an_error_naming_the_rule() {
+        let text = EMBEDDED_DEFAULT.replace("runs/(?P<run_id>[^/]+)/", "runs/(");
+        let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("mosaic-metrics"), "{err}");
+    }
+}

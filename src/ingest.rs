@@ -1,0 +1,186 @@
+//! The ingest loop: tail, extract, commit. One thread, synchronous I/O.
+//!
+//! It is the only writer of rows and file checkpoints, which is what lets
+//! each commit be a single transaction that moves both together.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::extract::Extractor;
+use crate::journal::Journal;
+use crate::tail::watch::{Waker, Watcher};
+use crate::tail::{Batch, Tailer};
+
+/// Handle the rest of the agent keeps on the ingest thread.
+#[derive(Clone)]
+pub struct IngestControl {
+    stop: Arc<AtomicBool>,
+    waker: Waker,
+}
+
+impl IngestControl {
+    /// Asks the loop to finish its current commit and return.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    /// Wakes the loop early (e.g. after sinks freed journal space).
+    pub fn wake(&self) {
+        self.waker.wake();
+    }
+}
+
+/// Ingest settings taken from the configuration.
+pub struct Ingest {
+    pub tailer: Tailer,
+    pub extractor: Extractor,
+    pub journal: Arc<Journal>,
+    pub watcher: Watcher,
+    pub poll_interval: Duration,
+    pub max_bytes: u64,
+    pub unreadable: Unreadable,
+    stop: Arc<AtomicBool>,
+}
+
+/// How often idle file handles are closed in the daemon.
+const CLOSE_IDLE_EVERY: Duration = Duration::from_secs(60);
+
+use crate::util::now_secs;
+
+/// Files that match a pattern but cannot be opened, shared with `status`.
+pub type Unreadable = Arc<Mutex<BTreeMap<String, String>>>;
+
+impl Ingest {
+    pub fn new(
+        tailer: Tailer,
+        extractor: Extractor,
+        journal: Arc<Journal>,
+        poll_interval: Duration,
+        max_bytes: u64,
+    ) -> Ingest {
+        let watcher = Watcher::new(tailer.sources().roots());
+        Ingest {
+            tailer,
+            extractor,
+            journal,
+            watcher,
+            poll_interval,
+            max_bytes,
+            unreadable: Unreadable::default(),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn control(&self) -> IngestControl {
+        IngestControl {
+            stop: self.stop.clone(),
+            waker: self.watcher.waker(),
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Runs until stopped, or with `once` until every file is read to its
+    /// current end.
+    pub fn run(mut self, once: bool) {
+        let mut backoff = Duration::from_millis(100);
+        let mut paused = false;
+        let mut last_close = Instant::now();
+        self.scan();
+        while !self.stopping() {
+            match self.journal.stored_bytes() {
+                Ok(bytes) if bytes >= self.max_bytes => {
+                    if !paused {
+                        tracing::warn!(bytes, cap = self.max_bytes, "journal is full (store.max_bytes): reading paused until sinks catch up; nothing is dropped");
+                        paused = true;
+                    }
+                    self.watcher.wait(Duration::from_millis(200));
+                    continue;
+                }
+                Ok(_) if paused => {
+                    tracing::info!("journal has room again: reading resumed");
+                    paused = false;
+                }
+                _ => {}
+            }
+            let Some(batch) = self.tailer.read() else {
+                if once {
+                    break;
+                }
+                if last_close.elapsed() >= CLOSE_IDLE_EVERY {
+                    self.tailer.close_idle();
+                    last_close = Instant::now();
+                }
+                self.watcher.wait(self.poll_interval);
+                self.watcher.refresh();
+                self.scan();
+                continue;
+            };
+            match self.commit(batch) {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(()) => {
+                    self.watcher.wait(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        if let Err(e) = self.journal.flush() {
+            tracing::error!(error = %e, "final journal flush failed");
+        }
+    }
+
+    fn scan(&mut self) {
+        self.tailer.scan();
+        let mut shared = self.unreadable.lock().unwrap_or_else(|p| p.into_inner());
+        if *shared != *self.tailer.unreadable() {
+            *shared = self.tailer.unreadable().clone();
+        }
+    }
+
+    fn commit(&mut self, mut batch: Batch) -> Result<(), ()> {
+        let read_time = now_secs();
+        let mut rows = Vec::with_capacity(batch.lines.len());
+        let mut delta = batch.delta;
+        for line in &batch.lines {
+            if let Some(row) = self.extractor.extract(
+                &batch.state.path,
+                line.offset,
+                batch.text(line),
+                read_time,
+                &mut delta,
+            ) {
+                rows.push(row);
+            }
+        }
+        batch.delta = delta;
+        let mut state = batch.state.clone();
+        state.counters.add(&delta);
+        let result = self
+            .journal
+            .commit_ingest(&state, &rows, &delta)
+            .and_then(|_| {
+                if batch.forget {
+                    self.journal.forget_file(state.id)
+                } else {
+                    Ok(())
+                }
+            });
+        match result {
+            Ok(()) => {
+                self.tailer.committed(&batch);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(file = %state.path, offset = batch.state.offset, error = %e, "cannot commit rows; the lines will be read again");
+                self.tailer.abandon(&batch);
+                Err(())
+            }
+        }
+    }
+}

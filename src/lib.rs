@@ -1,0 +1,29 @@
+//! mosaic-shipper: ships training metrics from RL workers' structured JSON
+//! logs to TensorBoard and Weights & Biases, exactly once.
+//!
+//! The pipeline, one way from source to sinks:
+//!
+//! ```text
+//!   log files --tail--> lines --extract--> rows --journal (sled)--> sinks
+//!               offsets ------------------------^         cursors --^
+//! ```
+//!
+//! - [`tail`] follows files through rotation and truncation and proposes
+//!   batches of complete lines with byte offsets.
+//! - [`extract`] turns JSON lines into [`row::Row`]s with configurable rules.
+//! - [`journal`] commits rows and offsets in one transaction.
+//! - [`sink`] delivers rows behind per-sink durable cursors.
+//! - [`agent`] wires them together with explicit shutdown.
+
+pub mod agent;
+pub mod config;
+pub mod extract;
+pub mod ingest;
+pub mod journal;
+pub mod logging;
+pub mod row;
+pub mod sink;
+pub mod stats;
+pub mod status;
+pub mod tail;
+pub mod util;

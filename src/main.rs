@@ -1,0 +1,171 @@
+//! The `mosaic-shipper` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use mosaic_shipper::agent::Agent;
+use mosaic_shipper::config::Config;
+use mosaic_shipper::journal::{Journal, JournalError};
+use mosaic_shipper::logging;
+use mosaic_shipper::status::Status;
+
+/// Ships training metrics from RL workers' JSON logs to TensorBoard and
+/// Weights & Biases.
+///
+/// The agent follows the workers' log files (default:
+/// var/trainer/runs/*/logs/*.log under the current directory), turns metric
+/// records into rows, commits them with the file offsets to a journal
+/// (default: var/shipper/), and delivers them to each enabled sink exactly
+/// once. Without --config it uses an embedded default (the same as
+/// config/mosaic-shipper.toml in the source tree).
+#[derive(Parser)]
+#[command(version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    /// Log level or filter (e.g. debug, or mosaic_shipper=trace). Overrides
+    /// RUST_LOG and the configuration's log.level.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: follow the logs and deliver rows until SIGINT/SIGTERM.
+    ///
+    /// On a signal it stops reading, delivers what it can for a few
+    /// seconds, commits, and exits 0. Whatever was not delivered is kept
+    /// in the journal and ships on the next start.
+    Run {
+        /// Configuration file (TOML). Default: $MOSAIC_SHIPPER_CONFIG, else
+        /// the embedded default.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Ship what the files hold now, wait until every enabled sink has
+        /// acknowledged it, then exit 0 (batch use, tests, benchmarks).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Show followed files with their committed offsets, sink cursors and
+    /// pending rows, and the store's size.
+    ///
+    /// Works whether or not the agent is running (while it runs, from the
+    /// snapshot it refreshes every 2 seconds in the store directory).
+    Status {
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// One JSON object, with stable field names, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the configuration and print it as it takes effect.
+    ///
+    /// Exits 2 with a message naming the problem (unknown key, bad glob or
+    /// regex, unusable path) when it is not valid.
+    CheckConfig {
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => {
+            let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "warn"));
+            match Config::load(config.as_deref()) {
+                Ok(c) => {
+                    print!("{}", c.render());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mosaic-shipper: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Status { config, json } => {
+            let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "warn"));
+            report(status(config, json))
+        }
+        Command::Run { config, once } => {
+            let config = match Config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("mosaic-shipper: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let _log = logging::init(
+                logging::filter(cli.log_level.as_deref(), &config.log.level),
+                &config.log_dir(),
+                config.log.max_files,
+            );
+            report(run(config, once))
+        }
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("mosaic-shipper: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config, once: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let agent = Agent::start(config, once)?;
+        if once {
+            return agent.run_once().await;
+        }
+        wait_for_signal().await?;
+        tracing::info!("stopping: committing and delivering what is read");
+        agent.shutdown(Duration::from_secs(5)).await
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let config = Config::load(config.as_deref())?;
+    let store = &config.store.path;
+    let status = match Journal::open_existing(store) {
+        Ok(journal) => Status::collect(&journal, &config.enabled_sinks(), Default::default())?,
+        Err(JournalError::Locked { .. }) => Status::read_snapshot(store).with_context(|| {
+            format!(
+                "the agent is running on {} but its status snapshot cannot be read",
+                store.display()
+            )
+        })?,
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status.render());
+    }
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! The `jsonl` sink: delivered rows as JSON lines, one file per run.
+//!
+//! It is the simplest sink that follows the full contract, which makes it
+//! the end-to-end witness of exactly-once delivery in tests, and a plain
+//! format for users who want rows without TensorBoard or W&B.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::ser::{SerializeMap, Serializer};
+
+use super::{Checkpoint, PathTemplate, Sink, SinkError};
+use crate::row::{Entry, Row};
+
+/// Committed length of every file the sink has written: its recovery state.
+type Lengths = BTreeMap<PathBuf, u64>;
+
+/// See the module documentation.
+pub struct JsonlSink {
+    template: PathTemplate,
+    /// Lengths as of the last commit (or checkpoint).
+    committed: Lengths,
+    /// Rows written but not yet flushed, by file.
+    pending: HashMap<PathBuf, Vec<u8>>,
+}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> SinkError {
+    SinkError::Io(format!("jsonl sink: {what} {}: {e}", path.display()))
+}
+
+impl JsonlSink {
+    pub fn new(template: &str) -> JsonlSink {
+        JsonlSink {
+            template: PathTemplate::new(template),
+            committed: Lengths::new(),
+            pending: HashMap::new(),
+        }
+    }
+
+    fn state(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.committed).expect("lengths serialise")
+    }
+}
+
+/// Writes `row` as one JSON object; non-finite values become the strings
+/// "NaN", "Infinity" and "-Infinity" (JSON has no token for them).
+pub fn write_row(out: &mut Vec<u8>, row: &Row) {
+    struct Values<'a>(&'a BTreeMap<String, f64>);
+    impl serde::Serialize for Values<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(self.0.len()))?;
+            for (k, v) in self.0 {
+                if v.is_finite() {
+                    m.serialize_entry(k, v)?;
+                } else if v.is_nan() {
+                    m.serialize_entry(k, "NaN")?;
+                } else if *v > 0.0 {
+                    m.serialize_entry(k, "Infinity")?;
+                } else {
+                    m.serialize_entry(k, "-Infinity")?;
+                }
+            }
+            m.end()
+        }
+    }
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        run_id: &'a str,
+        step: i64,
+        wall_time: f64,
+        values: Values<'a>,
+    }
+    serde_json::to_writer(
+        &mut *out,
+        &Line {
+            run_id: &row.run_id,
+            step: row.step,
+            wall_time: row.wall_time,
+            values: Values(&row.values),
+        },
+    )
+    .expect("writing to a Vec cannot fail");
+    out.push(b'\n');
+}
+
+impl Sink for JsonlSink {
+    fn name(&self) -> &'static str {
+        "jsonl"
+    }
+
+    async fn recover(&mut self, state: &[u8]) -> Result<(), SinkError> {
+        self.pending.clear();
+        self.committed = if state.is_empty() {
+            Lengths::new()
+        } else {
+            serde_json::from_slice(state)
+                .map_err(|e| SinkError::Io(format!("jsonl sink: damaged saved state: {e}")))?
+        };
+        for (path, &len) in &self.committed {
+            let file = match OpenOptions::new().write(true).open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!(file = %path.display(), "jsonl output file was removed; it will be created again");
+                    continue;
+                }
+                Err(e) => return Err(io_err(path, "cannot open", e)),
+            };
+            let on_disk = file
+                .metadata()
+                .map_err(|e| io_err(path, "cannot stat", e))?
+                .len();
+            if on_disk > len {
+                tracing::info!(file = %path.display(), from = on_disk, to = len, "cutting uncommitted rows (written before a crash)");
+                file.set_len(len)
+                    .map_err(|e| io_err(path, "cannot truncate", e))?;
+                file.sync_all()
+                    .map_err(|e| io_err(path, "cannot sync", e))?;
+            } else if on_disk < len {
+                tracing::warn!(file = %path.display(), expected = len, found = on_disk, "jsonl output file is shorter than committed; was it edited?");
+            }
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self, entries: &[Entry], checkpoint: &Checkpoint) -> Result<(), SinkError> {
+        let mut new_files = false;
+        for entry in entries {
+            let path = self.template.render(&entry.row.run_id);
+            if !self.committed.contains_key(&path) && !self.pending.contains_key(&path) {
+                // Record the file's current length before writing to it,
+                // so that recovery can cut back what follows.
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, "cannot create", e))?;
+                }
+                let len = match std::fs::metadata(&path) {
+                    Ok(m) => m.len(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                    Err(e) => return Err(io_err(&path, "cannot stat", e)),
+                };
+                self.committed.insert(path.clone(), len);
+                new_files = true;
+            }
+            write_row(self.pending.entry(path).or_default(), &entry.row);
+        }
+        if new_files {
+            checkpoint.save(self.state())?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<Vec<u8>, SinkError> {
+        for (path, bytes) in self.pending.drain() {
+            let committed = self.committed.get(&path).copied().unwrap_or(0);
+            let mut file: File = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| io_err(&path, "cannot open", e))?;
+            // Write at the committed end: a failed earlier attempt may have
+            // left a partial tail, which this overwrites.
+            file.set_len(committed)
+                .map_err(|e| io_err(&path, "cannot truncate", e))?;
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(committed))
+                .map_err(|e| io_err(&path, "cannot seek", e))?;
+            file.write_all(&bytes)
+                .map_err(|e| io_err(&path, "cannot write", e))?;
+            file.sync_data()
+                .map_err(|e| io_err(&path, "cannot sync", e))?;
+            self.committed.insert(path, committed + bytes.len() as u64);
+        }
+        Ok(self.state())
+    }
+}

@@ -1,0 +1,207 @@
+//! Sinks: where rows go, each behind its own durable cursor.
+//!
+//! The contract every sink follows, and that the [`run`] loop enforces:
+//!
+//! 1. On start (and after any error) the sink is given the state it saved
+//!    with its cursor and must put its destination back to exactly that
+//!    point ([`Sink::recover`]), e.g. truncate files to committed lengths.
+//! 2. Rows after the cursor are handed over in order ([`Sink::write`]).
+//!    Before it creates anything that recovery must know of (a new file),
+//!    the sink records that in its state through [`Checkpoint::save`].
+//! 3. [`Sink::flush`] makes everything written durable and returns the
+//!    state describing it; the runner commits that state and the cursor in
+//!    one journal write ([`Journal::ack`]).
+//!
+//! A crash anywhere leaves a destination that is at or beyond the committed
+//! state, and recovery cuts it back: each row arrives exactly once.
+
+pub mod jsonl;
+mod template;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backoff::backoff::Backoff;
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::journal::{Journal, JournalError};
+use crate::row::Entry;
+pub use template::PathTemplate;
+
+/// A sink failure. Every one is retried after a backoff (the destination
+/// may come back: a disk is freed, a server restarts); rows stay in the
+/// journal meanwhile.
+#[derive(Debug, Error)]
+pub enum SinkError {
+    #[error("{0}")]
+    Io(String),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// One destination for rows. See the module documentation for the contract.
+pub trait Sink: Send + 'static {
+    /// Stable name; the key of the sink's cursor in the journal.
+    fn name(&self) -> &'static str;
+
+    /// Restores the destination to the state committed with the cursor.
+    fn recover(&mut self, state: &[u8]) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Takes rows in sequence order; they need not be durable yet.
+    fn write(
+        &mut self,
+        entries: &[Entry],
+        checkpoint: &Checkpoint,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Makes all written rows durable; returns the state to commit.
+    fn flush(&mut self) -> impl Future<Output = Result<Vec<u8>, SinkError>> + Send;
+}
+
+/// Lets a sink commit recovery state without moving its cursor.
+pub struct Checkpoint {
+    journal: Arc<Journal>,
+    name: &'static str,
+    seq: u64,
+}
+
+impl Checkpoint {
+    pub fn save(&self, state: Vec<u8>) -> Result<(), SinkError> {
+        self.journal.ack(self.name, self.seq, state)?;
+        Ok(())
+    }
+}
+
+/// How the runner batches and paces a sink.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Rows handed to one `write`.
+    pub batch_rows: usize,
+    /// Longest time written rows wait for a flush while more keep coming.
+    pub flush_interval: Duration,
+    /// Consecutive failures after which the runner gives up (`--once`);
+    /// `None`: retry forever (the daemon).
+    pub give_up_after: Option<u32>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            batch_rows: 2048,
+            flush_interval: Duration::from_secs(1),
+            give_up_after: None,
+        }
+    }
+}
+
+/// What the agent asks of the sinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Keep delivering as rows arrive.
+    Run,
+    /// Deliver what is in the journal, then stop (or at the deadline).
+    Drain { until: Instant },
+}
+
+fn retry_policy() -> backoff::ExponentialBackoff {
+    backoff::ExponentialBackoff {
+        initial_interval: Duration::from_millis(200),
+        max_interval: Duration::from_secs(30),
+        max_elapsed_time: None,
+        ..Default::default()
+    }
+}
+
+/// Drives one sink until told to stop. Returns an error only when
+/// `give_up_after` consecutive attempts failed.
+pub async fn run<S: Sink>(
+    mut sink: S,
+    journal: Arc<Journal>,
+    options: RunOptions,
+    mut mode: watch::Receiver<Mode>,
+) -> Result<(), SinkError> {
+    let name = sink.name();
+    let mut retry = retry_policy();
+    let mut failures = 0u32;
+    loop {
+        match deliver(&mut sink, &journal, &options, &mut mode).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                failures += 1;
+                if options.give_up_after.is_some_and(|n| failures >= n) {
+                    tracing::error!(sink = name, error = %e, failures, "sink failed; giving up (rows stay in the journal)");
+                    return Err(e);
+                }
+                let wait = retry.next_backoff().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(sink = name, error = %e, retry_in = ?wait, "sink failed; will recover and retry");
+                let deadline = tokio::time::sleep(wait);
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        _ = &mut deadline => break,
+                        changed = mode.changed() => {
+                            if changed.is_err() { return Err(e); }
+                            if let Mode::Drain { until } = *mode.borrow() {
+                                if Instant::now() >= until { return Err(e); }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One recovery-and-deliver session; returns on drain completion or error.
+async fn deliver<S: Sink>(
+    sink: &mut S,
+    journal: &Arc<Journal>,
+    options: &RunOptions,
+    mode: &mut watch::Receiver<Mode>,
+) -> Result<(), SinkError> {
+    let name = sink.name();
+    let cursor = journal.cursor(name)?;
+    sink.recover(&cursor.state).await?;
+    let mut acked = cursor.seq;
+    let mut written = cursor.seq;
+    let mut last_flush = Instant::now();
+    let mut rows = journal.subscribe_rows();
+    loop {
+        let batch = journal.read_after(written, options.batch_rows)?;
+        if let Some(last) = batch.last() {
+            let checkpoint = Checkpoint {
+                journal: journal.clone(),
+                name,
+                seq: acked,
+            };
+            sink.write(&batch, &checkpoint).await?;
+            written = last.seq;
+        }
+        let caught_up = batch.len() < options.batch_rows;
+        if written > acked && (caught_up || last_flush.elapsed() >= options.flush_interval) {
+            let state = sink.flush().await?;
+            journal.ack(name, written, state)?;
+            tracing::debug!(sink = name, seq = written, "acknowledged");
+            acked = written;
+            last_flush = Instant::now();
+        }
+        if !caught_up {
+            continue;
+        }
+        let current = *mode.borrow_and_update();
+        if let Mode::Drain { until } = current {
+            if written >= *rows.borrow() || Instant::now() >= until {
+                return Ok(());
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = rows.changed() => {}
+            changed = mode.changed() => {
+                if changed.is_err() { return Ok(()); }
+            }
+        }
+    }
+}

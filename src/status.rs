@@ -1,0 +1,203 @@
+//! What `mosaic-shipper status` reports, and the snapshot a running agent
+//! keeps of it.
+//!
+//! sled allows one process per store, so while the agent runs `status`
+//! cannot open the journal; the agent therefore writes the same report to
+//! `<store>/status.json` every few seconds, and `status` reads that.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::journal::{Journal, JournalError};
+use crate::stats::Counters;
+
+/// The report; its JSON form is stable for scripts (fields are only added).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// "store" when read from the journal, "snapshot" when from a running agent.
+    pub source: String,
+    /// Unix seconds when the report was made.
+    pub taken_at: f64,
+    pub store: StoreStatus,
+    pub files: Vec<FileStatus>,
+    pub sinks: Vec<SinkStatus>,
+    /// Totals over every file ever read.
+    pub counters: Counters,
+    /// Files matching a pattern that cannot be opened, with the error.
+    pub unreadable: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoreStatus {
+    pub path: PathBuf,
+    pub size_on_disk: u64,
+    /// Bytes of rows held, the figure `store.max_bytes` caps.
+    pub stored_bytes: u64,
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileStatus {
+    pub id: u64,
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+    pub fingerprint_len: u32,
+    pub fingerprint_crc32c: u32,
+    /// Committed byte offset: just past the last complete line taken.
+    pub offset: u64,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SinkStatus {
+    pub name: String,
+    pub enabled: bool,
+    pub cursor: u64,
+    /// Rows journaled but not yet acknowledged by this sink.
+    pub pending: u64,
+}
+
+pub const SNAPSHOT_FILE: &str = "status.json";
+
+impl Status {
+    /// Reads the report from an open journal.
+    pub fn collect(
+        journal: &Journal,
+        enabled: &[&str],
+        unreadable: BTreeMap<String, String>,
+    ) -> Result<Status, JournalError> {
+        let last_seq = journal.last_seq()?;
+        let mut sinks: Vec<SinkStatus> = journal
+            .cursors()?
+            .into_iter()
+            .map(|(name, c)| SinkStatus {
+                enabled: enabled.contains(&name.as_str()),
+                name,
+                cursor: c.seq,
+                pending: last_seq.saturating_sub(c.seq),
+            })
+            .collect();
+        for name in enabled {
+            if !sinks.iter().any(|s| s.name == *name) {
+                sinks.push(SinkStatus {
+                    name: name.to_string(),
+                    enabled: true,
+                    cursor: 0,
+                    pending: last_seq,
+                });
+            }
+        }
+        Ok(Status {
+            source: "store".into(),
+            taken_at: crate::util::now_secs(),
+            store: StoreStatus {
+                path: journal.path().to_path_buf(),
+                size_on_disk: journal.size_on_disk()?,
+                stored_bytes: journal.stored_bytes()?,
+                last_seq,
+            },
+            files: journal
+                .files()?
+                .into_iter()
+                .map(|f| FileStatus {
+                    id: f.id,
+                    path: f.path,
+                    dev: f.dev,
+                    ino: f.ino,
+                    fingerprint_len: f.fp_len,
+                    fingerprint_crc32c: f.fp,
+                    offset: f.offset,
+                    counters: f.counters,
+                })
+                .collect(),
+            sinks,
+            counters: journal.counters()?,
+            unreadable,
+        })
+    }
+
+    /// Writes the snapshot atomically (temp file + rename).
+    pub fn write_snapshot(&self, store: &Path) -> std::io::Result<()> {
+        let mut snap = self.clone();
+        snap.source = "snapshot".into();
+        let tmp = store.join(format!("{SNAPSHOT_FILE}.tmp"));
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(&snap).expect("status serialises"),
+        )?;
+        std::fs::rename(&tmp, store.join(SNAPSHOT_FILE))
+    }
+
+    pub fn read_snapshot(store: &Path) -> std::io::Result<Status> {
+        let bytes = std::fs::read(store.join(SNAPSHOT_FILE))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+
+    /// The human-readable form.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let age = crate::util::now_secs() - self.taken_at;
+        if self.source == "snapshot" {
+            let _ = writeln!(s, "(the agent is running; snapshot from {age:.0}s ago)");
+        }
+        let _ = writeln!(
+            s,
+            "store {}: {} bytes on disk, {} bytes of rows held, last row #{}",
+            self.store.path.display(),
+            self.store.size_on_disk,
+            self.store.stored_bytes,
+            self.store.last_seq
+        );
+        let _ = writeln!(s, "\nsinks:");
+        for k in &self.sinks {
+            let _ = writeln!(
+                s,
+                "  {:<12} {:<8} cursor #{:<10} pending {}",
+                k.name,
+                if k.enabled { "enabled" } else { "disabled" },
+                k.cursor,
+                k.pending
+            );
+        }
+        let _ = writeln!(s, "\nfiles:");
+        for f in &self.files {
+            let _ = writeln!(
+                s,
+                "  {}\n    dev {} ino {} fingerprint {:08x}/{}  offset {}  lines {} rows {}",
+                f.path,
+                f.dev,
+                f.ino,
+                f.fingerprint_crc32c,
+                f.fingerprint_len,
+                f.offset,
+                f.counters.lines,
+                f.counters.rows
+            );
+        }
+        let c = &self.counters;
+        let _ = writeln!(
+            s,
+            "\ntotals: {} lines, {} rows, {} ordinary lines, {} invalid JSON, {} invalid UTF-8, \
+             {} oversized, {} rejected records, {} skipped values, {} truncations, {} unterminated",
+            c.lines,
+            c.rows,
+            c.unmatched,
+            c.invalid_json,
+            c.invalid_utf8,
+            c.oversized,
+            c.rejected,
+            c.skipped_values,
+            c.truncations,
+            c.unterminated
+        );
+        for (path, err) in &self.unreadable {
+            let _ = writeln!(s, "unreadable: {path}: {err}");
+        }
+        s
+    }
+}
