@@ -502,6 +502,7 @@ mod tests {
             fp_len: 0,
             fp: 0,
             offset,
+            head: Vec::new(),
             counters: Counters::default(),
         }
     }

@@ -23,20 +23,17 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
-    /// Fingerprints the first `min(file_len, FINGERPRINT_BYTES)` bytes.
-    pub fn of(file: &File, file_len: u64) -> io::Result<Fingerprint> {
-        Self::of_prefix(file, file_len.min(FINGERPRINT_BYTES))
+    /// Fingerprints exactly the first `len` bytes; a zero-length
+    /// fingerprint matches every file, which is right for an empty file.
+    pub fn of_prefix(file: &File, len: u64) -> io::Result<Fingerprint> {
+        Ok(Self::of_bytes(&head(file, len)?))
     }
 
-    /// Fingerprints exactly the first `len` bytes; `None`-like zero-length
-    /// fingerprints match every file, which is right for an empty file.
-    pub fn of_prefix(file: &File, len: u64) -> io::Result<Fingerprint> {
-        let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, 0)?;
-        Ok(Fingerprint {
-            len: len as u32,
-            crc: crc32c::crc32c(&buf),
-        })
+    pub fn of_bytes(bytes: &[u8]) -> Fingerprint {
+        Fingerprint {
+            len: bytes.len() as u32,
+            crc: crc32c::crc32c(bytes),
+        }
     }
 
     /// Whether `file` (now `file_len` bytes long) still begins with the
@@ -52,4 +49,11 @@ impl Fingerprint {
 /// (device, inode) of an open file or a path's metadata.
 pub fn dev_ino(meta: &std::fs::Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
+}
+
+/// The first `min(len, FINGERPRINT_BYTES)` bytes of a file that is `len` long.
+pub fn head(file: &File, len: u64) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len.min(FINGERPRINT_BYTES) as usize];
+    file.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
 }

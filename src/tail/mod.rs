@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::TailConfig;
 use crate::stats::Counters;
 pub use discover::{rotation_number, Sources};
-use identity::{dev_ino, Fingerprint, FINGERPRINT_BYTES};
+use identity::{dev_ino, head, Fingerprint, FINGERPRINT_BYTES};
 
 /// How many scans a file may go unseen (while still existing somewhere)
 /// before it is forgotten. A rename racing with a scan can hide a file for
@@ -49,12 +49,24 @@ pub struct FileState {
     pub fp: u32,
     /// Byte offset just past the last complete line taken.
     pub offset: u64,
+    /// The first `fp_len` bytes themselves. A copytruncate copy can be
+    /// shorter than the fingerprinted prefix (the file grew between the
+    /// copy and our look); it is recognised by comparing what both have.
+    #[serde(default, with = "hex_bytes")]
+    pub head: Vec<u8>,
     /// What was read from this file.
     #[serde(default)]
     pub counters: Counters,
 }
 
 impl FileState {
+    fn set_head(&mut self, bytes: Vec<u8>) {
+        let fp = Fingerprint::of_bytes(&bytes);
+        self.fp_len = fp.len;
+        self.fp = fp.crc;
+        self.head = bytes;
+    }
+
     fn fingerprint(&self) -> Fingerprint {
         Fingerprint {
             len: self.fp_len,
@@ -114,14 +126,9 @@ struct Tracked {
     skipping: Option<Skipping>,
     /// Truncation was detected but not yet committed.
     pending_truncation: bool,
-}
-
-/// An untracked file that starts like a followed one: a copytruncate copy.
-/// It is read only once its original is truncated or gone, from where the
-/// original was left, so nothing in it is read twice.
-#[derive(Debug, Clone, Copy)]
-struct Copy {
-    of: u64,
+    /// A copy that starts past 0: its checkpoint must be committed even
+    /// if there is nothing to read, or a restart would read it from 0.
+    needs_commit: bool,
 }
 
 /// The file follower. See the module documentation.
@@ -136,25 +143,25 @@ pub struct Tailer {
     /// Files truncated in recent scans, with the scans each is kept for: a
     /// copytruncate copy may be listed a scan after the truncation is seen.
     replaced: Vec<(Replaced, u32)>,
+    /// Checkpoints dropped by the tailer that the journal still holds.
+    to_forget: Vec<FileState>,
 }
 
 /// A file truncated or replaced in this scan, for copytruncate detection.
 struct Replaced {
-    id: u64,
-    dir: PathBuf,
-    name: String,
+    path: String,
+    /// Its first bytes before truncation, when this process saw them.
+    head: Vec<u8>,
     fp: Fingerprint,
     offset: u64,
 }
 
-fn name_of(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default()
-}
-
-fn dir_of(p: &Path) -> PathBuf {
-    p.parent().map(Path::to_path_buf).unwrap_or_default()
+/// `x.log` for `x.log`, `x.log.1`, `x.log.2`: the files one log rotates through.
+fn rotation_family(p: &Path) -> PathBuf {
+    match rotation_number(p) {
+        Some(_) => p.with_extension(""),
+        None => p.to_path_buf(),
+    }
 }
 
 impl Tailer {
@@ -174,6 +181,7 @@ impl Tailer {
                         deleted: false,
                         skipping: None,
                         pending_truncation: false,
+                        needs_commit: false,
                     },
                 )
             })
@@ -186,6 +194,7 @@ impl Tailer {
             next_id,
             unreadable: BTreeMap::new(),
             replaced: Vec::new(),
+            to_forget: Vec::new(),
         }
     }
 
@@ -228,6 +237,7 @@ impl Tailer {
         });
         let mut replaced = std::mem::take(&mut self.replaced);
         let mut forget = Vec::new();
+        let mut dropped = Vec::new();
         for (&id, t) in self.files.iter_mut() {
             let key = (t.state.dev, t.state.ino);
             let Some(&i) = by_inode.get(&key) else {
@@ -238,6 +248,11 @@ impl Tailer {
                     .and_then(|f| f.metadata().ok())
                     .is_some_and(|m| m.nlink() == 0);
                 t.deleted = deleted;
+                // Still readable through our handle: it may also have been
+                // truncated before it went away.
+                if let Some(was) = Self::check_whole(t) {
+                    replaced.push((was, UNSEEN_SCANS_BEFORE_FORGET));
+                }
                 if !deleted {
                     t.unseen_scans += 1;
                     if t.file.is_none() && t.unseen_scans >= UNSEEN_SCANS_BEFORE_FORGET {
@@ -251,12 +266,8 @@ impl Tailer {
             t.seen = true;
             t.unseen_scans = 0;
             t.deleted = false;
-            let path_str = path.display().to_string();
-            if t.state.path != path_str {
-                tracing::info!(id, from = %t.state.path, to = %path_str, "file renamed (rotation)");
-                t.state.path = path_str;
-            }
-            if t.file.is_none() {
+            let reopened = t.file.is_none();
+            if reopened {
                 match File::open(path) {
                     Ok(f) => match f.metadata() {
                         Ok(m) if dev_ino(&m) == key => t.file = Some(f),
@@ -272,38 +283,57 @@ impl Tailer {
             let len = meta.len();
             let whole =
                 len >= t.state.offset && t.state.fingerprint().matches(file, len).unwrap_or(false);
+            let was = Replaced {
+                path: t.state.path.clone(),
+                head: t.state.head.clone(),
+                fp: t.state.fingerprint(),
+                offset: t.state.offset,
+            };
+            if !whole && reopened {
+                // A checkpoint whose inode now holds other content: the file
+                // was replaced (inode reuse after delete) or truncated while
+                // we held no handle. Either way it is a new file: drop the
+                // checkpoint and let the path be judged as new, copies and
+                // all; what the old file was is kept for copy detection.
+                tracing::info!(file = %path.display(), was = %t.state.path, offset = t.state.offset, "file no longer matches its checkpoint; treating it as new");
+                t.file = None;
+                replaced.push((was, UNSEEN_SCANS_BEFORE_FORGET));
+                dropped.push(id);
+                continue;
+            }
             claimed.insert(i);
+            let path_str = path.display().to_string();
+            if t.state.path != path_str {
+                tracing::info!(id, from = %t.state.path, to = %path_str, "file renamed (rotation)");
+                t.state.path = path_str;
+            }
+            if whole && u64::from(t.state.fp_len) < FINGERPRINT_BYTES.min(len) {
+                // Widen the fingerprint now that the file is longer, so a
+                // copy made of it is recognised as one.
+                if let Ok(bytes) = head(file, len) {
+                    t.state.set_head(bytes);
+                }
+            }
             if !whole {
-                tracing::warn!(
-                    file = %t.state.path, offset = t.state.offset, len,
-                    "file was truncated or replaced in place (copytruncate?): reading it again from the start"
-                );
-                replaced.push((
-                    Replaced {
-                        id,
-                        dir: dir_of(path),
-                        name: name_of(path),
-                        fp: t.state.fingerprint(),
-                        offset: t.state.offset,
-                    },
-                    UNSEEN_SCANS_BEFORE_FORGET,
-                ));
-                let fp = Fingerprint::of(file, len).unwrap_or(Fingerprint { len: 0, crc: 0 });
-                t.state.offset = 0;
-                t.state.fp_len = fp.len;
-                t.state.fp = fp.crc;
-                t.skipping = None;
-                t.pending_truncation = true;
+                Self::restart_file(t, len);
+                replaced.push((was, UNSEEN_SCANS_BEFORE_FORGET));
             }
         }
         for id in forget {
             if let Some(t) = self.files.remove(&id) {
                 tracing::info!(file = %t.state.path, offset = t.state.offset, "file is gone; forgetting it");
+                self.to_forget.push(t.state);
+            }
+        }
+        for id in dropped {
+            if let Some(t) = self.files.remove(&id) {
+                self.to_forget.push(t.state);
             }
         }
 
         // 2. New files. Copies of followed files wait for their original.
         self.replaced = replaced;
+        let mut fresh = Vec::new();
         for (i, (path, meta)) in found.iter().enumerate() {
             if claimed.contains(&i) || by_inode.get(&dev_ino(meta)) != Some(&i) {
                 continue;
@@ -320,74 +350,152 @@ impl Tailer {
             if dev_ino(&meta) != dev_ino(&found[i].1) {
                 continue; // replaced between stat and open: next scan
             }
-            let len = meta.len();
-            let mut offset = 0;
-            match self.copy_of(path, &file, len) {
-                Some((Copy { of }, Some(from))) => {
-                    tracing::info!(file = %path.display(), of, offset = from, "copy of a truncated file: reading it from where the original was left");
-                    offset = from.min(len);
-                }
-                Some((Copy { of }, None)) => {
-                    tracing::debug!(file = %path.display(), of, "copy of a followed file; waiting for the original to be truncated");
-                    continue;
-                }
-                None => {}
-            }
-            let Ok(fp) = Fingerprint::of(&file, len) else {
+            let Ok(bytes) = head(&file, meta.len()) else {
                 continue;
             };
+            fresh.push((path.clone(), file, meta, bytes));
+        }
+        // Decide for all before following any: a copy and its original may
+        // both be new in this scan.
+        let decisions: Vec<Option<u64>> = fresh
+            .iter()
+            .map(|(path, file, meta, _)| {
+                let others = fresh
+                    .iter()
+                    .filter(|(p, ..)| p != path)
+                    .map(|(p, f, m, _)| (p.as_path(), f, m.len()));
+                match self.copy_of(path, file, meta.len(), others) {
+                    Some((of, Some(from))) => {
+                        tracing::info!(file = %path.display(), of = %of, offset = from, "copy of a truncated file: reading it from where the original was left");
+                        Some(from.min(meta.len()))
+                    }
+                    Some((of, None)) => {
+                        tracing::debug!(file = %path.display(), of = %of, "copy of a followed file; waiting for the original to be truncated");
+                        None
+                    }
+                    None => Some(0),
+                }
+            })
+            .collect();
+        for ((path, file, meta, bytes), decision) in fresh.into_iter().zip(decisions) {
+            let Some(offset) = decision else { continue };
             let id = self.next_id;
             self.next_id += 1;
             let (dev, ino) = dev_ino(&meta);
             tracing::info!(id, file = %path.display(), offset, "following new file");
+            let mut state = FileState {
+                id,
+                path: path.display().to_string(),
+                dev,
+                ino,
+                fp_len: 0,
+                fp: 0,
+                offset,
+                head: Vec::new(),
+                counters: Counters::default(),
+            };
+            state.set_head(bytes);
             self.files.insert(
                 id,
                 Tracked {
-                    state: FileState {
-                        id,
-                        path: path.display().to_string(),
-                        dev,
-                        ino,
-                        fp_len: fp.len,
-                        fp: fp.crc,
-                        offset,
-                        counters: Counters::default(),
-                    },
+                    state,
                     file: Some(file),
                     seen: true,
                     unseen_scans: 0,
                     deleted: false,
                     skipping: None,
                     pending_truncation: false,
+                    needs_commit: offset > 0,
                 },
             );
         }
     }
 
-    /// Whether an untracked `path` is a copy of a followed file (a
-    /// copytruncate rotation: named `<original>.<suffix>` beside it, and
-    /// starting with the original's fingerprinted bytes). With `Some(offset)`
-    /// when the original has been truncated, so the copy's unread part
-    /// starts there; `None` while the original is still whole.
-    fn copy_of(&self, path: &Path, file: &File, len: u64) -> Option<(Copy, Option<u64>)> {
-        let dir = dir_of(path);
-        let name = name_of(path);
-        let is_sibling = |orig_dir: &Path, orig_name: &str| {
-            orig_dir == dir
-                && name.len() > orig_name.len() + 1
-                && name.starts_with(orig_name)
-                && name.as_bytes()[orig_name.len()] == b'.'
+    /// For a file we hold open: if it was truncated or rewritten in place,
+    /// start it again from 0 and return what it was.
+    fn check_whole(t: &mut Tracked) -> Option<Replaced> {
+        let file = t.file.as_ref()?;
+        let len = file.metadata().ok()?.len();
+        let whole =
+            len >= t.state.offset && t.state.fingerprint().matches(file, len).unwrap_or(false);
+        if whole {
+            return None;
+        }
+        let was = Replaced {
+            path: t.state.path.clone(),
+            head: t.state.head.clone(),
+            fp: t.state.fingerprint(),
+            offset: t.state.offset,
         };
-        let same_start = |fp: &Fingerprint| fp.len > 0 && fp.matches(file, len).unwrap_or(false);
+        Self::restart_file(t, len);
+        Some(was)
+    }
+
+    fn restart_file(t: &mut Tracked, len: u64) {
+        tracing::warn!(
+            file = %t.state.path, offset = t.state.offset, len,
+            "file was truncated or rewritten in place (copytruncate?): reading it again from the start"
+        );
+        let bytes = t
+            .file
+            .as_ref()
+            .and_then(|f| head(f, len).ok())
+            .unwrap_or_default();
+        t.state.set_head(bytes);
+        t.state.offset = 0;
+        t.skipping = None;
+        t.pending_truncation = true;
+    }
+
+    /// Whether an untracked `path` is a copy of another file (a
+    /// copytruncate rotation: named `<original>.<suffix>` beside it, and
+    /// starting with the original's fingerprinted bytes). The original may
+    /// be followed already or be new in this scan (`fresh`). Returns the
+    /// original's path, with `Some(offset)` when the original has been
+    /// truncated, so the copy's unread part starts there; with `None` while
+    /// the original is whole and still holds everything the copy does.
+    fn copy_of<'a>(
+        &'a self,
+        path: &Path,
+        file: &File,
+        len: u64,
+        fresh: impl Iterator<Item = (&'a Path, &'a File, u64)>,
+    ) -> Option<(String, Option<u64>)> {
+        // Rotations rename the copy and the original alike (x.log.1 may be
+        // x.log.2 by the next look), so kinship is by rotation family.
+        // The copy is the older, higher-numbered file of the two.
+        let family = rotation_family(path);
+        let number = rotation_number(path).unwrap_or(0);
+        let is_sibling = |orig: &Path| {
+            rotation_family(orig) == family && rotation_number(orig).unwrap_or(0) < number
+        };
+        // A truncated original survives as its first bytes, compared over
+        // what both files have.
         for (r, _) in &self.replaced {
-            if is_sibling(&r.dir, &r.name) && same_start(&r.fp) {
-                return Some((Copy { of: r.id }, Some(r.offset)));
+            if !is_sibling(Path::new(&r.path)) {
+                continue;
+            }
+            let same = if r.head.len() != r.fp.len as usize {
+                // A checkpoint without its head bytes: the fingerprint.
+                r.fp.len > 0 && r.fp.matches(file, len).unwrap_or(false)
+            } else {
+                let n = r.head.len().min(len as usize);
+                n > 0 && head(file, n as u64).is_ok_and(|b| b[..] == r.head[..n])
+            };
+            if same {
+                return Some((r.path.clone(), Some(r.offset)));
             }
         }
-        for (&id, t) in &self.files {
-            let p = Path::new(&t.state.path);
-            if is_sibling(&dir_of(p), &name_of(p)) && same_start(&t.state.fingerprint()) {
-                return Some((Copy { of: id }, None));
+        // A whole original is compared byte for byte over the prefix both
+        // have (the copy may be shorter: the original grew after the copy).
+        let followed = self.files.values().filter_map(|t| {
+            let f = t.file.as_ref()?;
+            let len = f.metadata().ok()?.len();
+            Some((Path::new(t.state.path.as_str()), f, len))
+        });
+        for (p, f, orig_len) in followed.chain(fresh) {
+            if is_sibling(p) && same_prefix(file, len, f, orig_len).unwrap_or(false) {
+                return Some((p.display().to_string(), None));
             }
         }
         None
@@ -409,7 +517,24 @@ impl Tailer {
     /// something to take (older rotations were numbered first, so their
     /// rows go out before the newer file's). `None`: nothing to read now.
     pub fn read(&mut self) -> Option<Batch> {
-        let ids: Vec<u64> = self.files.keys().copied().collect();
+        if let Some(state) = self.to_forget.pop() {
+            return Some(Batch {
+                state,
+                buf: Vec::new(),
+                lines: Vec::new(),
+                delta: Counters::default(),
+                forget: true,
+            });
+        }
+        // Copies' starting points go first: committed before the truncation
+        // of their original, a crash between the two cannot lose the link.
+        let mut ids: Vec<u64> = self
+            .files
+            .iter()
+            .filter(|(_, t)| t.needs_commit)
+            .map(|(&id, _)| id)
+            .collect();
+        ids.extend(self.files.keys().copied());
         for id in ids {
             match self.read_file(id) {
                 Ok(Some(batch)) => return Some(batch),
@@ -473,7 +598,7 @@ impl Tailer {
             if gone {
                 return Ok(Some(self.finish(id, len)));
             }
-            if t.pending_truncation {
+            if t.pending_truncation || t.needs_commit {
                 return Ok(Some(Batch {
                     state,
                     buf: Vec::new(),
@@ -530,16 +655,14 @@ impl Tailer {
             if gone && t.skipping.is_none() {
                 return Ok(Some(self.finish(id, len)));
             }
-            if !t.pending_truncation {
+            if !t.pending_truncation && !t.needs_commit {
                 return Ok(None);
             }
         }
         state.offset += pos as u64;
         if state.fp_len < FINGERPRINT_BYTES as u32 && len > u64::from(state.fp_len) {
             // The file has grown: widen its fingerprint (its start was verified).
-            let fp = Fingerprint::of(file, len)?;
-            state.fp_len = fp.len;
-            state.fp = fp.crc;
+            state.set_head(head(file, len)?);
         }
         Ok(Some(Batch {
             state,
@@ -588,6 +711,7 @@ impl Tailer {
             state.counters.add(&batch.delta);
             t.state = state;
             t.pending_truncation = false;
+            t.needs_commit = false;
         }
     }
 
@@ -621,9 +745,41 @@ impl Tailer {
     }
 }
 
+/// Serde for byte strings as hex: readable in the JSON checkpoint.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        s.serialize_str(&hex)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let hex = String::deserialize(d)?;
+        if hex.len() % 2 != 0 {
+            return Err(serde::de::Error::custom("odd-length hex"));
+        }
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+/// Whether two files begin with the same bytes over the fingerprint
+/// length, or over the shorter file when it is shorter (never empty).
+fn same_prefix(a: &File, a_len: u64, b: &File, b_len: u64) -> io::Result<bool> {
+    let n = a_len.min(b_len).min(FINGERPRINT_BYTES) as usize;
+    if n == 0 {
+        return Ok(false);
+    }
+    let (mut x, mut y) = (vec![0u8; n], vec![0u8; n]);
+    a.read_exact_at(&mut x, 0)?;
+    b.read_exact_at(&mut y, 0)?;
+    Ok(x == y)
+}
+
 fn memchr(hay: &[u8]) -> Option<usize> {
     memchr::memchr(b'\n', hay)
 }
 
-#[cfg(test)]
-mod tests;

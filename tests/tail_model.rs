@@ -1,0 +1,428 @@
+//! Model-based test of the tailer, in the manner of Vector's file-source
+//! model test: random sequences of writes (also partial lines), rename
+//! rotation, copytruncate, deletion of old rotations and agent restarts are
+//! applied both to real files and to a simple model that says which lines
+//! must come out, which may be lost, and in what order.
+//!
+//! The model's rules, which are those of every file shipper:
+//! - every complete line comes out at most once, and in order within the
+//!   file it was written to;
+//! - every line comes out, except lines written into the current file
+//!   between a copytruncate's copy and its truncate (they are in neither
+//!   file), and lines of a file deleted before the agent read them and
+//!   while it held no handle on it (a file created and deleted between two
+//!   looks, or deleted while the agent was stopped).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use mosaic_shipper::config::TailConfig;
+use mosaic_shipper::tail::{FileState, Tailer};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Append `n` complete lines of the given lengths; with `partial`, also
+    /// the first half of one more line (completed by the next write).
+    Write {
+        lens: Vec<usize>,
+        partial: bool,
+        crlf: bool,
+    },
+    /// RotatingFileHandler: x.log.N -> x.log.N+1, x.log -> x.log.1, new x.log.
+    Rotate,
+    /// logrotate copytruncate: copy x.log to x.log.1, then (after `window`
+    /// lines written in between, and optionally a look by the agent)
+    /// truncate x.log.
+    CopyTruncate { window: usize, look_between: bool },
+    /// Delete the oldest rotated file.
+    DeleteOldest,
+    /// The agent looks: scans and reads everything it can.
+    Look,
+    /// The agent is killed (uncommitted state lost); the next look starts it.
+    Kill,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (prop::collection::vec(1usize..150, 1..5), any::<bool>(), prop::bool::weighted(0.1))
+            .prop_map(|(lens, partial, crlf)| Op::Write { lens, partial, crlf }),
+        2 => Just(Op::Rotate),
+        1 => (0usize..3, any::<bool>()).prop_map(|(window, look_between)| Op::CopyTruncate { window, look_between }),
+        1 => Just(Op::DeleteOldest),
+        4 => Just(Op::Look),
+        1 => Just(Op::Kill),
+    ]
+}
+
+/// A physical file the model knows of (an inode), oldest first.
+#[derive(Debug)]
+struct ModelFile {
+    /// Model identity, for the per-file order check.
+    id: usize,
+    /// Line ids written to it, in order.
+    lines: Vec<u64>,
+    /// Whether the running agent has looked since it was created (and so
+    /// holds a handle on it).
+    held: bool,
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    config: TailConfig,
+    tailer: Option<Tailer>,
+    /// Checkpoints as the journal would hold them.
+    committed: BTreeMap<u64, FileState>,
+    /// The current x.log, then x.log.1, x.log.2, ... (index = rotation number).
+    files: Vec<ModelFile>,
+    next_file: usize,
+    next_line: u64,
+    /// A partial line written to x.log, completed by the next write.
+    partial: Option<(u64, String)>,
+    /// Line id -> model file it was written to.
+    origin: HashMap<u64, usize>,
+    may_lose: BTreeSet<u64>,
+    /// Deleted while held: must come out if the agent looks before it dies.
+    deleted_held: Vec<u64>,
+    out: Vec<u64>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("runs/R/logs")).unwrap();
+        let config = TailConfig {
+            sources: vec![format!("{}/runs/*/logs/*.log", dir.path().display())],
+            follow_rotated: true,
+            max_line_bytes: 4096,
+            poll_interval_ms: 1000,
+            // Small batches, so that reads stop mid-file and resume.
+            read_batch_bytes: 4096,
+        };
+        let mut h = Harness {
+            dir,
+            config,
+            tailer: None,
+            committed: BTreeMap::new(),
+            files: Vec::new(),
+            next_file: 0,
+            next_line: 0,
+            partial: None,
+            origin: HashMap::new(),
+            may_lose: BTreeSet::new(),
+            deleted_held: Vec::new(),
+            out: Vec::new(),
+        };
+        h.create_current();
+        h
+    }
+
+    fn path(&self, n: usize) -> PathBuf {
+        let base = self.dir.path().join("runs/R/logs/x.log");
+        if n == 0 {
+            base
+        } else {
+            PathBuf::from(format!("{}.{n}", base.display()))
+        }
+    }
+
+    fn create_current(&mut self) {
+        fs::write(self.path(0), b"").unwrap();
+        self.files.insert(
+            0,
+            ModelFile {
+                id: self.next_file,
+                lines: Vec::new(),
+                held: false,
+            },
+        );
+        self.next_file += 1;
+    }
+
+    fn line_text(id: u64, len: usize) -> String {
+        // Unique from the first byte on, so fingerprints tell files apart.
+        let mut s = format!("L{id:08}|");
+        while s.len() < len.max(12) {
+            s.push((b'a' + (s.len() % 26) as u8) as char);
+        }
+        s
+    }
+
+    fn append(&self, bytes: &[u8]) {
+        let mut f = OpenOptions::new().append(true).open(self.path(0)).unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
+    fn write_line(&mut self, len: usize, crlf: bool) {
+        let id = self.next_line;
+        self.next_line += 1;
+        let text = Self::line_text(id, len);
+        let end = if crlf { "\r\n" } else { "\n" };
+        self.append(format!("{text}{end}").as_bytes());
+        self.files[0].lines.push(id);
+        self.origin.insert(id, self.files[0].id);
+    }
+
+    fn complete_partial(&mut self) {
+        if let Some((id, rest)) = self.partial.take() {
+            self.append(format!("{rest}\n").as_bytes());
+            self.files[0].lines.push(id);
+            self.origin.insert(id, self.files[0].id);
+        }
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Write {
+                lens,
+                partial,
+                crlf,
+            } => {
+                self.complete_partial();
+                for &len in lens {
+                    self.write_line(len, *crlf);
+                }
+                if *partial {
+                    let id = self.next_line;
+                    self.next_line += 1;
+                    let text = Self::line_text(id, 40);
+                    let (head, tail) = text.split_at(20);
+                    self.append(head.as_bytes());
+                    self.partial = Some((id, tail.to_string()));
+                }
+            }
+            Op::Rotate => {
+                self.complete_partial();
+                for n in (0..self.files.len()).rev() {
+                    fs::rename(self.path(n), self.path(n + 1)).unwrap();
+                }
+                self.create_current();
+            }
+            Op::CopyTruncate {
+                window,
+                look_between,
+            } => {
+                self.complete_partial();
+                for n in (1..self.files.len()).rev() {
+                    fs::rename(self.path(n), self.path(n + 1)).unwrap();
+                }
+                fs::copy(self.path(0), self.path(1)).unwrap();
+                let copy = ModelFile {
+                    id: self.next_file,
+                    lines: self.files[0].lines.clone(),
+                    held: false,
+                };
+                self.next_file += 1;
+                for id in &copy.lines {
+                    // The copy holds the same lines; either file may deliver
+                    // them, so they count under the copy's identity too.
+                    self.origin.insert(*id, usize::MAX);
+                }
+                self.files.insert(1, copy);
+                for _ in 0..*window {
+                    self.write_line(30, false);
+                    let id = *self.files[0].lines.last().unwrap();
+                    self.may_lose.insert(id);
+                }
+                if *look_between {
+                    self.look();
+                }
+                OpenOptions::new()
+                    .write(true)
+                    .open(self.path(0))
+                    .unwrap()
+                    .set_len(0)
+                    .unwrap();
+                // What stays in x.log is nothing; its old lines live in the copy.
+                self.files[0].lines.clear();
+            }
+            Op::DeleteOldest => {
+                if self.files.len() < 2 {
+                    return;
+                }
+                let n = self.files.len() - 1;
+                fs::remove_file(self.path(n)).unwrap();
+                let f = self.files.pop().unwrap();
+                let unread: Vec<u64> = f
+                    .lines
+                    .iter()
+                    .copied()
+                    .filter(|id| !self.out.contains(id))
+                    .collect();
+                if f.held && self.tailer.is_some() {
+                    self.deleted_held.extend(unread);
+                } else {
+                    self.may_lose.extend(unread);
+                }
+            }
+            Op::Look => self.look(),
+            Op::Kill => {
+                self.tailer = None;
+                for f in &mut self.files {
+                    f.held = false;
+                }
+                // Deleted files it held are gone with its handles.
+                self.may_lose.extend(self.deleted_held.drain(..));
+            }
+        }
+    }
+
+    fn look(&mut self) {
+        if self.tailer.is_none() {
+            let states = self.committed.values().cloned().collect();
+            self.tailer = Some(Tailer::new(&self.config, states));
+        }
+        let tailer = self.tailer.as_mut().unwrap();
+        tailer.scan();
+        let mut guard = 0;
+        while let Some(batch) = tailer.read() {
+            guard += 1;
+            assert!(guard < 100_000, "tailer never ran dry");
+            for line in &batch.lines {
+                let text = batch.text(line);
+                assert!(!text.ends_with('\r'), "CR must be stripped: {text:?}");
+                let id: u64 = text[1..9].parse().unwrap();
+                assert_eq!(text, Harness::line_text(id, text.len()), "line intact");
+                self.out.push(id);
+            }
+            if batch.forget {
+                self.committed.remove(&batch.state.id);
+            } else {
+                self.committed.insert(batch.state.id, batch.state.clone());
+            }
+            tailer.committed(&batch);
+        }
+        for f in &mut self.files {
+            f.held = true;
+        }
+        self.deleted_held.clear();
+    }
+
+    fn check(&mut self) {
+        self.complete_partial();
+        self.look();
+        self.look();
+        let mut seen = BTreeSet::new();
+        for id in &self.out {
+            assert!(
+                seen.insert(*id),
+                "line {id} came out twice; out = {:?}",
+                self.out
+            );
+        }
+        for id in 0..self.next_line {
+            if !self.may_lose.contains(&id) {
+                assert!(
+                    seen.contains(&id),
+                    "line {id} never came out; out = {:?}, may lose {:?}",
+                    self.out,
+                    self.may_lose
+                );
+            }
+        }
+        // Order: lines written to one file come out in the order written.
+        let mut last: HashMap<usize, u64> = HashMap::new();
+        for id in &self.out {
+            let file = self.origin[id];
+            if file == usize::MAX {
+                continue; // copied lines: written once, may come from either file
+            }
+            if let Some(prev) = last.insert(file, *id) {
+                assert!(prev < *id, "file {file}: line {id} came after {prev}");
+            }
+        }
+    }
+}
+
+fn run_ops(ops: &[Op]) {
+    let mut h = Harness::new();
+    for op in ops {
+        h.apply(op);
+    }
+    h.check();
+}
+
+proptest! {
+    // PROPTEST_CASES=20000 for a longer hunt.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300),
+        max_shrink_iters: 4000,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn every_line_once_and_in_order(ops in prop::collection::vec(op(), 1..40)) {
+        run_ops(&ops);
+    }
+}
+
+#[test]
+fn rotation_while_stopped_is_finished_from_the_saved_offset() {
+    let w = |lens: Vec<usize>| Op::Write {
+        lens,
+        partial: false,
+        crlf: false,
+    };
+    run_ops(&[
+        w(vec![20, 30]),
+        Op::Look,
+        w(vec![40]),
+        Op::Kill,
+        w(vec![50]),
+        Op::Rotate,
+        w(vec![60]),
+        Op::Rotate,
+        Op::Look,
+    ]);
+}
+
+#[test]
+fn copytruncate_reads_the_copy_from_where_the_original_was_left() {
+    let w = |lens: Vec<usize>| Op::Write {
+        lens,
+        partial: true,
+        crlf: false,
+    };
+    run_ops(&[
+        w(vec![300, 30]),
+        Op::Look,
+        w(vec![40, 41]),
+        Op::CopyTruncate {
+            window: 1,
+            look_between: false,
+        },
+        w(vec![50]),
+        Op::Look,
+        w(vec![51]),
+        Op::CopyTruncate {
+            window: 0,
+            look_between: true,
+        },
+        Op::Kill,
+        w(vec![52]),
+    ]);
+}
+
+#[test]
+fn fresh_start_reads_rotated_files_oldest_first() {
+    let mut h = Harness::new();
+    for _ in 0..3 {
+        h.apply(&Op::Write {
+            lens: vec![20, 20],
+            partial: false,
+            crlf: false,
+        });
+        h.apply(&Op::Rotate);
+    }
+    h.apply(&Op::Look);
+    let sorted = {
+        let mut v = h.out.clone();
+        v.sort();
+        v
+    };
+    assert_eq!(h.out, sorted, "oldest rotation first");
+    assert_eq!(h.out.len(), 6);
+    let _ = Path::new("");
+}
