@@ -6,7 +6,7 @@
 //!
 //! The model's rules, which are those of every file shipper:
 //! - every complete line comes out at most once, and in order within the
-//!   file it was written to;
+//!   file it was written to; lines over `max_line_bytes` never come out;
 //! - every line comes out, except lines written into the current file
 //!   between a copytruncate's copy and its truncate (they are in neither
 //!   file), and lines of a file deleted before the agent read them and
@@ -47,7 +47,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (prop::collection::vec(1usize..150, 1..5), any::<bool>(), prop::bool::weighted(0.1))
+        6 => (prop::collection::vec(prop_oneof![20 => 1usize..150, 1 => 4000usize..9000], 1..5), any::<bool>(), prop::bool::weighted(0.1))
             .prop_map(|(lens, partial, crlf)| Op::Write { lens, partial, crlf }),
         2 => Just(Op::Rotate),
         1 => (0usize..3, any::<bool>()).prop_map(|(window, look_between)| Op::CopyTruncate { window, look_between }),
@@ -84,6 +84,8 @@ struct Harness {
     /// Line id -> model file it was written to.
     origin: HashMap<u64, usize>,
     may_lose: BTreeSet<u64>,
+    /// Lines longer than `max_line_bytes`: skipped, never delivered.
+    too_long: BTreeSet<u64>,
     /// Deleted while held: must come out if the agent looks before it dies.
     deleted_held: Vec<u64>,
     out: Vec<u64>,
@@ -112,6 +114,7 @@ impl Harness {
             partial: None,
             origin: HashMap::new(),
             may_lose: BTreeSet::new(),
+            too_long: BTreeSet::new(),
             deleted_held: Vec::new(),
             out: Vec::new(),
         };
@@ -159,6 +162,9 @@ impl Harness {
         let id = self.next_line;
         self.next_line += 1;
         let text = Self::line_text(id, len);
+        if text.len() > self.config.max_line_bytes {
+            self.too_long.insert(id);
+        }
         let end = if crlf { "\r\n" } else { "\n" };
         self.append(format!("{text}{end}").as_bytes());
         self.files[0].lines.push(id);
@@ -312,8 +318,14 @@ impl Harness {
                 self.out
             );
         }
+        for id in &self.too_long {
+            assert!(
+                !seen.contains(id),
+                "line {id} is too long and must be skipped"
+            );
+        }
         for id in 0..self.next_line {
-            if !self.may_lose.contains(&id) {
+            if !self.may_lose.contains(&id) && !self.too_long.contains(&id) {
                 assert!(
                     seen.contains(&id),
                     "line {id} never came out; out = {:?}, may lose {:?}",

@@ -100,6 +100,20 @@ mod tests {
     }
 
     #[test]
+    fn floats_are_parsed_exactly() {
+        // serde_json's default float parser can be off by an ulp; the
+        // `float_roundtrip` feature makes every value arrive bit-exact.
+        for text in ["966.8555667001003", "186.91875626880642", "2.5e-4", "0.1"] {
+            let v = parse(&format!("{{\"x\": {text}}}")).unwrap();
+            assert_eq!(
+                num(&v["x"]).to_bits(),
+                text.parse::<f64>().unwrap().to_bits(),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn tokens_inside_strings_are_left_alone() {
         let v = parse(r#"{"msg": "loss is NaN, \"Infinity\" too", "x": 1}"#).unwrap();
         assert_eq!(v["msg"], "loss is NaN, \"Infinity\" too");

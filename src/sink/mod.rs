@@ -68,8 +68,15 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Commits `state` with the unchanged cursor and makes it durable
+    /// before returning. The flush matters: the sink is about to write
+    /// bytes that recovery must be able to cut back, and a SIGKILL loses
+    /// journal writes sled has not yet flushed while the sink's own
+    /// fsynced bytes survive. (Acks need no flush: losing one only moves
+    /// recovery back to an earlier state that was consistent too.)
     pub fn save(&self, state: Vec<u8>) -> Result<(), SinkError> {
         self.journal.ack(self.name, self.seq, state)?;
+        self.journal.flush()?;
         Ok(())
     }
 }

@@ -289,7 +289,11 @@ impl Tailer {
                 fp: t.state.fingerprint(),
                 offset: t.state.offset,
             };
-            if !whole && reopened {
+            // A checkpoint of an empty file (offset 0, nothing fingerprinted)
+            // cannot tell its file from a newcomer on a reused inode, and
+            // has nothing to lose: judge the path as new.
+            let unverifiable = reopened && t.state.fp_len == 0;
+            if (!whole || unverifiable) && reopened {
                 // A checkpoint whose inode now holds other content: the file
                 // was replaced (inode reuse after delete) or truncated while
                 // we held no handle. Either way it is a new file: drop the
@@ -650,6 +654,10 @@ impl Tailer {
             });
         }
         if pos == 0 {
+            if t.skipping.is_some() && !t.pending_truncation && !t.needs_commit {
+                // A too-long line from the start: go and find its end now.
+                return self.read_file(id);
+            }
             // Only a partial line: hold it until its newline arrives (or,
             // for a too-long one, until the skip finds its end).
             if gone && t.skipping.is_none() {
@@ -782,4 +790,3 @@ fn same_prefix(a: &File, a_len: u64, b: &File, b_len: u64) -> io::Result<bool> {
 fn memchr(hay: &[u8]) -> Option<usize> {
     memchr::memchr(b'\n', hay)
 }
-
