@@ -248,7 +248,7 @@ fn a_broken_store_is_a_startup_error_and_is_left_alone() {
 fn daemon_discovers_new_runs_and_stops_cleanly_on_sigterm() {
     let t = Tree::new();
     t.write_config();
-    let mut child = t.shipper(&["run"]).stderr(Stdio::null()).spawn().unwrap();
+    let agent = t.spawn_agent(&[], Stdio::null());
     std::thread::sleep(Duration::from_millis(300));
     // A run directory that did not exist when the agent started.
     let run2 = "01JF3QA2M8N4P6R8S0T2V4W6X8";
@@ -272,15 +272,122 @@ fn daemon_discovers_new_runs_and_stops_cleanly_on_sigterm() {
         assert!(Instant::now() < deadline, "no live snapshot: {s}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "agent did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(agent.terminate(), Some(0));
     assert_eq!(t.delivered(run2).len(), 1);
+}
+
+#[test]
+fn a_full_journal_pauses_reading_and_drops_nothing() {
+    let t = Tree::new();
+    // The jsonl sink cannot write while `blocker` is a file where its
+    // directory should be, so rows pile up in the journal.
+    let out_dir = t.root().join("out");
+    std::fs::write(&out_dir, b"not a directory").unwrap();
+    t.write_config_with(&[
+        ("max_bytes = 1073741824", "max_bytes = 1048576"),
+        (
+            "/var/trainer/runs/{run_id}/shipper/rows.jsonl\"",
+            "/out/{run_id}/rows.jsonl\"",
+        ),
+    ]);
+    let expect = t.root().join("expect.jsonl");
+    let e = expect.display().to_string();
+    gen_logs(
+        t.root(),
+        &[
+            "--rows",
+            "45000",
+            "--max-bytes",
+            "0",
+            "--run-id",
+            RUN,
+            "--expect",
+            &e,
+        ],
+    );
+    let log_len = std::fs::metadata(t.logs(RUN).join("worker.log"))
+        .unwrap()
+        .len();
+
+    let agent_log = t.root().join("agent.log");
+    let agent = t.spawn_agent(&[], std::fs::File::create(&agent_log).unwrap().into());
+    // Reading must stop short of the end with the journal at its cap.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = t.try_status_json();
+        let full = s.as_ref().is_ok_and(|s| {
+            s["source"] == "snapshot" && s["store"]["stored_bytes"].as_u64().unwrap() >= 1 << 20
+        });
+        if full {
+            break;
+        }
+        assert!(Instant::now() < deadline, "journal never filled: {s:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let s = t.status_json();
+    assert!(
+        s["files"][0]["offset"].as_u64().unwrap() < log_len,
+        "reading went on past the cap: {s}"
+    );
+    assert_eq!(s["sinks"][0]["cursor"], 0);
+    assert!(std::fs::read_to_string(&agent_log)
+        .unwrap()
+        .contains("journal is full"));
+
+    // The destination comes back: everything drains, nothing was dropped.
+    std::fs::remove_file(&out_dir).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let delivered = t.root().join("out").join(RUN).join("rows.jsonl");
+    loop {
+        let n = std::fs::read_to_string(&delivered)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if n >= 30_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {n} rows delivered after the sink recovered"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(agent.terminate(), Some(0));
+    let got: Vec<_> = read_jsonl(&delivered).iter().map(key).collect();
+    let want: Vec<_> = read_jsonl(&expect).iter().map(key).collect();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "rows differ after back-pressure");
+}
+
+#[test]
+fn agent_logs_go_to_a_daily_file_in_the_store_and_env_config_is_honoured() {
+    let t = Tree::new();
+    let config = t.write_config();
+    let log = t.logs(RUN).join("w.log");
+    append(&log, format!("{}\n", metric_line(1, "1")).as_bytes());
+    let out = std::process::Command::new(common::BIN)
+        .args(["run", "--once"])
+        .env("MOSAIC_SHIPPER_CONFIG", &config)
+        .current_dir(t.root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        t.delivered(RUN).len(),
+        1,
+        "the configuration from the environment was used"
+    );
+    let logs: Vec<_> = std::fs::read_dir(t.store().join("logs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|n| n.starts_with("mosaic-shipper.") && n.ends_with(".log")),
+        "{logs:?}"
+    );
 }

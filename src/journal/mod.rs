@@ -41,6 +41,8 @@ pub enum JournalError {
          from the start and sinks may receive rows they already have"
     )]
     Open { path: PathBuf, detail: String },
+    #[error("no store at {path}: the agent has not run with this configuration yet")]
+    Missing { path: PathBuf },
     #[error("store {path}: {op} failed: {detail}")]
     Io {
         path: PathBuf,
@@ -119,10 +121,8 @@ impl Journal {
     /// created, no cursor initialised, no row deleted.
     pub fn open_existing(path: &Path) -> Result<Journal, JournalError> {
         if !path.join("journal").is_dir() {
-            return Err(JournalError::Open {
+            return Err(JournalError::Missing {
                 path: path.to_path_buf(),
-                detail: "there is no journal there (has the agent run with this configuration?)"
-                    .into(),
             });
         }
         Self::open_db(path, &[], false)

@@ -92,13 +92,24 @@ impl Tree {
     }
 
     pub fn status_json(&self) -> serde_json::Value {
+        self.try_status_json()
+            .unwrap_or_else(|e| panic!("status failed: {e}"))
+    }
+
+    /// `status --json`, or its error text (e.g. before the agent made the store).
+    pub fn try_status_json(&self) -> Result<serde_json::Value, String> {
         let out = self.shipper(&["status", "--json"]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "status failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).to_string());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    }
+
+    /// Starts the agent as a daemon; it is SIGKILLed if the test ends first.
+    pub fn spawn_agent(&self, args: &[&str], stderr: std::process::Stdio) -> Agent {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        Agent(self.shipper(&all).stderr(stderr).spawn().unwrap())
     }
 
     /// Rows the jsonl sink delivered for `run_id`, in file order.
@@ -180,4 +191,36 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// A running agent, killed when dropped so a failing test leaves none behind.
+pub struct Agent(pub std::process::Child);
+
+impl Agent {
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "agent did not stop on SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
