@@ -692,6 +692,34 @@ fn second_sigterm_stops_the_drain_and_nothing_committed_is_lost() {
     assert!(got == want, "rows shipped on the next start differ");
 }
 
+/// The usual stop: SIGTERM is forwarded, CMD exits, the drain begins; the
+/// next SIGTERM stops it (two SIGTERMs while CMD runs do not skip the drain
+/// on their own: the drain only ends early on one received during it).
+#[test]
+fn sigterm_forwarded_then_sigterm_during_drain_exits_at_once() {
+    let env = Env::new(|t, root| blocked_sink(t, root, 600));
+    fs::write(env.path("blocked"), "").unwrap();
+    let mut cmd = log_rows_then_exit(&env, 30, "RUN4", 0);
+    // Instead of exiting: trap TERM (exit 5) and wait, bounded.
+    cmd[2] = cmd[2].replace(
+        "&& exit 0",
+        &format!(
+            "&& trap 'exit 5' TERM && echo > {} && i=0 && \
+             while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done",
+            env.path("ready").display()
+        ),
+    );
+    let agent = env.start(Mode::PidNamespace, &cmd);
+    env.wait_file("ready");
+    agent.signal(libc::SIGTERM);
+    env.wait_stderr("reading the logs to their end");
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.wait(&env), 5, "stderr:\n{}", env.stderr());
+    let stderr = env.stderr();
+    assert!(stderr.contains("second stop signal"), "{stderr}");
+    assert!(stderr.contains("not every row was delivered"), "{stderr}");
+}
+
 // ---------------------------------------------------------------- terminal
 
 /// With a terminal, CMD is its foreground process group (a CMD reading the

@@ -25,7 +25,9 @@
 //!   outlive CMD can leave its group (setsid).
 //! - **A second SIGTERM/SIGINT stops the drain.** The first one (forwarded
 //!   to CMD, or received after CMD exited on its own) lets the drain run;
-//!   the second means "stop now": the agent stops waiting for the sinks,
+//!   the next one received during the drain means "stop now" (signals
+//!   received while CMD still ran never cut the drain short by
+//!   themselves): the agent stops waiting for the sinks,
 //!   flushes the journal (everything committed stays; it ships on the next
 //!   start with the same store) and exits with CMD's code.
 
@@ -213,7 +215,7 @@ fn supervise(
             let store = agent.journal().path().to_path_buf();
             tracing::info!(
                 deadline_secs = init.drain_deadline_secs,
-                "reading the logs to their end and delivering (send SIGTERM/SIGINT again to stop waiting)"
+                "reading the logs to their end and delivering (a second SIGTERM/SIGINT stops waiting)"
             );
             let abort = second_stop(&mut rx, stops);
             match agent.finish(init.drain_deadline(), Some(code), abort).await {
@@ -235,8 +237,12 @@ fn exit_code_u8(exit: ChildExit) -> u8 {
     u8::try_from(exit.code()).unwrap_or(255)
 }
 
+fn is_stop(sig: libc::c_int) -> bool {
+    sig == libc::SIGTERM || sig == libc::SIGINT
+}
+
 fn count_stop(sig: libc::c_int, stops: &mut u32) {
-    if sig == libc::SIGTERM || sig == libc::SIGINT {
+    if is_stop(sig) {
         *stops += 1;
     }
 }
@@ -266,18 +272,22 @@ fn wait_for_exit_blocking(
     }
 }
 
-/// Resolves at the second SIGTERM/SIGINT of the agent's life (`stops`
-/// already received); never if the supervisor thread is gone.
+/// Resolves at a SIGTERM/SIGINT received during the drain that is not the
+/// agent's first (`stops` were received before the drain began); never if
+/// the supervisor thread is gone. So the SIGTERM that made CMD exit lets
+/// the drain run and the next one stops it; if CMD exited by itself, the
+/// first stop signal only warns.
 async fn second_stop(rx: &mut mpsc::UnboundedReceiver<Event>, mut stops: u32) {
-    while stops < 2 {
+    loop {
         match rx.recv().await {
-            Some(Event::Signal(sig)) => {
-                count_stop(sig, &mut stops);
-                if stops == 1 {
-                    tracing::warn!("draining: send SIGTERM/SIGINT again to stop waiting");
+            Some(Event::Signal(sig)) if is_stop(sig) => {
+                stops += 1;
+                if stops >= 2 {
+                    break;
                 }
+                tracing::warn!("draining: send SIGTERM/SIGINT again to stop waiting");
             }
-            Some(Event::ChildExited(_)) => {}
+            Some(_) => {}
             None => std::future::pending::<()>().await,
         }
     }
