@@ -5,6 +5,7 @@
 //! nothing is read that will not be committed and nothing is committed
 //! that a sink will not see next time.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,12 @@ use crate::tail::Tailer;
 /// How often a running agent refreshes `<store>/status.json`.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
 
+/// How long past a drain's deadline a sink may take to finish the flush it
+/// is in before it is aborted. Aborting is safe (a sink's cursor and state
+/// move in one journal write, and recovery cuts its destination back to
+/// them); the grace only spares redoing a nearly finished flush.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
 /// A running pipeline.
 pub struct Agent {
     config: Config,
@@ -32,6 +39,13 @@ pub struct Agent {
     sinks: JoinSet<(&'static str, Result<(), SinkError>)>,
     mode: watch::Sender<Mode>,
     background: JoinSet<()>,
+    /// Init mode: CMD's exit code once it has exited, set by [`Agent::finish`]
+    /// before the final drain. This is where the W&B sink learns that its
+    /// run finished and with which code (wandb's `exit_code`): it takes
+    /// `run_exit.subscribe()` when spawned in [`Agent::start`], and once it
+    /// has delivered everything up to the drain it marks the run finished.
+    /// `None` for the daemon and `--once`, where no run ends with the agent.
+    run_exit: watch::Sender<Option<i32>>,
 }
 
 impl Agent {
@@ -55,6 +69,7 @@ impl Agent {
         let ingest_done = tokio::task::spawn_blocking(move || ingest.run(once));
 
         let (mode, mode_rx) = watch::channel(Mode::Run);
+        let (run_exit, _) = watch::channel(None);
         let options = RunOptions {
             give_up_after: once.then_some(5),
             ..RunOptions::default()
@@ -90,6 +105,7 @@ impl Agent {
             sinks,
             mode,
             background,
+            run_exit,
         })
     }
 
@@ -128,16 +144,111 @@ impl Agent {
         Ok(())
     }
 
-    async fn drain(mut self, until: Instant) -> anyhow::Result<()> {
-        let _ = self.mode.send(Mode::Drain { until });
-        let mut failed = Vec::new();
-        while let Some(res) = self.sinks.join_next().await {
-            match res {
-                Ok((_, Ok(()))) => {}
-                Ok((name, Err(e))) => failed.push(format!("{name}: {e}")),
-                Err(e) => failed.push(format!("a sink task panicked: {e}")),
+    /// Init mode, when CMD has exited: reads every file to its current end,
+    /// then delivers until every sink has acknowledged everything or
+    /// `deadline` (counted from now, for reading and delivering together)
+    /// passes. `exit_code` is recorded for the sinks first (see `run_exit`).
+    ///
+    /// When `abort` resolves (a second SIGTERM/SIGINT), it stops waiting at
+    /// once: reading stops after the commit in progress, the sinks are
+    /// stopped, the journal is flushed. Nothing committed is lost; it ships
+    /// on the next start with this store.
+    ///
+    /// Returns whether every row read was acknowledged by every sink.
+    pub async fn finish(
+        mut self,
+        deadline: Duration,
+        exit_code: Option<i32>,
+        abort: impl Future<Output = ()>,
+    ) -> anyhow::Result<bool> {
+        let until = Instant::now() + deadline;
+        if let Some(code) = exit_code {
+            self.run_exit.send_replace(Some(code));
+            tracing::info!(exit_code = code, "the run finished; recorded for the sinks");
+        }
+        tokio::pin!(abort);
+        self.ingest.finish();
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(until.into(), &mut self.ingest_done) => Some(r),
+            _ = &mut abort => None,
+        };
+        let mut complete = true;
+        match read {
+            Some(Ok(joined)) => joined.context("the ingest thread panicked")?,
+            Some(Err(_)) => {
+                tracing::warn!("drain deadline passed while still reading the logs; stopping");
+                complete = false;
+                self.ingest.stop();
+                self.ingest_finished().await?;
+            }
+            None => {
+                // Let the commit in progress land if it is quick; its
+                // transaction is atomic either way.
+                self.ingest.stop();
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(500), self.ingest_finished()).await;
+                self.sinks.shutdown().await;
+                self.close().await?;
+                return Ok(false);
             }
         }
+        let last = self.journal.last_seq()?;
+        let failed = tokio::select! {
+            failed = self.drain_sinks(until) => Some(failed),
+            _ = &mut abort => None,
+        };
+        let Some(failed) = failed else {
+            self.sinks.shutdown().await;
+            self.close().await?;
+            return Ok(false);
+        };
+        self.close().await?;
+        anyhow::ensure!(failed.is_empty(), "sinks failed: {}", failed.join("; "));
+        if self.config.enabled_sinks().is_empty() {
+            return Ok(complete);
+        }
+        let acked = *self.journal.subscribe_acked().borrow();
+        Ok(complete && acked >= last)
+    }
+
+    async fn drain(mut self, until: Instant) -> anyhow::Result<()> {
+        let failed = self.drain_sinks(until).await;
+        self.close().await?;
+        anyhow::ensure!(failed.is_empty(), "sinks failed: {}", failed.join("; "));
+        tracing::info!("mosaic-shipper stopped; everything read is committed");
+        Ok(())
+    }
+
+    /// Tells the sinks to deliver what is journaled and stop, and waits for
+    /// them, but not past `until` + [`DRAIN_GRACE`]: a sink still behind, in
+    /// a retry backoff or in a hung request is aborted then, so that a
+    /// deadline is a deadline. Returns the sinks' failures.
+    async fn drain_sinks(&mut self, until: Instant) -> Vec<String> {
+        let _ = self.mode.send(Mode::Drain { until });
+        let mut failed = Vec::new();
+        let hard_stop = tokio::time::sleep_until((until + DRAIN_GRACE).into());
+        tokio::pin!(hard_stop);
+        loop {
+            tokio::select! {
+                res = self.sinks.join_next() => match res {
+                    None => break,
+                    Some(Ok((_, Ok(())))) => {}
+                    Some(Ok((name, Err(e)))) => failed.push(format!("{name}: {e}")),
+                    Some(Err(e)) => failed.push(format!("a sink task panicked: {e}")),
+                },
+                _ = &mut hard_stop => {
+                    tracing::warn!(sinks = self.sinks.len(), "sinks still delivering at the drain deadline; stopping them");
+                    self.sinks.shutdown().await;
+                    break;
+                }
+            }
+        }
+        failed
+    }
+
+    /// Stops the background tasks, flushes the journal and writes a last
+    /// status snapshot, warning about rows still to deliver.
+    async fn close(&mut self) -> anyhow::Result<()> {
         self.background.shutdown().await;
         self.journal.flush()?;
         let status = Status::collect(
@@ -151,8 +262,6 @@ impl Agent {
                 tracing::warn!(sink = %s.name, pending = s.pending, "stopped with rows still to deliver; they ship next time");
             }
         }
-        anyhow::ensure!(failed.is_empty(), "sinks failed: {}", failed.join("; "));
-        tracing::info!("mosaic-shipper stopped; everything read is committed");
         Ok(())
     }
 }

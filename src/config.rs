@@ -45,6 +45,8 @@ pub struct Config {
     pub sinks: SinksConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub init: crate::init::InitConfig,
     /// Where this configuration came from, for error messages and `check-config`.
     #[serde(skip)]
     pub origin: String,
@@ -281,6 +283,7 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(self.invalid(format!("log.level {:?}: {e}", self.log.level)));
         }
+        self.init.validate().map_err(|m| self.invalid(m))?;
         self.check_store_path()?;
         Ok(())
     }

@@ -18,6 +18,7 @@ use crate::tail::{Batch, Tailer};
 #[derive(Clone)]
 pub struct IngestControl {
     stop: Arc<AtomicBool>,
+    finish: Arc<AtomicBool>,
     waker: Waker,
 }
 
@@ -25,6 +26,13 @@ impl IngestControl {
     /// Asks the loop to finish its current commit and return.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    /// Asks the loop to scan once more, read every file to its current end
+    /// and return: `once` mode, entered later (init mode, when CMD exits).
+    pub fn finish(&self) {
+        self.finish.store(true, Ordering::SeqCst);
         self.waker.wake();
     }
 
@@ -44,6 +52,7 @@ pub struct Ingest {
     pub max_bytes: u64,
     pub unreadable: Unreadable,
     stop: Arc<AtomicBool>,
+    finish: Arc<AtomicBool>,
 }
 
 /// How often idle file handles are closed in the daemon.
@@ -72,12 +81,14 @@ impl Ingest {
             max_bytes,
             unreadable: Unreadable::default(),
             stop: Arc::new(AtomicBool::new(false)),
+            finish: Arc::new(AtomicBool::new(false)),
         }
     }
 
     pub fn control(&self) -> IngestControl {
         IngestControl {
             stop: self.stop.clone(),
+            finish: self.finish.clone(),
             waker: self.watcher.waker(),
         }
     }
@@ -86,14 +97,22 @@ impl Ingest {
         self.stop.load(Ordering::SeqCst)
     }
 
-    /// Runs until stopped, or with `once` until every file is read to its
-    /// current end.
+    /// Runs until stopped, or with `once` (or once asked to finish) until
+    /// every file is read to its current end.
     pub fn run(mut self, once: bool) {
         let mut backoff = Duration::from_millis(100);
         let mut paused = false;
         let mut last_close = Instant::now();
+        let mut finishing = false;
         self.scan();
         while !self.stopping() {
+            if !finishing && self.finish.load(Ordering::SeqCst) {
+                // Files created since the last scan (CMD's last run
+                // directory, a rotation just before it exited) are part of
+                // "everything": scan before reading to the end.
+                finishing = true;
+                self.scan();
+            }
             match self.journal.stored_bytes() {
                 Ok(bytes) if bytes >= self.max_bytes => {
                     if !paused {
@@ -110,7 +129,7 @@ impl Ingest {
                 _ => {}
             }
             let Some(batch) = self.tailer.read() else {
-                if once {
+                if once || finishing {
                     break;
                 }
                 if last_close.elapsed() >= CLOSE_IDLE_EVERY {

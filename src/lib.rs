@@ -14,11 +14,13 @@
 //! - [`journal`] commits rows and offsets in one transaction.
 //! - [`sink`] delivers rows behind per-sink durable cursors.
 //! - [`agent`] wires them together with explicit shutdown.
+//! - [`init`] runs a command under the agent as a container's init process.
 
 pub mod agent;
 pub mod config;
 pub mod extract;
 pub mod ingest;
+pub mod init;
 pub mod journal;
 pub mod logging;
 pub mod row;

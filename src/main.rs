@@ -1,5 +1,6 @@
 //! The `mosaic-shipper` command line.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use mosaic_shipper::agent::Agent;
 use mosaic_shipper::config::Config;
+use mosaic_shipper::init;
 use mosaic_shipper::journal::{Journal, JournalError};
 use mosaic_shipper::logging;
 use mosaic_shipper::status::Status;
@@ -41,6 +43,14 @@ enum Command {
     /// On a signal it stops reading, delivers what it can for a few
     /// seconds, commits, and exits 0. Whatever was not delivered is kept
     /// in the journal and ships on the next start.
+    ///
+    /// With `-- CMD [ARGS...]` it is an init process (a container's
+    /// ENTRYPOINT): it starts CMD in its own process group, forwards
+    /// SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH to
+    /// it, reaps orphaned processes, and when CMD exits reads the logs to
+    /// their end, delivers (up to init.drain_deadline_secs) and exits with
+    /// CMD's exit code (128+N if it died of signal N). CMD runs even if
+    /// shipping cannot start.
     Run {
         /// Configuration file (TOML). Default: $MOSAIC_SHIPPER_CONFIG, else
         /// the embedded default.
@@ -50,6 +60,9 @@ enum Command {
         /// acknowledged it, then exit 0 (batch use, tests, benchmarks).
         #[arg(long)]
         once: bool,
+        /// The command to run under the agent (init mode).
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<OsString>,
     },
     /// Show followed files with their committed offsets, sink cursors and
     /// pending rows, and the store's size.
@@ -93,7 +106,21 @@ fn main() -> ExitCode {
             let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "warn"));
             report(status(config, json))
         }
-        Command::Run { config, once } => {
+        Command::Run {
+            config,
+            once,
+            command,
+        } if !command.is_empty() => {
+            if once {
+                eprintln!(
+                    "mosaic-shipper: --once cannot be combined with a command: `run --once` exits \
+                     when the files are read, `run -- CMD` when CMD exits; use one or the other"
+                );
+                return ExitCode::from(2);
+            }
+            init::main(config.as_deref(), command, cli.log_level.as_deref())
+        }
+        Command::Run { config, once, .. } => {
             let config = match Config::load(config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {

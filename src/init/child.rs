@@ -1,0 +1,100 @@
+//! Starting CMD: its own process group, the terminal, a clean signal state.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// CMD once started: what the supervisor needs to signal it and to give
+/// the terminal back when it is gone.
+#[derive(Debug, Clone, Copy)]
+pub struct Spawned {
+    /// CMD's PID, which is also its process group's ID.
+    pub pid: libc::pid_t,
+    /// Whether CMD was made the terminal's foreground process group.
+    pub took_terminal: bool,
+}
+
+/// Starts `command` with the agent's environment, working directory and
+/// standard streams, as the leader of a new process group.
+///
+/// Its own group lets signals be forwarded to CMD *and* everything it
+/// started (what a shell job would get from the terminal) without ever
+/// signalling the agent. When the agent's group owns the terminal on stdin
+/// (an interactive `docker run -it`, or a shell), CMD is made the foreground
+/// group, as tini does: otherwise a CMD that reads the terminal would be
+/// stopped by SIGTTIN and Ctrl-C would reach only the agent.
+pub fn spawn(command: &[OsString]) -> io::Result<Spawned> {
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no command given"))?;
+    let take_terminal = owns_foreground_terminal();
+    let mut cmd = Command::new(program);
+    cmd.args(args).process_group(0);
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only async-signal-safe functions (no allocation, no locks).
+    unsafe {
+        cmd.pre_exec(move || {
+            // The agent blocks the signals it forwards and ignores SIGTTIN
+            // and SIGTTOU; a mask and ignored dispositions survive exec, so
+            // CMD must start from the defaults. (std also clears the mask;
+            // doing it here does not depend on that.)
+            let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(empty.as_mut_ptr());
+            libc::pthread_sigmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
+            if take_terminal {
+                // SIGTTOU is still ignored here, which is what allows a
+                // process outside the foreground group to take the terminal.
+                // Failure leaves CMD in the background: not worth aborting.
+                libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
+            }
+            libc::signal(libc::SIGTTIN, libc::SIG_DFL);
+            libc::signal(libc::SIGTTOU, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    // Dropping the std `Child` neither waits nor kills: CMD's status is
+    // collected by the reaper, which waits for every child.
+    let child = cmd.spawn()?;
+    Ok(Spawned {
+        pid: child.id() as libc::pid_t,
+        took_terminal: take_terminal,
+    })
+}
+
+impl Spawned {
+    /// After CMD exits, takes the terminal back if CMD still had it, so that
+    /// Ctrl-C during the drain reaches the agent (and not an empty group).
+    pub fn give_back_terminal(&self) {
+        if !self.took_terminal {
+            return;
+        }
+        // SAFETY: plain syscalls on the standard input descriptor. SIGTTOU
+        // is ignored by the agent, so the call cannot stop it.
+        unsafe {
+            if libc::tcgetpgrp(libc::STDIN_FILENO) == self.pid {
+                libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
+            }
+        }
+    }
+}
+
+/// Whether stdin is a terminal whose foreground group is the agent's own.
+/// A backgrounded agent (`mosaic-shipper run -- x &`) must not steal it.
+fn owns_foreground_terminal() -> bool {
+    // SAFETY: plain syscalls on the standard input descriptor.
+    unsafe {
+        libc::isatty(libc::STDIN_FILENO) == 1
+            && libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp()
+    }
+}
+
+/// The exit code for a CMD that could not be started, as a shell reports
+/// it: 127 when it does not exist, 126 when it cannot be executed.
+pub fn spawn_failure_code(err: &io::Error) -> u8 {
+    if err.kind() == io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
+}

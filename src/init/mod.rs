@@ -1,0 +1,337 @@
+//! Init mode: `mosaic-shipper run [--config FILE] -- CMD [ARGS...]`.
+//!
+//! The agent becomes the container's ENTRYPOINT (or a wrapper around one
+//! worker): it starts CMD, forwards signals to it, reaps every zombie that
+//! lands on it, ships the metrics CMD logs, and when CMD exits it reads the
+//! logs to their end, drains the sinks (bounded by `init.drain_deadline_secs`)
+//! and exits with CMD's code (128+N if CMD died of signal N).
+//!
+//! Decisions, and why:
+//!
+//! - **Shipping never stops training.** CMD is started before the pipeline,
+//!   and neither an invalid configuration nor a pipeline that fails to
+//!   start (store locked or damaged) prevents it or changes its exit code:
+//!   the failure is logged at error level (on stderr, which is the
+//!   container's log) and the agent just supervises.
+//! - **CMD runs in its own process group** and signals go to that group by
+//!   default (`signal_target = "group"`), like a shell job receiving Ctrl-C:
+//!   helpers CMD started get them too. `"child"` sends them to CMD alone,
+//!   for a CMD that shuts its helpers down itself.
+//! - **When CMD exits, the rest of its group gets SIGTERM** (group mode
+//!   only), as dumb-init does and tini does not. The agent outlives CMD by
+//!   the drain, and when it is not PID 1 nothing else would ever stop those
+//!   processes; SIGTERM gives them the chance to finish their log lines that
+//!   a SIGKILL at the container's end would not. Processes that must
+//!   outlive CMD can leave its group (setsid).
+//! - **A second SIGTERM/SIGINT stops the drain.** The first one (forwarded
+//!   to CMD, or received after CMD exited on its own) lets the drain run;
+//!   the next one received during the drain means "stop now" (signals
+//!   received while CMD still ran never cut the drain short by
+//!   themselves): the agent stops waiting for the sinks,
+//!   flushes the journal (everything committed stays; it ships on the next
+//!   start with the same store) and exits with CMD's code.
+
+mod child;
+mod reap;
+mod signals;
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::agent::Agent;
+use crate::config::Config;
+use crate::logging;
+pub use reap::ChildExit;
+use signals::{Blocked, Event};
+
+/// The `[init]` section: how `run -- CMD` supervises CMD and finishes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitConfig {
+    /// After CMD exits: longest time spent reading the logs to their end
+    /// and waiting for the sinks to acknowledge every row.
+    #[serde(default = "default_drain_deadline")]
+    pub drain_deadline_secs: u64,
+    /// Where forwarded signals go.
+    #[serde(default)]
+    pub signal_target: SignalTarget,
+}
+
+/// Which processes a forwarded signal reaches (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignalTarget {
+    /// CMD's whole process group.
+    #[default]
+    Group,
+    /// CMD's process only.
+    Child,
+}
+
+/// Longest accepted drain deadline: a day catches a value meant in
+/// milliseconds without limiting any real use.
+const MAX_DRAIN_DEADLINE_SECS: u64 = 86_400;
+
+fn default_drain_deadline() -> u64 {
+    30
+}
+
+impl Default for InitConfig {
+    fn default() -> Self {
+        InitConfig {
+            drain_deadline_secs: default_drain_deadline(),
+            signal_target: SignalTarget::default(),
+        }
+    }
+}
+
+impl InitConfig {
+    /// What serde cannot check; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.drain_deadline_secs > MAX_DRAIN_DEADLINE_SECS {
+            return Err(format!(
+                "init.drain_deadline_secs must be at most {MAX_DRAIN_DEADLINE_SECS} (it is in seconds)"
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn drain_deadline(&self) -> Duration {
+        Duration::from_secs(self.drain_deadline_secs)
+    }
+}
+
+/// Runs CMD under the agent and returns CMD's exit code. `command` is not
+/// empty. Called by `main` before anything else has started a thread.
+pub fn main(
+    config_path: Option<&Path>,
+    command: Vec<OsString>,
+    log_level: Option<&str>,
+) -> ExitCode {
+    // First, before any thread exists (see `signals`).
+    let blocked = match Blocked::install() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("mosaic-shipper: cannot block signals for init mode: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let pid1 = std::process::id() == 1;
+    let subreaper = if pid1 {
+        None
+    } else {
+        Some(reap::become_subreaper())
+    };
+
+    let config = Config::load(config_path);
+    let _log = match &config {
+        Ok(c) => logging::init(
+            logging::filter(log_level, &c.log.level),
+            &c.log_dir(),
+            c.log.max_files,
+        ),
+        Err(_) => logging::init_stderr(logging::filter(log_level, "info")),
+    };
+    let (config, init) = match config {
+        Ok(c) => {
+            let init = c.init.clone();
+            (Some(c), init)
+        }
+        Err(e) => {
+            tracing::error!(
+                "SHIPPING IS OFF for this run: {e}. CMD runs regardless, with the default [init] settings"
+            );
+            (None, InitConfig::default())
+        }
+    };
+    match subreaper {
+        None => tracing::debug!("running as PID 1: orphaned processes are reaped here"),
+        Some(Ok(())) => tracing::debug!("child subreaper: orphaned descendants are reaped here"),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot become a child subreaper (PR_SET_CHILD_SUBREAPER); orphans of CMD will go to the system's init")
+        }
+    }
+
+    let child = match child::spawn(&command) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = child::spawn_failure_code(&e);
+            tracing::error!(command = ?command, "cannot start CMD: {e}; exiting {code}");
+            return ExitCode::from(code);
+        }
+    };
+    tracing::info!(pid = child.pid, command = ?command, "started CMD");
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    if let Err(e) = signals::spawn_supervisor(blocked, child, init.signal_target, tx) {
+        // Without the supervisor nothing forwards or reaps; CMD is running,
+        // so the honest fallback is to wait for it plainly.
+        tracing::error!(error = %e, "cannot start the signal/reaper thread; waiting for CMD without forwarding signals");
+        return ExitCode::from(wait_plainly(child.pid));
+    }
+
+    let code = supervise(config, init, rx);
+    ExitCode::from(code)
+}
+
+/// Runs the pipeline (if it starts) while CMD runs, then finishes it.
+/// Returns CMD's exit code.
+fn supervise(
+    config: Option<Config>,
+    init: InitConfig,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "SHIPPING IS OFF for this run: cannot start the async runtime; supervising CMD only");
+            let mut stops = 0;
+            return wait_for_exit_blocking(&mut rx, &mut stops).map_or(1, exit_code_u8);
+        }
+    };
+    let code = runtime.block_on(async move {
+        let agent = config.and_then(|config| match Agent::start(config, false) {
+            Ok(agent) => Some(agent),
+            Err(e) => {
+                tracing::error!("SHIPPING IS OFF for this run: the pipeline did not start: {e:#}. CMD runs regardless");
+                None
+            }
+        });
+        let mut stops = 0u32;
+        let Some(exit) = wait_for_exit(&mut rx, &mut stops).await else {
+            tracing::error!("the signal/reaper thread stopped; cannot learn CMD's exit");
+            return 1;
+        };
+        let code = exit.code();
+        if let Some(agent) = agent {
+            let store = agent.journal().path().to_path_buf();
+            tracing::info!(
+                deadline_secs = init.drain_deadline_secs,
+                "reading the logs to their end and delivering (a second SIGTERM/SIGINT stops waiting)"
+            );
+            let abort = second_stop(&mut rx, stops);
+            match agent.finish(init.drain_deadline(), Some(code), abort).await {
+                Ok(true) => tracing::info!("every row read was delivered"),
+                Ok(false) => tracing::warn!(store = %store.display(), "not every row was delivered; the rest is committed in the store and ships on the next start with it"),
+                Err(e) => tracing::error!(store = %store.display(), "finishing the pipeline failed: {e:#}"),
+            }
+        }
+        exit_code_u8(exit)
+    });
+    // The ingest thread is done unless the drain was aborted mid-read; its
+    // commits are atomic, so it is not waited for beyond this.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!(code, "exiting with CMD's code");
+    code
+}
+
+fn exit_code_u8(exit: ChildExit) -> u8 {
+    u8::try_from(exit.code()).unwrap_or(255)
+}
+
+fn is_stop(sig: libc::c_int) -> bool {
+    sig == libc::SIGTERM || sig == libc::SIGINT
+}
+
+fn count_stop(sig: libc::c_int, stops: &mut u32) {
+    if is_stop(sig) {
+        *stops += 1;
+    }
+}
+
+/// Waits for CMD's exit, counting SIGTERM/SIGINT received meanwhile.
+async fn wait_for_exit(
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+    stops: &mut u32,
+) -> Option<ChildExit> {
+    loop {
+        match rx.recv().await? {
+            Event::ChildExited(exit) => return Some(exit),
+            Event::Signal(sig) => count_stop(sig, stops),
+        }
+    }
+}
+
+fn wait_for_exit_blocking(
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+    stops: &mut u32,
+) -> Option<ChildExit> {
+    loop {
+        match rx.blocking_recv()? {
+            Event::ChildExited(exit) => return Some(exit),
+            Event::Signal(sig) => count_stop(sig, stops),
+        }
+    }
+}
+
+/// Resolves at a SIGTERM/SIGINT received during the drain that is not the
+/// agent's first (`stops` were received before the drain began); never if
+/// the supervisor thread is gone. So the SIGTERM that made CMD exit lets
+/// the drain run and the next one stops it; if CMD exited by itself, the
+/// first stop signal only warns.
+async fn second_stop(rx: &mut mpsc::UnboundedReceiver<Event>, mut stops: u32) {
+    loop {
+        match rx.recv().await {
+            Some(Event::Signal(sig)) if is_stop(sig) => {
+                stops += 1;
+                if stops >= 2 {
+                    break;
+                }
+                tracing::warn!("draining: send SIGTERM/SIGINT again to stop waiting");
+            }
+            Some(_) => {}
+            None => std::future::pending::<()>().await,
+        }
+    }
+    tracing::warn!("second stop signal: no longer waiting for the sinks");
+}
+
+/// Last resort when the supervisor thread cannot start: wait for CMD with
+/// signals still blocked (so none can kill the agent and orphan CMD).
+fn wait_plainly(pid: libc::pid_t) -> u8 {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid, writable c_int.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            if libc::WIFEXITED(status) {
+                return libc::WEXITSTATUS(status) as u8;
+            }
+            if libc::WIFSIGNALED(status) {
+                return (128 + libc::WTERMSIG(status)) as u8;
+            }
+        } else if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_section_defaults_and_validation() {
+        let c: InitConfig = toml::from_str("").unwrap();
+        assert_eq!(c, InitConfig::default());
+        assert_eq!(c.drain_deadline(), Duration::from_secs(30));
+        assert_eq!(c.signal_target, SignalTarget::Group);
+        let c: InitConfig = toml::from_str("signal_target = \"child\"").unwrap();
+        assert_eq!(c.signal_target, SignalTarget::Child);
+        assert!(toml::from_str::<InitConfig>("signal_target = \"pgrp\"").is_err());
+        assert!(toml::from_str::<InitConfig>("drain_deadline = 3").is_err());
+        let c: InitConfig = toml::from_str("drain_deadline_secs = 30000000").unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("init.drain_deadline_secs"));
+    }
+}
