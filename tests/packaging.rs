@@ -34,9 +34,11 @@ fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Builds the package once for all tests (a release build: minutes the
-/// first time, incremental later in its own target directory, which also
-/// keeps it off the lock of the `cargo test` that runs us).
+/// Builds the package once for all tests, in its own target directory (off
+/// the lock of the `cargo test` that runs us). The dev profile, without
+/// debug info: what is checked is the package's layout and metadata, and a
+/// release build of every dependency would cost CI minutes for nothing.
+/// `cargo deb` with no flags (the README's command) builds the release.
 fn deb() -> &'static Path {
     static DEB: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     let (_, path) = DEB.get_or_init(|| {
@@ -50,7 +52,8 @@ fn deb() -> &'static Path {
             Command::new(&cargo)
                 .current_dir(ROOT)
                 .env("CARGO_TARGET_DIR", Path::new(ROOT).join("target/deb-test"))
-                .args(["deb", "--locked", "--output"])
+                .env("CARGO_PROFILE_DEV_DEBUG", "0")
+                .args(["deb", "--locked", "--profile", "dev", "--output"])
                 .arg(out_dir.path()),
             "cargo deb",
         );

@@ -86,7 +86,7 @@ impl Extractor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, ExtractConfig, EMBEDDED_DEFAULT};
+    use crate::config::{Config, EMBEDDED_DEFAULT};
 
     fn default_extractor() -> Extractor {
         Extractor::new(&Config::parse(EMBEDDED_DEFAULT, "t").unwrap().extract).unwrap()
@@ -137,24 +137,6 @@ mod tests {
         assert_eq!(row.values["charts/SPS"], f64::INFINITY);
         assert_eq!(row.values["charts/done"], 1.0);
         assert_eq!(c.skipped_values, 1);
-    }
-
-    #[test]
-    fn the_readme_rllib_rule_works_as_documented() {
-        let readme = include_str!("../../README.md");
-        let start = readme.find("name = \"rllib-results\"").unwrap();
-        let end = start + readme[start..].find("```").unwrap();
-        let text = format!("[[rules]]\n{}", &readme[start..end]);
-        let config: ExtractConfig = toml::from_str(&text).unwrap();
-        let e = Extractor::new(&config).unwrap();
-        let mut c = Counters::default();
-        let line = r#"{"type": "result", "trial": "t1", "training_iteration": 12, "timestamp": 1700000000, "env_runners": {"episode_return_mean": 3.5}}"#;
-        let row = e.extract("x.log", 0, line, 0.0, &mut c).unwrap();
-        assert_eq!(
-            (row.run_id.as_str(), row.step, row.wall_time),
-            ("t1", 12, 1.7e9)
-        );
-        assert_eq!(row.values["rllib/episode_return_mean"], 3.5);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::row::{Entry, Row};
 use crate::stats::Counters;
 use crate::tail::FileState;
-use codec::{decode_row, encode_row, key_u64, u64_key};
+use codec::{block_len, decode_block, encode_block, key_u64, u64_key};
 
 /// The journal's on-disk format version, refused when unknown.
 const FORMAT: u64 = 1;
@@ -303,16 +303,16 @@ impl Journal {
         rows: &[Row],
         delta: &Counters,
     ) -> Result<u64, JournalError> {
-        let encoded: Vec<Vec<u8>> = rows.iter().map(encode_row).collect();
+        let block = (!rows.is_empty()).then(|| encode_block(rows));
         let file_json = serde_json::to_vec(file).expect("file state serialises");
         let last = (&self.rows, &self.files, &self.meta)
             .transaction(|(rows_t, files_t, meta_t)| {
                 let mut next = tx_u64(meta_t, NEXT_SEQ)?.max(1);
                 let mut bytes = tx_u64(meta_t, STORED_BYTES)?;
-                for value in &encoded {
-                    rows_t.insert(&u64_key(next), value.as_slice())?;
-                    bytes += 8 + value.len() as u64;
-                    next += 1;
+                if let Some(block) = &block {
+                    rows_t.insert(&u64_key(next), block.as_slice())?;
+                    bytes += 8 + block.len() as u64;
+                    next += rows.len() as u64;
                 }
                 files_t.insert(&u64_key(file.id), file_json.as_slice())?;
                 let mut counters: Counters = match meta_t.get(COUNTERS)? {
@@ -344,21 +344,42 @@ impl Journal {
     }
 
     /// Up to `max` rows after `after`, in sequence order.
+    /// Rows after `after`, in sequence order: whole blocks (one per ingest
+    /// commit) until at least `max` rows are taken, so a block is decoded
+    /// once, not once per `max` rows.
     pub fn read_after(&self, after: u64, max: usize) -> Result<Vec<Entry>, JournalError> {
-        let mut out = Vec::new();
-        for item in self
+        let want = after.saturating_add(1);
+        // The block holding `want` starts at or before it.
+        let start = match self
             .rows
-            .range(u64_key(after.saturating_add(1))..)
-            .take(max)
+            .range(..=u64_key(want))
+            .next_back()
+            .transpose()
+            .map_err(self.io("read rows"))?
         {
+            Some((k, v)) if key_u64(&k).unwrap_or(0) + block_len(&v).unwrap_or(0) > want => {
+                key_u64(&k).unwrap_or(want)
+            }
+            _ => want,
+        };
+        let mut out = Vec::new();
+        for item in self.rows.range(u64_key(start)..) {
+            if out.len() >= max {
+                break;
+            }
             let (k, v) = item.map_err(self.io("read rows"))?;
-            let seq = key_u64(&k).unwrap_or_default();
-            let row = decode_row(&v).map_err(|e| JournalError::Corrupt {
+            let first = key_u64(&k).unwrap_or_default();
+            let rows = decode_block(&v).map_err(|e| JournalError::Corrupt {
                 path: self.path.clone(),
-                what: format!("row {seq}"),
+                what: format!("rows from #{first}"),
                 detail: e.to_string(),
             })?;
-            out.push(Entry { seq, row });
+            for (i, row) in rows.into_iter().enumerate() {
+                let seq = first + i as u64;
+                if seq >= want {
+                    out.push(Entry { seq, row });
+                }
+            }
         }
         Ok(out)
     }
@@ -427,6 +448,10 @@ impl Journal {
         let mut freed = 0u64;
         for item in self.rows.range(..=u64_key(upto)) {
             let (k, v) = item.map_err(self.io("read rows"))?;
+            let last = key_u64(&k).unwrap_or(0) + block_len(&v).unwrap_or(0) - 1;
+            if last > upto {
+                break; // partly acknowledged: kept until all of it is
+            }
             freed += 8 + v.len() as u64;
             keys.push(k);
             if keys.len() >= 10_000 {
@@ -527,18 +552,32 @@ mod tests {
         j.ack("a", 2, b"s".to_vec()).unwrap();
         assert_eq!(j.read_after(0, 10).unwrap().len(), 2, "b has not acked");
         j.ack("b", 1, vec![]).unwrap();
-        let left = j.read_after(0, 10).unwrap();
+        assert_eq!(j.read_after(0, 10).unwrap().len(), 2, "a block goes whole");
+        let left = j.read_after(1, 10).unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].seq, 2);
+        assert_eq!(left[0].row, row(2));
+        assert_eq!(j.commit_ingest(&file(1, 40), &[row(3)], &delta).unwrap(), 3);
+        let seqs: Vec<u64> = j.read_after(1, 1).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [2], "at least max rows, whole blocks after the first");
+        let seqs: Vec<u64> = j.read_after(1, 2).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [2, 3]);
         assert_eq!(j.cursor("a").unwrap().state, b"s");
+        j.ack("a", 3, vec![]).unwrap();
         j.ack("b", 2, vec![]).unwrap();
+        assert_eq!(
+            j.read_after(0, 10).unwrap().len(),
+            1,
+            "the first block is gone"
+        );
+        j.ack("b", 3, vec![]).unwrap();
         assert_eq!(j.stored_bytes().unwrap(), 0);
         drop(j);
         let j = Journal::open(dir.path(), &["a", "b", "c"]).unwrap();
-        assert_eq!(j.last_seq().unwrap(), 2, "sequence survives reopen");
+        assert_eq!(j.last_seq().unwrap(), 3, "sequence survives reopen");
         assert_eq!(
             j.cursor("c").unwrap().seq,
-            2,
+            3,
             "a new sink starts after deleted rows"
         );
     }
