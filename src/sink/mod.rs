@@ -17,6 +17,7 @@
 
 pub mod jsonl;
 mod template;
+pub mod tensorboard;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -68,8 +69,13 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Commits `state` durably: the journal is flushed before this returns,
+    /// because the sink creates what the state describes right after (a
+    /// save still in the journal's buffers when the process dies would
+    /// leave a file that recovery does not know of).
     pub fn save(&self, state: Vec<u8>) -> Result<(), SinkError> {
         self.journal.ack(self.name, self.seq, state)?;
+        self.journal.flush()?;
         Ok(())
     }
 }
