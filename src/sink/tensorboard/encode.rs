@@ -12,8 +12,8 @@
 use prost::Message;
 
 use super::proto::{
-    event, summary_value, Event, PluginData, Summary, SummaryMetadata, SummaryValue, TensorProto,
-    TensorShapeProto, DT_FLOAT, FILE_VERSION, SCALARS_PLUGIN,
+    event, summary_value, Event, PluginData, SourceMetadata, Summary, SummaryMetadata,
+    SummaryValue, TensorProto, TensorShapeProto, DT_FLOAT, FILE_VERSION, SCALARS_PLUGIN, WRITER,
 };
 use super::tfrecord;
 use crate::row::Row;
@@ -54,6 +54,7 @@ impl Default for Encoder {
                 wall_time: 0.0,
                 step: 0,
                 what: Some(event::What::Summary(Summary::default())),
+                source_metadata: None,
             },
             scratch: Vec::with_capacity(512),
         }
@@ -67,6 +68,9 @@ impl Encoder {
             wall_time,
             step: 0,
             what: Some(event::What::FileVersion(FILE_VERSION.to_string())),
+            source_metadata: Some(SourceMetadata {
+                writer: WRITER.to_string(),
+            }),
         };
         self.scratch.clear();
         e.encode(&mut self.scratch).expect("a Vec grows as needed");

@@ -20,6 +20,17 @@ pub struct Event {
     pub step: i64,
     #[prost(oneof = "event::What", tags = "3, 5")]
     pub what: Option<event::What>,
+    /// Names the program that wrote the file (set on the file-version
+    /// record, as TensorBoard's own `EventFileWriter` does).
+    #[prost(message, optional, tag = "10")]
+    pub source_metadata: Option<SourceMetadata>,
+}
+
+/// `tensorflow.SourceMetadata`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SourceMetadata {
+    #[prost(string, tag = "1")]
+    pub writer: String,
 }
 
 /// The `oneof what` of [`Event`].
@@ -133,5 +144,7 @@ pub const DT_FLOAT: i32 = 1;
 pub const DATA_CLASS_SCALAR: i32 = 1;
 /// The scalars plugin's name (`tensorboard/plugins/scalar/metadata.py`).
 pub const SCALARS_PLUGIN: &str = "scalars";
+/// The writer named in the file-version record's `source_metadata`.
+pub const WRITER: &str = "mosaic-shipper";
 /// The `file_version` of the first record of an event file.
 pub const FILE_VERSION: &str = "brain.Event:2";
