@@ -6,9 +6,11 @@
 //! a failure, never a skip.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -412,4 +414,314 @@ fn event_file_matches_tensorboards_own_writer_byte_for_byte() {
         a.len(),
         b.len()
     );
+}
+
+/// Ends a child on drop (a failed assertion must not leave servers behind).
+struct Guard(Child, &'static str);
+
+impl Guard {
+    /// SIGTERM/SIGINT first so that the child shuts down cleanly (TensorBoard
+    /// stops its data server), then SIGKILL after a bounded wait.
+    fn stop(&mut self, signal: i32) {
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(self.0.id() as i32, signal) };
+            let until = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            eprintln!("{} did not stop in 15 s; killing it", self.1);
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.stop(libc::SIGINT);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A minimal HTTP/1.0 GET against 127.0.0.1: (status, body).
+fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    Ok((status, body))
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A live `tensorboard` follows the event file while the agent ships a
+/// growing log: the newest point shows up through the HTTP API. Both of
+/// TensorBoard's data paths are exercised: the Rust data server
+/// (`--load_fast=true`, the default where it is installed) and the Python
+/// multiplexer (`--load_fast=false`).
+#[test]
+fn live_tensorboard_shows_new_points_while_the_agent_runs() {
+    let py = python();
+    for load_fast in ["true", "false"] {
+        let env = Env::new(100, 1000, false);
+        let run = "01JLIVE";
+        let log = env.log_file(run);
+        let rows: Vec<Expected> = (0..24)
+            .map(|i| Expected {
+                step: (i + 1) * 128,
+                wall_time: 1_764_000_000.5 + i as f64,
+                values: [
+                    ("charts/episodic_return".to_string(), 10.0 + i as f64 * 0.1),
+                    ("charts/episodic_length".to_string(), (100 + i) as f64),
+                ]
+                .into_iter()
+                .collect(),
+            })
+            .collect();
+        let (first, rest) = rows.split_at(4);
+        append(
+            &log,
+            &first
+                .iter()
+                .map(|r| log_line(run, r, false))
+                .collect::<String>(),
+        );
+        let agent_out = std::fs::File::create(env.root.join("agent.out")).unwrap();
+        let mut agent = Guard(
+            env.agent(false)
+                .stdout(agent_out.try_clone().unwrap())
+                .stderr(agent_out)
+                .spawn()
+                .unwrap(),
+            "the agent",
+        );
+        let port = free_port();
+        let tb_out = std::fs::File::create(env.root.join("tensorboard.out")).unwrap();
+        let mut tb = Guard(
+            Command::new(&py)
+                .args(["-m", "tensorboard.main", "--logdir"])
+                .arg(env.logdir())
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--reload_interval", "1", "--load_fast", load_fast])
+                .stdin(Stdio::null())
+                .stdout(tb_out.try_clone().unwrap())
+                .stderr(tb_out)
+                .spawn()
+                .unwrap(),
+            "tensorboard",
+        );
+        let tag = "charts/episodic_return";
+        let path = format!(
+            "/data/plugin/scalars/scalars?run={}&tag={}",
+            url_escape(&format!("{run}/tensorboard")),
+            url_escape(tag)
+        );
+        // Keep the log growing while polling; stop at the newest point.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut written = 0;
+        let mut last_body = String::new();
+        let points = loop {
+            assert!(
+                Instant::now() < deadline,
+                "load_fast={load_fast}: the newest point did not appear within 120 s; last answer: {last_body}\ntensorboard said: {}",
+                std::fs::read_to_string(env.root.join("tensorboard.out")).unwrap_or_default()
+            );
+            if written < rest.len() {
+                append(&log, &log_line(run, &rest[written], false));
+                written += 1;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+            if let Ok((200, body)) = http_get(port, &path) {
+                let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                let done = written == rest.len()
+                    && v.as_array()
+                        .and_then(|a| a.last())
+                        .is_some_and(|p| p[1].as_i64() == Some(rows.last().unwrap().step));
+                last_body = body;
+                if done {
+                    break v;
+                }
+            }
+        };
+        // [[wall_time, step, value], ...] as the scalars plugin serves them.
+        // The value is the f32 TensorBoard holds, printed as a double; it is
+        // compared as f32 because serde_json (without its float_roundtrip
+        // feature) may read a 17-digit decimal 1 ULP off as f64, which the
+        // rounding to f32 removes.
+        let got: Vec<(f64, i64, u32)> = points
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let v = p[2].as_f64().unwrap() as f32;
+                (p[0].as_f64().unwrap(), p[1].as_i64().unwrap(), v.to_bits())
+            })
+            .collect();
+        let want: Vec<(f64, i64, u32)> = rows
+            .iter()
+            .map(|r| (r.wall_time, r.step, (r.values[tag] as f32).to_bits()))
+            .collect();
+        assert_eq!(got, want, "load_fast={load_fast}");
+        tb.stop(libc::SIGINT);
+        agent.stop(libc::SIGTERM);
+        assert!(
+            agent.0.wait().unwrap().success(),
+            "the agent stops cleanly on SIGTERM"
+        );
+    }
+}
+
+/// A tiny deterministic generator (no extra dependency); the seed is printed.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// The crash test of the core issue, for this sink: workers log (with
+/// rotation) while the agent is SIGKILLed at random moments again and
+/// again; after a final `run --once`, TensorBoard's loader sees each row
+/// exactly once (and so does the jsonl sink's file).
+#[test]
+fn sigkill_at_random_moments_leaves_each_row_exactly_once() {
+    let py = python();
+    let env = Env::new(50, 100, true);
+    let runs = ["01JCRASHA", "01JCRASHB"];
+    let mut writers: Vec<Guard> = runs
+        .iter()
+        .enumerate()
+        .map(|(k, run)| {
+            Guard(
+                Command::new(&py)
+                    .arg(repo().join("scripts/gen-worker-logs.py"))
+                    .arg(&env.root)
+                    .args([
+                        "--rows",
+                        "7500",
+                        "--max-bytes",
+                        "65536",
+                        "--delay",
+                        "0.0012",
+                    ])
+                    .args(["--seed", &(k + 1).to_string(), "--run-id", run])
+                    .arg("--expect")
+                    .arg(env.root.join(format!("expect-{run}.jsonl")))
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+                "a log writer",
+            )
+        })
+        .collect();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("crash test seed {seed}");
+    let mut rng = XorShift(seed);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut kills = 0;
+    for _ in 0..200 {
+        let writing = writers
+            .iter_mut()
+            .any(|w| matches!(w.0.try_wait(), Ok(None)));
+        if (kills >= 24 && !writing) || Instant::now() > deadline {
+            break;
+        }
+        let mut agent = env
+            .agent(false)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(30 + rng.below(600)));
+        agent.kill().unwrap(); // SIGKILL
+        agent.wait().unwrap();
+        kills += 1;
+    }
+    assert!(kills >= 20, "only {kills} kills before the deadline");
+    for w in &mut writers {
+        let until = Instant::now() + Duration::from_secs(120);
+        while matches!(w.0.try_wait(), Ok(None)) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(w.0.wait().unwrap().success(), "a log writer failed");
+    }
+    env.run_once();
+
+    let read = env.tb_read();
+    for run in runs {
+        let expect = std::fs::read_to_string(env.root.join(format!("expect-{run}.jsonl"))).unwrap();
+        let rows: Vec<Expected> = expect
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                Expected {
+                    step: v["step"].as_i64().unwrap(),
+                    wall_time: 0.0, // not in the expectation file; not compared
+                    values: v["values"]
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .map(|(k, x)| {
+                            let f = match x {
+                                Value::String(s) => match s.as_str() {
+                                    "Infinity" => f64::INFINITY,
+                                    "-Infinity" => f64::NEG_INFINITY,
+                                    _ => f64::NAN,
+                                },
+                                x => x.as_f64().unwrap(),
+                            };
+                            (k.clone(), f)
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        assert!(
+            rows.len() > 4000,
+            "{run}: only {} expected rows",
+            rows.len()
+        );
+        assert_run_matches(&read, run, &rows, false);
+        let jsonl = env.logdir().join(run).join("shipper/rows.jsonl");
+        let lines = std::fs::read_to_string(jsonl).unwrap().lines().count();
+        assert_eq!(lines, rows.len(), "{run}: jsonl rows");
+    }
 }
