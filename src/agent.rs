@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::extract::Extractor;
 use crate::ingest::{Ingest, IngestControl, Unreadable};
 use crate::journal::Journal;
+use crate::sink::tensorboard::TensorBoardSink;
 use crate::sink::{self, jsonl::JsonlSink, Mode, RunOptions, SinkError};
 use crate::status::Status;
 use crate::tail::Tailer;
@@ -79,6 +80,16 @@ impl Agent {
             let sink = JsonlSink::new(&config.sinks.jsonl.path);
             let (j, o, m) = (journal.clone(), options.clone(), mode_rx.clone());
             sinks.spawn(async move { ("jsonl", sink::run(sink, j, o, m).await) });
+        }
+        if config.sinks.tensorboard.enabled {
+            let tb = &config.sinks.tensorboard;
+            let sink = TensorBoardSink::new(&tb.dir, tb.max_open_files);
+            let o = RunOptions {
+                flush_interval: Duration::from_millis(tb.flush_interval_ms),
+                ..options.clone()
+            };
+            let (j, m) = (journal.clone(), mode_rx.clone());
+            sinks.spawn(async move { ("tensorboard", sink::run(sink, j, o, m).await) });
         }
 
         let mut background = JoinSet::new();

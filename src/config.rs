@@ -153,6 +153,8 @@ pub struct MetricConfig {
 pub struct SinksConfig {
     #[serde(default)]
     pub jsonl: JsonlSinkConfig,
+    #[serde(default)]
+    pub tensorboard: TensorBoardSinkConfig,
 }
 
 /// The `jsonl` sink: delivered rows as JSON lines, one file per run.
@@ -174,6 +176,42 @@ impl Default for JsonlSinkConfig {
         JsonlSinkConfig {
             enabled: false,
             path: default_jsonl_path(),
+        }
+    }
+}
+
+/// The `tensorboard` sink: one scalar event file per run, read live by
+/// `tensorboard --logdir`. On unless switched off.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorBoardSinkConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_tensorboard_dir")]
+    pub dir: String,
+    #[serde(default = "default_tensorboard_flush")]
+    pub flush_interval_ms: u64,
+    #[serde(default = "default_tensorboard_open_files")]
+    pub max_open_files: usize,
+}
+
+fn default_tensorboard_dir() -> String {
+    "var/trainer/runs/{run_id}/tensorboard".into()
+}
+fn default_tensorboard_flush() -> u64 {
+    1000
+}
+fn default_tensorboard_open_files() -> usize {
+    64
+}
+
+impl Default for TensorBoardSinkConfig {
+    fn default() -> Self {
+        TensorBoardSinkConfig {
+            enabled: true,
+            dir: default_tensorboard_dir(),
+            flush_interval_ms: default_tensorboard_flush(),
+            max_open_files: default_tensorboard_open_files(),
         }
     }
 }
@@ -280,6 +318,20 @@ impl Config {
                 self.invalid("sinks.jsonl.path must contain {run_id}: each run gets its own file")
             );
         }
+        let tb = &self.sinks.tensorboard;
+        if tb.enabled && !tb.dir.contains("{run_id}") {
+            return Err(self.invalid(
+                "sinks.tensorboard.dir must contain {run_id}: each run gets its own directory",
+            ));
+        }
+        if tb.flush_interval_ms == 0 || tb.flush_interval_ms > 600_000 {
+            return Err(
+                self.invalid("sinks.tensorboard.flush_interval_ms must be between 1 and 600000")
+            );
+        }
+        if tb.max_open_files == 0 {
+            return Err(self.invalid("sinks.tensorboard.max_open_files must be at least 1"));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(self.invalid(format!("log.level {:?}: {e}", self.log.level)));
         }
@@ -343,6 +395,9 @@ impl Config {
         if self.sinks.jsonl.enabled {
             out.push("jsonl");
         }
+        if self.sinks.tensorboard.enabled {
+            out.push("tensorboard");
+        }
         out
     }
 }
@@ -352,11 +407,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn embedded_default_parses_and_enables_jsonl() {
+    fn embedded_default_parses_and_enables_jsonl_and_tensorboard() {
         let c = Config::parse(EMBEDDED_DEFAULT, "embedded").unwrap();
         assert_eq!(c.store.path, PathBuf::from("var/shipper"));
         assert_eq!(c.store.max_bytes, 1 << 30);
-        assert_eq!(c.enabled_sinks(), vec!["jsonl"]);
+        assert_eq!(c.enabled_sinks(), vec!["jsonl", "tensorboard"]);
+        assert_eq!(
+            c.sinks.tensorboard.dir,
+            "var/trainer/runs/{run_id}/tensorboard"
+        );
+        assert_eq!(c.sinks.tensorboard.flush_interval_ms, 1000);
         assert_eq!(c.extract.rules.len(), 1);
     }
 
@@ -368,6 +428,26 @@ mod tests {
         let text = EMBEDDED_DEFAULT.replace("follow_rotated", "follow_rotatd");
         let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
         assert!(err.contains("follow_rotatd"), "{err}");
+    }
+
+    #[test]
+    fn tensorboard_is_on_unless_switched_off_and_its_dir_needs_the_run_id() {
+        let text = EMBEDDED_DEFAULT.replace("[sinks.tensorboard]", "[sinks.tensorboard_was]");
+        assert!(
+            Config::parse(&text, "t.toml").is_err(),
+            "the section is in the default"
+        );
+        let start = EMBEDDED_DEFAULT.find("[sinks.tensorboard]").unwrap();
+        let end = EMBEDDED_DEFAULT[start..].find("\n[log]").unwrap() + start;
+        let without = format!("{}{}", &EMBEDDED_DEFAULT[..start], &EMBEDDED_DEFAULT[end..]);
+        let c = Config::parse(&without, "t.toml").unwrap();
+        assert!(c.sinks.tensorboard.enabled, "on by default");
+        let off = EMBEDDED_DEFAULT.replace("enabled = true\ndir", "enabled = false\ndir");
+        let c = Config::parse(&off, "t.toml").unwrap();
+        assert_eq!(c.enabled_sinks(), vec!["jsonl"]);
+        let bad = EMBEDDED_DEFAULT.replace("runs/{run_id}/tensorboard", "runs/tensorboard");
+        let err = Config::parse(&bad, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("sinks.tensorboard.dir"), "{err}");
     }
 
     #[test]

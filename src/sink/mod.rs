@@ -17,6 +17,7 @@
 
 pub mod jsonl;
 mod template;
+pub mod tensorboard;
 
 use std::future::Future;
 use std::sync::Arc;
