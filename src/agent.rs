@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::extract::Extractor;
 use crate::ingest::{Ingest, IngestControl, Unreadable};
 use crate::journal::Journal;
+use crate::sink::wandb::{FinishHandle, WandbSink}; // wandb sink (issue 4)
 use crate::sink::{self, jsonl::JsonlSink, Mode, RunOptions, SinkError};
 use crate::status::Status;
 use crate::tail::Tailer;
@@ -32,6 +33,8 @@ pub struct Agent {
     sinks: JoinSet<(&'static str, Result<(), SinkError>)>,
     mode: watch::Sender<Mode>,
     background: JoinSet<()>,
+    /// wandb sink (issue 4): where "run X finished with code N" goes.
+    wandb_finish: Option<FinishHandle>,
 }
 
 impl Agent {
@@ -65,6 +68,25 @@ impl Agent {
             let (j, o, m) = (journal.clone(), options.clone(), mode_rx.clone());
             sinks.spawn(async move { ("jsonl", sink::run(sink, j, o, m).await) });
         }
+        // --- wandb sink (issue 4) ---
+        let mut wandb_finish = None;
+        let wandb = config.wandb();
+        if wandb.is_on() {
+            let o = RunOptions {
+                batch_rows: wandb.rows_per_request,
+                flush_interval: wandb.flush_interval,
+                flush_when_caught_up: false,
+                tick_interval: Some(Duration::from_secs(1)),
+                ..options.clone()
+            };
+            let (sink, finish) = WandbSink::new(wandb).context("cannot start the W&B sink")?;
+            wandb_finish = Some(finish);
+            let (j, m) = (journal.clone(), mode_rx.clone());
+            sinks.spawn(async move { ("wandb", sink::run(sink, j, o, m).await) });
+        } else if let crate::sink::wandb::settings::Activity::Off(why) = &wandb.activity {
+            tracing::info!(reason = %why, "W&B sink is off");
+        }
+        // --- end wandb sink ---
 
         let mut background = JoinSet::new();
         // Sinks freeing journal space wake a paused ingest at once.
@@ -90,7 +112,18 @@ impl Agent {
             sinks,
             mode,
             background,
+            wandb_finish,
         })
+    }
+
+    /// wandb sink (issue 4): run `run_id` finished with `exit_code` (init
+    /// mode calls this when the worker exits). Once the run's rows are
+    /// delivered, the W&B sink sends `complete` with that code. A no-op
+    /// when the W&B sink is off.
+    pub fn run_finished(&self, run_id: &str, exit_code: i32) {
+        if let Some(f) = &self.wandb_finish {
+            f.run_finished(run_id, exit_code);
+        }
     }
 
     pub fn journal(&self) -> &Arc<Journal> {

@@ -17,6 +17,7 @@
 
 pub mod jsonl;
 mod template;
+pub mod wandb;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -58,6 +59,13 @@ pub trait Sink: Send + 'static {
 
     /// Makes all written rows durable; returns the state to commit.
     fn flush(&mut self) -> impl Future<Output = Result<Vec<u8>, SinkError>> + Send;
+
+    /// Periodic work of an idle sink (the W&B sink finishes idle runs),
+    /// every [`RunOptions::tick_interval`], only when everything written is
+    /// acknowledged. A returned state is committed without moving the cursor.
+    fn tick(&mut self) -> impl Future<Output = Result<Option<Vec<u8>>, SinkError>> + Send {
+        async { Ok(None) }
+    }
 }
 
 /// Lets a sink commit recovery state without moving its cursor.
@@ -84,6 +92,12 @@ pub struct RunOptions {
     /// Consecutive failures after which the runner gives up (`--once`);
     /// `None`: retry forever (the daemon).
     pub give_up_after: Option<u32>,
+    /// Flush as soon as the journal is caught up (`true`, the default), or
+    /// only once `batch_rows` rows or `flush_interval` have accumulated
+    /// (remote sinks that should not send a request per row).
+    pub flush_when_caught_up: bool,
+    /// How often [`Sink::tick`] runs; `None`: never.
+    pub tick_interval: Option<Duration>,
 }
 
 impl Default for RunOptions {
@@ -92,6 +106,8 @@ impl Default for RunOptions {
             batch_rows: 2048,
             flush_interval: Duration::from_secs(1),
             give_up_after: None,
+            flush_when_caught_up: true,
+            tick_interval: None,
         }
     }
 }
@@ -166,7 +182,13 @@ async fn deliver<S: Sink>(
     sink.recover(&cursor.state).await?;
     let mut acked = cursor.seq;
     let mut written = cursor.seq;
-    let mut last_flush = Instant::now();
+    let mut unflushed = 0usize;
+    // The first rows of a session go out at once, then at most one flush
+    // per interval while more keep coming.
+    let mut last_flush = Instant::now()
+        .checked_sub(options.flush_interval)
+        .unwrap_or_else(Instant::now);
+    let mut last_tick = Instant::now();
     let mut rows = journal.subscribe_rows();
     loop {
         let batch = journal.read_after(written, options.batch_rows)?;
@@ -178,13 +200,19 @@ async fn deliver<S: Sink>(
             };
             sink.write(&batch, &checkpoint).await?;
             written = last.seq;
+            unflushed += batch.len();
         }
         let caught_up = batch.len() < options.batch_rows;
-        if written > acked && (caught_up || last_flush.elapsed() >= options.flush_interval) {
+        let draining = matches!(*mode.borrow(), Mode::Drain { .. });
+        let flush_due = (caught_up && (options.flush_when_caught_up || draining))
+            || unflushed >= options.batch_rows
+            || last_flush.elapsed() >= options.flush_interval;
+        if written > acked && flush_due {
             let state = sink.flush().await?;
             journal.ack(name, written, state)?;
             tracing::debug!(sink = name, seq = written, "acknowledged");
             acked = written;
+            unflushed = 0;
             last_flush = Instant::now();
         }
         if !caught_up {
@@ -197,11 +225,28 @@ async fn deliver<S: Sink>(
             }
             continue;
         }
+        if let Some(every) = options.tick_interval {
+            if written == acked && last_tick.elapsed() >= every {
+                if let Some(state) = sink.tick().await? {
+                    journal.ack(name, acked, state)?;
+                }
+                last_tick = Instant::now();
+            }
+        }
+        // Wake up for a pending flush or the next tick even if no row comes.
+        let mut wake = Duration::from_secs(3600);
+        if written > acked {
+            wake = wake.min(options.flush_interval.saturating_sub(last_flush.elapsed()));
+        }
+        if let Some(every) = options.tick_interval {
+            wake = wake.min(every.saturating_sub(last_tick.elapsed()));
+        }
         tokio::select! {
             _ = rows.changed() => {}
             changed = mode.changed() => {
                 if changed.is_err() { return Ok(()); }
             }
+            _ = tokio::time::sleep(wake) => {}
         }
     }
 }

@@ -782,4 +782,3 @@ fn same_prefix(a: &File, a_len: u64, b: &File, b_len: u64) -> io::Result<bool> {
 fn memchr(hay: &[u8]) -> Option<usize> {
     memchr::memchr(b'\n', hay)
 }
-
