@@ -26,7 +26,8 @@ fn binary() -> String {
 }
 
 impl Tinyproxy {
-    pub fn start(dir: &std::path::Path) -> Tinyproxy {
+    /// Starts tinyproxy; with `auth`, it requires those proxy credentials.
+    pub fn start(dir: &std::path::Path, auth: Option<(&str, &str)>) -> Tinyproxy {
         let port = super::harness::free_port();
         let conf = dir.join("tinyproxy.conf");
         let log = dir.join("tinyproxy.log");
@@ -35,7 +36,7 @@ impl Tinyproxy {
             format!(
                 "Port {port}\nListen 127.0.0.1\nAllow 127.0.0.1\nLogFile \"{}\"\nLogLevel Info\nMaxClients 50\nTimeout 30\n",
                 log.display()
-            ),
+            ) + &auth.map(|(u, p)| format!("BasicAuth {u} {p}\n")).unwrap_or_default(),
         )
         .unwrap();
         let mut t = Tinyproxy {
