@@ -224,8 +224,9 @@ impl<'de> Deserialize<'de> for Toggle {
 }
 
 /// The `wandb` sink: rows to a W&B server over file_stream. The API key
-/// is never part of the configuration (WANDB_API_KEY or ~/.netrc).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// is never part of the configuration (WANDB_API_KEY or ~/.netrc); the
+/// proxy URL may hold credentials, so `Debug` and `Serialize` mask it.
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WandbSinkConfig {
     #[serde(default)]
@@ -291,6 +292,31 @@ fn default_wandb_retry_max() -> u64 {
 }
 fn default_wandb_give_up() -> u64 {
     300
+}
+
+impl std::fmt::Debug for WandbSinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let masked = self
+            .proxy
+            .as_deref()
+            .map(crate::sink::wandb::proxy::mask_url);
+        f.debug_struct("WandbSinkConfig")
+            .field("enabled", &self.enabled)
+            .field("base_url", &self.base_url)
+            .field("project", &self.project)
+            .field("entity", &self.entity)
+            .field("proxy", &masked)
+            .field("ca_file", &self.ca_file)
+            .field("rows_per_request", &self.rows_per_request)
+            .field("flush_interval_ms", &self.flush_interval_ms)
+            .field("idle_finish_secs", &self.idle_finish_secs)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("retry_initial_ms", &self.retry_initial_ms)
+            .field("retry_max_ms", &self.retry_max_ms)
+            .field("give_up_secs", &self.give_up_secs)
+            .field("compress", &self.compress)
+            .finish()
+    }
 }
 
 impl Default for WandbSinkConfig {
@@ -529,8 +555,24 @@ mod tests {
         let c = Config::parse(EMBEDDED_DEFAULT, "embedded").unwrap();
         assert_eq!(c.store.path, PathBuf::from("var/shipper"));
         assert_eq!(c.store.max_bytes, 1 << 30);
-        assert_eq!(c.enabled_sinks(), vec!["jsonl"]);
+        // (wandb is "auto": on only where an API key is found.)
+        assert_eq!(c.enabled_sinks()[0], "jsonl");
         assert_eq!(c.extract.rules.len(), 1);
+    }
+
+    #[test]
+    fn wandb_proxy_credentials_are_masked() {
+        let text = EMBEDDED_DEFAULT.replace(
+            "enabled = \"auto\"",
+            "enabled = false\nproxy = \"http://u:s3cr3t@proxy:3128\"",
+        );
+        let c = Config::parse(&text, "t.toml").unwrap();
+        assert!(!c.render().contains("s3cr3t"), "{}", c.render());
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        assert!(c.render().contains("***@proxy:3128"));
+        let bad = EMBEDDED_DEFAULT.replace("enabled = \"auto\"", "enabled = \"sometimes\"");
+        let err = Config::parse(&bad, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("sometimes"), "{err}");
     }
 
     #[test]

@@ -91,6 +91,10 @@ struct Inner {
     faults: VecDeque<(On, Fault)>,
     faults_done: Vec<Fault>,
     latency: Duration,
+    /// Answer every file_stream request with this status until cleared.
+    sticky_file_stream_status: Option<u16>,
+    /// Optional server features announced by ServerFeaturesQuery.
+    features: Vec<String>,
 }
 
 /// The running stand-in, on its own thread and runtime (tests stay
@@ -163,6 +167,14 @@ impl StandIn {
     /// Delay before every answer (keeps the agent mid-stream longer).
     pub fn set_latency(&self, d: Duration) {
         self.inner.lock().unwrap().latency = d;
+    }
+
+    pub fn set_sticky_file_stream_status(&self, status: Option<u16>) {
+        self.inner.lock().unwrap().sticky_file_stream_status = status;
+    }
+
+    pub fn set_features(&self, features: &[&str]) {
+        self.inner.lock().unwrap().features = features.iter().map(|s| s.to_string()).collect();
     }
 
     pub fn faults_pending(&self) -> usize {
@@ -339,7 +351,10 @@ async fn serve(
         let mut g = inner.lock().unwrap();
         g.requests.push(rec.clone());
         let idx = on.and_then(|on| g.faults.iter().position(|(o, _)| *o == on));
-        let fault = idx.and_then(|i| g.faults.remove(i)).map(|(_, f)| f);
+        let mut fault = idx.and_then(|i| g.faults.remove(i)).map(|(_, f)| f);
+        if on == Some(On::FileStream) && fault.is_none() {
+            fault = g.sticky_file_stream_status.map(Fault::Status);
+        }
         if let Some(f) = &fault {
             g.faults_done.push(f.clone());
         }
@@ -427,7 +442,14 @@ fn apply(inner: &Arc<Mutex<Inner>>, rec: &Recorded, addr: SocketAddr) -> Option<
                 json!({"viewer": {"id": "VXNlcjox", "entity": "test-entity", "username": "tester",
                                 "email": "t@example.com", "flags": "{}", "teams": {"edges": []}}})
             }
-            "ServerFeaturesQuery" => json!({"serverInfo": {"features": []}}),
+            "ServerFeaturesQuery" => {
+                let fs: Vec<Value> = g
+                    .features
+                    .iter()
+                    .map(|f| json!({"name": f, "isEnabled": true}))
+                    .collect();
+                json!({"serverInfo": {"features": fs}})
+            }
             "RunResumeStatus" => json!({"model": null}),
             _ => json!({}),
         };

@@ -41,10 +41,12 @@ pub struct RunState {
     pub project: String,
     pub storage_id: String,
     /// Wall time of the run's first row: `_runtime` counts from it.
+    #[serde(with = "exact")]
     pub start: f64,
     /// Offset the next history line gets.
     pub next_offset: u64,
     pub last_step: i64,
+    #[serde(with = "exact")]
     pub last_time: f64,
     /// Latest value of every key: the summary.
     #[serde(serialize_with = "ser_values", deserialize_with = "de_values")]
@@ -94,46 +96,51 @@ impl RunState {
         )
     }
 
+    /// Seconds since the run's first row; never negative (a worker's
+    /// clock may step back).
+    fn runtime(&self, wall_time: f64) -> f64 {
+        (wall_time - self.start).max(0.0)
+    }
+
     pub fn summary(&self) -> String {
         filestream::summary_line(
             self.last_step,
-            self.last_time - self.start,
+            self.runtime(self.last_time),
             self.last_time,
             &self.latest,
         )
     }
 }
 
-// JSON has no NaN/Infinity: keep them as strings in the saved state.
+// Floats are saved as Rust's shortest round-trip text, which parses back
+// to the same bits (serde_json's default float parser may be 1 ULP off, and
+// JSON has no NaN/Infinity): a replay must rebuild identical lines.
+mod exact {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 fn ser_values<S: Serializer>(m: &BTreeMap<String, f64>, s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
     let mut map = s.serialize_map(Some(m.len()))?;
     for (k, v) in m {
-        if v.is_finite() {
-            map.serialize_entry(k, v)?;
-        } else {
-            map.serialize_entry(k, &v.to_string())?;
-        }
+        map.serialize_entry(k, &v.to_string())?;
     }
     map.end()
 }
 
 fn de_values<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum V {
-        N(f64),
-        S(String),
-    }
-    let raw: BTreeMap<String, V> = BTreeMap::deserialize(d)?;
+    let raw: BTreeMap<String, String> = BTreeMap::deserialize(d)?;
     raw.into_iter()
-        .map(|(k, v)| {
-            let f = match v {
-                V::N(f) => f,
-                V::S(s) => s.parse::<f64>().map_err(serde::de::Error::custom)?,
-            };
-            Ok((k, f))
-        })
+        .map(|(k, v)| Ok((k, v.parse::<f64>().map_err(serde::de::Error::custom)?)))
         .collect()
 }
 
@@ -155,11 +162,15 @@ mod tests {
         r.latest.insert("a".into(), f64::NAN);
         r.latest.insert("b".into(), f64::NEG_INFINITY);
         r.latest.insert("c".into(), 2.5);
+        r.latest.insert("d".into(), 0.1 + 0.2);
+        r.start = 1795799699.1729999;
         s.runs.insert("R".into(), r);
         let back = State::decode(&s.encode()).unwrap();
         let r = &back.runs["R"];
         assert!(r.latest["a"].is_nan());
         assert_eq!(r.latest["b"], f64::NEG_INFINITY);
         assert_eq!(r.latest["c"], 2.5);
+        assert_eq!(r.latest["d"].to_bits(), (0.1f64 + 0.2).to_bits());
+        assert_eq!(r.start.to_bits(), 1795799699.1729999f64.to_bits());
     }
 }

@@ -1,0 +1,98 @@
+//! Delivery details of the W&B sink against the stand-in: a 4xx other
+//! than 408/409/429 is not retried within an attempt and fails with the
+//! run, URL and status (never the key) while rows stay in the journal;
+//! gzip is used when the server announces FILESTREAM_GZIP.
+
+mod support;
+
+use std::time::Duration;
+
+use support::harness::{self, agent, assert_history, gen_logs, wait_child, write_config, KEY};
+use support::standin::StandIn;
+
+#[test]
+fn a_refused_request_fails_clearly_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let run = "01JDAD00000000000000000001";
+    let expected = gen_logs(dir, run, 60, 21);
+    let config = write_config(dir, &standin.base_url(), "");
+
+    standin.set_sticky_file_stream_status(Some(403));
+    let mut child = agent(dir, &config, &["--once"]).spawn().unwrap();
+    let status = wait_child(&mut child, Duration::from_secs(120));
+    let logs = harness::stderr_logs(dir);
+    assert!(
+        !status.success(),
+        "the agent reported success although W&B refused every request"
+    );
+    let wandb_run = harness::wandb_id(run);
+    assert!(
+        logs.contains("HTTP 403") && logs.contains(&wandb_run) && logs.contains("file_stream"),
+        "the error must name the run, the request and the status: {logs}"
+    );
+    assert!(!logs.contains(KEY));
+    // 403 is final for a request: one request per attempt, no in-attempt retry.
+    let refused = standin
+        .requests()
+        .iter()
+        .filter(|r| r.is_file_stream())
+        .count();
+    assert_eq!(
+        refused, 5,
+        "--once makes 5 attempts, each sending the request once"
+    );
+
+    // The rows stayed in the journal: once W&B accepts, they all arrive.
+    standin.set_sticky_file_stream_status(None);
+    let mut child = agent(dir, &config, &["--once"]).spawn().unwrap();
+    assert!(
+        wait_child(&mut child, Duration::from_secs(60)).success(),
+        "{}",
+        harness::stderr_logs(dir)
+    );
+    assert_history(&standin.runs()[&wandb_run], &expected);
+}
+
+#[test]
+fn file_stream_is_gzipped_when_the_server_accepts_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    standin.set_features(&["FILESTREAM_GZIP"]);
+    let run = "01JDAZ00000000000000000001";
+    let expected = gen_logs(dir, run, 60, 22);
+    let config = write_config(dir, &standin.base_url(), "");
+    let mut child = agent(dir, &config, &["--once"]).spawn().unwrap();
+    assert!(
+        wait_child(&mut child, Duration::from_secs(60)).success(),
+        "{}",
+        harness::stderr_logs(dir)
+    );
+    let fs: Vec<_> = standin
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_file_stream())
+        .collect();
+    assert!(
+        !fs.is_empty() && fs.iter().all(|r| r.gzipped),
+        "file_stream bodies were not gzipped"
+    );
+    assert!(standin
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/graphql")
+        .all(|r| !r.gzipped));
+    assert_history(&standin.runs()[&harness::wandb_id(run)], &expected);
+
+    // Without the feature, plain JSON (as the SDK's default).
+    let plain = StandIn::start();
+    let tmp2 = tempfile::tempdir().unwrap();
+    let run2 = "01JDAZ00000000000000000002";
+    gen_logs(tmp2.path(), run2, 30, 23);
+    let config = write_config(tmp2.path(), &plain.base_url(), "");
+    let mut child = agent(tmp2.path(), &config, &["--once"]).spawn().unwrap();
+    assert!(wait_child(&mut child, Duration::from_secs(60)).success());
+    assert!(plain.requests().iter().all(|r| !r.gzipped));
+}
