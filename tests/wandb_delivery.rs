@@ -96,3 +96,83 @@ fn file_stream_is_gzipped_when_the_server_accepts_it() {
     assert!(wait_child(&mut child, Duration::from_secs(60)).success());
     assert!(plain.requests().iter().all(|r| !r.gzipped));
 }
+
+#[test]
+fn a_wandb_outage_does_not_hold_up_other_sinks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let run = "01JDAO00000000000000000001";
+    let expected = gen_logs(dir, run, 150, 24);
+    let config = write_config(dir, &standin.base_url(), "");
+    // The jsonl sink stands in for TensorBoard (not in this branch).
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[sinks.jsonl]\nenabled = false",
+        &format!(
+            "[sinks.jsonl]\nenabled = true\npath = \"{}/out/{{run_id}}.jsonl\"",
+            dir.display()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+
+    standin.set_sticky_file_stream_status(Some(503));
+    let mut child = agent(dir, &config, &[]).spawn().unwrap();
+    let jsonl = dir.join(format!("out/{run}.jsonl"));
+    harness::wait_for(
+        dir,
+        Duration::from_secs(60),
+        "the jsonl sink to deliver every row",
+        || std::fs::read_to_string(&jsonl).is_ok_and(|t| t.lines().count() == expected.len()),
+    );
+    let wandb_run = harness::wandb_id(run);
+    assert!(standin
+        .runs()
+        .get(&wandb_run)
+        .is_none_or(|r| r.history.is_empty()));
+    harness::wait_for(dir, Duration::from_secs(60), "W&B retries", || {
+        standin
+            .requests()
+            .iter()
+            .filter(|r| r.is_file_stream())
+            .count()
+            >= 3
+    });
+    assert!(standin
+        .runs()
+        .get(&wandb_run)
+        .is_none_or(|r| r.history.is_empty()));
+
+    // W&B comes back: the rows it missed arrive by themselves.
+    standin.set_sticky_file_stream_status(None);
+    harness::wait_for(dir, Duration::from_secs(60), "W&B to catch up", || {
+        standin
+            .runs()
+            .get(&wandb_run)
+            .is_some_and(|r| r.history.len() == expected.len())
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_child(&mut child, Duration::from_secs(60)).success());
+    assert_history(&standin.runs()[&wandb_run], &expected);
+}
+
+#[test]
+fn shutdown_is_not_held_up_by_an_unreachable_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let run = "01JDAS00000000000000000009";
+    gen_logs(dir, run, 30, 25);
+    let config = write_config(dir, &standin.base_url(), "give_up_secs = 600\n");
+    standin.set_sticky_file_stream_status(Some(503));
+    let mut child = agent(dir, &config, &[]).spawn().unwrap();
+    harness::wait_for(
+        dir,
+        Duration::from_secs(60),
+        "a refused file_stream request",
+        || standin.requests().iter().any(|r| r.is_file_stream()),
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // The agent's shutdown deadline is 5 s; a generous bound, not a timing claim.
+    let status = wait_child(&mut child, Duration::from_secs(45));
+    assert!(status.success(), "{}", harness::stderr_logs(dir));
+}

@@ -142,7 +142,18 @@ pub async fn run<S: Sink>(
     let mut retry = retry_policy();
     let mut failures = 0u32;
     loop {
-        match deliver(&mut sink, &journal, &options, &mut mode).await {
+        // A session blocked on a slow destination (a W&B request retrying)
+        // must not hold up shutdown past its deadline; dropping it there is
+        // safe, as nothing uncommitted counts as delivered.
+        let deadline = drain_deadline(mode.clone());
+        let session = tokio::select! {
+            r = deliver(&mut sink, &journal, &options, &mut mode) => r,
+            _ = deadline => {
+                tracing::warn!(sink = name, "shutdown deadline reached while delivering; the rest ships next time");
+                return Ok(());
+            }
+        };
+        match session {
             Ok(()) => return Ok(()),
             Err(e) => {
                 failures += 1;
@@ -166,6 +177,20 @@ pub async fn run<S: Sink>(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Resolves when the agent is draining and its deadline has passed.
+async fn drain_deadline(mut mode: watch::Receiver<Mode>) {
+    loop {
+        let current = *mode.borrow_and_update();
+        if let Mode::Drain { until } = current {
+            tokio::time::sleep_until(until.into()).await;
+            return;
+        }
+        if mode.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }
