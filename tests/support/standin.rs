@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 /// One request as received.
 #[derive(Debug, Clone)]
@@ -115,6 +115,30 @@ impl Drop for StandIn {
 
 impl StandIn {
     pub fn start() -> StandIn {
+        StandIn::start_with(None)
+    }
+
+    /// An https stand-in with this certificate chain and key (PEM files).
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> StandIn {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .expect("read cert")
+            .collect::<Result<_, _>>()
+            .expect("parse cert");
+        let key = PrivateKeyDer::from_pem_file(key).expect("read key");
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server certificate");
+        StandIn::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+
+    fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> StandIn {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let shared = inner.clone();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -137,8 +161,18 @@ impl StandIn {
                             continue;
                         };
                         let shared = shared.clone();
+                        let tls = tls.clone();
                         tokio::spawn(async move {
-                            let _ = serve(stream, shared, addr).await;
+                            match tls {
+                                Some(acceptor) => {
+                                    if let Ok(stream) = acceptor.accept(stream).await {
+                                        let _ = serve(stream, shared, addr).await;
+                                    }
+                                }
+                                None => {
+                                    let _ = serve(stream, shared, addr).await;
+                                }
+                            }
                         });
                     }
                 };
@@ -158,6 +192,10 @@ impl StandIn {
 
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     pub fn inject(&self, on: On, fault: Fault) {
@@ -194,8 +232,8 @@ impl StandIn {
     }
 }
 
-async fn read_request(
-    stream: &mut TcpStream,
+async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
 ) -> std::io::Result<Option<(String, String, BTreeMap<String, String>, Vec<u8>)>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -282,8 +320,8 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-async fn respond(
-    stream: &mut TcpStream,
+async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     status: u16,
     extra: &[(&str, String)],
     body: &[u8],
@@ -308,8 +346,8 @@ async fn respond(
     stream.shutdown().await
 }
 
-async fn serve(
-    mut stream: TcpStream,
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     inner: Arc<Mutex<Inner>>,
     addr: SocketAddr,
 ) -> std::io::Result<()> {

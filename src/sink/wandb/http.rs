@@ -258,6 +258,13 @@ fn classify_transport(e: &reqwest::Error) -> Outcome {
     if e.is_builder() {
         return Outcome::Final(WandbError::Setup(why));
     }
+    // An untrusted certificate will not become trusted by retrying (W&B
+    // core does not retry TLS errors either); say what to do instead.
+    if why.contains("invalid peer certificate") {
+        return Outcome::Final(WandbError::Setup(format!(
+            "TLS certificate not trusted ({why}); if a proxy re-signs TLS, set sinks.wandb.ca_file to its CA"
+        )));
+    }
     Outcome::Retry { why, after: None }
 }
 
