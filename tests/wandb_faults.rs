@@ -87,6 +87,7 @@ fn faults_and_sigkill_lose_and_duplicate_nothing() {
 
     // Second agent: picks up from the committed cursor and offsets.
     standin.set_latency(Duration::ZERO);
+    let seen_before_restart = standin.requests().len();
     let mut second = agent(dir, &config, &[]).spawn().unwrap();
     wait_for(
         dir,
@@ -106,6 +107,19 @@ fn faults_and_sigkill_lose_and_duplicate_nothing() {
     assert!(status.success(), "agent failed: {stderr}");
 
     assert_eq!(standin.faults_pending(), 0, "not every fault was exercised");
+    // The restarted agent announces each run again (UpsertBucket, as the SDK
+    // does on resume) and then continues at its committed offsets.
+    let upserts: Vec<String> = standin.requests()[seen_before_restart..]
+        .iter()
+        .filter(|r| r.operation().as_deref() == Some("UpsertBucket"))
+        .filter_map(|r| r.json()["variables"]["name"].as_str().map(str::to_string))
+        .collect();
+    for r in &runs {
+        assert!(
+            upserts.contains(&harness::wandb_id(r)),
+            "run {r} not upserted after the restart"
+        );
+    }
     let got = standin.runs();
     for (r, e) in runs.iter().zip(&expected) {
         let run = &got[&harness::wandb_id(r)];

@@ -21,7 +21,7 @@ pub mod proxy;
 pub mod settings;
 mod state;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use serde_json::json;
@@ -82,6 +82,11 @@ pub struct WandbSink {
     pending: BTreeMap<String, Pending>,
     /// Last time a row of the run reached the sink, for the idle finish.
     active: HashMap<String, Instant>,
+    /// Runs upserted by this process: like the SDK on resume, a restarted
+    /// agent announces each run once before streaming to it again.
+    upserted: HashSet<String>,
+    /// Last file_stream request per run, for the heartbeat.
+    last_sent: HashMap<String, Instant>,
     finish_rx: mpsc::UnboundedReceiver<(String, i32)>,
     /// Finish requests waiting for their run's rows to be acknowledged.
     finishing: BTreeMap<String, i32>,
@@ -117,6 +122,8 @@ impl WandbSink {
                 working: State::default(),
                 pending: BTreeMap::new(),
                 active: HashMap::new(),
+                upserted: HashSet::new(),
+                last_sent: HashMap::new(),
                 finish_rx: rx,
                 finishing: BTreeMap::new(),
                 gzip: None,
@@ -155,7 +162,10 @@ impl WandbSink {
             .await
             .map_err(sink_err)?;
         let run = match known {
-            // Reopened after a finish: continue where the committed lines end.
+            // Known from the saved state (a restart, or reopened after a
+            // finish): continue where the committed lines end. The server's
+            // historyLineCount may be larger (lines sent but not committed
+            // before a crash): those are rewritten by offset.
             Some(mut r) => {
                 r.finished = None;
                 r.storage_id = bucket.id.clone();
@@ -169,7 +179,7 @@ impl WandbSink {
                         "W&B run exists; appending after its history"
                     );
                 }
-                RunState::new(&bucket, first.row.wall_time)
+                RunState::new(&bucket, mosaic_run, first.row.wall_time)
             }
         };
         tracing::info!(run = mosaic_run, wandb_run = %run.name, entity = %run.entity, project = %run.project, offset = run.next_offset, "W&B run opened");
@@ -180,6 +190,7 @@ impl WandbSink {
             .entry(mosaic_run.to_string())
             .or_insert_with(|| run.clone());
         self.working.runs.insert(mosaic_run.to_string(), run);
+        self.upserted.insert(mosaic_run.to_string());
         Ok(())
     }
 
@@ -205,7 +216,9 @@ impl WandbSink {
         );
         filestream::send(&self.http, &url, &run.display, update, gzip)
             .await
-            .map_err(sink_err)
+            .map_err(sink_err)?;
+        self.last_sent.insert(run.display.clone(), Instant::now());
+        Ok(())
     }
 
     /// Sends `complete` for runs asked to finish or idle too long; only
@@ -253,6 +266,35 @@ impl WandbSink {
     }
 }
 
+/// W&B core sends an empty file_stream request when it has sent nothing
+/// for 30 s (`defaultHeartbeatInterval`), so that the server keeps the run
+/// "running"; the agent does the same for runs it has not finished.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl WandbSink {
+    async fn heartbeat(&mut self) -> Result<(), SinkError> {
+        let now = Instant::now();
+        let due: Vec<RunState> = self
+            .committed
+            .runs
+            .iter()
+            .filter(|(id, r)| {
+                r.finished.is_none()
+                    && self.upserted.contains(*id)
+                    && self
+                        .last_sent
+                        .get(*id)
+                        .map_or(true, |t| now.duration_since(*t) >= HEARTBEAT)
+            })
+            .map(|(_, r)| r.clone())
+            .collect();
+        for run in due {
+            self.send(&run, &Update::default()).await?;
+        }
+        Ok(())
+    }
+}
+
 fn hostname() -> Option<String> {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname writes at
@@ -281,11 +323,12 @@ impl Sink for WandbSink {
         let mut opened = false;
         for entry in entries {
             let id = entry.row.run_id.as_str();
-            let open = self
-                .working
-                .runs
-                .get(id)
-                .is_some_and(|r| r.finished.is_none());
+            let open = self.upserted.contains(id)
+                && self
+                    .working
+                    .runs
+                    .get(id)
+                    .is_some_and(|r| r.finished.is_none());
             if !open {
                 self.open_run(id, entry).await?;
                 opened = true;
@@ -336,6 +379,7 @@ impl Sink for WandbSink {
         if self.finish_due().await? {
             return Ok(Some(self.committed.encode()));
         }
+        self.heartbeat().await?;
         Ok(None)
     }
 }

@@ -56,10 +56,10 @@ pub struct RunState {
 }
 
 impl RunState {
-    pub fn new(bucket: &Bucket, start: f64) -> RunState {
+    pub fn new(bucket: &Bucket, display: &str, start: f64) -> RunState {
         RunState {
             name: bucket.name.clone(),
-            display: String::new(),
+            display: display.to_string(),
             entity: bucket.entity.clone(),
             project: bucket.project.clone(),
             storage_id: bucket.id.clone(),
@@ -74,9 +74,6 @@ impl RunState {
 
     /// Takes `row` into the summary; returns the offset of its line.
     pub fn take_row(&mut self, row: &Row) -> u64 {
-        if self.display.is_empty() {
-            self.display = row.run_id.clone();
-        }
         let offset = self.next_offset;
         self.next_offset += 1;
         self.last_step = row.step;
@@ -158,7 +155,7 @@ mod tests {
             entity: "e".into(),
             history_line_count: 0,
         };
-        let mut r = RunState::new(&b, 1.0);
+        let mut r = RunState::new(&b, "R", 1.0);
         r.latest.insert("a".into(), f64::NAN);
         r.latest.insert("b".into(), f64::NEG_INFINITY);
         r.latest.insert("c".into(), 2.5);
