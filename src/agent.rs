@@ -70,7 +70,13 @@ impl Agent {
         }
         // --- wandb sink (issue 4) ---
         let mut wandb_finish = None;
-        let wandb = config.wandb();
+        let mut wandb = config.wandb();
+        if once {
+            // `--once` gives up after 5 failed attempts; keep each attempt
+            // short so an unreachable W&B fails it in minutes, not in half
+            // an hour (rows stay journaled either way).
+            wandb.http.give_up_after = wandb.http.give_up_after.min(Duration::from_secs(30));
+        }
         if wandb.is_on() {
             let o = RunOptions {
                 batch_rows: wandb.rows_per_request,

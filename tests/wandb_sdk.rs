@@ -79,7 +79,12 @@ fn run_sdk(
         .env("WANDB_X_DISABLE_STATS", "true")
         .env("WANDB_X_DISABLE_META", "true")
         .env("WANDB_X_SAVE_REQUIREMENTS", "false")
-        .env("WANDB_ERROR_REPORTING", "false");
+        .env("WANDB_ERROR_REPORTING", "false")
+        // Belt and braces for "no test reaches any address but 127.0.0.1":
+        // anything the SDK might send elsewhere goes to a dead local port.
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("NO_PROXY", "127.0.0.1");
     let mut child = c.spawn().unwrap();
     let status = wait_child(&mut child, Duration::from_secs(240));
     assert!(status.success(), "the wandb SDK script failed");
