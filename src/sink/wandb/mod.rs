@@ -231,13 +231,19 @@ impl WandbSink {
         let now = Instant::now();
         let mut due: Vec<(String, i32, &'static str)> = Vec::new();
         for (id, run) in &self.committed.runs {
-            if run.finished.is_some() {
-                self.finishing.remove(id);
+            // A known exit code wins, also over an idle finish sent before.
+            if let Some(&code) = self.finishing.get(id) {
+                if run.finished != Some(code) {
+                    due.push((id.clone(), code, "the run finished"));
+                } else {
+                    self.finishing.remove(id);
+                }
                 continue;
             }
-            if let Some(code) = self.finishing.get(id) {
-                due.push((id.clone(), *code, "the run finished"));
-            } else if !idle.is_zero() {
+            if run.finished.is_some() {
+                continue;
+            }
+            if !idle.is_zero() {
                 let last = *self.active.entry(id.clone()).or_insert(now);
                 if now.duration_since(last) >= idle {
                     due.push((id.clone(), 0, "no rows for idle_finish_secs"));
