@@ -95,6 +95,10 @@ pub fn resolve(cfg: &WandbSinkConfig, env: &dyn Fn(&str) -> Option<String>) -> W
         Activity::Broken(format!(
             "WANDB_MODE={m:?} is not one of online, offline, disabled"
         ))
+    } else if key.is_none() && cfg.enabled == Toggle::Auto {
+        // Checked before the URL: "auto" without a key must never stop
+        // the agent, whatever else is set.
+        Activity::Off(format!("enabled = \"auto\" and no API key: {key_source}"))
     } else if let Err(e) = &target {
         Activity::Broken(format!("W&B base URL: {e}"))
     } else if key.is_none() {
