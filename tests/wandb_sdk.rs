@@ -222,7 +222,8 @@ fn agent_requests_match_the_wandb_sdk() {
     }
 
     // GraphQL: the agent's operations are ones the SDK sends (or, for
-    // ServerFeaturesQuery, sends when gzip is considered); UpsertBucket's
+    // ServerFeaturesQuery, sends when gzip is considered, and Viewer, which it
+    // sends lazily for the default entity); UpsertBucket's
     // text and variable names are the SDK's.
     let s_ops = graphql_ops(&s_reqs);
     let o_ops = graphql_ops(&o_reqs);
@@ -231,9 +232,11 @@ fn agent_requests_match_the_wandb_sdk() {
         .find(|(op, _)| op == "UpsertBucket")
         .expect("SDK sent UpsertBucket")
         .1;
+    // The default entity is asked once (no entity configured).
+    assert_eq!(o_ops.iter().filter(|(op, _)| op == "Viewer").count(), 1);
     for (op, body) in &o_ops {
         assert!(
-            op == "UpsertBucket" || op == "ServerFeaturesQuery",
+            op == "UpsertBucket" || op == "ServerFeaturesQuery" || op == "Viewer",
             "unexpected operation {op}"
         );
         if op == "UpsertBucket" {

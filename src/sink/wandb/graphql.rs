@@ -166,6 +166,36 @@ pub async fn server_supports_filestream_gzip(http: &Http, base_url: &str) -> boo
         })
 }
 
+/// `Viewer`, verbatim from core (`gql_gen.go`).
+pub const VIEWER: &str = "\nquery Viewer {\n\tviewer {\n\t\tid\n\t\tentity\n\t\tusername\n\t\temail\n\t\tflags\n\t\tteams {\n\t\t\tedges {\n\t\t\t\tnode {\n\t\t\t\t\tname\n\t\t\t\t}\n\t\t\t}\n\t\t}\n\t}\n}\n";
+
+/// The default entity of the key's account (`viewer.entity`), as the SDK
+/// learns it. `None` when the answer has none.
+pub async fn viewer_entity(http: &Http, base_url: &str) -> Result<Option<String>, WandbError> {
+    let url = format!("{base_url}/graphql");
+    let body = serde_json::to_vec(&json!({"query": VIEWER, "operationName": "Viewer"}))
+        .expect("JSON values serialise");
+    let answer = http
+        .post(&Request {
+            url: &url,
+            what: "Viewer",
+            run: "-",
+            body,
+            gzip: false,
+            graphql: true,
+        })
+        .await?;
+    let v: Value = serde_json::from_slice(&answer).map_err(|e| WandbError::Protocol {
+        what: "Viewer",
+        run: "-".into(),
+        message: format!("answer is not JSON: {e}"),
+    })?;
+    Ok(v.pointer("/data/viewer/entity")
+        .and_then(Value::as_str)
+        .filter(|e| !e.is_empty())
+        .map(str::to_string))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

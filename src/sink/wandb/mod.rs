@@ -92,6 +92,8 @@ pub struct WandbSink {
     finishing: BTreeMap<String, i32>,
     /// Whether the server takes gzip on file_stream; asked once.
     gzip: Option<bool>,
+    /// The account's default entity when none is configured; asked once.
+    viewer_entity: Option<Option<String>>,
 }
 
 fn sink_err(e: WandbError) -> SinkError {
@@ -127,6 +129,7 @@ impl WandbSink {
                 finish_rx: rx,
                 finishing: BTreeMap::new(),
                 gzip: None,
+                viewer_entity: None,
             },
             FinishHandle(tx),
         ))
@@ -146,6 +149,7 @@ impl WandbSink {
         let known = self.working.runs.get(mosaic_run).cloned();
         let config = Self::run_config();
         let host = hostname();
+        let entity = self.entity().await?;
         let input = UpsertInput {
             id: known
                 .as_ref()
@@ -153,7 +157,7 @@ impl WandbSink {
                 .filter(|s| !s.is_empty()),
             name: &name,
             project: &self.settings.project,
-            entity: self.settings.entity.as_deref(),
+            entity: entity.as_deref(),
             display_name: Some(mosaic_run),
             config: Some(&config),
             host: host.as_deref(),
@@ -192,6 +196,29 @@ impl WandbSink {
         self.working.runs.insert(mosaic_run.to_string(), run);
         self.upserted.insert(mosaic_run.to_string());
         Ok(())
+    }
+
+    /// The configured entity, else the viewer's default entity (asked
+    /// once). If the server has no answer, `None`: UpsertBucket with a
+    /// null entity, which the server resolves to the same default.
+    async fn entity(&mut self) -> Result<Option<String>, SinkError> {
+        if let Some(e) = &self.settings.entity {
+            return Ok(Some(e.clone()));
+        }
+        if let Some(e) = &self.viewer_entity {
+            return Ok(e.clone());
+        }
+        let e = match graphql::viewer_entity(&self.http, &self.settings.base_url).await {
+            Ok(e) => e,
+            // Refused or malformed: fall back to the server's default.
+            Err(e @ (WandbError::Rejected { .. } | WandbError::Protocol { .. })) => {
+                tracing::warn!(error = %e, "cannot ask W&B for the default entity; letting the server choose");
+                None
+            }
+            Err(e) => return Err(sink_err(e)),
+        };
+        self.viewer_entity = Some(e.clone());
+        Ok(e)
     }
 
     async fn use_gzip(&mut self) -> bool {
