@@ -195,21 +195,13 @@ fn agent_requests_match_the_wandb_sdk() {
             );
         }
     }
+    // The same Authorization values, per method (uploads: none at all).
     let auth = |reqs: &[Recorded]| {
         reqs.iter()
-            .map(|r| r.headers["authorization"].clone())
+            .map(|r| (r.method.clone(), r.headers.get("authorization").cloned()))
             .collect::<BTreeSet<_>>()
     };
-    assert_eq!(
-        auth(&o_reqs),
-        auth(
-            &s_reqs
-                .iter()
-                .filter(|r| r.path == "/graphql" || r.is_file_stream())
-                .cloned()
-                .collect::<Vec<_>>()
-        )
-    );
+    assert_eq!(auth(&o_reqs), auth(&s_reqs));
     for r in o_reqs
         .iter()
         .chain(&s_reqs)
@@ -236,7 +228,10 @@ fn agent_requests_match_the_wandb_sdk() {
     assert_eq!(o_ops.iter().filter(|(op, _)| op == "Viewer").count(), 1);
     for (op, body) in &o_ops {
         assert!(
-            op == "UpsertBucket" || op == "ServerFeaturesQuery" || op == "Viewer",
+            matches!(
+                op.as_str(),
+                "UpsertBucket" | "CreateRunFiles" | "ServerFeaturesQuery" | "Viewer"
+            ),
             "unexpected operation {op}"
         );
         if op == "UpsertBucket" {
@@ -298,11 +293,54 @@ fn agent_requests_match_the_wandb_sdk() {
             }
         }
     }
-    // Completion: the last file_stream request, complete with exit code 0.
+    // Completion: the last file_stream request, complete with exit code 0,
+    // reporting the files uploaded at finish (CreateRunFiles + PUT).
+    let files_asked = |ops: &[(String, Value)]| {
+        ops.iter()
+            .filter(|(op, _)| op == "CreateRunFiles")
+            .flat_map(|(_, b)| {
+                b["variables"]["files"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|f| f.as_str().map(str::to_string))
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        files_asked(&o_ops),
+        files_asked(&s_ops),
+        "run files uploaded at finish"
+    );
+    let create = |ops: &[(String, Value)]| {
+        ops.iter()
+            .find(|(op, _)| op == "CreateRunFiles")
+            .map(|(_, b)| (b["query"].clone(), keys(&b["variables"])))
+    };
+    assert_eq!(
+        create(&o_ops),
+        create(&s_ops),
+        "CreateRunFiles text and variables"
+    );
+    let puts = |reqs: &[Recorded]| {
+        reqs.iter()
+            .filter(|r| r.method == "PUT")
+            .map(|r| r.path.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(puts(&o_reqs), puts(&s_reqs));
     for (who, reqs) in [("sdk", &s_fs), ("agent", &o_fs)] {
         let last = reqs.last().unwrap();
         assert_eq!(last["complete"], true, "{who}");
         assert_eq!(last["exitcode"], 0, "{who}");
+        let uploaded: BTreeSet<String> = last["uploaded"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|f| f.as_str().map(str::to_string))
+            .collect();
+        assert_eq!(uploaded, files_asked(&s_ops), "{who}: uploaded");
     }
 
     // Reconstructed history: same offsets, line keys and values per row.

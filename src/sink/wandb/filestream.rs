@@ -90,6 +90,8 @@ pub struct Update {
     pub history_offset: u64,
     pub history: Vec<String>,
     pub summary: Option<String>,
+    /// Run files uploaded since the last request (reported as core does).
+    pub uploaded: Vec<String>,
     /// `Some(code)`: the run is finished; sent only in the last request.
     pub exit_code: Option<i32>,
 }
@@ -112,6 +114,9 @@ impl Update {
         let mut body = serde_json::Map::new();
         if !files.is_empty() {
             body.insert("files".into(), Value::Object(files));
+        }
+        if !self.uploaded.is_empty() {
+            body.insert("uploaded".into(), json!(self.uploaded));
         }
         if let Some(code) = self.exit_code {
             body.insert("complete".into(), Value::Bool(true));
@@ -142,6 +147,7 @@ pub async fn send(
             body: update.body(),
             gzip,
             graphql: false,
+            upload: None,
         })
         .await?;
     // Core only reads `stopped`; a non-JSON answer is not fatal there either.
@@ -186,11 +192,13 @@ mod tests {
             history_offset: 5,
             history: vec!["{}".into()],
             summary: Some("{}".into()),
+            uploaded: vec!["config.yaml".into()],
             exit_code: Some(0),
         };
         let v: Value = serde_json::from_slice(&u.body()).unwrap();
         assert_eq!(v["files"]["wandb-history.jsonl"]["offset"], 5);
         assert_eq!(v["files"]["wandb-summary.json"]["offset"], 0);
+        assert_eq!(v["uploaded"], json!(["config.yaml"]));
         assert_eq!(v["complete"], true);
         assert_eq!(v["exitcode"], 0);
         let v: Value = serde_json::from_slice(&Update::default().body()).unwrap();

@@ -123,6 +123,7 @@ pub async fn upsert_bucket(
             body: upsert_body(input),
             gzip: false,
             graphql: true,
+            upload: None,
         })
         .await?;
     parse_upsert(&body, input.name)
@@ -148,6 +149,7 @@ pub async fn server_supports_filestream_gzip(http: &Http, base_url: &str) -> boo
             body,
             gzip: false,
             graphql: true,
+            upload: None,
         })
         .await;
     let Ok(answer) = answer else {
@@ -183,6 +185,7 @@ pub async fn viewer_entity(http: &Http, base_url: &str) -> Result<Option<String>
             body,
             gzip: false,
             graphql: true,
+            upload: None,
         })
         .await?;
     let v: Value = serde_json::from_slice(&answer).map_err(|e| WandbError::Protocol {
@@ -194,6 +197,96 @@ pub async fn viewer_entity(http: &Http, base_url: &str) -> Result<Option<String>
         .and_then(Value::as_str)
         .filter(|e| !e.is_empty())
         .map(str::to_string))
+}
+
+/// `CreateRunFiles`, verbatim from core (`gql_gen.go`).
+pub const CREATE_RUN_FILES: &str = "\nmutation CreateRunFiles ($entity: String!, $project: String!, $run: String!, $files: [String!]!) {\n\tcreateRunFiles(input: {entityName:$entity,projectName:$project,runName:$run,files:$files}) {\n\t\trunID\n\t\tuploadHeaders\n\t\tfiles {\n\t\t\tname\n\t\t\tuploadUrl\n\t\t}\n\t}\n}\n";
+
+/// Where to PUT each run file, and the headers to send with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunFiles {
+    pub headers: Vec<(String, String)>,
+    pub urls: Vec<(String, String)>,
+}
+
+/// Asks for upload URLs of `files` (run-relative names).
+pub async fn create_run_files(
+    http: &Http,
+    base_url: &str,
+    entity: &str,
+    project: &str,
+    run: &str,
+    files: &[&str],
+) -> Result<RunFiles, WandbError> {
+    let url = format!("{base_url}/graphql");
+    let body = serde_json::to_vec(&json!({
+        "query": CREATE_RUN_FILES,
+        "variables": {"entity": entity, "project": project, "run": run, "files": files},
+        "operationName": "CreateRunFiles",
+    }))
+    .expect("JSON values serialise");
+    let answer = http
+        .post(&Request {
+            url: &url,
+            what: "CreateRunFiles",
+            run,
+            body,
+            gzip: false,
+            graphql: true,
+            upload: None,
+        })
+        .await?;
+    let err = |message: String| WandbError::Protocol {
+        what: "CreateRunFiles",
+        run: run.to_string(),
+        message,
+    };
+    let v: Value =
+        serde_json::from_slice(&answer).map_err(|e| err(format!("answer is not JSON: {e}")))?;
+    if let Some(errors) = v
+        .get("errors")
+        .and_then(Value::as_array)
+        .filter(|e| !e.is_empty())
+    {
+        return Err(err(format!(
+            "GraphQL errors: {}",
+            Value::Array(errors.clone())
+        )));
+    }
+    let headers = v
+        .pointer("/data/createRunFiles/uploadHeaders")
+        .and_then(Value::as_array)
+        .map(|hs| {
+            hs.iter()
+                .filter_map(Value::as_str)
+                .filter_map(|h| h.split_once(':'))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let urls: Vec<(String, String)> = v
+        .pointer("/data/createRunFiles/files")
+        .and_then(Value::as_array)
+        .map(|fs| {
+            fs.iter()
+                .filter_map(|f| {
+                    Some((
+                        f.get("name")?.as_str()?.to_string(),
+                        f.get("uploadUrl")?.as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    // Core drops the batch when the counts differ; so do we.
+    if urls.len() != files.len() {
+        return Err(err(format!(
+            "asked for {} upload URLs, got {}",
+            files.len(),
+            urls.len()
+        )));
+    }
+    Ok(RunFiles { headers, urls })
 }
 
 #[cfg(test)]

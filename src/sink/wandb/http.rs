@@ -75,6 +75,17 @@ pub struct Request<'a> {
     pub body: Vec<u8>,
     pub gzip: bool,
     pub graphql: bool,
+    /// A file upload (PUT to a pre-signed URL) instead of a JSON POST.
+    pub upload: Option<Upload>,
+}
+
+/// How to PUT a run file (`CreateRunFiles` answer).
+#[derive(Debug, Clone, Default)]
+pub struct Upload {
+    /// `uploadHeaders`, split at the first `:`.
+    pub headers: Vec<(String, String)>,
+    /// Attach the API key. Core sends none on uploads (pre-signed URLs).
+    pub with_auth: bool,
 }
 
 /// The configured client plus the credentials it attaches.
@@ -186,12 +197,24 @@ impl Http {
     }
 
     async fn attempt(&self, req: &Request<'_>, body: Vec<u8>) -> Outcome {
-        let mut rb = self
-            .client
-            .post(req.url)
-            .basic_auth("api", Some(self.key.expose()))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
+        let mut rb = match &req.upload {
+            None => self
+                .client
+                .post(req.url)
+                .basic_auth("api", Some(self.key.expose()))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body),
+            Some(up) => {
+                let mut rb = self.client.put(req.url).body(body);
+                if up.with_auth {
+                    rb = rb.basic_auth("api", Some(self.key.expose()));
+                }
+                for (k, v) in &up.headers {
+                    rb = rb.header(k.as_str(), v.as_str());
+                }
+                rb
+            }
+        };
         if req.gzip {
             rb = rb.header(reqwest::header::CONTENT_ENCODING, "gzip");
         }

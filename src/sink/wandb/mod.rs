@@ -221,6 +221,52 @@ impl WandbSink {
         Ok(e)
     }
 
+    /// Uploads `wandb-summary.json` and `config.yaml` as the SDK does at
+    /// finish (CreateRunFiles, then a PUT each); returns their names for
+    /// the `uploaded` list of the final file_stream request.
+    async fn upload_run_files(&mut self, run: &RunState) -> Result<Vec<String>, SinkError> {
+        const FILES: [&str; 2] = ["wandb-summary.json", "config.yaml"];
+        let files = graphql::create_run_files(
+            &self.http,
+            &self.settings.base_url,
+            &run.entity,
+            &run.project,
+            &run.name,
+            &FILES,
+        )
+        .await
+        .map_err(sink_err)?;
+        let mut uploaded = Vec::new();
+        for (name, url) in &files.urls {
+            let body = match name.as_str() {
+                "wandb-summary.json" => run.summary().into_bytes(),
+                // YAML 1.2 is a superset of JSON: the config map as JSON is
+                // a valid config.yaml (the SDK writes block style).
+                _ => serde_json::to_vec_pretty(&Self::run_config()).expect("JSON values serialise"),
+            };
+            // No key on uploads: core's file transfer sends none, even to
+            // URLs on the API host (observed with 0.31.0).
+            let upload = http::Upload {
+                headers: files.headers.clone(),
+                with_auth: false,
+            };
+            self.http
+                .post(&http::Request {
+                    url,
+                    what: "file upload",
+                    run: &run.display,
+                    body,
+                    gzip: false,
+                    graphql: false,
+                    upload: Some(upload),
+                })
+                .await
+                .map_err(sink_err)?;
+            uploaded.push(name.clone());
+        }
+        Ok(uploaded)
+    }
+
     async fn use_gzip(&mut self) -> bool {
         if !self.settings.compress {
             return false;
@@ -280,10 +326,12 @@ impl WandbSink {
         let changed = !due.is_empty();
         for (id, code, why) in due {
             let run = self.committed.runs[&id].clone();
+            let uploaded = self.upload_run_files(&run).await?;
             let update = Update {
                 history_offset: run.next_offset,
                 history: Vec::new(),
                 summary: Some(run.summary()),
+                uploaded,
                 exit_code: Some(code),
             };
             self.send(&run, &update).await?;
@@ -398,6 +446,7 @@ impl Sink for WandbSink {
                     history_offset: offset,
                     history: chunk.to_vec(),
                     summary: Some(summary.clone()),
+                    uploaded: Vec::new(),
                     exit_code: None,
                 };
                 self.send(&run, &update).await?;
