@@ -20,7 +20,7 @@ fn a_refused_request_fails_clearly_and_loses_nothing() {
     let config = write_config(dir, &standin.base_url(), "");
 
     standin.set_sticky_file_stream_status(Some(403));
-    let mut child = agent(dir, &config, &["--once"]).spawn().unwrap();
+    let mut child = harness::spawn(&mut agent(dir, &config, &["--once"]));
     let status = wait_child(&mut child, Duration::from_secs(120));
     let logs = harness::stderr_logs(dir);
     assert!(
@@ -46,7 +46,7 @@ fn a_refused_request_fails_clearly_and_loses_nothing() {
 
     // The rows stayed in the journal: once W&B accepts, they all arrive.
     standin.set_sticky_file_stream_status(None);
-    let mut child = agent(dir, &config, &["--once"]).spawn().unwrap();
+    let mut child = harness::spawn(&mut agent(dir, &config, &["--once"]));
     assert!(
         wait_child(&mut child, Duration::from_secs(60)).success(),
         "{}",
@@ -64,7 +64,7 @@ fn file_stream_is_gzipped_when_the_server_accepts_it() {
     let run = "01JDAZ00000000000000000001";
     let expected = gen_logs(dir, run, 60, 22);
     let config = write_config(dir, &standin.base_url(), "");
-    let mut child = agent(dir, &config, &["--once"]).spawn().unwrap();
+    let mut child = harness::spawn(&mut agent(dir, &config, &["--once"]));
     assert!(
         wait_child(&mut child, Duration::from_secs(60)).success(),
         "{}",
@@ -92,7 +92,7 @@ fn file_stream_is_gzipped_when_the_server_accepts_it() {
     let run2 = "01JDAZ00000000000000000002";
     gen_logs(tmp2.path(), run2, 30, 23);
     let config = write_config(tmp2.path(), &plain.base_url(), "");
-    let mut child = agent(tmp2.path(), &config, &["--once"]).spawn().unwrap();
+    let mut child = harness::spawn(&mut agent(tmp2.path(), &config, &["--once"]));
     assert!(wait_child(&mut child, Duration::from_secs(60)).success());
     assert!(plain.requests().iter().all(|r| !r.gzipped));
 }
@@ -116,7 +116,7 @@ fn a_wandb_outage_does_not_hold_up_other_sinks() {
     std::fs::write(&config, text).unwrap();
 
     standin.set_sticky_file_stream_status(Some(503));
-    let mut child = agent(dir, &config, &[]).spawn().unwrap();
+    let mut child = harness::spawn(&mut agent(dir, &config, &[]));
     let jsonl = dir.join(format!("out/{run}.jsonl"));
     harness::wait_for(
         dir,
@@ -164,7 +164,7 @@ fn shutdown_is_not_held_up_by_an_unreachable_server() {
     gen_logs(dir, run, 30, 25);
     let config = write_config(dir, &standin.base_url(), "give_up_secs = 600\n");
     standin.set_sticky_file_stream_status(Some(503));
-    let mut child = agent(dir, &config, &[]).spawn().unwrap();
+    let mut child = harness::spawn(&mut agent(dir, &config, &[]));
     harness::wait_for(
         dir,
         Duration::from_secs(60),

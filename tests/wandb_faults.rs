@@ -62,7 +62,7 @@ fn faults_and_sigkill_lose_and_duplicate_nothing() {
     let config = write_config(dir, &standin.base_url(), "idle_finish_secs = 2\n");
 
     // First agent: killed (SIGKILL) while rows are on their way.
-    let mut first = agent(dir, &config, &[]).spawn().unwrap();
+    let mut first = harness::spawn(&mut agent(dir, &config, &[]));
     wait_for(
         dir,
         Duration::from_secs(60),
@@ -88,7 +88,7 @@ fn faults_and_sigkill_lose_and_duplicate_nothing() {
     // Second agent: picks up from the committed cursor and offsets.
     standin.set_latency(Duration::ZERO);
     let seen_before_restart = standin.requests().len();
-    let mut second = agent(dir, &config, &[]).spawn().unwrap();
+    let mut second = harness::spawn(&mut agent(dir, &config, &[]));
     wait_for(
         dir,
         Duration::from_secs(120),

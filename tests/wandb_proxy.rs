@@ -59,7 +59,7 @@ fn requests_go_through_the_proxy_and_survive_its_outage() {
 
     let first = "01JDAP00000000000000000001";
     let e1 = gen_logs(dir, first, 150, 3);
-    let mut child = agent(dir, &config, &[]).spawn().unwrap();
+    let mut child = harness::spawn(&mut agent(dir, &config, &[]));
     wait_for(dir, Duration::from_secs(60), "the first run's rows", || {
         standin
             .runs()
@@ -135,10 +135,7 @@ fn environment_proxy_and_no_proxy_bypass() {
     // HTTP_PROXY (the base URL is http) carries the traffic.
     let a = "01JDAN00000000000000000001";
     let ea = gen_logs(dir, a, 60, 5);
-    let mut child = agent(dir, &config, &["--once"])
-        .env("HTTP_PROXY", proxy.url())
-        .spawn()
-        .unwrap();
+    let mut child = harness::spawn(agent(dir, &config, &["--once"]).env("HTTP_PROXY", proxy.url()));
     assert!(
         wait_child(&mut child, Duration::from_secs(60)).success(),
         "{}",
@@ -152,11 +149,11 @@ fn environment_proxy_and_no_proxy_bypass() {
     // NO_PROXY lists the W&B host: the proxy sees nothing more.
     let b = "01JDAN00000000000000000002";
     let eb = gen_logs(dir, b, 60, 6);
-    let mut child = agent(dir, &config, &["--once"])
-        .env("http_proxy", proxy.url())
-        .env("NO_PROXY", "example.com,127.0.0.1")
-        .spawn()
-        .unwrap();
+    let mut child = harness::spawn(
+        agent(dir, &config, &["--once"])
+            .env("http_proxy", proxy.url())
+            .env("NO_PROXY", "example.com,127.0.0.1"),
+    );
     assert!(
         wait_child(&mut child, Duration::from_secs(60)).success(),
         "{}",

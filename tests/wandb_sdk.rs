@@ -85,7 +85,7 @@ fn run_sdk(
         .env("HTTP_PROXY", "http://127.0.0.1:9")
         .env("HTTPS_PROXY", "http://127.0.0.1:9")
         .env("NO_PROXY", "127.0.0.1");
-    let mut child = c.spawn().unwrap();
+    let mut child = harness::spawn(&mut c);
     let status = wait_child(&mut child, Duration::from_secs(240));
     assert!(status.success(), "the wandb SDK script failed");
 }
@@ -156,7 +156,7 @@ fn agent_requests_match_the_wandb_sdk() {
         &ours.base_url(),
         "idle_finish_secs = 1\nrows_per_request = 40\n",
     );
-    let mut child = agent(dir, &config, &[]).spawn().unwrap();
+    let mut child = harness::spawn(&mut agent(dir, &config, &[]));
     wait_for(
         dir,
         Duration::from_secs(60),

@@ -99,7 +99,7 @@ fn tls_is_verified_and_ca_file_adds_a_private_ca() {
 
     // Not trusted without the CA: refused at once, with a hint.
     let config = write_config(dir, &standin.https_url(), "");
-    let mut child = agent(dir, &config, &["--once"]).spawn().unwrap();
+    let mut child = harness::spawn(&mut agent(dir, &config, &["--once"]));
     assert!(!wait_child(&mut child, Duration::from_secs(120)).success());
     let logs = harness::stderr_logs(dir);
     assert!(
@@ -118,7 +118,7 @@ fn tls_is_verified_and_ca_file_adds_a_private_ca() {
         &standin.https_url(),
         &format!("ca_file = \"{}\"\n", dir.join("junk.pem").display()),
     );
-    let mut child = agent(dir, &config, &["--once"]).spawn().unwrap();
+    let mut child = harness::spawn(&mut agent(dir, &config, &["--once"]));
     assert!(!wait_child(&mut child, Duration::from_secs(60)).success());
     assert!(harness::stderr_logs(dir).contains("junk.pem"));
 
@@ -128,7 +128,7 @@ fn tls_is_verified_and_ca_file_adds_a_private_ca() {
         &standin.https_url(),
         &format!("ca_file = \"{}\"\n", certs.join("ca.pem").display()),
     );
-    let mut child = agent(dir, &config, &["--once"]).spawn().unwrap();
+    let mut child = harness::spawn(&mut agent(dir, &config, &["--once"]));
     assert!(
         wait_child(&mut child, Duration::from_secs(60)).success(),
         "{}",

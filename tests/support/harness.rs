@@ -177,6 +177,37 @@ pub fn wait_for(dir: &Path, limit: Duration, what: &str, mut cond: impl FnMut() 
     panic!("timed out after {limit:?} waiting for {what}; agent log tail:\n{tail}");
 }
 
+/// A child process killed (SIGKILL) and reaped when dropped, so that a
+/// failing test leaves no agent running.
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Starts `cmd`; the child is killed if the test ends first.
+pub fn spawn(cmd: &mut Command) -> KillOnDrop {
+    KillOnDrop(cmd.spawn().expect("start the agent"))
+}
+
 /// Waits for a child with a bound; kills it and panics on timeout.
 pub fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
