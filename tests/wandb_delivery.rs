@@ -176,3 +176,59 @@ fn shutdown_is_not_held_up_by_an_unreachable_server() {
     let status = wait_child(&mut child, Duration::from_secs(45));
     assert!(status.success(), "{}", harness::stderr_logs(dir));
 }
+
+#[test]
+fn the_key_comes_from_netrc_as_wandb_login_writes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let run = "01JDAK00000000000000000001";
+    let expected = gen_logs(dir, run, 30, 26);
+    let config = write_config(dir, &standin.base_url(), "enabled = \"auto\"\n");
+    // `wandb login` writes: machine <host:port> / login user / password <key>.
+    let netrc_key = "n3trcn3trcn3trcn3trcn3trcn3trcn3trcn3trc";
+    std::fs::write(
+        dir.join(".netrc"),
+        format!(
+            "machine {}\n  login user\n  password {netrc_key}\n",
+            standin.addr
+        ),
+    )
+    .unwrap();
+    let mut child = harness::spawn(
+        agent(dir, &config, &["--once"])
+            .env_remove("WANDB_API_KEY")
+            .env_remove("NETRC"),
+    );
+    assert!(
+        wait_child(&mut child, Duration::from_secs(60)).success(),
+        "{}",
+        harness::stderr_logs(dir)
+    );
+    assert_history(&standin.runs()[&harness::wandb_id(run)], &expected);
+    let want = format!("api:{netrc_key}");
+    for r in standin.requests().iter().filter(|r| r.method == "POST") {
+        let auth = r.headers.get("authorization").expect("auth header");
+        assert!(auth.starts_with("Basic "), "{auth}");
+        let decoded = decode_base64(&auth["Basic ".len()..]);
+        assert_eq!(decoded, want);
+    }
+    assert!(!harness::stderr_logs(dir).contains(netrc_key));
+}
+
+fn decode_base64(s: &str) -> String {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.bytes().filter(|&c| c != b'=') {
+        bits = (bits << 6) | T.iter().position(|&t| t == c).unwrap() as u32;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
