@@ -211,6 +211,51 @@ mod tests {
     }
 
     #[test]
+    fn environment_overrides_the_configuration() {
+        let mut c = cfg(Toggle::Auto);
+        c.project = Some("from-config".into());
+        c.entity = Some("team-config".into());
+        c.base_url = Some("https://api.example.com".into());
+        let none = |_: &str| None;
+        let s = resolve(&c, &none);
+        assert_eq!(
+            (s.project.as_str(), s.entity.as_deref()),
+            ("from-config", Some("team-config"))
+        );
+        assert_eq!(s.base_url, "https://api.example.com");
+        let env = |k: &str| match k {
+            "WANDB_PROJECT" => Some("from-env".to_string()),
+            "WANDB_ENTITY" => Some("team-env".to_string()),
+            "WANDB_BASE_URL" => Some("http://127.0.0.1:9/".to_string()),
+            _ => None,
+        };
+        let s = resolve(&c, &env);
+        assert_eq!(
+            (s.project.as_str(), s.entity.as_deref()),
+            ("from-env", Some("team-env"))
+        );
+        assert_eq!(s.base_url, "http://127.0.0.1:9");
+        let s = resolve(&cfg(Toggle::Auto), &none);
+        assert_eq!((s.project.as_str(), s.entity), ("mosaic", None));
+        assert_eq!(s.base_url, DEFAULT_BASE_URL);
+        let off = |k: &str| match k {
+            "WANDB_API_KEY" => Some("k".repeat(40)),
+            "WANDB_DISABLED" => Some("true".to_string()),
+            _ => None,
+        };
+        assert!(!resolve(&cfg(Toggle::On), &off).is_on());
+        let offline = |k: &str| match k {
+            "WANDB_API_KEY" => Some("k".repeat(40)),
+            "WANDB_MODE" => Some("offline".to_string()),
+            _ => None,
+        };
+        assert!(matches!(
+            resolve(&cfg(Toggle::On), &offline).activity,
+            Activity::Off(_)
+        ));
+    }
+
+    #[test]
     fn describe_masks_secrets() {
         let env = |k: &str| match k {
             "WANDB_API_KEY" => Some("supersecretkey0123456789012345678901234567".into()),
