@@ -18,6 +18,7 @@ use crate::extract::Extractor;
 use crate::ingest::{Ingest, IngestControl, Unreadable};
 use crate::journal::Journal;
 use crate::sink::tensorboard::TensorBoardSink;
+use crate::sink::wandb::{FinishHandle, WandbSink}; // wandb sink (issue 4)
 use crate::sink::{self, jsonl::JsonlSink, Mode, RunOptions, SinkError};
 use crate::status::Status;
 use crate::tail::Tailer;
@@ -47,6 +48,8 @@ pub struct Agent {
     /// has delivered everything up to the drain it marks the run finished.
     /// `None` for the daemon and `--once`, where no run ends with the agent.
     run_exit: watch::Sender<Option<i32>>,
+    /// wandb sink (issue 4): where "run X finished with code N" goes.
+    wandb_finish: Option<FinishHandle>,
 }
 
 impl Agent {
@@ -91,6 +94,31 @@ impl Agent {
             let (j, m) = (journal.clone(), mode_rx.clone());
             sinks.spawn(async move { ("tensorboard", sink::run(sink, j, o, m).await) });
         }
+        // --- wandb sink (issue 4) ---
+        let mut wandb_finish = None;
+        let mut wandb = config.wandb();
+        if once {
+            // `--once` gives up after 5 failed attempts; keep each attempt
+            // short so an unreachable W&B fails it in minutes, not in half
+            // an hour (rows stay journaled either way).
+            wandb.http.give_up_after = wandb.http.give_up_after.min(Duration::from_secs(30));
+        }
+        if wandb.is_on() {
+            let o = RunOptions {
+                batch_rows: wandb.rows_per_request,
+                flush_interval: wandb.flush_interval,
+                flush_when_caught_up: false,
+                tick_interval: Some(Duration::from_secs(1)),
+                ..options.clone()
+            };
+            let (sink, finish) = WandbSink::new(wandb).context("cannot start the W&B sink")?;
+            wandb_finish = Some(finish);
+            let (j, m) = (journal.clone(), mode_rx.clone());
+            sinks.spawn(async move { ("wandb", sink::run(sink, j, o, m).await) });
+        } else if let crate::sink::wandb::settings::Activity::Off(why) = &wandb.activity {
+            tracing::info!(reason = %why, "W&B sink is off");
+        }
+        // --- end wandb sink ---
 
         let mut background = JoinSet::new();
         // Sinks freeing journal space wake a paused ingest at once.
@@ -117,7 +145,18 @@ impl Agent {
             mode,
             background,
             run_exit,
+            wandb_finish,
         })
+    }
+
+    /// wandb sink (issue 4): run `run_id` finished with `exit_code` (init
+    /// mode calls this when the worker exits). Once the run's rows are
+    /// delivered, the W&B sink sends `complete` with that code. A no-op
+    /// when the W&B sink is off.
+    pub fn run_finished(&self, run_id: &str, exit_code: i32) {
+        if let Some(f) = &self.wandb_finish {
+            f.run_finished(run_id, exit_code);
+        }
     }
 
     pub fn journal(&self) -> &Arc<Journal> {
@@ -175,6 +214,9 @@ impl Agent {
         let until = Instant::now() + deadline;
         if let Some(code) = exit_code {
             self.run_exit.send_replace(Some(code));
+            if let Some(f) = &self.wandb_finish {
+                f.all_runs_finished(code);
+            }
             tracing::info!(exit_code = code, "the run finished; recorded for the sinks");
         }
         tokio::pin!(abort);

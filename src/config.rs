@@ -155,6 +155,10 @@ pub struct SinksConfig {
     pub jsonl: JsonlSinkConfig,
     #[serde(default)]
     pub tensorboard: TensorBoardSinkConfig,
+    // --- wandb sink (issue 4) ---
+    #[serde(default)]
+    pub wandb: WandbSinkConfig,
+    // --- end wandb sink ---
 }
 
 /// The `jsonl` sink: delivered rows as JSON lines, one file per run.
@@ -215,6 +219,196 @@ impl Default for TensorBoardSinkConfig {
         }
     }
 }
+
+// --- wandb sink (issue 4) ---
+
+/// `enabled` of a sink that can also decide by itself: `true`, `false`
+/// or `"auto"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Toggle {
+    On,
+    Off,
+    /// The W&B sink: on when an API key is found, so that a fresh machine
+    /// without an account (or network) runs without it.
+    #[default]
+    Auto,
+}
+
+impl Serialize for Toggle {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Toggle::On => s.serialize_bool(true),
+            Toggle::Off => s.serialize_bool(false),
+            Toggle::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Toggle {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            B(bool),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::B(true) => Ok(Toggle::On),
+            Raw::B(false) => Ok(Toggle::Off),
+            Raw::S(s) if s == "auto" => Ok(Toggle::Auto),
+            Raw::S(s) => Err(serde::de::Error::custom(format!(
+                "expected true, false or \"auto\", found {s:?}"
+            ))),
+        }
+    }
+}
+
+/// The `wandb` sink: rows to a W&B server over file_stream. The API key
+/// is never part of the configuration (WANDB_API_KEY or ~/.netrc); the
+/// proxy URL may hold credentials, so `Debug` and `Serialize` mask it.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WandbSinkConfig {
+    #[serde(default)]
+    pub enabled: Toggle,
+    /// Default https://api.wandb.ai; WANDB_BASE_URL overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    /// May carry credentials: shown masked by `check-config`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_masked_url"
+    )]
+    pub proxy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "default_wandb_rows")]
+    pub rows_per_request: usize,
+    #[serde(default = "default_wandb_flush")]
+    pub flush_interval_ms: u64,
+    #[serde(default = "default_wandb_idle")]
+    pub idle_finish_secs: u64,
+    #[serde(default = "default_wandb_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_wandb_retry_initial")]
+    pub retry_initial_ms: u64,
+    #[serde(default = "default_wandb_retry_max")]
+    pub retry_max_ms: u64,
+    #[serde(default = "default_wandb_give_up")]
+    pub give_up_secs: u64,
+    #[serde(default = "yes")]
+    pub compress: bool,
+}
+
+fn serialize_masked_url<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(u) => s.serialize_str(&crate::sink::wandb::proxy::mask_url(u)),
+        None => s.serialize_none(),
+    }
+}
+
+fn default_wandb_rows() -> usize {
+    1000
+}
+fn default_wandb_flush() -> u64 {
+    15_000
+}
+fn default_wandb_idle() -> u64 {
+    1800
+}
+fn default_wandb_timeout() -> u64 {
+    60_000
+}
+fn default_wandb_retry_initial() -> u64 {
+    2_000
+}
+fn default_wandb_retry_max() -> u64 {
+    60_000
+}
+fn default_wandb_give_up() -> u64 {
+    300
+}
+
+impl std::fmt::Debug for WandbSinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let masked = self
+            .proxy
+            .as_deref()
+            .map(crate::sink::wandb::proxy::mask_url);
+        f.debug_struct("WandbSinkConfig")
+            .field("enabled", &self.enabled)
+            .field("base_url", &self.base_url)
+            .field("project", &self.project)
+            .field("entity", &self.entity)
+            .field("proxy", &masked)
+            .field("ca_file", &self.ca_file)
+            .field("rows_per_request", &self.rows_per_request)
+            .field("flush_interval_ms", &self.flush_interval_ms)
+            .field("idle_finish_secs", &self.idle_finish_secs)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("retry_initial_ms", &self.retry_initial_ms)
+            .field("retry_max_ms", &self.retry_max_ms)
+            .field("give_up_secs", &self.give_up_secs)
+            .field("compress", &self.compress)
+            .finish()
+    }
+}
+
+impl Default for WandbSinkConfig {
+    fn default() -> Self {
+        WandbSinkConfig {
+            enabled: Toggle::Auto,
+            base_url: None,
+            project: None,
+            entity: None,
+            proxy: None,
+            ca_file: None,
+            rows_per_request: default_wandb_rows(),
+            flush_interval_ms: default_wandb_flush(),
+            idle_finish_secs: default_wandb_idle(),
+            timeout_ms: default_wandb_timeout(),
+            retry_initial_ms: default_wandb_retry_initial(),
+            retry_max_ms: default_wandb_retry_max(),
+            give_up_secs: default_wandb_give_up(),
+            compress: true,
+        }
+    }
+}
+
+impl Config {
+    /// The W&B settings as they take effect (configuration + environment).
+    pub fn wandb(&self) -> crate::sink::wandb::WandbSettings {
+        crate::sink::wandb::resolve(
+            &self.sinks.wandb,
+            &crate::sink::wandb::settings::process_env,
+        )
+    }
+
+    fn validate_wandb(&self) -> Result<(), ConfigError> {
+        let w = &self.sinks.wandb;
+        if w.rows_per_request == 0 {
+            return Err(self.invalid("sinks.wandb.rows_per_request must be at least 1"));
+        }
+        if w.timeout_ms < 100 {
+            return Err(self.invalid("sinks.wandb.timeout_ms must be at least 100"));
+        }
+        if w.retry_initial_ms == 0 || w.retry_max_ms < w.retry_initial_ms {
+            return Err(self.invalid(
+                "sinks.wandb: retry_initial_ms must be positive and at most retry_max_ms",
+            ));
+        }
+        if let crate::sink::wandb::settings::Activity::Broken(why) = self.wandb().activity {
+            return Err(self.invalid(format!("sinks.wandb: {why}")));
+        }
+        Ok(())
+    }
+}
+// --- end wandb sink ---
 
 /// The agent's own logs.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -337,6 +531,7 @@ impl Config {
         }
         self.init.validate().map_err(|m| self.invalid(m))?;
         self.check_store_path()?;
+        self.validate_wandb()?; // wandb sink (issue 4)
         Ok(())
     }
 
@@ -386,6 +581,9 @@ impl Config {
     pub fn render(&self) -> String {
         let mut text = format!("# effective configuration from {}\n", self.origin);
         text.push_str(&toml::to_string_pretty(self).unwrap_or_else(|e| format!("# {e}\n")));
+        // wandb sink (issue 4): what applies after the environment, and why.
+        text.push('\n');
+        text.push_str(&self.wandb().describe());
         text
     }
 
@@ -397,6 +595,10 @@ impl Config {
         }
         if self.sinks.tensorboard.enabled {
             out.push("tensorboard");
+        }
+        // wandb sink (issue 4)
+        if self.wandb().is_on() {
+            out.push("wandb");
         }
         out
     }
@@ -411,13 +613,29 @@ mod tests {
         let c = Config::parse(EMBEDDED_DEFAULT, "embedded").unwrap();
         assert_eq!(c.store.path, PathBuf::from("var/shipper"));
         assert_eq!(c.store.max_bytes, 1 << 30);
-        assert_eq!(c.enabled_sinks(), vec!["jsonl", "tensorboard"]);
+        // (wandb is "auto": on only where an API key is found.)
+        assert_eq!(c.enabled_sinks()[..2], ["jsonl", "tensorboard"]);
         assert_eq!(
             c.sinks.tensorboard.dir,
             "var/trainer/runs/{run_id}/tensorboard"
         );
         assert_eq!(c.sinks.tensorboard.flush_interval_ms, 1000);
         assert_eq!(c.extract.rules.len(), 1);
+    }
+
+    #[test]
+    fn wandb_proxy_credentials_are_masked() {
+        let text = EMBEDDED_DEFAULT.replace(
+            "enabled = \"auto\"",
+            "enabled = false\nproxy = \"http://u:s3cr3t@proxy:3128\"",
+        );
+        let c = Config::parse(&text, "t.toml").unwrap();
+        assert!(!c.render().contains("s3cr3t"), "{}", c.render());
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        assert!(c.render().contains("***@proxy:3128"));
+        let bad = EMBEDDED_DEFAULT.replace("enabled = \"auto\"", "enabled = \"sometimes\"");
+        let err = Config::parse(&bad, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("sometimes"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,7 @@
 pub mod jsonl;
 mod template;
 pub mod tensorboard;
+pub mod wandb;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -59,6 +60,13 @@ pub trait Sink: Send + 'static {
 
     /// Makes all written rows durable; returns the state to commit.
     fn flush(&mut self) -> impl Future<Output = Result<Vec<u8>, SinkError>> + Send;
+
+    /// Periodic work of an idle sink (the W&B sink finishes idle runs),
+    /// every [`RunOptions::tick_interval`], only when everything written is
+    /// acknowledged. A returned state is committed without moving the cursor.
+    fn tick(&mut self) -> impl Future<Output = Result<Option<Vec<u8>>, SinkError>> + Send {
+        async { Ok(None) }
+    }
 }
 
 /// Lets a sink commit recovery state without moving its cursor.
@@ -92,6 +100,12 @@ pub struct RunOptions {
     /// Consecutive failures after which the runner gives up (`--once`);
     /// `None`: retry forever (the daemon).
     pub give_up_after: Option<u32>,
+    /// Flush as soon as the journal is caught up (`true`, the default), or
+    /// only once `batch_rows` rows or `flush_interval` have accumulated
+    /// (remote sinks that should not send a request per row).
+    pub flush_when_caught_up: bool,
+    /// How often [`Sink::tick`] runs; `None`: never.
+    pub tick_interval: Option<Duration>,
 }
 
 impl Default for RunOptions {
@@ -100,6 +114,8 @@ impl Default for RunOptions {
             batch_rows: 2048,
             flush_interval: Duration::from_secs(1),
             give_up_after: None,
+            flush_when_caught_up: true,
+            tick_interval: None,
         }
     }
 }
@@ -134,7 +150,18 @@ pub async fn run<S: Sink>(
     let mut retry = retry_policy();
     let mut failures = 0u32;
     loop {
-        match deliver(&mut sink, &journal, &options, &mut mode).await {
+        // A session blocked on a slow destination (a W&B request retrying)
+        // must not hold up shutdown past its deadline; dropping it there is
+        // safe, as nothing uncommitted counts as delivered.
+        let deadline = drain_deadline(mode.clone());
+        let session = tokio::select! {
+            r = deliver(&mut sink, &journal, &options, &mut mode) => r,
+            _ = deadline => {
+                tracing::warn!(sink = name, "shutdown deadline reached while delivering; the rest ships next time");
+                return Ok(());
+            }
+        };
+        match session {
             Ok(()) => return Ok(()),
             Err(e) => {
                 failures += 1;
@@ -162,6 +189,20 @@ pub async fn run<S: Sink>(
     }
 }
 
+/// Resolves when the agent is draining and its deadline has passed.
+async fn drain_deadline(mut mode: watch::Receiver<Mode>) {
+    loop {
+        let current = *mode.borrow_and_update();
+        if let Mode::Drain { until } = current {
+            tokio::time::sleep_until(until.into()).await;
+            return;
+        }
+        if mode.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// One recovery-and-deliver session; returns on drain completion or error.
 async fn deliver<S: Sink>(
     sink: &mut S,
@@ -174,7 +215,13 @@ async fn deliver<S: Sink>(
     sink.recover(&cursor.state).await?;
     let mut acked = cursor.seq;
     let mut written = cursor.seq;
-    let mut last_flush = Instant::now();
+    let mut unflushed = 0usize;
+    // The first rows of a session go out at once, then at most one flush
+    // per interval while more keep coming.
+    let mut last_flush = Instant::now()
+        .checked_sub(options.flush_interval)
+        .unwrap_or_else(Instant::now);
+    let mut last_tick = Instant::now();
     let mut rows = journal.subscribe_rows();
     loop {
         let batch = journal.read_after(written, options.batch_rows)?;
@@ -186,13 +233,19 @@ async fn deliver<S: Sink>(
             };
             sink.write(&batch, &checkpoint).await?;
             written = last.seq;
+            unflushed += batch.len();
         }
         let caught_up = batch.len() < options.batch_rows;
-        if written > acked && (caught_up || last_flush.elapsed() >= options.flush_interval) {
+        let draining = matches!(*mode.borrow(), Mode::Drain { .. });
+        let flush_due = (caught_up && (options.flush_when_caught_up || draining))
+            || unflushed >= options.batch_rows
+            || last_flush.elapsed() >= options.flush_interval;
+        if written > acked && flush_due {
             let state = sink.flush().await?;
             journal.ack(name, written, state)?;
             tracing::debug!(sink = name, seq = written, "acknowledged");
             acked = written;
+            unflushed = 0;
             last_flush = Instant::now();
         }
         if !caught_up {
@@ -201,15 +254,40 @@ async fn deliver<S: Sink>(
         let current = *mode.borrow_and_update();
         if let Mode::Drain { until } = current {
             if written >= *rows.borrow() || Instant::now() >= until {
+                // A last tick with everything acknowledged: what a sink
+                // does when idle (W&B: mark finished runs complete) must
+                // not wait for an agent that is about to exit.
+                if options.tick_interval.is_some() && written == acked {
+                    if let Some(state) = sink.tick().await? {
+                        journal.ack(name, acked, state)?;
+                    }
+                }
                 return Ok(());
             }
             continue;
+        }
+        if let Some(every) = options.tick_interval {
+            if written == acked && last_tick.elapsed() >= every {
+                if let Some(state) = sink.tick().await? {
+                    journal.ack(name, acked, state)?;
+                }
+                last_tick = Instant::now();
+            }
+        }
+        // Wake up for a pending flush or the next tick even if no row comes.
+        let mut wake = Duration::from_secs(3600);
+        if written > acked {
+            wake = wake.min(options.flush_interval.saturating_sub(last_flush.elapsed()));
+        }
+        if let Some(every) = options.tick_interval {
+            wake = wake.min(every.saturating_sub(last_tick.elapsed()));
         }
         tokio::select! {
             _ = rows.changed() => {}
             changed = mode.changed() => {
                 if changed.is_err() { return Ok(()); }
             }
+            _ = tokio::time::sleep(wake) => {}
         }
     }
 }

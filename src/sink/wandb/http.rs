@@ -1,0 +1,331 @@
+//! The HTTP client for W&B: TLS, proxy, auth, and which failures are
+//! worth retrying.
+//!
+//! Retry classification follows the issue (and is close to W&B core's
+//! `RetryMostFailures`, `core/internal/clients/retry_policy.go`):
+//! connection errors, timeouts, 5xx, 408 and 409 are retried with
+//! exponential backoff and jitter; 429 waits for `Retry-After` when the
+//! server gives one; any other 4xx is final for the request and reported
+//! with the run, the URL and the status (never the key). A request that is
+//! still failing after `give_up_after` is reported as an error too; the
+//! sink runner then recovers and tries again later, so rows stay in the
+//! journal and nothing is dropped.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use backoff::backoff::Backoff;
+use thiserror::Error;
+
+use super::auth::ApiKey;
+use super::proxy::{mask_url, ProxyChoice};
+
+/// How the client connects and how hard it retries.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub timeout: Duration,
+    pub proxy: ProxyChoice,
+    pub ca_file: Option<PathBuf>,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// A request still failing after this long is reported as an error.
+    pub give_up_after: Duration,
+    /// `X-WANDB-USERNAME` / `X-WANDB-USER-EMAIL`, sent (even empty) on
+    /// GraphQL requests as the SDK does.
+    pub username: String,
+    pub email: String,
+}
+
+/// A W&B request failure, with the run, URL (no credentials) and status.
+#[derive(Debug, Error)]
+pub enum WandbError {
+    #[error("W&B refused {what} for run {run}: HTTP {status} from {url}{detail} (not retried)")]
+    Rejected {
+        what: &'static str,
+        run: String,
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("W&B {what} for run {run} at {url} still failing after {attempts} attempts: {last}")]
+    Unavailable {
+        what: &'static str,
+        run: String,
+        url: String,
+        attempts: u32,
+        last: String,
+    },
+    #[error("W&B {what} for run {run}: {message}")]
+    Protocol {
+        what: &'static str,
+        run: String,
+        message: String,
+    },
+    #[error("W&B client setup: {0}")]
+    Setup(String),
+}
+
+/// One request to send.
+pub struct Request<'a> {
+    pub url: &'a str,
+    /// What it is, for errors: "UpsertBucket", "file_stream".
+    pub what: &'static str,
+    pub run: &'a str,
+    pub body: Vec<u8>,
+    pub gzip: bool,
+    pub graphql: bool,
+    /// A file upload (PUT to a pre-signed URL) instead of a JSON POST.
+    pub upload: Option<Upload>,
+}
+
+/// How to PUT a run file (`CreateRunFiles` answer).
+#[derive(Debug, Clone, Default)]
+pub struct Upload {
+    /// `uploadHeaders`, split at the first `:`.
+    pub headers: Vec<(String, String)>,
+    /// Attach the API key. Core sends none on uploads (pre-signed URLs).
+    pub with_auth: bool,
+}
+
+/// The configured client plus the credentials it attaches.
+pub struct Http {
+    client: reqwest::Client,
+    key: ApiKey,
+    opts: HttpOptions,
+}
+
+/// What one attempt came to.
+enum Outcome {
+    Done(Vec<u8>),
+    Retry {
+        why: String,
+        after: Option<Duration>,
+    },
+    Final(WandbError),
+}
+
+impl Http {
+    pub fn new(key: ApiKey, opts: HttpOptions) -> Result<Http, WandbError> {
+        // Proxy selection is ours (proxy.rs), so reqwest must not apply the
+        // environment on its own.
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(opts.timeout)
+            .connect_timeout(opts.timeout.min(Duration::from_secs(30)))
+            .user_agent(concat!("mosaic-shipper/", env!("CARGO_PKG_VERSION")))
+            .use_rustls_tls();
+        if let Some(url) = &opts.proxy.url {
+            let proxy = reqwest::Proxy::all(url.as_str()).map_err(|e| {
+                WandbError::Setup(format!(
+                    "bad proxy URL {}: {}",
+                    mask_url(url),
+                    e.without_url()
+                ))
+            })?;
+            builder = builder.proxy(proxy);
+        }
+        if let Some(path) = &opts.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                WandbError::Setup(format!("cannot read ca_file {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                WandbError::Setup(format!(
+                    "ca_file {} holds no usable PEM certificate: {e}",
+                    path.display()
+                ))
+            })?;
+            if certs.is_empty() {
+                return Err(WandbError::Setup(format!(
+                    "ca_file {} holds no PEM certificate",
+                    path.display()
+                )));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| WandbError::Setup(e.without_url().to_string()))?;
+        Ok(Http { client, key, opts })
+    }
+
+    /// Sends `req`, retrying as the module documentation says; returns the
+    /// body of the first successful (2xx) response.
+    pub async fn post(&self, req: &Request<'_>) -> Result<Vec<u8>, WandbError> {
+        let body = if req.gzip {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(&req.body)
+                .expect("writing to a Vec cannot fail");
+            enc.finish().expect("writing to a Vec cannot fail")
+        } else {
+            req.body.clone()
+        };
+        let mut backoff = backoff::ExponentialBackoff {
+            initial_interval: self.opts.retry_initial,
+            max_interval: self.opts.retry_max,
+            randomization_factor: 0.25,
+            multiplier: 2.0,
+            max_elapsed_time: None,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let (why, after) = match self.attempt(req, body.clone()).await {
+                Outcome::Done(b) => return Ok(b),
+                Outcome::Final(e) => return Err(e),
+                Outcome::Retry { why, after } => (why, after),
+            };
+            let wait = after
+                .map(|d| d.min(Duration::from_secs(600)))
+                .unwrap_or_else(|| backoff.next_backoff().unwrap_or(self.opts.retry_max));
+            if started.elapsed() + wait > self.opts.give_up_after {
+                return Err(WandbError::Unavailable {
+                    what: req.what,
+                    run: req.run.to_string(),
+                    url: mask_url(req.url),
+                    attempts,
+                    last: why,
+                });
+            }
+            tracing::warn!(what = req.what, run = req.run, url = %mask_url(req.url), error = %why, retry_in = ?wait, "W&B request failed; retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(&self, req: &Request<'_>, body: Vec<u8>) -> Outcome {
+        let mut rb = match &req.upload {
+            None => self
+                .client
+                .post(req.url)
+                .basic_auth("api", Some(self.key.expose()))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body),
+            Some(up) => {
+                let mut rb = self.client.put(req.url).body(body);
+                if up.with_auth {
+                    rb = rb.basic_auth("api", Some(self.key.expose()));
+                }
+                for (k, v) in &up.headers {
+                    rb = rb.header(k.as_str(), v.as_str());
+                }
+                rb
+            }
+        };
+        if req.gzip {
+            rb = rb.header(reqwest::header::CONTENT_ENCODING, "gzip");
+        }
+        if req.graphql {
+            rb = rb
+                .header("X-WANDB-USERNAME", self.opts.username.as_str())
+                .header("X-WANDB-USER-EMAIL", self.opts.email.as_str());
+        }
+        let resp = match rb.send().await {
+            Ok(r) => r,
+            Err(e) => return classify_transport(&e),
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let bytes = match resp.bytes().await {
+            Ok(b) => b.to_vec(),
+            Err(e) => return classify_transport(&e),
+        };
+        // W&B core accepts 200..=300 from file_stream; any 2xx is success.
+        if (200..300).contains(&status) {
+            return Outcome::Done(bytes);
+        }
+        match status {
+            429 => Outcome::Retry {
+                why: "HTTP 429 (rate limited)".into(),
+                after: retry_after,
+            },
+            408 | 409 => Outcome::Retry {
+                why: format!("HTTP {status}"),
+                after: None,
+            },
+            s if s >= 500 => Outcome::Retry {
+                why: format!("HTTP {status}"),
+                after: if s == 503 { retry_after } else { None },
+            },
+            _ => Outcome::Final(WandbError::Rejected {
+                what: req.what,
+                run: req.run.to_string(),
+                url: mask_url(req.url),
+                status,
+                detail: excerpt(&bytes),
+            }),
+        }
+    }
+}
+
+fn classify_transport(e: &reqwest::Error) -> Outcome {
+    // Without the URL (it is logged separately, masked) but with the
+    // cause chain, which says "connection refused", "timed out", ...
+    let mut why = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        why.push_str(": ");
+        why.push_str(&s.to_string());
+        source = s.source();
+    }
+    if let Some(url) = e.url() {
+        why = why.replace(url.as_str(), &mask_url(url.as_str()));
+    }
+    if e.is_builder() {
+        return Outcome::Final(WandbError::Setup(why));
+    }
+    // An untrusted certificate will not become trusted by retrying (W&B
+    // core does not retry TLS errors either); say what to do instead.
+    if why.contains("invalid peer certificate") {
+        return Outcome::Final(WandbError::Setup(format!(
+            "TLS certificate not trusted ({why}); if a proxy re-signs TLS, set sinks.wandb.ca_file to its CA"
+        )));
+    }
+    Outcome::Retry { why, after: None }
+}
+
+/// `Retry-After`: delay-seconds (fractions accepted, as W&B core does) or
+/// an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let when =
+        time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
+    let now = time::OffsetDateTime::now_utc();
+    Some(Duration::try_from(when - now).unwrap_or(Duration::ZERO))
+}
+
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return String::new();
+    }
+    let cut: String = text.chars().take(300).collect();
+    format!(": {cut}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,500 @@
+//! The `wandb` sink: rows to a W&B server the way W&B's own SDK sends them.
+//!
+//! A run is created (or resumed) with GraphQL `UpsertBucket`; rows go out as
+//! `wandb-history.jsonl` lines over file_stream with the latest values as
+//! `wandb-summary.json`; a finished run gets `complete` with its exit code.
+//!
+//! Exactly once, on top of the sink contract (`sink` module docs):
+//! every history line gets its file_stream offset when the sink takes the
+//! row, counting on from the offset committed with the cursor. A crash or
+//! a failed session replays the rows after the cursor from that committed
+//! offset, so they get the same offsets again, and W&B stores history
+//! lines by offset: the replay rewrites the lines instead of appending
+//! duplicates. [`WandbSink::flush`] returns only after the server
+//! acknowledged every line written, so the cursor never runs ahead of it.
+
+pub mod auth;
+pub mod filestream;
+pub mod graphql;
+pub mod http;
+pub mod proxy;
+pub mod settings;
+mod state;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::{Checkpoint, Sink, SinkError};
+use crate::row::Entry;
+use filestream::Update;
+use graphql::UpsertInput;
+use http::{Http, WandbError};
+pub use settings::{resolve, WandbSettings};
+use state::{RunState, State};
+
+/// Asks the sink to finish a run with an exit code (init mode: the worker
+/// exited; a run-finished record). Cloneable; dropping it is harmless.
+#[derive(Debug, Clone)]
+pub struct FinishHandle(mpsc::UnboundedSender<(Option<String>, i32)>);
+
+impl FinishHandle {
+    /// Run `run_id` (the MOSAIC id) finished with `exit_code`: once its
+    /// rows are delivered, the sink sends `complete` with that code.
+    pub fn run_finished(&self, run_id: &str, exit_code: i32) {
+        let _ = self.0.send((Some(run_id.to_string()), exit_code));
+    }
+
+    /// Init mode: the worker exited with `exit_code`, so every run this
+    /// process has delivered rows to (now or until it stops) finished.
+    pub fn all_runs_finished(&self, exit_code: i32) {
+        let _ = self.0.send((None, exit_code));
+    }
+}
+
+/// The W&B run id for a MOSAIC run id: lower case (a ULID is
+/// case-insensitive and W&B generates lower-case ids) with the characters
+/// W&B forbids in run ids (`: ; , # ? / '`, whitespace) replaced by `-`.
+/// Stable, so a restarted agent resumes the same run.
+pub fn wandb_run_id(mosaic: &str) -> String {
+    mosaic
+        .trim()
+        .chars()
+        .map(|c| match c {
+            ':' | ';' | ',' | '#' | '?' | '/' | '\'' => '-',
+            c if c.is_whitespace() => '-',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Lines taken but not yet acknowledged, for one run.
+#[derive(Debug, Default)]
+struct Pending {
+    first_offset: u64,
+    lines: Vec<String>,
+}
+
+/// See the module documentation.
+pub struct WandbSink {
+    settings: WandbSettings,
+    http: Http,
+    /// Run states as of the last commit (what recovery returns to).
+    committed: State,
+    /// Run states including rows written since.
+    working: State,
+    pending: BTreeMap<String, Pending>,
+    /// Last time a row of the run reached the sink, for the idle finish.
+    active: HashMap<String, Instant>,
+    /// Runs upserted by this process: like the SDK on resume, a restarted
+    /// agent announces each run once before streaming to it again.
+    upserted: HashSet<String>,
+    /// Last file_stream request per run, for the heartbeat.
+    last_sent: HashMap<String, Instant>,
+    finish_rx: mpsc::UnboundedReceiver<(Option<String>, i32)>,
+    /// Init mode's exit code for every run this process delivers to.
+    finish_all: Option<i32>,
+    /// Finish requests waiting for their run's rows to be acknowledged.
+    finishing: BTreeMap<String, i32>,
+    /// Whether the server takes gzip on file_stream; asked once.
+    gzip: Option<bool>,
+    /// The account's default entity when none is configured; asked once.
+    viewer_entity: Option<Option<String>>,
+}
+
+fn sink_err(e: WandbError) -> SinkError {
+    SinkError::Io(e.to_string())
+}
+
+impl WandbSink {
+    /// Builds the client. Fails if the settings are not usable (no key,
+    /// bad proxy URL, unreadable `ca_file`).
+    pub fn new(settings: WandbSettings) -> Result<(WandbSink, FinishHandle), WandbError> {
+        let key = settings
+            .key
+            .clone()
+            .ok_or_else(|| WandbError::Setup(format!("no W&B API key: {}", settings.key_source)))?;
+        let http = Http::new(key, settings.http.clone())?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tracing::info!(
+            base_url = %proxy::mask_url(&settings.base_url),
+            project = %settings.project,
+            proxy = %settings.http.proxy,
+            "W&B sink ready"
+        );
+        Ok((
+            WandbSink {
+                settings,
+                http,
+                committed: State::default(),
+                working: State::default(),
+                pending: BTreeMap::new(),
+                active: HashMap::new(),
+                upserted: HashSet::new(),
+                last_sent: HashMap::new(),
+                finish_rx: rx,
+                finish_all: None,
+                finishing: BTreeMap::new(),
+                gzip: None,
+                viewer_entity: None,
+            },
+            FinishHandle(tx),
+        ))
+    }
+
+    fn run_config() -> serde_json::Value {
+        // `_wandb.t` marks the run as started for W&B's resume logic
+        // (core/internal/runbranch/resume.go); we claim only what is true:
+        // the platform (13) and feature set_init_id (3: [14]).
+        let platform = format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH);
+        json!({"_wandb": {"value": {"t": {"3": [14], "13": platform}, "m": []}}})
+    }
+
+    /// Creates or resumes the W&B run of `mosaic_run`, starting at `first`.
+    async fn open_run(&mut self, mosaic_run: &str, first: &Entry) -> Result<(), SinkError> {
+        let name = wandb_run_id(mosaic_run);
+        let known = self.working.runs.get(mosaic_run).cloned();
+        let config = Self::run_config();
+        let host = hostname();
+        let entity = self.entity().await?;
+        let input = UpsertInput {
+            id: known
+                .as_ref()
+                .map(|r| r.storage_id.as_str())
+                .filter(|s| !s.is_empty()),
+            name: &name,
+            project: &self.settings.project,
+            entity: entity.as_deref(),
+            display_name: Some(mosaic_run),
+            config: Some(&config),
+            host: host.as_deref(),
+        };
+        let bucket = graphql::upsert_bucket(&self.http, &self.settings.base_url, &input)
+            .await
+            .map_err(sink_err)?;
+        let run = match known {
+            // Known from the saved state (a restart, or reopened after a
+            // finish): continue where the committed lines end. The server's
+            // historyLineCount may be larger (lines sent but not committed
+            // before a crash): those are rewritten by offset.
+            Some(mut r) => {
+                r.finished = None;
+                r.storage_id = bucket.id.clone();
+                r
+            }
+            None => {
+                if bucket.history_line_count > 0 {
+                    tracing::info!(
+                        run = mosaic_run,
+                        lines = bucket.history_line_count,
+                        "W&B run exists; appending after its history"
+                    );
+                }
+                RunState::new(&bucket, mosaic_run, first.row.wall_time)
+            }
+        };
+        tracing::info!(run = mosaic_run, wandb_run = %run.name, entity = %run.entity, project = %run.project, offset = run.next_offset, "W&B run opened");
+        // Recovery must know where the run lives and where its lines start
+        // before any line is sent.
+        self.committed
+            .runs
+            .entry(mosaic_run.to_string())
+            .or_insert_with(|| run.clone());
+        self.working.runs.insert(mosaic_run.to_string(), run);
+        self.upserted.insert(mosaic_run.to_string());
+        Ok(())
+    }
+
+    /// The configured entity, else the viewer's default entity (asked
+    /// once). If the server has no answer, `None`: UpsertBucket with a
+    /// null entity, which the server resolves to the same default.
+    async fn entity(&mut self) -> Result<Option<String>, SinkError> {
+        if let Some(e) = &self.settings.entity {
+            return Ok(Some(e.clone()));
+        }
+        if let Some(e) = &self.viewer_entity {
+            return Ok(e.clone());
+        }
+        let e = match graphql::viewer_entity(&self.http, &self.settings.base_url).await {
+            Ok(e) => e,
+            // Refused or malformed: fall back to the server's default.
+            Err(e @ (WandbError::Rejected { .. } | WandbError::Protocol { .. })) => {
+                tracing::warn!(error = %e, "cannot ask W&B for the default entity; letting the server choose");
+                None
+            }
+            Err(e) => return Err(sink_err(e)),
+        };
+        self.viewer_entity = Some(e.clone());
+        Ok(e)
+    }
+
+    /// Uploads `wandb-summary.json` and `config.yaml` as the SDK does at
+    /// finish (CreateRunFiles, then a PUT each); returns their names for
+    /// the `uploaded` list of the final file_stream request.
+    async fn upload_run_files(&mut self, run: &RunState) -> Result<Vec<String>, SinkError> {
+        const FILES: [&str; 2] = ["wandb-summary.json", "config.yaml"];
+        let files = graphql::create_run_files(
+            &self.http,
+            &self.settings.base_url,
+            &run.entity,
+            &run.project,
+            &run.name,
+            &FILES,
+        )
+        .await
+        .map_err(sink_err)?;
+        let mut uploaded = Vec::new();
+        for (name, url) in &files.urls {
+            let body = match name.as_str() {
+                "wandb-summary.json" => run.summary().into_bytes(),
+                // YAML 1.2 is a superset of JSON: the config map as JSON is
+                // a valid config.yaml (the SDK writes block style).
+                _ => serde_json::to_vec_pretty(&Self::run_config()).expect("JSON values serialise"),
+            };
+            // No key on uploads: core's file transfer sends none, even to
+            // URLs on the API host (observed with 0.31.0).
+            let upload = http::Upload {
+                headers: files.headers.clone(),
+                with_auth: false,
+            };
+            self.http
+                .post(&http::Request {
+                    url,
+                    what: "file upload",
+                    run: &run.display,
+                    body,
+                    gzip: false,
+                    graphql: false,
+                    upload: Some(upload),
+                })
+                .await
+                .map_err(sink_err)?;
+            uploaded.push(name.clone());
+        }
+        Ok(uploaded)
+    }
+
+    async fn use_gzip(&mut self) -> bool {
+        if !self.settings.compress {
+            return false;
+        }
+        if let Some(g) = self.gzip {
+            return g;
+        }
+        let g = graphql::server_supports_filestream_gzip(&self.http, &self.settings.base_url).await;
+        self.gzip = Some(g);
+        g
+    }
+
+    async fn send(&mut self, run: &RunState, update: &Update) -> Result<(), SinkError> {
+        let gzip = self.use_gzip().await;
+        let url = filestream::url(
+            &self.settings.base_url,
+            &run.entity,
+            &run.project,
+            &run.name,
+        );
+        filestream::send(&self.http, &url, &run.display, update, gzip)
+            .await
+            .map_err(sink_err)?;
+        self.last_sent.insert(run.display.clone(), Instant::now());
+        Ok(())
+    }
+
+    /// Sends `complete` for runs asked to finish or idle too long; only
+    /// called when everything written is acknowledged.
+    async fn finish_due(&mut self) -> Result<bool, SinkError> {
+        while let Ok((run, code)) = self.finish_rx.try_recv() {
+            match run {
+                Some(run) => {
+                    self.finishing.insert(run, code);
+                }
+                None => self.finish_all = Some(code),
+            }
+        }
+        if let Some(code) = self.finish_all {
+            for id in self.active.keys() {
+                self.finishing.entry(id.clone()).or_insert(code);
+            }
+        }
+        let idle = self.settings.idle_finish;
+        let now = Instant::now();
+        let mut due: Vec<(String, i32, &'static str)> = Vec::new();
+        for (id, run) in &self.committed.runs {
+            // A known exit code wins, also over an idle finish sent before.
+            if let Some(&code) = self.finishing.get(id) {
+                if run.finished != Some(code) {
+                    due.push((id.clone(), code, "the run finished"));
+                } else {
+                    self.finishing.remove(id);
+                }
+                continue;
+            }
+            if run.finished.is_some() {
+                continue;
+            }
+            if !idle.is_zero() {
+                let last = *self.active.entry(id.clone()).or_insert(now);
+                if now.duration_since(last) >= idle {
+                    due.push((id.clone(), 0, "no rows for idle_finish_secs"));
+                }
+            }
+        }
+        let changed = !due.is_empty();
+        for (id, code, why) in due {
+            let run = self.committed.runs[&id].clone();
+            let uploaded = self.upload_run_files(&run).await?;
+            let update = Update {
+                history_offset: run.next_offset,
+                history: Vec::new(),
+                summary: Some(run.summary()),
+                uploaded,
+                exit_code: Some(code),
+            };
+            self.send(&run, &update).await?;
+            tracing::info!(run = %id, exit_code = code, reason = why, "W&B run marked complete");
+            for s in [&mut self.committed, &mut self.working] {
+                if let Some(r) = s.runs.get_mut(&id) {
+                    r.finished = Some(code);
+                }
+            }
+            self.finishing.remove(&id);
+        }
+        Ok(changed)
+    }
+}
+
+/// W&B core sends an empty file_stream request when it has sent nothing
+/// for 30 s (`defaultHeartbeatInterval`), so that the server keeps the run
+/// "running"; the agent does the same for runs it has not finished.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl WandbSink {
+    async fn heartbeat(&mut self) -> Result<(), SinkError> {
+        let now = Instant::now();
+        let due: Vec<RunState> = self
+            .committed
+            .runs
+            .iter()
+            .filter(|(id, r)| {
+                r.finished.is_none()
+                    && self.upserted.contains(*id)
+                    && self
+                        .last_sent
+                        .get(*id)
+                        .map_or(true, |t| now.duration_since(*t) >= HEARTBEAT)
+            })
+            .map(|(_, r)| r.clone())
+            .collect();
+        for run in due {
+            self.send(&run, &Update::default()).await?;
+        }
+        Ok(())
+    }
+}
+
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at
+    // most that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8(buf[..end].to_vec()).ok()
+}
+
+impl Sink for WandbSink {
+    fn name(&self) -> &'static str {
+        "wandb"
+    }
+
+    async fn recover(&mut self, state: &[u8]) -> Result<(), SinkError> {
+        self.pending.clear();
+        self.committed = State::decode(state)?;
+        self.working = self.committed.clone();
+        Ok(())
+    }
+
+    async fn write(&mut self, entries: &[Entry], checkpoint: &Checkpoint) -> Result<(), SinkError> {
+        let mut opened = false;
+        for entry in entries {
+            let id = entry.row.run_id.as_str();
+            let open = self.upserted.contains(id)
+                && self
+                    .working
+                    .runs
+                    .get(id)
+                    .is_some_and(|r| r.finished.is_none());
+            if !open {
+                self.open_run(id, entry).await?;
+                opened = true;
+            }
+            let run = self.working.runs.get_mut(id).expect("opened above");
+            let offset = run.take_row(&entry.row);
+            let line = run.history_line(&entry.row);
+            let p = self
+                .pending
+                .entry(id.to_string())
+                .or_insert_with(|| Pending {
+                    first_offset: offset,
+                    lines: Vec::new(),
+                });
+            p.lines.push(line);
+            self.active.insert(id.to_string(), Instant::now());
+        }
+        if opened {
+            checkpoint.save(self.committed.encode())?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<Vec<u8>, SinkError> {
+        let per_request = self.settings.rows_per_request.max(1);
+        let runs: Vec<String> = self.pending.keys().cloned().collect();
+        for id in runs {
+            let p = self.pending.remove(&id).expect("listed above");
+            let run = self.working.runs[&id].clone();
+            let summary = run.summary();
+            let mut offset = p.first_offset;
+            for chunk in p.lines.chunks(per_request) {
+                let update = Update {
+                    history_offset: offset,
+                    history: chunk.to_vec(),
+                    summary: Some(summary.clone()),
+                    uploaded: Vec::new(),
+                    exit_code: None,
+                };
+                self.send(&run, &update).await?;
+                offset += chunk.len() as u64;
+            }
+            self.committed.runs.insert(id, run);
+        }
+        Ok(self.committed.encode())
+    }
+
+    async fn tick(&mut self) -> Result<Option<Vec<u8>>, SinkError> {
+        if self.finish_due().await? {
+            return Ok(Some(self.committed.encode()));
+        }
+        self.heartbeat().await?;
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_stable_and_valid() {
+        assert_eq!(
+            wandb_run_id("01JD9X2K7M3N4P5Q6R7S8T9V0X"),
+            "01jd9x2k7m3n4p5q6r7s8t9v0x"
+        );
+        assert_eq!(wandb_run_id("a/b:c d"), "a-b-c-d");
+    }
+}

@@ -1,0 +1,6 @@
+//! Shared test support for the W&B tests.
+#![allow(dead_code)] // each test crate uses a different part
+
+pub mod harness;
+pub mod standin;
+pub mod tinyproxy;

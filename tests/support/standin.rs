@@ -1,0 +1,575 @@
+//! A local W&B stand-in: the GraphQL and file_stream endpoints the agent
+//! and the wandb SDK use, on 127.0.0.1 with a runtime-picked port.
+//!
+//! It records every request, keeps each run's history by offset (W&B's
+//! file_stream overwrites lines by offset), and can inject faults: error
+//! statuses, 429 with Retry-After, slow answers, connections dropped
+//! mid-request (before or after applying it). What it answers is what the
+//! real SDK needs (docs/wandb-protocol.md section 7.3), and the SDK
+//! comparison test checks its expectations against wandb 0.31.0 itself.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path as sent (origin form; absolute form when it came via a proxy
+    /// that forwards it so).
+    pub target: String,
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: BTreeMap<String, String>,
+    /// Body, gunzipped when `Content-Encoding: gzip`.
+    pub body: Vec<u8>,
+    pub gzipped: bool,
+}
+
+impl Recorded {
+    pub fn json(&self) -> Value {
+        parse_extended_json(&String::from_utf8_lossy(&self.body))
+    }
+    pub fn operation(&self) -> Option<String> {
+        self.json()
+            .get("operationName")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+    pub fn is_file_stream(&self) -> bool {
+        self.path.ends_with("/file_stream")
+    }
+}
+
+/// What the stand-in holds for one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunRecord {
+    pub history: BTreeMap<u64, String>,
+    /// Lines written in total (more than `history.len()` when a request
+    /// was replayed and overwrote lines).
+    pub line_writes: u64,
+    pub summary: Option<String>,
+    pub exit_code: Option<i64>,
+    pub entity: String,
+    pub project: String,
+}
+
+/// A fault to inject into the next matching request.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status (not applied).
+    Status(u16),
+    /// 429 with `Retry-After: secs` (not applied).
+    TooMany { retry_after_secs: u32 },
+    /// Apply the request, then answer only after this delay (past the
+    /// client's timeout: it must retry, and the retry overwrites).
+    SlowApplied(Duration),
+    /// Read half the body, then drop the connection (not applied).
+    ResetMidRequest,
+    /// Apply the request, then drop the connection without answering.
+    DropAfterApply,
+}
+
+/// Which requests a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum On {
+    FileStream,
+    Graphql,
+}
+
+#[derive(Default)]
+struct Inner {
+    requests: Vec<Recorded>,
+    runs: BTreeMap<String, RunRecord>,
+    faults: VecDeque<(On, Fault)>,
+    faults_done: Vec<Fault>,
+    latency: Duration,
+    /// Answer every file_stream request with this status until cleared.
+    sticky_file_stream_status: Option<u16>,
+    /// Optional server features announced by ServerFeaturesQuery.
+    features: Vec<String>,
+}
+
+/// The running stand-in, on its own thread and runtime (tests stay
+/// synchronous). Dropping it stops it.
+pub struct StandIn {
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl StandIn {
+    pub fn start() -> StandIn {
+        StandIn::start_with(None)
+    }
+
+    /// An https stand-in with this certificate chain and key (PEM files).
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> StandIn {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .expect("read cert")
+            .collect::<Result<_, _>>()
+            .expect("parse cert");
+        let key = PrivateKeyDer::from_pem_file(key).expect("read key");
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server certificate");
+        StandIn::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+
+    fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> StandIn {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let shared = inner.clone();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind stand-in");
+                let addr = listener.local_addr().unwrap();
+                addr_tx.send(addr).unwrap();
+                let accept = async {
+                    loop {
+                        let Ok((stream, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let shared = shared.clone();
+                        let tls = tls.clone();
+                        tokio::spawn(async move {
+                            match tls {
+                                Some(acceptor) => {
+                                    if let Ok(stream) = acceptor.accept(stream).await {
+                                        let _ = serve(stream, shared, addr).await;
+                                    }
+                                }
+                                None => {
+                                    let _ = serve(stream, shared, addr).await;
+                                }
+                            }
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = accept => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        let addr = addr_rx.recv().expect("stand-in thread started");
+        StandIn {
+            addr,
+            inner,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub fn inject(&self, on: On, fault: Fault) {
+        self.inner.lock().unwrap().faults.push_back((on, fault));
+    }
+
+    /// Delay before every answer (keeps the agent mid-stream longer).
+    pub fn set_latency(&self, d: Duration) {
+        self.inner.lock().unwrap().latency = d;
+    }
+
+    pub fn set_sticky_file_stream_status(&self, status: Option<u16>) {
+        self.inner.lock().unwrap().sticky_file_stream_status = status;
+    }
+
+    pub fn set_features(&self, features: &[&str]) {
+        self.inner.lock().unwrap().features = features.iter().map(|s| s.to_string()).collect();
+    }
+
+    pub fn faults_pending(&self) -> usize {
+        self.inner.lock().unwrap().faults.len()
+    }
+
+    pub fn faults_done(&self) -> Vec<Fault> {
+        self.inner.lock().unwrap().faults_done.clone()
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.inner.lock().unwrap().requests.clone()
+    }
+
+    pub fn runs(&self) -> BTreeMap<String, RunRecord> {
+        self.inner.lock().unwrap().runs.clone()
+    }
+}
+
+async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> std::io::Result<Option<(String, String, BTreeMap<String, String>, Vec<u8>)>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(p) = find(&buf, b"\r\n\r\n") {
+            break p;
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split(' ');
+    let method = first.next().unwrap_or("").to_string();
+    let target = first.next().unwrap_or("").to_string();
+    let mut headers = BTreeMap::new();
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let mut body = buf[head_end + 4..].to_vec();
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        // Read the whole chunked body, then decode it.
+        loop {
+            if let Some(decoded) = dechunk(&body) {
+                body = decoded;
+                break;
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        while body.len() < len {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        body.truncate(len);
+    }
+    Ok(Some((method, target, headers, body)))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = find(data, b"\r\n")?;
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&data[..eol])
+                .split(';')
+                .next()?
+                .trim(),
+            16,
+        )
+        .ok()?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        if data.len() < size + 2 {
+            return None;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: u16,
+    extra: &[(&str, String)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    };
+    let mut head = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nContent-Type: application/json\r\nConnection: close\r\n", body.len());
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    stream.flush().await?;
+    stream.shutdown().await
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    inner: Arc<Mutex<Inner>>,
+    addr: SocketAddr,
+) -> std::io::Result<()> {
+    let Some((method, target, headers, raw)) = read_request(&mut stream).await? else {
+        return Ok(());
+    };
+    let path = match target.split_once("://") {
+        Some((_, rest)) => rest
+            .find('/')
+            .map_or("/".to_string(), |i| rest[i..].to_string()),
+        None => target.clone(),
+    };
+    let gzipped = headers
+        .get("content-encoding")
+        .is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
+    let body = if gzipped {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out)?;
+        out
+    } else {
+        raw.clone()
+    };
+    let rec = Recorded {
+        method: method.clone(),
+        target,
+        path: path.clone(),
+        headers,
+        body,
+        gzipped,
+    };
+    let on = if path.ends_with("/file_stream") {
+        Some(On::FileStream)
+    } else if path.starts_with("/graphql") {
+        Some(On::Graphql)
+    } else {
+        None
+    };
+    let (fault, latency) = {
+        let mut g = inner.lock().unwrap();
+        g.requests.push(rec.clone());
+        let idx = on.and_then(|on| g.faults.iter().position(|(o, _)| *o == on));
+        let mut fault = idx.and_then(|i| g.faults.remove(i)).map(|(_, f)| f);
+        if on == Some(On::FileStream) && fault.is_none() {
+            fault = g.sticky_file_stream_status.map(Fault::Status);
+        }
+        if let Some(f) = &fault {
+            g.faults_done.push(f.clone());
+        }
+        (fault, g.latency)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match fault {
+        Some(Fault::Status(s)) => {
+            return respond(&mut stream, s, &[], b"{\"error\":\"injected\"}").await
+        }
+        Some(Fault::TooMany { retry_after_secs }) => {
+            return respond(
+                &mut stream,
+                429,
+                &[("Retry-After", retry_after_secs.to_string())],
+                b"{}",
+            )
+            .await
+        }
+        Some(Fault::ResetMidRequest) => {
+            // The body was read already; what matters is that the client
+            // sees the connection die with no answer and nothing applied.
+            drop(stream);
+            return Ok(());
+        }
+        _ => {}
+    }
+    let answer = apply(&inner, &rec, addr);
+    match fault {
+        Some(Fault::SlowApplied(d)) => tokio::time::sleep(d).await,
+        Some(Fault::DropAfterApply) => {
+            drop(stream);
+            return Ok(());
+        }
+        _ => {}
+    }
+    match answer {
+        Some(body) => respond(&mut stream, 200, &[], body.to_string().as_bytes()).await,
+        None => respond(&mut stream, 404, &[], b"{}").await,
+    }
+}
+
+/// Applies a request to the stored runs; the JSON answer, or `None` (404).
+fn apply(inner: &Arc<Mutex<Inner>>, rec: &Recorded, addr: SocketAddr) -> Option<Value> {
+    let mut g = inner.lock().unwrap();
+    if rec.method == "PUT" && rec.path.starts_with("/upload/") {
+        return Some(json!({}));
+    }
+    if rec.method != "POST" {
+        return None;
+    }
+    if rec.path.starts_with("/graphql") {
+        let req = rec.json();
+        let op = req
+            .get("operationName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let v = req.get("variables").cloned().unwrap_or(json!({}));
+        let data = match op {
+            "UpsertBucket" => {
+                let name = v["name"].as_str().unwrap_or("generatedrunid").to_string();
+                let project = v["project"].as_str().unwrap_or("uncategorized").to_string();
+                let entity = v["entity"].as_str().unwrap_or("test-entity").to_string();
+                let run = g.runs.entry(name.clone()).or_default();
+                run.entity = entity.clone();
+                run.project = project.clone();
+                let count = run.history.keys().next_back().map_or(0, |k| k + 1);
+                json!({"upsertBucket": {"bucket": {
+                    "id": "UnVuOnYxOnN0YW5kaW4=", "name": name,
+                    "displayName": v["displayName"], "description": null,
+                    "config": v["config"].as_str().unwrap_or("{}"), "sweepName": null,
+                    "project": {"id": "UHJvamVjdDox", "name": project,
+                                "entity": {"id": "RW50aXR5OjE=", "name": entity}},
+                    "historyLineCount": count}, "inserted": true}})
+            }
+            "CreateRunFiles" => {
+                let files: Vec<Value> = v["files"].as_array().cloned().unwrap_or_default().iter()
+                    .map(|f| json!({"name": f, "uploadUrl": format!("http://{addr}/upload/{}", f.as_str().unwrap_or("f"))}))
+                    .collect();
+                json!({"createRunFiles": {"runID": "UnVuOnYxOnN0YW5kaW4=", "uploadHeaders": [], "files": files}})
+            }
+            "Viewer" => {
+                json!({"viewer": {"id": "VXNlcjox", "entity": "test-entity", "username": "tester",
+                                "email": "t@example.com", "flags": "{}", "teams": {"edges": []}}})
+            }
+            "ServerFeaturesQuery" => {
+                let fs: Vec<Value> = g
+                    .features
+                    .iter()
+                    .map(|f| json!({"name": f, "isEnabled": true}))
+                    .collect();
+                json!({"serverInfo": {"features": fs}})
+            }
+            "RunResumeStatus" => json!({"model": null}),
+            _ => json!({}),
+        };
+        return Some(json!({"data": data}));
+    }
+    if rec.path.starts_with("/files/") && rec.path.ends_with("/file_stream") {
+        let parts: Vec<&str> = rec.path.trim_start_matches('/').split('/').collect();
+        if parts.len() != 5 {
+            return None;
+        }
+        let req = rec.json();
+        let run = g.runs.entry(parts[3].to_string()).or_default();
+        run.entity = parts[1].to_string();
+        run.project = parts[2].to_string();
+        if let Some(h) = req.pointer("/files/wandb-history.jsonl") {
+            let offset = h["offset"].as_u64().unwrap_or(0);
+            for (i, line) in h["content"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
+                run.history
+                    .insert(offset + i as u64, line.as_str().unwrap_or("").to_string());
+                run.line_writes += 1;
+            }
+        }
+        if let Some(s) = req
+            .pointer("/files/wandb-summary.json/content/0")
+            .and_then(Value::as_str)
+        {
+            run.summary = Some(s.to_string());
+        }
+        if req.get("complete").and_then(Value::as_bool) == Some(true) {
+            run.exit_code = req.get("exitcode").and_then(Value::as_i64);
+        }
+        return Some(json!({"exitcode": null, "limits": {}}));
+    }
+    None
+}
+
+/// Parses W&B's extended JSON (bare `NaN`, `Infinity`, `-Infinity`) by
+/// turning those tokens, outside strings, into the strings "NaN", ...
+pub fn parse_extended_json(text: &str) -> Value {
+    let b = text.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(b.len() + 16);
+    let mut in_str = false;
+    let mut escaped = false;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if in_str {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_str = false;
+            }
+            i += 1;
+            continue;
+        }
+        let rest = &b[i..];
+        if c == b'"' {
+            in_str = true;
+            out.push(c);
+            i += 1;
+        } else if rest.starts_with(b"NaN") {
+            out.extend_from_slice(b"\"NaN\"");
+            i += 3;
+        } else if rest.starts_with(b"-Infinity") {
+            out.extend_from_slice(b"\"-Infinity\"");
+            i += 9;
+        } else if rest.starts_with(b"Infinity") {
+            out.extend_from_slice(b"\"Infinity\"");
+            i += 8;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    serde_json::from_slice(&out).unwrap_or(Value::Null)
+}

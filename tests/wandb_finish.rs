@@ -1,0 +1,119 @@
+//! "Run X finished with code N" (the hook init mode uses): the W&B sink,
+//! driven through the library API, sends `complete` with that exit code
+//! once the run's rows are delivered; a later code replaces an idle finish.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mosaic_shipper::config::{Toggle, WandbSinkConfig};
+use mosaic_shipper::journal::Journal;
+use mosaic_shipper::row::Row;
+use mosaic_shipper::sink::wandb::{resolve, WandbSink};
+use mosaic_shipper::sink::{self, Mode, RunOptions};
+use mosaic_shipper::stats::Counters;
+use mosaic_shipper::tail::FileState;
+use support::harness::KEY;
+use support::standin::StandIn;
+
+async fn wait(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_finished_sends_complete_with_the_exit_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let standin = StandIn::start();
+    let journal = Arc::new(Journal::open(&tmp.path().join("store"), &["wandb"]).unwrap());
+    let file = FileState {
+        id: 1,
+        path: "worker.log".into(),
+        dev: 0,
+        ino: 0,
+        fp_len: 0,
+        fp: 0,
+        offset: 10,
+        head: Vec::new(),
+        counters: Counters::default(),
+    };
+    let rows: Vec<Row> = (0..10)
+        .map(|i| Row {
+            run_id: "01JDAE00000000000000000001".into(),
+            step: i,
+            wall_time: 1_795_000_000.0 + i as f64,
+            values: BTreeMap::from([("loss".to_string(), 1.0 / (i + 1) as f64)]),
+        })
+        .collect();
+    journal
+        .commit_ingest(&file, &rows, &Counters::default())
+        .unwrap();
+
+    let cfg = WandbSinkConfig {
+        enabled: Toggle::On,
+        base_url: Some(standin.base_url()),
+        project: Some("mosaic-test".into()),
+        idle_finish_secs: 1,
+        retry_initial_ms: 50,
+        retry_max_ms: 200,
+        ..WandbSinkConfig::default()
+    };
+    let home = tmp.path().display().to_string();
+    let settings = resolve(&cfg, &|k| match k {
+        "WANDB_API_KEY" => Some(KEY.to_string()),
+        "HOME" => Some(home.clone()),
+        _ => None,
+    });
+    let (sink, finish) = WandbSink::new(settings).unwrap();
+    let (mode, mode_rx) = tokio::sync::watch::channel(Mode::Run);
+    let options = RunOptions {
+        batch_rows: 100,
+        flush_interval: Duration::from_millis(50),
+        flush_when_caught_up: false,
+        tick_interval: Some(Duration::from_millis(100)),
+        give_up_after: None,
+    };
+    let task = tokio::spawn(sink::run(sink, journal.clone(), options, mode_rx));
+    let run = "01jdae00000000000000000001";
+
+    // Idle for a second: finished with 0 (nothing better is known)...
+    wait(Duration::from_secs(30), "the idle finish", || {
+        standin
+            .runs()
+            .get(run)
+            .is_some_and(|r| r.history.len() == 10 && r.exit_code == Some(0))
+    })
+    .await;
+    // ...then the worker's real exit code arrives and replaces it.
+    finish.run_finished("01JDAE00000000000000000001", 3);
+    wait(Duration::from_secs(30), "complete with exit code 3", || {
+        standin
+            .runs()
+            .get(run)
+            .is_some_and(|r| r.exit_code == Some(3))
+    })
+    .await;
+    let completes = standin
+        .requests()
+        .iter()
+        .filter(|r| r.is_file_stream() && r.json()["complete"] == true)
+        .count();
+    assert_eq!(completes, 2);
+    mode.send(Mode::Drain {
+        until: Instant::now(),
+    })
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

@@ -1,0 +1,384 @@
+//! The stand-in's expectations checked against the real wandb SDK
+//! (0.31.0, from the test venv): the SDK and the agent log the same rows
+//! to two stand-ins, and the agent's requests must match the SDK's in
+//! endpoints, auth scheme, GraphQL operation text and variables, and
+//! file_stream shapes (history line keys and values, offsets, summary,
+//! completion).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::harness::{self, agent, gen_logs, wait_child, wait_for, write_config, Expected, KEY};
+use support::standin::{parse_extended_json, Recorded, StandIn};
+
+const SDK_SCRIPT: &str = r#"
+import json, math, sys, wandb
+assert wandb.__version__ == "0.31.0", wandb.__version__
+expect, run_id, display = sys.argv[1], sys.argv[2], sys.argv[3]
+def value(v):
+    return float(v) if isinstance(v, str) else v
+run = wandb.init(project="mosaic-test", id=run_id, name=display)
+for line in open(expect):
+    row = json.loads(line)
+    wandb.log({k: value(v) for k, v in row["values"].items()}, step=row["step"])
+run.finish(exit_code=0)
+"#;
+
+fn python() -> String {
+    let py = std::env::var("MOSAIC_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!("MOSAIC_TEST_PYTHON is not set: run the tests with scripts/test, which builds the venv with wandb==0.31.0")
+    });
+    let ok = Command::new(&py)
+        .args([
+            "-c",
+            "import wandb; assert wandb.__version__ == '0.31.0', wandb.__version__",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {py}: {e}"));
+    assert!(
+        ok.status.success(),
+        "{py} has no wandb 0.31.0 (scripts/test installs tests/requirements.txt): {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    py
+}
+
+fn run_sdk(
+    dir: &std::path::Path,
+    standin: &StandIn,
+    expect: &std::path::Path,
+    run_id: &str,
+    display: &str,
+) {
+    let script = dir.join("sdk_log.py");
+    std::fs::write(&script, SDK_SCRIPT).unwrap();
+    let wdir = dir.join("sdk");
+    std::fs::create_dir_all(&wdir).unwrap();
+    let mut c = Command::new(python());
+    c.arg(&script).arg(expect).arg(run_id).arg(display);
+    for (k, _) in std::env::vars() {
+        let u = k.to_ascii_uppercase();
+        if u.starts_with("WANDB_") || u.ends_with("_PROXY") {
+            c.env_remove(&k);
+        }
+    }
+    // The minimal settings of docs/wandb-protocol.md section 7.2.
+    c.env("WANDB_BASE_URL", standin.base_url())
+        .env("WANDB_API_KEY", KEY)
+        .env("NETRC", dir.join("no-netrc"))
+        .env("HOME", &wdir)
+        .env("WANDB_DIR", &wdir)
+        .env("WANDB_SILENT", "true")
+        .env("WANDB_CONSOLE", "off")
+        .env("WANDB_DISABLE_CODE", "true")
+        .env("WANDB_DISABLE_GIT", "true")
+        .env("WANDB_X_DISABLE_STATS", "true")
+        .env("WANDB_X_DISABLE_META", "true")
+        .env("WANDB_X_SAVE_REQUIREMENTS", "false")
+        .env("WANDB_ERROR_REPORTING", "false")
+        // Belt and braces for "no test reaches any address but 127.0.0.1":
+        // anything the SDK might send elsewhere goes to a dead local port.
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("NO_PROXY", "127.0.0.1");
+    let mut child = harness::spawn(&mut c);
+    let status = wait_child(&mut child, Duration::from_secs(240));
+    assert!(status.success(), "the wandb SDK script failed");
+}
+
+fn graphql_ops(reqs: &[Recorded]) -> Vec<(String, Value)> {
+    reqs.iter()
+        .filter(|r| r.path == "/graphql")
+        .map(|r| (r.operation().unwrap_or_default(), r.json()))
+        .collect()
+}
+
+fn file_streams(reqs: &[Recorded]) -> Vec<Value> {
+    reqs.iter()
+        .filter(|r| r.is_file_stream())
+        .map(Recorded::json)
+        .collect()
+}
+
+/// Path with the run id replaced, to compare endpoint shapes.
+fn endpoint(r: &Recorded, run: &str) -> String {
+    format!("{} {}", r.method, r.path.replace(run, "<run>"))
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn values_without_times(line: &str) -> BTreeMap<String, Value> {
+    parse_extended_json(line)
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "_runtime" | "_timestamp" | "_wandb"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn same_numbers(a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>) -> bool {
+    a.len() == b.len()
+        && a.iter().all(
+            |(k, v)| match (v.as_f64(), b.get(k).and_then(Value::as_f64)) {
+                (Some(x), Some(y)) => x == y,
+                _ => Some(v) == b.get(k),
+            },
+        )
+}
+
+#[test]
+fn agent_requests_match_the_wandb_sdk() {
+    python(); // fails clearly without the venv, before any work
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ulid = "01JDAS00000000000000000001";
+    let run = ulid.to_ascii_lowercase();
+    let expected: Vec<Expected> = gen_logs(dir, ulid, 90, 9);
+    let expect_file = dir.join(format!("expect-{ulid}.jsonl"));
+
+    // The SDK, logging the same rows.
+    let sdk = StandIn::start();
+    run_sdk(dir, &sdk, &expect_file, &run, ulid);
+
+    // The agent; idle_finish completes the run.
+    let ours = StandIn::start();
+    let config = write_config(
+        dir,
+        &ours.base_url(),
+        "idle_finish_secs = 1\nrows_per_request = 40\n",
+    );
+    let mut child = harness::spawn(&mut agent(dir, &config, &[]));
+    wait_for(
+        dir,
+        Duration::from_secs(60),
+        "the agent to complete the run",
+        || ours.runs().get(&run).is_some_and(|r| r.exit_code.is_some()),
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_child(&mut child, Duration::from_secs(60)).success());
+
+    let (s_reqs, o_reqs) = (sdk.requests(), ours.requests());
+
+    // Endpoints: every endpoint the agent uses, the SDK uses too.
+    let s_eps: BTreeSet<String> = s_reqs.iter().map(|r| endpoint(r, &run)).collect();
+    let o_eps: BTreeSet<String> = o_reqs.iter().map(|r| endpoint(r, &run)).collect();
+    assert!(
+        o_eps.is_subset(&s_eps),
+        "agent endpoints {o_eps:?} not all among the SDK's {s_eps:?}"
+    );
+    assert!(o_eps.contains("POST /files/test-entity/mosaic-test/<run>/file_stream"));
+
+    // Auth scheme and headers: identical Authorization (same key), JSON.
+    for (who, reqs) in [("sdk", &s_reqs), ("agent", &o_reqs)] {
+        for r in reqs
+            .iter()
+            .filter(|r| r.path == "/graphql" || r.is_file_stream())
+        {
+            assert!(
+                r.headers["authorization"].starts_with("Basic "),
+                "{who}: {r:?}"
+            );
+            assert_eq!(
+                r.headers.get("content-type").map(String::as_str),
+                Some("application/json"),
+                "{who} {}",
+                r.path
+            );
+        }
+    }
+    // The same Authorization values, per method (uploads: none at all).
+    let auth = |reqs: &[Recorded]| {
+        reqs.iter()
+            .map(|r| (r.method.clone(), r.headers.get("authorization").cloned()))
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(auth(&o_reqs), auth(&s_reqs));
+    for r in o_reqs
+        .iter()
+        .chain(&s_reqs)
+        .filter(|r| r.path == "/graphql")
+    {
+        assert!(
+            r.headers.contains_key("x-wandb-username")
+                && r.headers.contains_key("x-wandb-user-email")
+        );
+    }
+
+    // GraphQL: the agent's operations are ones the SDK sends (or, for
+    // ServerFeaturesQuery, sends when gzip is considered, and Viewer, which it
+    // sends lazily for the default entity); UpsertBucket's
+    // text and variable names are the SDK's.
+    let s_ops = graphql_ops(&s_reqs);
+    let o_ops = graphql_ops(&o_reqs);
+    let s_upsert = &s_ops
+        .iter()
+        .find(|(op, _)| op == "UpsertBucket")
+        .expect("SDK sent UpsertBucket")
+        .1;
+    // The default entity is asked once (no entity configured).
+    assert_eq!(o_ops.iter().filter(|(op, _)| op == "Viewer").count(), 1);
+    for (op, body) in &o_ops {
+        assert!(
+            matches!(
+                op.as_str(),
+                "UpsertBucket" | "CreateRunFiles" | "ServerFeaturesQuery" | "Viewer"
+            ),
+            "unexpected operation {op}"
+        );
+        if op == "UpsertBucket" {
+            assert_eq!(
+                body["query"], s_upsert["query"],
+                "UpsertBucket text differs from the SDK's"
+            );
+            assert_eq!(keys(&body["variables"]), keys(&s_upsert["variables"]));
+            assert_eq!(keys(body), keys(s_upsert));
+            assert_eq!(body["variables"]["name"], s_upsert["variables"]["name"]);
+            assert_eq!(
+                body["variables"]["project"],
+                s_upsert["variables"]["project"]
+            );
+            assert_eq!(
+                body["variables"]["displayName"],
+                s_upsert["variables"]["displayName"]
+            );
+            assert!(
+                body["variables"]["config"].is_string(),
+                "config is a JSON string as in the SDK"
+            );
+        }
+    }
+
+    // file_stream request shapes.
+    let s_fs = file_streams(&s_reqs);
+    let o_fs = file_streams(&o_reqs);
+    let allowed_top: BTreeSet<&str> =
+        ["files", "uploaded", "complete", "exitcode", "preempting"].into();
+    for (who, reqs) in [("sdk", &s_fs), ("agent", &o_fs)] {
+        for body in reqs.iter() {
+            for k in keys(body) {
+                assert!(
+                    allowed_top.contains(k.as_str()),
+                    "{who}: unexpected key {k}"
+                );
+            }
+            if let Some(files) = body["files"].as_object() {
+                for (name, f) in files {
+                    assert_eq!(
+                        keys(f),
+                        ["content", "offset"]
+                            .iter()
+                            .map(|s| s.to_string())
+                            .collect(),
+                        "{who} {name}"
+                    );
+                    assert!(f["content"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(Value::is_string));
+                    if name == "wandb-summary.json" {
+                        assert_eq!(f["offset"], 0, "{who}: summary offset");
+                        assert_eq!(f["content"].as_array().unwrap().len(), 1);
+                    }
+                }
+            }
+        }
+    }
+    // Completion: the last file_stream request, complete with exit code 0,
+    // reporting the files uploaded at finish (CreateRunFiles + PUT).
+    let files_asked = |ops: &[(String, Value)]| {
+        ops.iter()
+            .filter(|(op, _)| op == "CreateRunFiles")
+            .flat_map(|(_, b)| {
+                b["variables"]["files"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|f| f.as_str().map(str::to_string))
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        files_asked(&o_ops),
+        files_asked(&s_ops),
+        "run files uploaded at finish"
+    );
+    let create = |ops: &[(String, Value)]| {
+        ops.iter()
+            .find(|(op, _)| op == "CreateRunFiles")
+            .map(|(_, b)| (b["query"].clone(), keys(&b["variables"])))
+    };
+    assert_eq!(
+        create(&o_ops),
+        create(&s_ops),
+        "CreateRunFiles text and variables"
+    );
+    let puts = |reqs: &[Recorded]| {
+        reqs.iter()
+            .filter(|r| r.method == "PUT")
+            .map(|r| r.path.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(puts(&o_reqs), puts(&s_reqs));
+    for (who, reqs) in [("sdk", &s_fs), ("agent", &o_fs)] {
+        let last = reqs.last().unwrap();
+        assert_eq!(last["complete"], true, "{who}");
+        assert_eq!(last["exitcode"], 0, "{who}");
+        let uploaded: BTreeSet<String> = last["uploaded"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|f| f.as_str().map(str::to_string))
+            .collect();
+        assert_eq!(uploaded, files_asked(&s_ops), "{who}: uploaded");
+    }
+
+    // Reconstructed history: same offsets, line keys and values per row.
+    let (s_run, o_run) = (&sdk.runs()[&run], &ours.runs()[&run]);
+    assert_eq!(s_run.history.len(), expected.len());
+    assert_eq!(
+        o_run.history.keys().collect::<Vec<_>>(),
+        s_run.history.keys().collect::<Vec<_>>()
+    );
+    for ((off, s_line), o_line) in s_run.history.iter().zip(o_run.history.values()) {
+        let (s, o) = (parse_extended_json(s_line), parse_extended_json(o_line));
+        assert_eq!(keys(&s), keys(&o), "history line {off}: keys");
+        assert!(
+            same_numbers(&values_without_times(s_line), &values_without_times(o_line)),
+            "line {off}: {s_line} vs {o_line}"
+        );
+    }
+    harness::assert_history(o_run, &expected);
+    // Summary: same keys, same values but the times.
+    let (s_sum, o_sum) = (
+        s_run.summary.as_ref().unwrap(),
+        o_run.summary.as_ref().unwrap(),
+    );
+    assert_eq!(
+        keys(&parse_extended_json(s_sum)),
+        keys(&parse_extended_json(o_sum)),
+        "{s_sum} vs {o_sum}"
+    );
+    assert!(
+        same_numbers(&values_without_times(s_sum), &values_without_times(o_sum)),
+        "{s_sum} vs {o_sum}"
+    );
+    assert_eq!(
+        parse_extended_json(s_sum)["_wandb"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>()),
+        parse_extended_json(o_sum)["_wandb"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>())
+    );
+}
