@@ -99,6 +99,18 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// A batch that takes no line but moves the checkpoint (a skipped
+    /// line's end, a truncation, a copy's start) or forgets the file.
+    fn without_lines(state: FileState, delta: Counters, forget: bool) -> Batch {
+        Batch {
+            state,
+            buf: Vec::new(),
+            lines: Vec::new(),
+            delta,
+            forget,
+        }
+    }
+
     pub fn text(&self, line: &Line) -> &str {
         std::str::from_utf8(&self.buf[line.start..line.end]).expect("validated when read")
     }
@@ -522,13 +534,7 @@ impl Tailer {
     /// rows go out before the newer file's). `None`: nothing to read now.
     pub fn read(&mut self) -> Option<Batch> {
         if let Some(state) = self.to_forget.pop() {
-            return Some(Batch {
-                state,
-                buf: Vec::new(),
-                lines: Vec::new(),
-                delta: Counters::default(),
-                forget: true,
-            });
+            return Some(Batch::without_lines(state, Counters::default(), true));
         }
         // Copies' starting points go first: committed before the truncation
         // of their original, a crash between the two cannot lose the link.
@@ -584,13 +590,7 @@ impl Tailer {
                     delta.oversized += 1;
                     state.offset = end;
                     t.skipping = None;
-                    return Ok(Some(Batch {
-                        state,
-                        buf: Vec::new(),
-                        lines: Vec::new(),
-                        delta,
-                        forget: false,
-                    }));
+                    return Ok(Some(Batch::without_lines(state, delta, false)));
                 }
                 pos += n as u64;
             }
@@ -603,13 +603,7 @@ impl Tailer {
                 return Ok(Some(self.finish(id, len)));
             }
             if t.pending_truncation || t.needs_commit {
-                return Ok(Some(Batch {
-                    state,
-                    buf: Vec::new(),
-                    lines: Vec::new(),
-                    delta,
-                    forget: false,
-                }));
+                return Ok(Some(Batch::without_lines(state, delta, false)));
             }
             return Ok(None);
         }
@@ -695,13 +689,7 @@ impl Tailer {
             tracing::warn!(file = %state.path, offset = state.offset, "file is gone with an unterminated last line; dropping it");
             state.offset = len;
         }
-        Batch {
-            state,
-            buf: Vec::new(),
-            lines: Vec::new(),
-            delta,
-            forget: true,
-        }
+        Batch::without_lines(state, delta, true)
     }
 
     /// Adopts a batch's checkpoint once the caller has committed it.

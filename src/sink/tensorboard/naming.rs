@@ -8,6 +8,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::sink::template::safe_component;
+
 /// Distinguishes files created by this process within one second.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -34,20 +36,10 @@ pub fn hostname() -> String {
     } else {
         String::new()
     };
-    let clean: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if clean.is_empty() {
+    if raw.is_empty() {
         "localhost".into()
     } else {
-        clean
+        safe_component(&raw)
     }
 }
 
