@@ -125,6 +125,10 @@ pub struct ExtractConfig {
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     pub name: String,
+    /// What the matched records are: metrics at a step (the default), the
+    /// run's configuration, or the run's end.
+    #[serde(default)]
+    pub kind: RuleKind,
     #[serde(default, rename = "match")]
     pub match_fields: BTreeMap<String, toml::Value>,
     #[serde(default)]
@@ -135,7 +139,26 @@ pub struct RuleConfig {
     pub step: Vec<String>,
     #[serde(default)]
     pub wall_time: Vec<String>,
+    /// `kind = "metrics"`: the metric fields (at least one).
+    #[serde(default)]
     pub metrics: Vec<MetricConfig>,
+    /// `kind = "config"`: dotted path of the configuration object.
+    #[serde(default)]
+    pub config: Option<String>,
+    /// `kind = "finished"`: fields tried in order for the exit code
+    /// (absent: 0).
+    #[serde(default)]
+    pub exit_code: Vec<String>,
+}
+
+/// What a rule's records are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleKind {
+    #[default]
+    Metrics,
+    Config,
+    Finished,
 }
 
 /// A metric selector: a dotted field path and the tag it is written under.
@@ -620,7 +643,7 @@ mod tests {
             "var/trainer/runs/{run_id}/tensorboard"
         );
         assert_eq!(c.sinks.tensorboard.flush_interval_ms, 1000);
-        assert_eq!(c.extract.rules.len(), 1);
+        assert_eq!(c.extract.rules.len(), 3);
     }
 
     #[test]

@@ -15,6 +15,19 @@ pub struct Row {
     pub wall_time: f64,
     /// Metric tag (e.g. `charts/episodic_return`) to value, sorted by tag.
     pub values: BTreeMap<String, f64>,
+    /// Set for records that are about the run rather than metrics at a
+    /// step (then `values` is empty). Metric sinks (TensorBoard, jsonl)
+    /// skip them; W&B uses them.
+    pub event: Option<RunEvent>,
+}
+
+/// Something a worker logged about its run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEvent {
+    /// The run's configuration (hyperparameters): a JSON object, as text.
+    Config(String),
+    /// The run ended with this exit code.
+    Finished(i32),
 }
 
 /// A row as the journal hands it to a sink: with its sequence number, the

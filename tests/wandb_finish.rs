@@ -51,6 +51,7 @@ async fn run_finished_sends_complete_with_the_exit_code() {
             step: i,
             wall_time: 1_795_000_000.0 + i as f64,
             values: BTreeMap::from([("loss".to_string(), 1.0 / (i + 1) as f64)]),
+            event: None,
         })
         .collect();
     journal
@@ -116,4 +117,140 @@ async fn run_finished_sends_complete_with_the_exit_code() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+/// The worker's own records about its run: a config record reaches W&B as
+/// the run's config (W&B's `{"key": {"value": ...}}` form, in UpsertBucket
+/// and config.yaml), a run-finished record as `complete` with its exit
+/// code — after every row before it is delivered, and with no idle wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_and_run_finished_records_reach_wandb() {
+    use mosaic_shipper::row::RunEvent;
+    let tmp = tempfile::tempdir().unwrap();
+    let standin = StandIn::start();
+    let journal = Arc::new(Journal::open(&tmp.path().join("store"), &["wandb"]).unwrap());
+    let file = FileState {
+        id: 1,
+        path: "worker.log".into(),
+        dev: 0,
+        ino: 0,
+        fp_len: 0,
+        fp: 0,
+        offset: 10,
+        head: Vec::new(),
+        counters: Counters::default(),
+    };
+    let mosaic = "01JDAE00000000000000000002";
+    let event = |e: RunEvent| Row {
+        run_id: mosaic.into(),
+        step: 0,
+        wall_time: 1_795_000_000.0,
+        values: BTreeMap::new(),
+        event: Some(e),
+    };
+    let mut rows = vec![event(RunEvent::Config(
+        r#"{"learning_rate": 0.00025, "env_id": "CartPole-v1", "net": {"hidden": [64, 64]}}"#
+            .into(),
+    ))];
+    rows.extend((1..=5).map(|i| Row {
+        run_id: mosaic.into(),
+        step: i,
+        wall_time: 1_795_000_000.0 + i as f64,
+        values: BTreeMap::from([("charts/episodic_return".to_string(), i as f64)]),
+        event: None,
+    }));
+    rows.push(event(RunEvent::Finished(3)));
+    journal
+        .commit_ingest(&file, &rows, &Counters::default())
+        .unwrap();
+
+    let cfg = WandbSinkConfig {
+        enabled: Toggle::On,
+        base_url: Some(standin.base_url()),
+        project: Some("mosaic-test".into()),
+        idle_finish_secs: 0,
+        retry_initial_ms: 50,
+        retry_max_ms: 200,
+        ..WandbSinkConfig::default()
+    };
+    let home = tmp.path().display().to_string();
+    let settings = resolve(&cfg, &|k| match k {
+        "WANDB_API_KEY" => Some(KEY.to_string()),
+        "HOME" => Some(home.clone()),
+        _ => None,
+    });
+    let (sink, _finish) = WandbSink::new(settings).unwrap();
+    let (mode, mode_rx) = tokio::sync::watch::channel(Mode::Run);
+    let options = RunOptions {
+        batch_rows: 100,
+        flush_interval: Duration::from_millis(50),
+        flush_when_caught_up: false,
+        tick_interval: Some(Duration::from_millis(100)),
+        give_up_after: None,
+    };
+    let task = tokio::spawn(sink::run(sink, journal.clone(), options, mode_rx));
+    let run = "01jdae00000000000000000002";
+    wait(Duration::from_secs(30), "complete with exit code 3", || {
+        standin
+            .runs()
+            .get(run)
+            .is_some_and(|r| r.exit_code == Some(3))
+    })
+    .await;
+    let record = standin.runs()[run].clone();
+    assert_eq!(
+        record.history.len(),
+        5,
+        "event records are not history lines"
+    );
+    let upserts: Vec<_> = standin
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation().as_deref() == Some("UpsertBucket"))
+        .collect();
+    let last = upserts.last().expect("an UpsertBucket").json();
+    let config: serde_json::Value =
+        serde_json::from_str(last["variables"]["config"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        config["learning_rate"],
+        serde_json::json!({"value": 0.00025})
+    );
+    assert_eq!(
+        config["env_id"],
+        serde_json::json!({"value": "CartPole-v1"})
+    );
+    assert_eq!(
+        config["net"],
+        serde_json::json!({"value": {"hidden": [64, 64]}})
+    );
+    assert!(config["_wandb"]["value"]["t"].is_object());
+    mode.send(Mode::Drain {
+        until: Instant::now(),
+    })
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// Init mode: when the worker (CMD) exits with 3, the agent ships its
+/// logs, marks the W&B run complete with exit code 3, and exits with 3.
+#[test]
+fn init_mode_marks_the_run_complete_with_the_workers_exit_code() {
+    use support::harness::{self, agent, assert_history, gen_logs, wait_child, write_config};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let run = "01JDAE00000000000000000003";
+    let expected = gen_logs(dir, run, 40, 5);
+    let config = write_config(dir, &standin.base_url(), "");
+    let mut child = harness::spawn(&mut agent(dir, &config, &["--", "sh", "-c", "exit 3"]));
+    let status = wait_child(&mut child, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(3), "{}", harness::stderr_logs(dir));
+    let runs = standin.runs();
+    let record = &runs[&harness::wandb_id(run)];
+    assert_history(record, &expected);
+    assert_eq!(record.exit_code, Some(3), "{}", harness::stderr_logs(dir));
 }

@@ -140,6 +140,31 @@ mod tests {
     }
 
     #[test]
+    fn config_and_run_finished_records_become_run_events() {
+        use crate::row::RunEvent;
+        let e = default_extractor();
+        let mut c = Counters::default();
+        let line = r#"{"event": "config", "run_id": "01JX", "config": {"lr": 0.00025, "env_id": "CartPole-v1"}}"#;
+        let row = e.extract(PATH, 0, line, 5.0, &mut c).unwrap();
+        assert_eq!(row.run_id, "01JX");
+        assert!(row.values.is_empty());
+        let Some(RunEvent::Config(text)) = row.event else {
+            panic!("{row:?}")
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["lr"], 0.00025);
+        let line = r#"{"event": "run_finished", "exit_code": 3}"#;
+        let row = e.extract(PATH, 0, line, 5.0, &mut c).unwrap();
+        assert_eq!(
+            (row.run_id.as_str(), row.event),
+            ("01JABC", Some(RunEvent::Finished(3)))
+        );
+        let line = r#"{"event": "config", "run_id": "01JX", "config": "lr=1"}"#;
+        assert!(e.extract(PATH, 0, line, 5.0, &mut c).is_none());
+        assert_eq!(c.rejected, 1, "a config record without an object");
+    }
+
+    #[test]
     fn ordinary_and_bad_lines_are_counted() {
         let e = default_extractor();
         let mut c = Counters::default();

@@ -7,8 +7,8 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::pyjson::non_finite;
-use crate::config::RuleConfig;
-use crate::row::Row;
+use crate::config::{RuleConfig, RuleKind};
+use crate::row::{Row, RunEvent};
 use crate::stats::Counters;
 
 /// A rule compiled from its TOML form, so that paths are split and regexes
@@ -16,6 +16,9 @@ use crate::stats::Counters;
 #[derive(Debug)]
 pub struct Rule {
     pub name: String,
+    kind: RuleKind,
+    config: Vec<String>,
+    exit_code: Vec<Vec<String>>,
     match_fields: Vec<(Vec<String>, Value)>,
     run_id: Vec<Vec<String>>,
     run_id_from_path: Option<Regex>,
@@ -67,11 +70,22 @@ impl Rule {
         if c.run_id.is_empty() && run_id_from_path.is_none() {
             return Err("give run_id fields or run_id_from_path".into());
         }
-        if c.step.is_empty() {
-            return Err("step names no field".into());
-        }
-        if c.metrics.is_empty() {
-            return Err("metrics names no field".into());
+        match c.kind {
+            RuleKind::Metrics => {
+                if c.step.is_empty() {
+                    return Err("step names no field".into());
+                }
+                if c.metrics.is_empty() {
+                    return Err("metrics names no field".into());
+                }
+            }
+            RuleKind::Config if !c.metrics.is_empty() || !c.exit_code.is_empty() => {
+                return Err("a config rule takes `config`, not metrics or exit_code".into());
+            }
+            RuleKind::Finished if !c.metrics.is_empty() || c.config.is_some() => {
+                return Err("a finished rule takes `exit_code`, not metrics or config".into());
+            }
+            _ => {}
         }
         for m in &c.metrics {
             if m.field.is_empty() || m.field.split('.').any(str::is_empty) {
@@ -80,6 +94,13 @@ impl Rule {
         }
         Ok(Rule {
             name: c.name.clone(),
+            kind: c.kind,
+            config: split_path(c.config.as_deref().unwrap_or("config")),
+            exit_code: if c.exit_code.is_empty() {
+                vec![split_path("exit_code")]
+            } else {
+                c.exit_code.iter().map(|p| split_path(p)).collect()
+            },
             match_fields,
             run_id: c.run_id.iter().map(|p| split_path(p)).collect(),
             run_id_from_path,
@@ -118,18 +139,43 @@ impl Rule {
         let Some(run_id) = self.run_id(obj, path) else {
             return Applied::Rejected("no run id in the record or its path");
         };
-        let Some(step) = self
+        let step = self
             .step
             .iter()
-            .find_map(|p| lookup(obj, p).and_then(as_step))
-        else {
-            return Applied::Rejected("no integer step");
-        };
+            .find_map(|p| lookup(obj, p).and_then(as_step));
         let wall_time = self
             .wall_time
             .iter()
             .find_map(|p| lookup(obj, p).and_then(as_wall_time))
             .unwrap_or(read_time);
+        let event = match self.kind {
+            RuleKind::Metrics => None,
+            RuleKind::Config => match lookup(obj, &self.config) {
+                Some(v @ Value::Object(_)) => Some(RunEvent::Config(v.to_string())),
+                _ => return Applied::Rejected("no configuration object"),
+            },
+            RuleKind::Finished => {
+                let code = self.exit_code.iter().find_map(|p| {
+                    let n = lookup(obj, p)?.as_i64()?;
+                    i32::try_from(n).ok()
+                });
+                Some(RunEvent::Finished(code.unwrap_or(0)))
+            }
+        };
+        if let Some(event) = event {
+            // About the run, not a step: the step is what the record says,
+            // or 0.
+            return Applied::Row(Row {
+                run_id,
+                step: step.unwrap_or(0),
+                wall_time,
+                values: BTreeMap::new(),
+                event: Some(event),
+            });
+        }
+        let Some(step) = step else {
+            return Applied::Rejected("no integer step");
+        };
         let mut values = BTreeMap::new();
         for (field, tag) in &self.metrics {
             if let Some(v) = lookup(obj, field) {
@@ -148,6 +194,7 @@ impl Rule {
             step,
             wall_time,
             values,
+            event: None,
         })
     }
 

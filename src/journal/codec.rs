@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::row::Row;
+use crate::row::{Row, RunEvent};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StoredRow {
@@ -21,6 +21,12 @@ pub struct StoredRow {
     pub wall_time: u64,
     #[prost(message, repeated, tag = "4")]
     pub values: Vec<StoredValue>,
+    /// A `RunEvent::Config`: the configuration as JSON text.
+    #[prost(string, optional, tag = "5")]
+    pub config: Option<String>,
+    /// A `RunEvent::Finished`: the exit code.
+    #[prost(int32, optional, tag = "6")]
+    pub exit_code: Option<i32>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -87,6 +93,14 @@ fn stored_row(row: &Row) -> StoredRow {
                 value: value.to_bits(),
             })
             .collect(),
+        config: match &row.event {
+            Some(RunEvent::Config(c)) => Some(c.clone()),
+            _ => None,
+        },
+        exit_code: match &row.event {
+            Some(RunEvent::Finished(code)) => Some(*code),
+            _ => None,
+        },
     }
 }
 
@@ -100,6 +114,11 @@ fn row_of(s: StoredRow) -> Row {
             .into_iter()
             .map(|v| (v.tag, f64::from_bits(v.value)))
             .collect::<BTreeMap<_, _>>(),
+        event: match (s.config, s.exit_code) {
+            (Some(c), _) => Some(RunEvent::Config(c)),
+            (None, Some(code)) => Some(RunEvent::Finished(code)),
+            (None, None) => None,
+        },
     }
 }
 
@@ -124,6 +143,7 @@ mod tests {
             values: [("a".to_string(), f64::NAN), ("b".to_string(), -0.0)]
                 .into_iter()
                 .collect(),
+            event: None,
         };
         let block = encode_block(&[row.clone(), row.clone()]);
         assert_eq!(block_len(&block), Some(2));
@@ -132,5 +152,17 @@ mod tests {
         assert_eq!(back.step, -3);
         assert!(back.values["a"].is_nan());
         assert_eq!(back.values["b"].to_bits(), (-0.0f64).to_bits());
+        assert_eq!(back.event, None);
+        for event in [
+            RunEvent::Config(r#"{"lr": 0.1}"#.into()),
+            RunEvent::Finished(-3),
+        ] {
+            let mut r = row.clone();
+            r.event = Some(event);
+            assert_eq!(
+                decode_block(&encode_block(&[r.clone()])).unwrap()[0].event,
+                r.event
+            );
+        }
     }
 }

@@ -515,6 +515,7 @@ mod tests {
             step,
             wall_time: 1.0,
             values: [("x".to_string(), step as f64)].into_iter().collect(),
+            event: None,
         }
     }
 

@@ -126,7 +126,8 @@ impl Sink for JsonlSink {
 
     async fn write(&mut self, entries: &[Entry], checkpoint: &Checkpoint) -> Result<(), SinkError> {
         let mut new_files = false;
-        for entry in entries {
+        // Run events (configuration, end) are not metric rows.
+        for entry in entries.iter().filter(|e| e.row.event.is_none()) {
             let path = self.template.render(&entry.row.run_id);
             if !self.committed.contains_key(&path) && !self.pending.contains_key(&path) {
                 // Record the file's current length before writing to it,

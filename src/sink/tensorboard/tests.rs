@@ -19,6 +19,7 @@ fn entry(seq: u64, run: &str, step: i64, v: f64) -> Entry {
                 ("charts/SPS".to_string(), v),
                 ("losses/value_loss".to_string(), -v),
             ]),
+            event: None,
         },
     }
 }

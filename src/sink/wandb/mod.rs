@@ -28,7 +28,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{Checkpoint, Sink, SinkError};
-use crate::row::Entry;
+use crate::row::{Entry, RunEvent};
 use filestream::Update;
 use graphql::UpsertInput;
 use http::{Http, WandbError};
@@ -98,6 +98,9 @@ pub struct WandbSink {
     finish_all: Option<i32>,
     /// Finish requests waiting for their run's rows to be acknowledged.
     finishing: BTreeMap<String, i32>,
+    /// Runs whose state a config or run-finished record changed since the
+    /// last flush (flush commits them even without history lines).
+    evented: HashSet<String>,
     /// Whether the server takes gzip on file_stream; asked once.
     gzip: Option<bool>,
     /// The account's default entity when none is configured; asked once.
@@ -136,6 +139,7 @@ impl WandbSink {
                 last_sent: HashMap::new(),
                 finish_rx: rx,
                 finish_all: None,
+                evented: HashSet::new(),
                 finishing: BTreeMap::new(),
                 gzip: None,
                 viewer_entity: None,
@@ -144,19 +148,31 @@ impl WandbSink {
         ))
     }
 
-    fn run_config() -> serde_json::Value {
+    /// The run's config in W&B's form: each top-level key of what the
+    /// worker logged as `{"value": V}`, plus the internal `_wandb` key.
+    fn run_config(run: Option<&RunState>) -> serde_json::Value {
         // `_wandb.t` marks the run as started for W&B's resume logic
         // (core/internal/runbranch/resume.go); we claim only what is true:
         // the platform (13) and feature set_init_id (3: [14]).
         let platform = format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH);
-        json!({"_wandb": {"value": {"t": {"3": [14], "13": platform}, "m": []}}})
+        let mut config = serde_json::Map::new();
+        if let Some(logged) = run.and_then(|r| r.config.as_ref()) {
+            for (k, v) in logged {
+                config.insert(k.clone(), json!({ "value": v }));
+            }
+        }
+        config.insert(
+            "_wandb".into(),
+            json!({"value": {"t": {"3": [14], "13": platform}, "m": []}}),
+        );
+        serde_json::Value::Object(config)
     }
 
     /// Creates or resumes the W&B run of `mosaic_run`, starting at `first`.
     async fn open_run(&mut self, mosaic_run: &str, first: &Entry) -> Result<(), SinkError> {
         let name = wandb_run_id(mosaic_run);
         let known = self.working.runs.get(mosaic_run).cloned();
-        let config = Self::run_config();
+        let config = Self::run_config(known.as_ref());
         let host = hostname();
         let entity = self.entity().await?;
         let input = UpsertInput {
@@ -181,6 +197,8 @@ impl WandbSink {
             // before a crash): those are rewritten by offset.
             Some(mut r) => {
                 r.finished = None;
+                // Rows after a run-finished record reopen the run.
+                r.finish_requested = None;
                 r.storage_id = bucket.id.clone();
                 r
             }
@@ -251,7 +269,8 @@ impl WandbSink {
                 "wandb-summary.json" => run.summary().into_bytes(),
                 // YAML 1.2 is a superset of JSON: the config map as JSON is
                 // a valid config.yaml (the SDK writes block style).
-                _ => serde_json::to_vec_pretty(&Self::run_config()).expect("JSON values serialise"),
+                _ => serde_json::to_vec_pretty(&Self::run_config(Some(run)))
+                    .expect("JSON values serialise"),
             };
             // No key on uploads: core's file transfer sends none, even to
             // URLs on the API host (observed with 0.31.0).
@@ -329,6 +348,13 @@ impl WandbSink {
                     due.push((id.clone(), code, "the run finished"));
                 } else {
                     self.finishing.remove(id);
+                }
+                continue;
+            }
+            // The worker's run-finished record.
+            if let Some(code) = run.finish_requested {
+                if run.finished != Some(code) {
+                    due.push((id.clone(), code, "a run-finished record"));
                 }
                 continue;
             }
@@ -434,6 +460,27 @@ impl Sink for WandbSink {
                 opened = true;
             }
             let run = self.working.runs.get_mut(id).expect("opened above");
+            match &entry.row.event {
+                None => {}
+                Some(RunEvent::Config(text)) => {
+                    let logged: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(text).unwrap_or_default();
+                    run.config
+                        .get_or_insert_with(Default::default)
+                        .extend(logged);
+                    // UpsertBucket again, now carrying the configuration.
+                    self.open_run(id, entry).await?;
+                    self.evented.insert(id.to_string());
+                    opened = true;
+                    continue;
+                }
+                Some(RunEvent::Finished(code)) => {
+                    run.finish_requested = Some(*code);
+                    self.evented.insert(id.to_string());
+                    self.active.insert(id.to_string(), Instant::now());
+                    continue;
+                }
+            }
             let offset = run.take_row(&entry.row);
             let line = run.history_line(&entry.row);
             let p = self
@@ -472,6 +519,12 @@ impl Sink for WandbSink {
                 offset += chunk.len() as u64;
             }
             self.committed.runs.insert(id, run);
+        }
+        // Runs changed only by a config or run-finished record.
+        for id in std::mem::take(&mut self.evented) {
+            if let Some(run) = self.working.runs.get(&id) {
+                self.committed.runs.insert(id, run.clone());
+            }
         }
         Ok(self.committed.encode())
     }

@@ -53,6 +53,15 @@ pub struct RunState {
     pub latest: BTreeMap<String, f64>,
     /// Exit code once `complete` was acknowledged.
     pub finished: Option<i32>,
+    /// The configuration the worker logged (its keys and values, merged
+    /// over earlier ones), sent with `UpsertBucket` in W&B's form.
+    #[serde(default)]
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    /// A run-finished record's exit code, waiting to be sent as
+    /// `complete`. Committed with the cursor, so a crash between the
+    /// record's acknowledgement and `complete` does not lose the code.
+    #[serde(default)]
+    pub finish_requested: Option<i32>,
 }
 
 impl RunState {
@@ -69,6 +78,8 @@ impl RunState {
             last_time: start,
             latest: BTreeMap::new(),
             finished: None,
+            config: None,
+            finish_requested: None,
         }
     }
 
