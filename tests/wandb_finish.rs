@@ -29,22 +29,82 @@ async fn wait(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// A sink session on its own journal holding `rows`, against `standin`.
+struct Session {
+    _tmp: tempfile::TempDir,
+    mode: tokio::sync::watch::Sender<Mode>,
+    task: tokio::task::JoinHandle<Result<(), mosaic_shipper::sink::SinkError>>,
+    finish: mosaic_shipper::sink::wandb::FinishHandle,
+}
+
+impl Session {
+    fn start(standin: &StandIn, rows: &[Row], idle_finish_secs: u64) -> Session {
+        let tmp = tempfile::tempdir().unwrap();
+        let journal = Arc::new(Journal::open(&tmp.path().join("store"), &["wandb"]).unwrap());
+        let file = FileState {
+            id: 1,
+            path: "worker.log".into(),
+            dev: 0,
+            ino: 0,
+            fp_len: 0,
+            fp: 0,
+            offset: 10,
+            head: Vec::new(),
+            counters: Counters::default(),
+        };
+        journal
+            .commit_ingest(&file, rows, &Counters::default())
+            .unwrap();
+        let cfg = WandbSinkConfig {
+            enabled: Toggle::On,
+            base_url: Some(standin.base_url()),
+            project: Some("mosaic-test".into()),
+            idle_finish_secs,
+            retry_initial_ms: 50,
+            retry_max_ms: 200,
+            ..WandbSinkConfig::default()
+        };
+        let home = tmp.path().display().to_string();
+        let settings = resolve(&cfg, &|k| match k {
+            "WANDB_API_KEY" => Some(KEY.to_string()),
+            "HOME" => Some(home.clone()),
+            _ => None,
+        });
+        let (sink, finish) = WandbSink::new(settings).unwrap();
+        let (mode, mode_rx) = tokio::sync::watch::channel(Mode::Run);
+        let options = RunOptions {
+            batch_rows: 100,
+            flush_interval: Duration::from_millis(50),
+            flush_when_caught_up: false,
+            tick_interval: Some(Duration::from_millis(100)),
+            give_up_after: None,
+        };
+        let task = tokio::spawn(sink::run(sink, journal, options, mode_rx));
+        Session {
+            _tmp: tmp,
+            mode,
+            task,
+            finish,
+        }
+    }
+
+    async fn stop(self) {
+        self.mode
+            .send(Mode::Drain {
+                until: Instant::now(),
+            })
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_finished_sends_complete_with_the_exit_code() {
-    let tmp = tempfile::tempdir().unwrap();
     let standin = StandIn::start();
-    let journal = Arc::new(Journal::open(&tmp.path().join("store"), &["wandb"]).unwrap());
-    let file = FileState {
-        id: 1,
-        path: "worker.log".into(),
-        dev: 0,
-        ino: 0,
-        fp_len: 0,
-        fp: 0,
-        offset: 10,
-        head: Vec::new(),
-        counters: Counters::default(),
-    };
     let rows: Vec<Row> = (0..10)
         .map(|i| Row {
             run_id: "01JDAE00000000000000000001".into(),
@@ -54,35 +114,7 @@ async fn run_finished_sends_complete_with_the_exit_code() {
             event: None,
         })
         .collect();
-    journal
-        .commit_ingest(&file, &rows, &Counters::default())
-        .unwrap();
-
-    let cfg = WandbSinkConfig {
-        enabled: Toggle::On,
-        base_url: Some(standin.base_url()),
-        project: Some("mosaic-test".into()),
-        idle_finish_secs: 1,
-        retry_initial_ms: 50,
-        retry_max_ms: 200,
-        ..WandbSinkConfig::default()
-    };
-    let home = tmp.path().display().to_string();
-    let settings = resolve(&cfg, &|k| match k {
-        "WANDB_API_KEY" => Some(KEY.to_string()),
-        "HOME" => Some(home.clone()),
-        _ => None,
-    });
-    let (sink, finish) = WandbSink::new(settings).unwrap();
-    let (mode, mode_rx) = tokio::sync::watch::channel(Mode::Run);
-    let options = RunOptions {
-        batch_rows: 100,
-        flush_interval: Duration::from_millis(50),
-        flush_when_caught_up: false,
-        tick_interval: Some(Duration::from_millis(100)),
-        give_up_after: None,
-    };
-    let task = tokio::spawn(sink::run(sink, journal.clone(), options, mode_rx));
+    let session = Session::start(&standin, &rows, 1);
     let run = "01jdae00000000000000000001";
 
     // Idle for a second: finished with 0 (nothing better is known)...
@@ -94,7 +126,7 @@ async fn run_finished_sends_complete_with_the_exit_code() {
     })
     .await;
     // ...then the worker's real exit code arrives and replaces it.
-    finish.run_finished("01JDAE00000000000000000001", 3);
+    session.finish.run_finished("01JDAE00000000000000000001", 3);
     wait(Duration::from_secs(30), "complete with exit code 3", || {
         standin
             .runs()
@@ -108,15 +140,7 @@ async fn run_finished_sends_complete_with_the_exit_code() {
         .filter(|r| r.is_file_stream() && r.json()["complete"] == true)
         .count();
     assert_eq!(completes, 2);
-    mode.send(Mode::Drain {
-        until: Instant::now(),
-    })
-    .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    session.stop().await;
 }
 
 /// The worker's own records about its run: a config record reaches W&B as
@@ -126,20 +150,7 @@ async fn run_finished_sends_complete_with_the_exit_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_and_run_finished_records_reach_wandb() {
     use mosaic_shipper::row::RunEvent;
-    let tmp = tempfile::tempdir().unwrap();
     let standin = StandIn::start();
-    let journal = Arc::new(Journal::open(&tmp.path().join("store"), &["wandb"]).unwrap());
-    let file = FileState {
-        id: 1,
-        path: "worker.log".into(),
-        dev: 0,
-        ino: 0,
-        fp_len: 0,
-        fp: 0,
-        offset: 10,
-        head: Vec::new(),
-        counters: Counters::default(),
-    };
     let mosaic = "01JDAE00000000000000000002";
     let event = |e: RunEvent| Row {
         run_id: mosaic.into(),
@@ -160,35 +171,7 @@ async fn config_and_run_finished_records_reach_wandb() {
         event: None,
     }));
     rows.push(event(RunEvent::Finished(3)));
-    journal
-        .commit_ingest(&file, &rows, &Counters::default())
-        .unwrap();
-
-    let cfg = WandbSinkConfig {
-        enabled: Toggle::On,
-        base_url: Some(standin.base_url()),
-        project: Some("mosaic-test".into()),
-        idle_finish_secs: 0,
-        retry_initial_ms: 50,
-        retry_max_ms: 200,
-        ..WandbSinkConfig::default()
-    };
-    let home = tmp.path().display().to_string();
-    let settings = resolve(&cfg, &|k| match k {
-        "WANDB_API_KEY" => Some(KEY.to_string()),
-        "HOME" => Some(home.clone()),
-        _ => None,
-    });
-    let (sink, _finish) = WandbSink::new(settings).unwrap();
-    let (mode, mode_rx) = tokio::sync::watch::channel(Mode::Run);
-    let options = RunOptions {
-        batch_rows: 100,
-        flush_interval: Duration::from_millis(50),
-        flush_when_caught_up: false,
-        tick_interval: Some(Duration::from_millis(100)),
-        give_up_after: None,
-    };
-    let task = tokio::spawn(sink::run(sink, journal.clone(), options, mode_rx));
+    let session = Session::start(&standin, &rows, 0);
     let run = "01jdae00000000000000000002";
     wait(Duration::from_secs(30), "complete with exit code 3", || {
         standin
@@ -224,15 +207,7 @@ async fn config_and_run_finished_records_reach_wandb() {
         serde_json::json!({"value": {"hidden": [64, 64]}})
     );
     assert!(config["_wandb"]["value"]["t"].is_object());
-    mode.send(Mode::Drain {
-        until: Instant::now(),
-    })
-    .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    session.stop().await;
 }
 
 /// Init mode: when the worker (CMD) exits with 3, the agent ships its

@@ -27,19 +27,9 @@ pub fn event_file_name(secs: f64, hostname: &str) -> String {
 /// This machine's host name, made safe for a file name (it ends up in
 /// one); "localhost" when it cannot be read.
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the pointer and length describe `buf`, which outlives the call.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let raw = if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        String::new()
-    };
-    if raw.is_empty() {
-        "localhost".into()
-    } else {
-        safe_component(&raw)
+    match crate::util::hostname() {
+        Some(h) => safe_component(&h),
+        None => "localhost".into(),
     }
 }
 

@@ -173,7 +173,7 @@ impl WandbSink {
         let name = wandb_run_id(mosaic_run);
         let known = self.working.runs.get(mosaic_run).cloned();
         let config = Self::run_config(known.as_ref());
-        let host = hostname();
+        let host = crate::util::hostname();
         let entity = self.entity().await?;
         let input = UpsertInput {
             id: known
@@ -419,18 +419,6 @@ impl WandbSink {
         }
         Ok(())
     }
-}
-
-fn hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at
-    // most that many bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8(buf[..end].to_vec()).ok()
 }
 
 impl Sink for WandbSink {
