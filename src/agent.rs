@@ -115,6 +115,23 @@ impl Agent {
             wandb_finish = Some(finish);
             let (j, m) = (journal.clone(), mode_rx.clone());
             sinks.spawn(async move { ("wandb", sink::run(sink, j, o, m).await) });
+        } else if wandb.is_offline() {
+            // wandb offline sink (issue 5)
+            let (sink, finish) = crate::sink::wandb::offline::WandbOfflineSink::new(
+                crate::sink::wandb::offline::OfflineSettings {
+                    dir: wandb.offline_dir.clone(),
+                    project: wandb.project.clone(),
+                    entity: wandb.entity.clone(),
+                    idle_finish: wandb.idle_finish,
+                },
+            );
+            wandb_finish = Some(finish);
+            let o = RunOptions {
+                tick_interval: Some(Duration::from_secs(1)),
+                ..options.clone()
+            };
+            let (j, m) = (journal.clone(), mode_rx.clone());
+            sinks.spawn(async move { ("wandb-offline", sink::run(sink, j, o, m).await) });
         } else if let crate::sink::wandb::settings::Activity::Off(why) = &wandb.activity {
             tracing::info!(reason = %why, "W&B sink is off");
         }

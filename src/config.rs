@@ -326,6 +326,15 @@ pub struct WandbSinkConfig {
     pub give_up_secs: u64,
     #[serde(default = "yes")]
     pub compress: bool,
+    // --- wandb offline sink (issue 5) ---
+    /// "online" (default) or "offline": stage W&B offline run directories
+    /// under `offline_dir` instead of uploading. WANDB_MODE overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Where offline run directories go; default `var/wandb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_dir: Option<PathBuf>,
+    // --- end wandb offline sink ---
 }
 
 fn serialize_masked_url<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -399,6 +408,8 @@ impl Default for WandbSinkConfig {
             retry_max_ms: default_wandb_retry_max(),
             give_up_secs: default_wandb_give_up(),
             compress: true,
+            mode: None,        // wandb offline sink (issue 5)
+            offline_dir: None, // wandb offline sink (issue 5)
         }
     }
 }
@@ -622,6 +633,10 @@ impl Config {
         // wandb sink (issue 4)
         if self.wandb().is_on() {
             out.push("wandb");
+        }
+        // wandb offline sink (issue 5)
+        if self.wandb().is_offline() {
+            out.push("wandb-offline");
         }
         out
     }

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod filestream;
 pub mod graphql;
 pub mod http;
+pub mod offline; // wandb offline sink (issue 5)
 pub mod proxy;
 pub mod settings;
 mod state;

@@ -25,6 +25,8 @@ pub enum Activity {
     Off(String),
     /// Switched on explicitly but unusable (e.g. no key): a config error.
     Broken(String),
+    /// wandb offline sink (issue 5): staging offline run directories.
+    Offline(String),
 }
 
 /// Everything the sink needs to run.
@@ -41,6 +43,8 @@ pub struct WandbSettings {
     pub flush_interval: Duration,
     pub idle_finish: Duration,
     pub compress: bool,
+    /// wandb offline sink (issue 5): where offline run directories go.
+    pub offline_dir: std::path::PathBuf,
 }
 
 fn env_flag(v: Option<String>) -> bool {
@@ -77,7 +81,11 @@ pub fn resolve(cfg: &WandbSinkConfig, env: &dyn Fn(&str) -> Option<String>) -> W
             reason: "base URL is invalid".into(),
         },
     };
-    let mode = get("WANDB_MODE").map(|m| m.to_ascii_lowercase());
+    // wandb offline sink (issue 5): the configured mode applies unless
+    // WANDB_MODE is set.
+    let mode = get("WANDB_MODE")
+        .or_else(|| cfg.mode.clone())
+        .map(|m| m.to_ascii_lowercase());
     let activity = if cfg.enabled == Toggle::Off {
         Activity::Off("sinks.wandb.enabled = false".into())
     } else if env_flag(get("WANDB_DISABLED")) {
@@ -85,15 +93,14 @@ pub fn resolve(cfg: &WandbSinkConfig, env: &dyn Fn(&str) -> Option<String>) -> W
     } else if mode.as_deref() == Some("disabled") {
         Activity::Off("WANDB_MODE=disabled".into())
     } else if matches!(mode.as_deref(), Some("offline") | Some("dryrun")) {
-        // The offline staging writer is another issue's work; until it is
-        // merged, offline mode ships nothing to W&B rather than going online.
-        Activity::Off(format!(
-            "WANDB_MODE={}: offline staging is not part of this build, nothing is sent to W&B",
+        // wandb offline sink (issue 5): no key needed, nothing leaves the host.
+        Activity::Offline(format!(
+            "mode {}: offline run directories, upload them later with `wandb sync`",
             mode.as_deref().unwrap_or_default()
         ))
     } else if let Some(m) = mode.as_deref().filter(|m| !matches!(*m, "online" | "run")) {
         Activity::Broken(format!(
-            "WANDB_MODE={m:?} is not one of online, offline, disabled"
+            "W&B mode {m:?} (WANDB_MODE or sinks.wandb.mode) is not one of online, offline, disabled"
         ))
     } else if key.is_none() && cfg.enabled == Toggle::Auto {
         // Checked before the URL: "auto" without a key must never stop
@@ -135,6 +142,10 @@ pub fn resolve(cfg: &WandbSinkConfig, env: &dyn Fn(&str) -> Option<String>) -> W
         flush_interval: Duration::from_millis(cfg.flush_interval_ms),
         idle_finish: Duration::from_secs(cfg.idle_finish_secs),
         compress: cfg.compress,
+        offline_dir: cfg
+            .offline_dir
+            .clone()
+            .unwrap_or_else(|| "var/wandb".into()),
     }
 }
 
@@ -148,12 +159,18 @@ impl WandbSettings {
         matches!(self.activity, Activity::On(_))
     }
 
+    /// wandb offline sink (issue 5): the offline writer runs instead.
+    pub fn is_offline(&self) -> bool {
+        matches!(self.activity, Activity::Offline(_))
+    }
+
     /// The `check-config` section: what applies and why; no secrets.
     pub fn describe(&self) -> String {
         let (state, why) = match &self.activity {
             Activity::On(w) => ("on", w),
             Activity::Off(w) => ("off", w),
             Activity::Broken(w) => ("NOT USABLE", w),
+            Activity::Offline(w) => ("offline", w),
         };
         format!(
             "# W&B sink: {state} ({why})\n#   base URL: {}\n#   project: {}, entity: {}\n#   API key: {}\n#   proxy for {}: {}\n",
@@ -249,10 +266,16 @@ mod tests {
             "WANDB_MODE" => Some("offline".to_string()),
             _ => None,
         };
-        assert!(matches!(
-            resolve(&cfg(Toggle::On), &offline).activity,
-            Activity::Off(_)
-        ));
+        // wandb offline sink (issue 5): WANDB_MODE=offline routes to the
+        // offline writer, also without a key and from the config file.
+        let s = resolve(&cfg(Toggle::On), &offline);
+        assert!(s.is_offline() && !s.is_on());
+        assert_eq!(s.offline_dir, std::path::PathBuf::from("var/wandb"));
+        let mut c = cfg(Toggle::Auto);
+        c.mode = Some("offline".into());
+        assert!(resolve(&c, &none).is_offline());
+        let online = |k: &str| (k == "WANDB_MODE").then(|| "online".to_string());
+        assert!(!resolve(&c, &online).is_offline());
     }
 
     #[test]

@@ -1,0 +1,552 @@
+//! The `wandb-offline` sink: rows staged as W&B offline run directories,
+//! for machines without internet, that W&B's own `wandb sync` uploads.
+//!
+//! Each run gets `<offline_dir>/offline-run-<YYYYMMDD_HHMMSS>-<run id>/`
+//! with `run-<run id>.wandb` (W&B's transaction log, [`txlog`], of
+//! `Record` protobufs, [`records`]) and an empty `files/`, as W&B 0.31.0
+//! leaves it offline (`wandb sync` writes `config.yaml`,
+//! `wandb-summary.json` there itself; docs/wandb-protocol.md section 6.1).
+//! The timestamp is the run's first row in UTC (the SDK uses local time;
+//! an agent's host usually runs in UTC and the name is not parsed).
+//!
+//! Records per run, in the SDK's order: header, run (with `start_time`),
+//! then per row a summary update and a history record carrying `_step`,
+//! `_runtime` and `_timestamp` items (sync adds none of them, section
+//! 9.5), config records for config events, and at a run-finished event a
+//! final summary and the exit record. W&B 0.31.0 writes no `final` or
+//! `footer` records any more, so neither does this sink.
+//!
+//! Exactly once, on top of the sink contract (`sink` module docs): the
+//! state committed with the cursor holds each file's length, which is a
+//! record boundary because the sink appends only whole batches of records
+//! and commits the length after `fsync`. Before a file is created its
+//! entry (length 0) is checkpointed; recovery truncates every file back to
+//! its committed length, so rows replayed from the journal are framed at
+//! exactly the same offsets again. A file shorter than committed (edited or
+//! removed by hand) cannot be continued without leaving a hole the reader
+//! rejects: the sink warns and starts a new directory for the run's next
+//! rows (same run id, so uploading both directories should add to one W&B
+//! run; not verified with `wandb sync`).
+
+pub mod records;
+pub mod txlog;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::filestream::push_number;
+use super::{wandb_run_id, FinishHandle};
+use crate::row::{Entry, Row, RunEvent};
+use crate::sink::{Checkpoint, Sink, SinkError};
+use records::record::RecordType;
+use records::{Item, Record, RecordInfo};
+
+/// What the offline sink needs: where to write and what to name.
+#[derive(Debug, Clone)]
+pub struct OfflineSettings {
+    pub dir: PathBuf,
+    pub project: String,
+    pub entity: Option<String>,
+    /// A run without rows for this long gets its exit record (code 0);
+    /// zero: never.
+    pub idle_finish: Duration,
+}
+
+/// One run's file, as committed with the cursor.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct RunFile {
+    /// The run directory (`offline-run-...`).
+    dir: PathBuf,
+    /// The transaction log inside it.
+    file: PathBuf,
+    /// Bytes that are durable and end on a record boundary; 0 before the
+    /// file exists.
+    len: u64,
+    /// `Record.num` of the next record.
+    next_num: i64,
+    /// Wall time of the run's first row: `_runtime` counts from it.
+    #[serde(with = "exact")]
+    start: f64,
+    #[serde(with = "exact")]
+    last_time: f64,
+    /// Exit code once the exit record is written.
+    finished: Option<i32>,
+}
+
+/// The sink's recovery state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    /// Per W&B run id: its current file.
+    runs: BTreeMap<String, RunFile>,
+    /// Committed length of every file written, including files of runs
+    /// that moved on to a new directory (recovery cuts those back too).
+    lengths: BTreeMap<PathBuf, u64>,
+}
+
+/// See the module documentation.
+pub struct WandbOfflineSink {
+    settings: OfflineSettings,
+    host: String,
+    /// As of the last commit (what recovery returns to).
+    committed: State,
+    /// Including records written since.
+    working: State,
+    /// Bytes framed but not yet on disk, per file.
+    pending: BTreeMap<PathBuf, Vec<u8>>,
+    /// Last time a row of the run reached the sink (this process), for
+    /// the idle finish and init mode's "all runs finished".
+    active: HashMap<String, Instant>,
+    finish_rx: mpsc::UnboundedReceiver<(Option<String>, i32)>,
+    /// Init mode's exit code for every run this process delivers to.
+    finish_all: Option<i32>,
+    /// Finish requests (W&B run id to exit code) waiting for a tick.
+    finishing: BTreeMap<String, i32>,
+}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> SinkError {
+    SinkError::Io(format!(
+        "wandb-offline sink: {what} {}: {e}",
+        path.display()
+    ))
+}
+
+/// `value` in W&B's extended JSON.
+fn number_json(v: f64) -> String {
+    let mut s = String::new();
+    push_number(&mut s, v);
+    s
+}
+
+/// The value of a history/summary item named `key`. History items use
+/// `nested_key` as the SDK writes them; summary and config items `key`.
+fn item(key: &str, value_json: String, nested: bool) -> Item {
+    if nested {
+        Item {
+            key: String::new(),
+            nested_key: vec![key.to_string()],
+            value_json,
+        }
+    } else {
+        Item {
+            key: key.to_string(),
+            nested_key: Vec::new(),
+            value_json,
+        }
+    }
+}
+
+/// `YYYYMMDD_HHMMSS` of a Unix time, UTC.
+fn stamp(secs: f64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(secs.max(0.0) as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let f = time::macros::format_description!("[year][month][day]_[hour][minute][second]");
+    t.format(&f).unwrap_or_else(|_| "19700101_000000".into())
+}
+
+impl WandbOfflineSink {
+    /// The sink and the handle through which init mode (or the agent)
+    /// says a run finished, as for the online sink.
+    pub fn new(settings: OfflineSettings) -> (WandbOfflineSink, FinishHandle) {
+        tracing::info!(dir = %settings.dir.display(), project = %settings.project, "W&B offline sink ready");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sink = WandbOfflineSink {
+            settings,
+            host: crate::util::hostname().unwrap_or_default(),
+            committed: State::default(),
+            working: State::default(),
+            pending: BTreeMap::new(),
+            active: HashMap::new(),
+            finish_rx: rx,
+            finish_all: None,
+            finishing: BTreeMap::new(),
+        };
+        (sink, FinishHandle(tx))
+    }
+
+    fn state(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.committed).expect("offline state serialises")
+    }
+
+    /// Frames `body` as the run's next record; `info`: with
+    /// `Record._info.stream_id` = run id, which the SDK sets on header,
+    /// run and exit records (docs/wandb-protocol.md 6.1).
+    fn push(&mut self, id: &str, body: RecordType, info: bool) {
+        let run = self
+            .working
+            .runs
+            .get_mut(id)
+            .expect("run opened before records");
+        let record = Record {
+            num: run.next_num,
+            record_type: Some(body),
+            info: info.then(|| RecordInfo {
+                stream_id: id.to_string(),
+            }),
+        };
+        run.next_num += 1;
+        let out = self.pending.entry(run.file.clone()).or_default();
+        txlog::append_record(&mut run.len, &record.encode_to_vec(), out);
+    }
+
+    /// Starts a run directory for `id` at `row`: checkpoints its entry,
+    /// then frames the file header, header record and run record.
+    fn open_run(&mut self, id: &str, row: &Row, checkpoint: &Checkpoint) -> Result<(), SinkError> {
+        let mut name = format!("offline-run-{}-{id}", stamp(row.wall_time));
+        let mut n = 1;
+        // A run restarted in a new directory in the same second.
+        while self.settings.dir.join(&name).exists() {
+            n += 1;
+            name = format!("offline-run-{}-{id}-{n}", stamp(row.wall_time));
+        }
+        let dir = self.settings.dir.join(name);
+        let file = dir.join(format!("run-{id}.wandb"));
+        let run = RunFile {
+            dir: dir.clone(),
+            file,
+            len: 0,
+            next_num: 1,
+            start: row.wall_time,
+            last_time: row.wall_time,
+            finished: None,
+        };
+        // Recovery must know the file before any byte of it exists.
+        self.committed.lengths.insert(run.file.clone(), 0);
+        self.working.lengths.insert(run.file.clone(), 0);
+        checkpoint.save(self.state())?;
+        std::fs::create_dir_all(dir.join("files")).map_err(|e| io_err(&dir, "cannot create", e))?;
+        let mut run = run;
+        run.len = txlog::FILE_HEADER.len() as u64;
+        self.pending
+            .entry(run.file.clone())
+            .or_default()
+            .extend_from_slice(&txlog::FILE_HEADER);
+        self.working.runs.insert(id.to_string(), run);
+        self.push(
+            id,
+            RecordType::Header(records::HeaderRecord {
+                version_info: Some(records::VersionInfo {
+                    producer: format!("mosaic-shipper {}", env!("CARGO_PKG_VERSION")),
+                    min_consumer: String::new(),
+                }),
+                info: None,
+            }),
+            true,
+        );
+        let secs = row.wall_time.floor();
+        self.push(
+            id,
+            RecordType::Run(records::RunRecord {
+                run_id: id.to_string(),
+                entity: self.settings.entity.clone().unwrap_or_default(),
+                project: self.settings.project.clone(),
+                config: None,
+                display_name: row.run_id.clone(),
+                host: self.host.clone(),
+                start_time: Some(records::Timestamp {
+                    seconds: secs as i64,
+                    nanos: ((row.wall_time - secs) * 1e9) as i32,
+                }),
+                info: None,
+            }),
+            true,
+        );
+        Ok(())
+    }
+
+    /// Frames the records that end run `id` as the SDK's `finish()` does:
+    /// the final runtime summary, then the exit record.
+    fn write_exit(&mut self, id: &str, code: i32) {
+        let run = &self.working.runs[id];
+        let runtime = (run.last_time - run.start).max(0.0);
+        self.push(
+            id,
+            RecordType::Summary(records::SummaryRecord {
+                update: vec![
+                    item(
+                        "_wandb",
+                        format!("{{\"runtime\":{}}}", runtime as i64),
+                        false,
+                    ),
+                    item("_runtime", number_json(runtime), false),
+                ],
+            }),
+            false,
+        );
+        self.push(
+            id,
+            RecordType::Exit(records::RunExitRecord {
+                exit_code: code,
+                runtime: runtime.min(i32::MAX as f64) as i32,
+                info: None,
+            }),
+            true,
+        );
+        self.working.runs.get_mut(id).expect("opened").finished = Some(code);
+    }
+
+    fn take(&mut self, row: &Row, checkpoint: &Checkpoint) -> Result<(), SinkError> {
+        let id = wandb_run_id(&row.run_id);
+        self.active.insert(id.clone(), Instant::now());
+        let finish = matches!(row.event, Some(RunEvent::Finished(_)));
+        let reopen = match self.working.runs.get(&id) {
+            None => true,
+            // A repeated run-finished record: the exit record is written.
+            Some(r) if r.finished.is_some() && finish => return Ok(()),
+            Some(r) if r.finished.is_some() => {
+                tracing::warn!(run = %id, "rows for a finished run; they go to a new offline run directory");
+                true
+            }
+            Some(_) => false,
+        };
+        if reopen {
+            self.open_run(&id, row, checkpoint)?;
+        }
+        let run = self.working.runs.get_mut(&id).expect("opened");
+        if row.wall_time > run.last_time {
+            run.last_time = row.wall_time;
+        }
+        let start = run.start;
+        match &row.event {
+            Some(RunEvent::Config(text)) => {
+                let map: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(
+                    text,
+                ) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(run = %id, error = %e, "config record is not a JSON object; skipped");
+                        return Ok(());
+                    }
+                };
+                let update = map
+                    .iter()
+                    .map(|(k, v)| item(k, v.to_string(), false))
+                    .collect();
+                self.push(
+                    &id,
+                    RecordType::Config(records::ConfigRecord { update }),
+                    false,
+                );
+            }
+            Some(RunEvent::Finished(code)) => self.write_exit(&id, *code),
+            None => {
+                let runtime = (row.wall_time - start).max(0.0);
+                let mut items: Vec<(&str, String)> = row
+                    .values
+                    .iter()
+                    .filter(|(k, _)| !matches!(k.as_str(), "_step" | "_runtime" | "_timestamp"))
+                    .map(|(k, v)| (k.as_str(), number_json(*v)))
+                    .collect();
+                items.push(("_timestamp", number_json(row.wall_time)));
+                items.push(("_runtime", number_json(runtime)));
+                items.push(("_step", row.step.to_string()));
+                // The SDK writes the derived summary update, then history.
+                let update = items
+                    .iter()
+                    .map(|(k, v)| item(k, v.clone(), false))
+                    .collect();
+                self.push(
+                    &id,
+                    RecordType::Summary(records::SummaryRecord { update }),
+                    false,
+                );
+                let item = items.into_iter().map(|(k, v)| item(k, v, true)).collect();
+                self.push(
+                    &id,
+                    RecordType::History(records::HistoryRecord {
+                        item,
+                        step: Some(records::HistoryStep { num: row.step }),
+                    }),
+                    false,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for WandbOfflineSink {
+    fn name(&self) -> &'static str {
+        "wandb-offline"
+    }
+
+    /// Writes exit records for runs that finished by the handle (init
+    /// mode) or went idle. Runs only with everything acknowledged, so the
+    /// exit records are appended at committed lengths and committed with
+    /// the unchanged cursor. Unlike online, an exit record cannot be
+    /// replaced: a later exit code for an idle-finished run is ignored.
+    async fn tick(&mut self) -> Result<Option<Vec<u8>>, SinkError> {
+        while let Ok((run, code)) = self.finish_rx.try_recv() {
+            match run {
+                Some(run) => {
+                    self.finishing.insert(wandb_run_id(&run), code);
+                }
+                None => self.finish_all = Some(code),
+            }
+        }
+        if let Some(code) = self.finish_all {
+            for id in self.active.keys() {
+                self.finishing.entry(id.clone()).or_insert(code);
+            }
+        }
+        let idle = self.settings.idle_finish;
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (id, run) in &self.working.runs {
+            if run.finished.is_some() {
+                self.finishing.remove(id);
+                continue;
+            }
+            if let Some(&code) = self.finishing.get(id) {
+                due.push((id.clone(), code, "the run finished"));
+            } else if !idle.is_zero() {
+                let last = *self.active.entry(id.clone()).or_insert(now);
+                if now.duration_since(last) >= idle {
+                    due.push((id.clone(), 0, "no rows for idle_finish_secs"));
+                }
+            }
+        }
+        if due.is_empty() {
+            return Ok(None);
+        }
+        for (id, code, why) in due {
+            tracing::info!(run = %id, exit_code = code, reason = why, "writing the offline run's exit record");
+            self.write_exit(&id, code);
+            self.finishing.remove(&id);
+        }
+        Ok(Some(self.flush().await?))
+    }
+
+    async fn recover(&mut self, state: &[u8]) -> Result<(), SinkError> {
+        self.pending.clear();
+        let mut committed: State = if state.is_empty() {
+            State::default()
+        } else {
+            serde_json::from_slice(state).map_err(|e| {
+                SinkError::Io(format!("wandb-offline sink: damaged saved state: {e}"))
+            })?
+        };
+        let mut broken = Vec::new();
+        let mut empty = Vec::new();
+        for (path, &len) in &committed.lengths {
+            let file = match OpenOptions::new().write(true).open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if len > 0 {
+                        broken.push(path.clone());
+                    } else {
+                        // Killed between creating the directory and the
+                        // file: clean up so the name is reused.
+                        empty.push(path.clone());
+                    }
+                    continue;
+                }
+                Err(e) => return Err(io_err(path, "cannot open", e)),
+            };
+            if len == 0 {
+                // Created, but nothing of it was committed: remove it, so
+                // the replayed rows recreate the same directory name.
+                drop(file);
+                empty.push(path.clone());
+                continue;
+            }
+            let on_disk = file
+                .metadata()
+                .map_err(|e| io_err(path, "cannot stat", e))?
+                .len();
+            if on_disk > len {
+                tracing::info!(file = %path.display(), from = on_disk, to = len, "cutting uncommitted records (written before a crash)");
+                file.set_len(len)
+                    .map_err(|e| io_err(path, "cannot truncate", e))?;
+                file.sync_all()
+                    .map_err(|e| io_err(path, "cannot sync", e))?;
+            } else if on_disk < len {
+                broken.push(path.clone());
+            }
+        }
+        for path in empty {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err(&path, "cannot remove", e));
+                }
+                _ => {}
+            }
+            if let Some(dir) = path.parent() {
+                // Only if nothing else is in it; failure to remove is harmless.
+                let _ = std::fs::remove_dir(dir.join("files"));
+                let _ = std::fs::remove_dir(dir);
+            }
+            committed.lengths.remove(&path);
+        }
+        for path in broken {
+            tracing::warn!(file = %path.display(), "offline run file is missing or shorter than committed (edited?); its run's next rows go to a new directory");
+            committed.lengths.remove(&path);
+            committed.runs.retain(|_, r| r.file != path);
+        }
+        self.committed = committed.clone();
+        self.working = committed;
+        Ok(())
+    }
+
+    async fn write(&mut self, entries: &[Entry], checkpoint: &Checkpoint) -> Result<(), SinkError> {
+        for entry in entries {
+            self.take(&entry.row, checkpoint)?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<Vec<u8>, SinkError> {
+        for (path, bytes) in std::mem::take(&mut self.pending) {
+            let committed_len = self.committed.lengths.get(&path).copied().unwrap_or(0);
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| io_err(&path, "cannot open", e))?;
+            // A failed earlier attempt may have left a partial tail.
+            file.set_len(committed_len)
+                .map_err(|e| io_err(&path, "cannot truncate", e))?;
+            file.seek(SeekFrom::Start(committed_len))
+                .map_err(|e| io_err(&path, "cannot seek", e))?;
+            file.write_all(&bytes)
+                .map_err(|e| io_err(&path, "cannot write", e))?;
+            file.sync_data()
+                .map_err(|e| io_err(&path, "cannot sync", e))?;
+            if committed_len == 0 {
+                // A new file: make its directory entry durable too.
+                if let Some(dir) = path.parent() {
+                    std::fs::File::open(dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(|e| io_err(dir, "cannot sync", e))?;
+                }
+            }
+            let len = committed_len + bytes.len() as u64;
+            self.committed.lengths.insert(path.clone(), len);
+            self.working.lengths.insert(path, len);
+        }
+        self.committed.runs = self.working.runs.clone();
+        Ok(self.state())
+    }
+}
+
+// Floats saved as Rust's shortest round-trip text: a replay after recovery
+// must rebuild byte-identical `_runtime` values.
+mod exact {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,155 @@
+//! The subset of W&B's `wandb_internal.Record` protobufs the offline sink
+//! writes.
+//!
+//! Hand-derived for prost from `wandb/proto/wandb_internal.proto` and
+//! `wandb_base.proto` (cross-checked against the 0.31.0 wheel's compiled
+//! descriptors; docs/wandb-protocol.md section 5). Only the fields written
+//! here are declared, with their real numbers, so W&B's own reader decodes
+//! them as the full messages and ignores nothing it needs.
+
+/// `wandb_internal.Record`: one entry of a `.wandb` transaction log.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Record {
+    /// 1, 2, 3, ... in write order (core's `setNumber`).
+    #[prost(int64, tag = "1")]
+    pub num: i64,
+    #[prost(oneof = "record::RecordType", tags = "2, 3, 5, 17, 18, 21")]
+    pub record_type: Option<record::RecordType>,
+    #[prost(message, optional, tag = "200")]
+    pub info: Option<RecordInfo>,
+}
+
+/// The `oneof record_type` of [`Record`] (members this sink writes).
+pub mod record {
+    /// What a record carries.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum RecordType {
+        #[prost(message, tag = "2")]
+        History(super::HistoryRecord),
+        #[prost(message, tag = "3")]
+        Summary(super::SummaryRecord),
+        #[prost(message, tag = "5")]
+        Config(super::ConfigRecord),
+        #[prost(message, tag = "17")]
+        Run(super::RunRecord),
+        #[prost(message, tag = "18")]
+        Exit(super::RunExitRecord),
+        #[prost(message, tag = "21")]
+        Header(super::HeaderRecord),
+    }
+}
+
+/// `wandb_internal._RecordInfo`: names the stream (the run id) on header,
+/// run and exit records, as the SDK does.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RecordInfo {
+    #[prost(string, tag = "1")]
+    pub stream_id: String,
+}
+
+/// `google.protobuf.Timestamp`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Timestamp {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+/// `wandb_internal.RunRecord`: `wandb sync` needs one (run id, project,
+/// start time) before it replays anything.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RunRecord {
+    #[prost(string, tag = "1")]
+    pub run_id: String,
+    #[prost(string, tag = "2")]
+    pub entity: String,
+    #[prost(string, tag = "3")]
+    pub project: String,
+    #[prost(message, optional, tag = "4")]
+    pub config: Option<ConfigRecord>,
+    #[prost(string, tag = "8")]
+    pub display_name: String,
+    #[prost(string, tag = "13")]
+    pub host: String,
+    /// Always set: sync computes runtimes from it and a missing one
+    /// decodes as 1970 (section 6.2).
+    #[prost(message, optional, tag = "17")]
+    pub start_time: Option<Timestamp>,
+    #[prost(message, optional, tag = "200")]
+    pub info: Option<RecordInfo>,
+}
+
+/// `wandb_internal.HistoryStep`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HistoryStep {
+    #[prost(int64, tag = "1")]
+    pub num: i64,
+}
+
+/// `wandb_internal.HistoryRecord`: one `wandb.log` call.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HistoryRecord {
+    #[prost(message, repeated, tag = "1")]
+    pub item: Vec<Item>,
+    #[prost(message, optional, tag = "2")]
+    pub step: Option<HistoryStep>,
+}
+
+/// `HistoryItem`, `SummaryItem` and `ConfigItem` share this layout
+/// (key = 1, nested_key = 2, value_json = 16).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Item {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, repeated, tag = "2")]
+    pub nested_key: Vec<String>,
+    /// W&B's extended JSON (`NaN`, `Infinity` bare).
+    #[prost(string, tag = "16")]
+    pub value_json: String,
+}
+
+/// `wandb_internal.SummaryRecord`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SummaryRecord {
+    #[prost(message, repeated, tag = "1")]
+    pub update: Vec<Item>,
+}
+
+/// `wandb_internal.ConfigRecord`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ConfigRecord {
+    #[prost(message, repeated, tag = "1")]
+    pub update: Vec<Item>,
+}
+
+/// `wandb_internal.RunExitRecord`: without it `wandb sync` marks the run
+/// failed (exit code 1).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RunExitRecord {
+    #[prost(int32, tag = "1")]
+    pub exit_code: i32,
+    /// Whole seconds.
+    #[prost(int32, tag = "2")]
+    pub runtime: i32,
+    #[prost(message, optional, tag = "200")]
+    pub info: Option<RecordInfo>,
+}
+
+/// `wandb_internal.VersionInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct VersionInfo {
+    #[prost(string, tag = "1")]
+    pub producer: String,
+    #[prost(string, tag = "2")]
+    pub min_consumer: String,
+}
+
+/// `wandb_internal.HeaderRecord`: the first record, naming the writer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HeaderRecord {
+    #[prost(message, optional, tag = "1")]
+    pub version_info: Option<VersionInfo>,
+    #[prost(message, optional, tag = "200")]
+    pub info: Option<RecordInfo>,
+}
