@@ -58,22 +58,7 @@ fn logs(dir: &Path, run_id: &str, rows: usize, seed: u64, finish: Option<i32>) -
         }
     }
     std::fs::write(&log, text).unwrap();
-    std::fs::read_to_string(&expect)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v.get("step").is_some())
-        .map(|v| Expected {
-            run_id: v["run_id"].as_str().unwrap().to_string(),
-            step: v["step"].as_i64().unwrap(),
-            values: v["values"]
-                .as_object()
-                .unwrap()
-                .clone()
-                .into_iter()
-                .collect(),
-        })
-        .collect()
+    harness::read_expected(&expect)
 }
 
 /// An agent config in `dir` with the W&B sink in offline mode.

@@ -68,21 +68,26 @@ pub fn gen_logs(root: &Path, run_id: &str, rows: usize, seed: u64) -> Vec<Expect
         "gen-worker-logs failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::read_to_string(&expect)
+    read_expected(&expect)
+}
+
+/// The metric rows of an `--expect` file (lines without a step, such as
+/// run events a test added, are left out).
+pub fn read_expected(path: &Path) -> Vec<Expected> {
+    std::fs::read_to_string(path)
         .unwrap()
         .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            Expected {
-                run_id: v["run_id"].as_str().unwrap().to_string(),
-                step: v["step"].as_i64().unwrap(),
-                values: v["values"]
-                    .as_object()
-                    .unwrap()
-                    .clone()
-                    .into_iter()
-                    .collect(),
-            }
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v.get("step").is_some())
+        .map(|v| Expected {
+            run_id: v["run_id"].as_str().unwrap().to_string(),
+            step: v["step"].as_i64().unwrap(),
+            values: v["values"]
+                .as_object()
+                .unwrap()
+                .clone()
+                .into_iter()
+                .collect(),
         })
         .collect()
 }

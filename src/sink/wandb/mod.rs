@@ -55,6 +55,48 @@ impl FinishHandle {
     }
 }
 
+/// The receiving end of [`FinishHandle`]s, shared by the online and the
+/// offline sink, which finish runs on the same requests.
+#[derive(Debug)]
+pub(crate) struct FinishInbox {
+    rx: mpsc::UnboundedReceiver<(Option<String>, i32)>,
+    /// Init mode's exit code for every run this process delivers to.
+    all: Option<i32>,
+}
+
+/// A connected handle and inbox.
+pub(crate) fn finish_channel() -> (FinishHandle, FinishInbox) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (FinishHandle(tx), FinishInbox { rx, all: None })
+}
+
+impl FinishInbox {
+    /// Moves the requests that arrived into `finishing`, keyed by
+    /// `key(MOSAIC run id)`, and once init mode's exit code is known gives
+    /// it to every run in `active` that has no code yet (also runs that
+    /// become active later: this is called on every tick).
+    pub(crate) fn gather<'a>(
+        &mut self,
+        finishing: &mut BTreeMap<String, i32>,
+        key: impl Fn(&str) -> String,
+        active: impl IntoIterator<Item = &'a String>,
+    ) {
+        while let Ok((run, code)) = self.rx.try_recv() {
+            match run {
+                Some(run) => {
+                    finishing.insert(key(&run), code);
+                }
+                None => self.all = Some(code),
+            }
+        }
+        if let Some(code) = self.all {
+            for id in active {
+                finishing.entry(id.clone()).or_insert(code);
+            }
+        }
+    }
+}
+
 /// The W&B run id for a MOSAIC run id: lower case (a ULID is
 /// case-insensitive and W&B generates lower-case ids) with the characters
 /// W&B forbids in run ids (`: ; , # ? / '`, whitespace) replaced by `-`.
@@ -94,9 +136,7 @@ pub struct WandbSink {
     upserted: HashSet<String>,
     /// Last file_stream request per run, for the heartbeat.
     last_sent: HashMap<String, Instant>,
-    finish_rx: mpsc::UnboundedReceiver<(Option<String>, i32)>,
-    /// Init mode's exit code for every run this process delivers to.
-    finish_all: Option<i32>,
+    finish_inbox: FinishInbox,
     /// Finish requests waiting for their run's rows to be acknowledged.
     finishing: BTreeMap<String, i32>,
     /// Runs whose state a config or run-finished record changed since the
@@ -121,7 +161,7 @@ impl WandbSink {
             .clone()
             .ok_or_else(|| WandbError::Setup(format!("no W&B API key: {}", settings.key_source)))?;
         let http = Http::new(key, settings.http.clone())?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (handle, inbox) = finish_channel();
         tracing::info!(
             base_url = %proxy::mask_url(&settings.base_url),
             project = %settings.project,
@@ -138,14 +178,13 @@ impl WandbSink {
                 active: HashMap::new(),
                 upserted: HashSet::new(),
                 last_sent: HashMap::new(),
-                finish_rx: rx,
-                finish_all: None,
+                finish_inbox: inbox,
                 evented: HashSet::new(),
                 finishing: BTreeMap::new(),
                 gzip: None,
                 viewer_entity: None,
             },
-            FinishHandle(tx),
+            handle,
         ))
     }
 
@@ -326,19 +365,8 @@ impl WandbSink {
     /// Sends `complete` for runs asked to finish or idle too long; only
     /// called when everything written is acknowledged.
     async fn finish_due(&mut self) -> Result<bool, SinkError> {
-        while let Ok((run, code)) = self.finish_rx.try_recv() {
-            match run {
-                Some(run) => {
-                    self.finishing.insert(run, code);
-                }
-                None => self.finish_all = Some(code),
-            }
-        }
-        if let Some(code) = self.finish_all {
-            for id in self.active.keys() {
-                self.finishing.entry(id.clone()).or_insert(code);
-            }
-        }
+        self.finish_inbox
+            .gather(&mut self.finishing, str::to_string, self.active.keys());
         let idle = self.settings.idle_finish;
         let now = Instant::now();
         let mut due: Vec<(String, i32, &'static str)> = Vec::new();

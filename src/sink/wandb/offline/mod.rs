@@ -39,10 +39,9 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
 use super::filestream::push_number;
-use super::{wandb_run_id, FinishHandle};
+use super::{finish_channel, wandb_run_id, FinishHandle, FinishInbox};
 use crate::row::{Entry, Row, RunEvent};
 use crate::sink::{Checkpoint, Sink, SinkError};
 use records::record::RecordType;
@@ -103,9 +102,7 @@ pub struct WandbOfflineSink {
     /// Last time a row of the run reached the sink (this process), for
     /// the idle finish and init mode's "all runs finished".
     active: HashMap<String, Instant>,
-    finish_rx: mpsc::UnboundedReceiver<(Option<String>, i32)>,
-    /// Init mode's exit code for every run this process delivers to.
-    finish_all: Option<i32>,
+    finish_inbox: FinishInbox,
     /// Finish requests (W&B run id to exit code) waiting for a tick.
     finishing: BTreeMap<String, i32>,
 }
@@ -155,7 +152,7 @@ impl WandbOfflineSink {
     /// says a run finished, as for the online sink.
     pub fn new(settings: OfflineSettings) -> (WandbOfflineSink, FinishHandle) {
         tracing::info!(dir = %settings.dir.display(), project = %settings.project, "W&B offline sink ready");
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (handle, inbox) = finish_channel();
         let sink = WandbOfflineSink {
             settings,
             host: crate::util::hostname().unwrap_or_default(),
@@ -163,11 +160,10 @@ impl WandbOfflineSink {
             working: State::default(),
             pending: BTreeMap::new(),
             active: HashMap::new(),
-            finish_rx: rx,
-            finish_all: None,
+            finish_inbox: inbox,
             finishing: BTreeMap::new(),
         };
-        (sink, FinishHandle(tx))
+        (sink, handle)
     }
 
     fn state(&self) -> Vec<u8> {
@@ -382,19 +378,8 @@ impl Sink for WandbOfflineSink {
     /// the unchanged cursor. Unlike online, an exit record cannot be
     /// replaced: a later exit code for an idle-finished run is ignored.
     async fn tick(&mut self) -> Result<Option<Vec<u8>>, SinkError> {
-        while let Ok((run, code)) = self.finish_rx.try_recv() {
-            match run {
-                Some(run) => {
-                    self.finishing.insert(wandb_run_id(&run), code);
-                }
-                None => self.finish_all = Some(code),
-            }
-        }
-        if let Some(code) = self.finish_all {
-            for id in self.active.keys() {
-                self.finishing.entry(id.clone()).or_insert(code);
-            }
-        }
+        self.finish_inbox
+            .gather(&mut self.finishing, wandb_run_id, self.active.keys());
         let idle = self.settings.idle_finish;
         let now = Instant::now();
         let mut due = Vec::new();
