@@ -132,6 +132,10 @@ impl Agent {
             };
             let (j, m) = (journal.clone(), mode_rx.clone());
             sinks.spawn(async move { ("wandb-offline", sink::run(sink, j, o, m).await) });
+        } else if wandb.is_staged() {
+            tracing::info!(
+                "W&B rows are staged in the journal; upload them with `mosaic-shipper sync` (or carry them with `export`)"
+            );
         } else if let crate::sink::wandb::settings::Activity::Off(why) = &wandb.activity {
             tracing::info!(reason = %why, "W&B sink is off");
         }

@@ -327,8 +327,9 @@ pub struct WandbSinkConfig {
     #[serde(default = "yes")]
     pub compress: bool,
     // --- wandb offline sink (issue 5) ---
-    /// "online" (default) or "offline": stage W&B offline run directories
-    /// under `offline_dir` instead of uploading. WANDB_MODE overrides.
+    /// "online" (default); "offline": write W&B offline run directories
+    /// under `offline_dir` instead of uploading; "stage": hold rows in the
+    /// journal for `sync`/`export`. WANDB_MODE overrides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
     /// Where offline run directories go; default `var/wandb`.
@@ -630,12 +631,13 @@ impl Config {
         if self.sinks.tensorboard.enabled {
             out.push("tensorboard");
         }
-        // wandb sink (issue 4)
-        if self.wandb().is_on() {
+        // wandb sink (issue 4); staged rows are held for its cursor.
+        let wandb = self.wandb();
+        if wandb.is_on() || wandb.is_staged() {
             out.push("wandb");
         }
         // wandb offline sink (issue 5)
-        if self.wandb().is_offline() {
+        if wandb.is_offline() {
             out.push("wandb-offline");
         }
         out

@@ -27,6 +27,10 @@ pub enum Activity {
     Broken(String),
     /// wandb offline sink (issue 5): staging offline run directories.
     Offline(String),
+    /// Air-gapped staging in the journal: rows are held for the `wandb`
+    /// cursor, nothing connects; `sync` uploads them on a connected
+    /// machine (after `export`/`import`, or here once connected).
+    Staged(String),
 }
 
 /// Everything the sink needs to run.
@@ -98,9 +102,13 @@ pub fn resolve(cfg: &WandbSinkConfig, env: &dyn Fn(&str) -> Option<String>) -> W
             "mode {}: offline run directories, upload them later with `wandb sync`",
             mode.as_deref().unwrap_or_default()
         ))
+    } else if mode.as_deref() == Some("stage") {
+        Activity::Staged(
+            "mode stage: rows wait in the journal for `mosaic-shipper sync` (or `export`)".into(),
+        )
     } else if let Some(m) = mode.as_deref().filter(|m| !matches!(*m, "online" | "run")) {
         Activity::Broken(format!(
-            "W&B mode {m:?} (WANDB_MODE or sinks.wandb.mode) is not one of online, offline, disabled"
+            "W&B mode {m:?} (WANDB_MODE or sinks.wandb.mode) is not one of online, offline, stage, disabled"
         ))
     } else if key.is_none() && cfg.enabled == Toggle::Auto {
         // Checked before the URL: "auto" without a key must never stop
@@ -164,6 +172,11 @@ impl WandbSettings {
         matches!(self.activity, Activity::Offline(_))
     }
 
+    /// Rows are held in the journal for a later `sync`; no sink runs.
+    pub fn is_staged(&self) -> bool {
+        matches!(self.activity, Activity::Staged(_))
+    }
+
     /// The `check-config` section: what applies and why; no secrets.
     pub fn describe(&self) -> String {
         let (state, why) = match &self.activity {
@@ -171,6 +184,7 @@ impl WandbSettings {
             Activity::Off(w) => ("off", w),
             Activity::Broken(w) => ("NOT USABLE", w),
             Activity::Offline(w) => ("offline", w),
+            Activity::Staged(w) => ("staging", w),
         };
         format!(
             "# W&B sink: {state} ({why})\n#   base URL: {}\n#   project: {}, entity: {}\n#   API key: {}\n#   proxy for {}: {}\n",
@@ -276,6 +290,11 @@ mod tests {
         assert!(resolve(&c, &none).is_offline());
         let online = |k: &str| (k == "WANDB_MODE").then(|| "online".to_string());
         assert!(!resolve(&c, &online).is_offline());
+        // Journal staging needs neither a key nor a valid URL.
+        c.mode = Some("stage".into());
+        c.base_url = Some("not a url".into());
+        let s = resolve(&c, &none);
+        assert!(s.is_staged() && !s.is_on() && !s.is_offline());
     }
 
     #[test]
