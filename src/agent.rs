@@ -203,11 +203,12 @@ impl Agent {
         self.ingest_finished().await?;
         let last = self.journal.last_seq()?;
         let journal = self.journal.clone();
+        let sinks = delivering_sinks(&self.config);
         // No deadline: `once` waits for every sink (each gives up after
         // repeated failures, which is reported as an error).
         self.drain(Instant::now() + Duration::from_secs(365 * 24 * 3600))
             .await?;
-        let acked = *journal.subscribe_acked().borrow();
+        let acked = delivered_up_to(&journal, &sinks)?;
         anyhow::ensure!(
             acked >= last,
             "not every row was delivered (acknowledged up to #{acked} of #{last}); they stay in the journal for the next run"
@@ -281,7 +282,7 @@ impl Agent {
         if self.config.enabled_sinks().is_empty() {
             return Ok(complete);
         }
-        let acked = *self.journal.subscribe_acked().borrow();
+        let acked = delivered_up_to(&self.journal, &delivering_sinks(&self.config))?;
         Ok(complete && acked >= last)
     }
 
@@ -332,12 +333,38 @@ impl Agent {
         );
         if let Ok(status) = status {
             let _ = status.write_snapshot(&self.config.store.path);
+            let delivering = delivering_sinks(&self.config);
             for s in status.sinks.iter().filter(|s| s.enabled && s.pending > 0) {
-                tracing::warn!(sink = %s.name, pending = s.pending, "stopped with rows still to deliver; they ship next time");
+                if delivering.contains(&s.name.as_str()) {
+                    tracing::warn!(sink = %s.name, pending = s.pending, "stopped with rows still to deliver; they ship next time");
+                } else {
+                    tracing::info!(sink = %s.name, pending = s.pending, "rows staged for `mosaic-shipper sync`");
+                }
             }
         }
         Ok(())
     }
+}
+
+/// The sinks that deliver in this process: the enabled ones, except the
+/// W&B cursor that `mode = "stage"` only holds rows for (they are for a
+/// later `sync`, and must not make `--once` or init mode report failure).
+fn delivering_sinks(config: &Config) -> Vec<&'static str> {
+    let staged = config.wandb().is_staged();
+    config
+        .enabled_sinks()
+        .into_iter()
+        .filter(|s| !(staged && *s == "wandb"))
+        .collect()
+}
+
+/// The lowest cursor of `sinks`: every row up to it reached all of them.
+fn delivered_up_to(journal: &Journal, sinks: &[&str]) -> anyhow::Result<u64> {
+    let mut lowest = journal.last_seq()?;
+    for s in sinks {
+        lowest = lowest.min(journal.cursor(s)?.seq);
+    }
+    Ok(lowest)
 }
 
 async fn snapshots(journal: Arc<Journal>, config: Config, unreadable: Unreadable) {

@@ -15,6 +15,8 @@
 //! - [`sink`] delivers rows behind per-sink durable cursors.
 //! - [`agent`] wires them together with explicit shutdown.
 //! - [`init`] runs a command under the agent as a container's init process.
+//! - [`sync`] uploads what was staged for W&B (journal rows, offline run
+//!   directories) from a connected machine.
 
 pub mod agent;
 pub mod config;
@@ -27,5 +29,6 @@ pub mod row;
 pub mod sink;
 pub mod stats;
 pub mod status;
+pub mod sync;
 pub mod tail;
 pub mod util;

@@ -14,6 +14,7 @@ use mosaic_shipper::init;
 use mosaic_shipper::journal::{Journal, JournalError};
 use mosaic_shipper::logging;
 use mosaic_shipper::status::Status;
+use mosaic_shipper::sync::SyncOptions;
 
 /// Ships training metrics from RL workers' JSON logs to TensorBoard and
 /// Weights & Biases.
@@ -84,6 +85,31 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Upload to W&B what was staged while it was out of reach.
+    ///
+    /// Without PATHs: the rows the journal holds for W&B (`sinks.wandb.mode
+    /// = "stage"`, rows imported from another machine, or left by an
+    /// outage) and every offline run directory under `sinks.wandb.offline_dir`.
+    /// With PATHs: only those offline run directories (`offline-run-*`, a
+    /// `run-<id>.wandb` file, or a directory holding such directories),
+    /// written by this agent's wandb-offline sink or by the W&B SDK in
+    /// offline mode.
+    ///
+    /// Uses the W&B sink's settings (key, base URL, project, entity, proxy,
+    /// TLS, retries) whatever its mode. Re-running uploads nothing twice: a
+    /// finished run's directory is marked synced the way `wandb sync` marks
+    /// it (an empty run-<id>.wandb.synced), which both tools then skip; an
+    /// unfinished one remembers how far it got. Shows a progress bar per
+    /// run on a terminal, log lines otherwise. Exits 1 if anything failed.
+    Sync {
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Upload directories already marked synced again.
+        #[arg(long)]
+        include_synced: bool,
+        #[arg(value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -101,6 +127,32 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+        Command::Sync {
+            config,
+            include_synced,
+            paths,
+        } => {
+            use std::io::IsTerminal;
+            // Info lines would tear the progress bars on a terminal.
+            let default = if std::io::stderr().is_terminal() {
+                "warn"
+            } else {
+                "info"
+            };
+            let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), default));
+            let config = match Config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("mosaic-shipper: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let options = SyncOptions {
+                paths,
+                include_synced,
+            };
+            sync(config, options)
         }
         Command::Status { config, json } => {
             let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "warn"));
@@ -174,6 +226,32 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+fn sync(config: Config, options: SyncOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return report(Err(anyhow::anyhow!("cannot start the async runtime: {e}"))),
+    };
+    let result = match runtime.block_on(mosaic_shipper::sync::sync(&config, &options)) {
+        Ok(r) => r,
+        Err(e) => return report(Err(e)),
+    };
+    for line in &result.lines {
+        eprintln!("{line}");
+    }
+    for line in &result.failures {
+        eprintln!("FAILED: {line}");
+    }
+    if result.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("mosaic-shipper: sync: {} failed", result.failures.len());
+        ExitCode::FAILURE
+    }
 }
 
 fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {

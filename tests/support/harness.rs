@@ -130,8 +130,14 @@ fn wandb_section(base_url: &str, extra: &str) -> String {
 /// The agent command with a clean environment: no W&B or proxy variables
 /// from the caller, HOME in the test dir, the test key.
 pub fn agent(dir: &Path, config: &Path, args: &[&str]) -> Command {
+    shipper(dir, "run", config, args)
+}
+
+/// `mosaic-shipper <command> --config <config> <args>` with the clean
+/// environment of [`agent`].
+pub fn shipper(dir: &Path, command: &str, config: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mosaic-shipper"));
-    c.arg("run").arg("--config").arg(config).args(args);
+    c.arg(command).arg("--config").arg(config).args(args);
     for (k, _) in std::env::vars() {
         let u = k.to_ascii_uppercase();
         if u.starts_with("WANDB_") || u.ends_with("_PROXY") || u == "NETRC" || u == "RUST_LOG" {

@@ -115,7 +115,12 @@ impl Drop for StandIn {
 
 impl StandIn {
     pub fn start() -> StandIn {
-        StandIn::start_with(None)
+        StandIn::start_with(None, 0)
+    }
+
+    /// On a given port (a server that comes back where it was).
+    pub fn start_on(port: u16) -> StandIn {
+        StandIn::start_with(None, port)
     }
 
     /// An https stand-in with this certificate chain and key (PEM files).
@@ -135,10 +140,10 @@ impl StandIn {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .expect("server certificate");
-        StandIn::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+        StandIn::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))), 0)
     }
 
-    fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> StandIn {
+    fn start_with(tls: Option<tokio_rustls::TlsAcceptor>, port: u16) -> StandIn {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let shared = inner.clone();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -150,7 +155,7 @@ impl StandIn {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let listener = TcpListener::bind("127.0.0.1:0")
+                let listener = TcpListener::bind(("127.0.0.1", port))
                     .await
                     .expect("bind stand-in");
                 let addr = listener.local_addr().unwrap();

@@ -14,6 +14,7 @@
 //! acknowledged every line written, so the cursor never runs ahead of it.
 
 pub mod auth;
+pub mod client;
 pub mod filestream;
 pub mod graphql;
 pub mod http;
@@ -25,14 +26,14 @@ mod state;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{Checkpoint, Sink, SinkError};
 use crate::row::{Entry, RunEvent};
+use client::{Client, RunRef};
 use filestream::Update;
 use graphql::UpsertInput;
-use http::{Http, WandbError};
+use http::WandbError;
 pub use settings::{resolve, WandbSettings};
 use state::{RunState, State};
 
@@ -113,6 +114,15 @@ pub fn wandb_run_id(mosaic: &str) -> String {
         .collect()
 }
 
+fn run_ref(run: &RunState) -> RunRef<'_> {
+    RunRef {
+        entity: &run.entity,
+        project: &run.project,
+        name: &run.name,
+        display: &run.display,
+    }
+}
+
 /// Lines taken but not yet acknowledged, for one run.
 #[derive(Debug, Default)]
 struct Pending {
@@ -123,7 +133,7 @@ struct Pending {
 /// See the module documentation.
 pub struct WandbSink {
     settings: WandbSettings,
-    http: Http,
+    client: Client,
     /// Run states as of the last commit (what recovery returns to).
     committed: State,
     /// Run states including rows written since.
@@ -142,10 +152,6 @@ pub struct WandbSink {
     /// Runs whose state a config or run-finished record changed since the
     /// last flush (flush commits them even without history lines).
     evented: HashSet<String>,
-    /// Whether the server takes gzip on file_stream; asked once.
-    gzip: Option<bool>,
-    /// The account's default entity when none is configured; asked once.
-    viewer_entity: Option<Option<String>>,
 }
 
 fn sink_err(e: WandbError) -> SinkError {
@@ -156,11 +162,7 @@ impl WandbSink {
     /// Builds the client. Fails if the settings are not usable (no key,
     /// bad proxy URL, unreadable `ca_file`).
     pub fn new(settings: WandbSettings) -> Result<(WandbSink, FinishHandle), WandbError> {
-        let key = settings
-            .key
-            .clone()
-            .ok_or_else(|| WandbError::Setup(format!("no W&B API key: {}", settings.key_source)))?;
-        let http = Http::new(key, settings.http.clone())?;
+        let client = Client::new(&settings)?;
         let (handle, inbox) = finish_channel();
         tracing::info!(
             base_url = %proxy::mask_url(&settings.base_url),
@@ -171,7 +173,7 @@ impl WandbSink {
         Ok((
             WandbSink {
                 settings,
-                http,
+                client,
                 committed: State::default(),
                 working: State::default(),
                 pending: BTreeMap::new(),
@@ -181,31 +183,13 @@ impl WandbSink {
                 finish_inbox: inbox,
                 evented: HashSet::new(),
                 finishing: BTreeMap::new(),
-                gzip: None,
-                viewer_entity: None,
             },
             handle,
         ))
     }
 
-    /// The run's config in W&B's form: each top-level key of what the
-    /// worker logged as `{"value": V}`, plus the internal `_wandb` key.
     fn run_config(run: Option<&RunState>) -> serde_json::Value {
-        // `_wandb.t` marks the run as started for W&B's resume logic
-        // (core/internal/runbranch/resume.go); we claim only what is true:
-        // the platform (13) and feature set_init_id (3: [14]).
-        let platform = format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH);
-        let mut config = serde_json::Map::new();
-        if let Some(logged) = run.and_then(|r| r.config.as_ref()) {
-            for (k, v) in logged {
-                config.insert(k.clone(), json!({ "value": v }));
-            }
-        }
-        config.insert(
-            "_wandb".into(),
-            json!({"value": {"t": {"3": [14], "13": platform}, "m": []}}),
-        );
-        serde_json::Value::Object(config)
+        client::wandb_config(run.and_then(|r| r.config.as_ref()))
     }
 
     /// Creates or resumes the W&B run of `mosaic_run`, starting at `first`.
@@ -214,7 +198,11 @@ impl WandbSink {
         let known = self.working.runs.get(mosaic_run).cloned();
         let config = Self::run_config(known.as_ref());
         let host = crate::util::hostname();
-        let entity = self.entity().await?;
+        let entity = self
+            .client
+            .entity(self.settings.entity.as_deref())
+            .await
+            .map_err(sink_err)?;
         let input = UpsertInput {
             id: known
                 .as_ref()
@@ -227,9 +215,7 @@ impl WandbSink {
             config: Some(&config),
             host: host.as_deref(),
         };
-        let bucket = graphql::upsert_bucket(&self.http, &self.settings.base_url, &input)
-            .await
-            .map_err(sink_err)?;
+        let bucket = self.client.upsert(&input).await.map_err(sink_err)?;
         let run = match known {
             // Known from the saved state (a restart, or reopened after a
             // finish): continue where the committed lines end. The server's
@@ -265,97 +251,28 @@ impl WandbSink {
         Ok(())
     }
 
-    /// The configured entity, else the viewer's default entity (asked
-    /// once). If the server has no answer, `None`: UpsertBucket with a
-    /// null entity, which the server resolves to the same default.
-    async fn entity(&mut self) -> Result<Option<String>, SinkError> {
-        if let Some(e) = &self.settings.entity {
-            return Ok(Some(e.clone()));
-        }
-        if let Some(e) = &self.viewer_entity {
-            return Ok(e.clone());
-        }
-        let e = match graphql::viewer_entity(&self.http, &self.settings.base_url).await {
-            Ok(e) => e,
-            // Refused or malformed: fall back to the server's default.
-            Err(e @ (WandbError::Rejected { .. } | WandbError::Protocol { .. })) => {
-                tracing::warn!(error = %e, "cannot ask W&B for the default entity; letting the server choose");
-                None
-            }
-            Err(e) => return Err(sink_err(e)),
-        };
-        self.viewer_entity = Some(e.clone());
-        Ok(e)
-    }
-
     /// Uploads `wandb-summary.json` and `config.yaml` as the SDK does at
-    /// finish (CreateRunFiles, then a PUT each); returns their names for
-    /// the `uploaded` list of the final file_stream request.
+    /// finish; returns their names for the final request's `uploaded` list.
     async fn upload_run_files(&mut self, run: &RunState) -> Result<Vec<String>, SinkError> {
-        const FILES: [&str; 2] = ["wandb-summary.json", "config.yaml"];
-        let files = graphql::create_run_files(
-            &self.http,
-            &self.settings.base_url,
-            &run.entity,
-            &run.project,
-            &run.name,
-            &FILES,
-        )
-        .await
-        .map_err(sink_err)?;
-        let mut uploaded = Vec::new();
-        for (name, url) in &files.urls {
-            let body = match name.as_str() {
-                "wandb-summary.json" => run.summary().into_bytes(),
-                // YAML 1.2 is a superset of JSON: the config map as JSON is
-                // a valid config.yaml (the SDK writes block style).
-                _ => serde_json::to_vec_pretty(&Self::run_config(Some(run)))
+        // YAML 1.2 is a superset of JSON: the config map as JSON is a
+        // valid config.yaml (the SDK writes block style).
+        let files = [
+            ("wandb-summary.json".to_string(), run.summary().into_bytes()),
+            (
+                "config.yaml".to_string(),
+                serde_json::to_vec_pretty(&Self::run_config(Some(run)))
                     .expect("JSON values serialise"),
-            };
-            // No key on uploads: core's file transfer sends none, even to
-            // URLs on the API host (observed with 0.31.0).
-            let upload = http::Upload {
-                headers: files.headers.clone(),
-                with_auth: false,
-            };
-            self.http
-                .post(&http::Request {
-                    url,
-                    what: "file upload",
-                    run: &run.display,
-                    body,
-                    gzip: false,
-                    graphql: false,
-                    upload: Some(upload),
-                })
-                .await
-                .map_err(sink_err)?;
-            uploaded.push(name.clone());
-        }
-        Ok(uploaded)
-    }
-
-    async fn use_gzip(&mut self) -> bool {
-        if !self.settings.compress {
-            return false;
-        }
-        if let Some(g) = self.gzip {
-            return g;
-        }
-        let g = graphql::server_supports_filestream_gzip(&self.http, &self.settings.base_url).await;
-        self.gzip = Some(g);
-        g
+            ),
+        ];
+        self.client
+            .upload_files(run_ref(run), &files)
+            .await
+            .map_err(sink_err)
     }
 
     async fn send(&mut self, run: &RunState, update: &Update) -> Result<(), SinkError> {
-        let gzip = self.use_gzip().await;
-        let url = filestream::url(
-            &self.settings.base_url,
-            &run.entity,
-            &run.project,
-            &run.name,
-        );
-        filestream::send(&self.http, &url, &run.display, update, gzip)
+        self.client
+            .send(run_ref(run), update)
             .await
             .map_err(sink_err)?;
         self.last_sent.insert(run.display.clone(), Instant::now());

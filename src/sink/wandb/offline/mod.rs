@@ -272,6 +272,7 @@ impl WandbOfflineSink {
                     ),
                     item("_runtime", number_json(runtime), false),
                 ],
+                remove: Vec::new(),
             }),
             false,
         );
@@ -349,7 +350,10 @@ impl WandbOfflineSink {
                     .collect();
                 self.push(
                     &id,
-                    RecordType::Summary(records::SummaryRecord { update }),
+                    RecordType::Summary(records::SummaryRecord {
+                        update,
+                        remove: Vec::new(),
+                    }),
                     false,
                 );
                 let item = items.into_iter().map(|(k, v)| item(k, v, true)).collect();

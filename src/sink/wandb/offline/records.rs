@@ -1,5 +1,5 @@
 //! The subset of W&B's `wandb_internal.Record` protobufs the offline sink
-//! writes.
+//! writes and `sync` reads.
 //!
 //! Hand-derived for prost from `wandb/proto/wandb_internal.proto` and
 //! `wandb_base.proto` (cross-checked against the 0.31.0 wheel's compiled
@@ -114,6 +114,9 @@ pub struct Item {
 pub struct SummaryRecord {
     #[prost(message, repeated, tag = "1")]
     pub update: Vec<Item>,
+    /// Keys deleted from the summary (read by `sync`; never written).
+    #[prost(message, repeated, tag = "2")]
+    pub remove: Vec<Item>,
 }
 
 /// `wandb_internal.ConfigRecord`.

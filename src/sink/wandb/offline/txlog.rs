@@ -9,6 +9,10 @@
 //! (core opens the log with `CRCAlgoIEEE`; the masked CRC-32C in `crc.go`
 //! is not used for `.wandb` files).
 //!
+//! The reader is what `mosaic-shipper sync` uploads offline directories
+//! with (ours and the SDK's); it stops at the first incomplete record, and
+//! tells a file still being written from a damaged one.
+//!
 //! Blocks are aligned to absolute file offsets, so the framing of the next
 //! record depends only on the current file length: that length is all the
 //! sink has to remember to continue a file after a restart.
@@ -73,54 +77,106 @@ pub fn append_record(pos: &mut u64, payload: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Reads every complete record of a transaction log; stops at the first
-/// damaged or truncated chunk and says where. For tests and diagnostics;
-/// the sink itself never needs to read its files back.
-pub fn read_records(data: &[u8]) -> (Vec<Vec<u8>>, Option<String>) {
+/// Why reading a transaction log stopped before the end of the data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The data ends inside a record (a writer is still appending, or was
+    /// killed mid-write), or runs into zero fill: what a reader expects at
+    /// the tail of a live file.
+    Truncated { offset: u64 },
+    /// Bytes that no writer produces: a bad header, checksum or chunk type.
+    Damaged { offset: u64, what: String },
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Truncated { offset } => write!(f, "ends inside a record at byte {offset}"),
+            Stop::Damaged { offset, what } => write!(f, "{what} at byte {offset}"),
+        }
+    }
+}
+
+/// Reads every complete record of a transaction log, in order; says where
+/// and why it stopped if that was before the end of `data`.
+pub fn read_records(data: &[u8]) -> (Vec<Vec<u8>>, Option<Stop>) {
     let mut out = Vec::new();
-    if data.len() < FILE_HEADER.len() || data[..7] != FILE_HEADER {
-        return (out, Some("bad file header".into()));
+    if data.len() < FILE_HEADER.len() {
+        return (out, Some(Stop::Truncated { offset: 0 }));
+    }
+    if data[..7] != FILE_HEADER {
+        let what = "not a W&B transaction log (bad file header)".to_string();
+        return (out, Some(Stop::Damaged { offset: 0, what }));
     }
     let mut pos = FILE_HEADER.len();
-    let mut buf: Option<Vec<u8>> = None;
+    let mut buf: Option<(usize, Vec<u8>)> = None;
+    let damaged = |offset: usize, what: String| Stop::Damaged {
+        offset: offset as u64,
+        what,
+    };
     while pos < data.len() {
         let space = (BLOCK - pos as u64 % BLOCK) as usize;
         if space < CHUNK_HEADER as usize {
             pos += space;
             continue;
         }
+        // The record in progress starts here (or at its FIRST chunk).
+        let record_start = buf.as_ref().map_or(pos, |(at, _)| *at) as u64;
         if data.len() - pos < 7 {
-            return (out, Some(format!("truncated chunk header at offset {pos}")));
+            return (
+                out,
+                Some(Stop::Truncated {
+                    offset: record_start,
+                }),
+            );
         }
         let crc = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap());
         let len = u16::from_le_bytes([data[pos + 4], data[pos + 5]]) as usize;
         let typ = data[pos + 6];
+        if crc == 0 && len == 0 && typ == 0 {
+            // Zero fill past the last record (preallocated or a file
+            // system's view of a torn write): the data ends here.
+            return (
+                out,
+                Some(Stop::Truncated {
+                    offset: record_start,
+                }),
+            );
+        }
         let start = pos + 7;
         if data.len() < start + len {
-            return (out, Some(format!("truncated chunk at offset {pos}")));
+            return (
+                out,
+                Some(Stop::Truncated {
+                    offset: record_start,
+                }),
+            );
         }
         let chunk = &data[start..start + len];
         if checksum(typ, chunk) != crc {
-            return (out, Some(format!("checksum mismatch at offset {pos}")));
+            return (out, Some(damaged(pos, "checksum mismatch".into())));
         }
-        pos = start + len;
         match (typ, buf.as_mut()) {
             (FULL, None) => out.push(chunk.to_vec()),
-            (FIRST, None) => buf = Some(chunk.to_vec()),
-            (MIDDLE, Some(b)) => b.extend_from_slice(chunk),
-            (LAST, Some(b)) => {
+            (FIRST, None) => buf = Some((pos, chunk.to_vec())),
+            (MIDDLE, Some((_, b))) => b.extend_from_slice(chunk),
+            (LAST, Some((_, b))) => {
                 b.extend_from_slice(chunk);
-                out.push(buf.take().unwrap());
+                out.push(buf.take().unwrap().1);
             }
             _ => {
                 return (
                     out,
-                    Some(format!("unexpected chunk type {typ} at offset {pos}")),
+                    Some(damaged(pos, format!("unexpected chunk type {typ}"))),
                 )
             }
         }
+        pos = start + len;
     }
-    (out, None)
+    match buf {
+        Some((at, _)) => (out, Some(Stop::Truncated { offset: at as u64 })),
+        None => (out, None),
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +246,36 @@ mod tests {
         let f = file(&[vec![5u8; 100]]);
         let (recs, err) = read_records(&f[..f.len() - 1]);
         assert!(recs.is_empty());
-        assert!(err.unwrap().contains("truncated"));
+        assert_eq!(err, Some(Stop::Truncated { offset: 7 }));
+        // A record cut after its FIRST chunk is incomplete too.
+        let a = vec![6u8; BLOCK as usize];
+        let f = file(&[b"h".to_vec(), a]);
+        let (recs, err) = read_records(&f[..BLOCK as usize + 10]);
+        assert_eq!(recs, vec![b"h".to_vec()]);
+        assert_eq!(err, Some(Stop::Truncated { offset: 15 }));
+        // Zero fill after the last record ends the data.
+        let mut f = file(&[b"h".to_vec()]);
+        f.extend_from_slice(&[0u8; 64]);
+        assert_eq!(
+            read_records(&f),
+            (vec![b"h".to_vec()], Some(Stop::Truncated { offset: 15 }))
+        );
+    }
+
+    #[test]
+    fn damage_is_told_apart_from_truncation() {
+        let mut f = file(&[b"hello".to_vec(), b"world".to_vec()]);
+        f[7 + 7 + 1] ^= 1;
+        let (recs, err) = read_records(&f);
+        assert!(recs.is_empty());
+        assert!(
+            matches!(err, Some(Stop::Damaged { offset: 7, .. })),
+            "{err:?}"
+        );
+        let (_, err) = read_records(b"PK\x03\x04 not a log");
+        assert!(
+            matches!(err, Some(Stop::Damaged { offset: 0, .. })),
+            "{err:?}"
+        );
     }
 }

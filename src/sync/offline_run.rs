@@ -1,0 +1,315 @@
+//! One W&B offline run directory, read into what an upload needs.
+//!
+//! Directories come from our `wandb-offline` sink or from the SDK's own
+//! offline mode; both hold `run-<id>.wandb`, a transaction log of `Record`
+//! protobufs. Like `wandb sync` (docs/wandb-protocol.md §6.2) the records
+//! are replayed as they are: the run record names the run, config records
+//! merge into its config, each history record is one history line, summary
+//! records merge into the summary, and an exit record finishes the run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::sink::wandb::offline::records::{record::RecordType, Item, Record};
+use crate::sink::wandb::offline::txlog::{self, Stop};
+
+/// Why a directory cannot be uploaded at all.
+#[derive(Debug, Error)]
+pub enum ReadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {detail}")]
+    Invalid { path: PathBuf, detail: String },
+}
+
+/// A JSON document assembled from W&B items, whose values are W&B's
+/// extended JSON text (bare `NaN`, `Infinity`): kept as text, so values
+/// reach the server exactly as they were logged, digits and all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Doc(BTreeMap<String, Node>);
+
+#[derive(Debug, Clone, PartialEq)]
+enum Node {
+    Leaf(String),
+    Map(Doc),
+}
+
+impl Doc {
+    /// Sets the value at `path` (a key, or an item's nested key).
+    fn set(&mut self, path: &[String], value_json: &str) {
+        let Some((last, parents)) = path.split_last() else {
+            return;
+        };
+        let mut doc = self;
+        for p in parents {
+            let node = doc
+                .0
+                .entry(p.clone())
+                .or_insert_with(|| Node::Map(Doc::default()));
+            if let Node::Leaf(_) = node {
+                *node = Node::Map(Doc::default());
+            }
+            let Node::Map(inner) = node else {
+                unreachable!("made a map above")
+            };
+            doc = inner;
+        }
+        doc.0
+            .insert(last.clone(), Node::Leaf(value_json.to_string()));
+    }
+
+    fn remove(&mut self, path: &[String]) {
+        if let [only] = path {
+            self.0.remove(only);
+        } else if let Some((first, rest)) = path.split_first() {
+            if let Some(Node::Map(inner)) = self.0.get_mut(first) {
+                inner.remove(rest);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    /// The document as W&B extended JSON text.
+    pub fn to_json(&self) -> String {
+        let mut out = String::from("{");
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(k).expect("strings serialise"));
+            out.push(':');
+            match v {
+                Node::Leaf(text) => out.push_str(text),
+                Node::Map(d) => out.push_str(&d.to_json()),
+            }
+        }
+        out.push('}');
+        out
+    }
+
+    /// The document as a JSON value, for GraphQL variables: a non-finite
+    /// number becomes its name as a string (strict JSON has none), text
+    /// that is not JSON at all becomes a string.
+    pub fn to_value(&self) -> serde_json::Map<String, Value> {
+        self.0
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Node::Leaf(text) => crate::extract::pyjson::parse(text)
+                        .map(strict)
+                        .unwrap_or_else(|_| Value::String(text.clone())),
+                    Node::Map(d) => Value::Object(d.to_value()),
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+}
+
+/// Replaces pyjson's non-finite markers with the tokens' names.
+fn strict(v: Value) -> Value {
+    match v {
+        Value::String(s) => match crate::extract::pyjson::non_finite(&s) {
+            Some(f) if f.is_nan() => Value::String("NaN".into()),
+            Some(f) if f > 0.0 => Value::String("Infinity".into()),
+            Some(_) => Value::String("-Infinity".into()),
+            None => Value::String(s),
+        },
+        Value::Array(a) => Value::Array(a.into_iter().map(strict).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, strict(v))).collect()),
+        v => v,
+    }
+}
+
+/// An item's key path: `nested_key` when set (the SDK uses it even for
+/// flat keys), else `key`.
+fn path(item: &Item) -> Vec<String> {
+    if item.nested_key.is_empty() {
+        vec![item.key.clone()]
+    } else {
+        item.nested_key.clone()
+    }
+}
+
+/// Everything an upload needs from one directory.
+#[derive(Debug, Clone)]
+pub struct OfflineRun {
+    pub dir: PathBuf,
+    /// The transaction log, `run-<id>.wandb`.
+    pub file: PathBuf,
+    /// The W&B run id, from the run record.
+    pub run_id: String,
+    pub entity: Option<String>,
+    pub project: Option<String>,
+    pub display_name: Option<String>,
+    pub host: Option<String>,
+    /// The logged config (without `_wandb`).
+    pub config: serde_json::Map<String, Value>,
+    /// History lines in W&B extended JSON, in record order.
+    pub history: Vec<String>,
+    /// The summary as the summary records left it.
+    pub summary: Doc,
+    /// The exit record's code: the run finished.
+    pub exit_code: Option<i32>,
+    /// Where reading stopped before the end of the file, if it did.
+    pub stop: Option<Stop>,
+}
+
+/// The transaction log in `dir`: `run-*.wandb`, exactly one.
+pub fn log_file(dir: &Path) -> Result<PathBuf, ReadError> {
+    let io = |source| ReadError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("run-") && name.ends_with(".wandb") && path.is_file() {
+            found.push(path);
+        }
+    }
+    match found.len() {
+        1 => Ok(found.pop().expect("one")),
+        0 => Err(ReadError::Invalid {
+            path: dir.to_path_buf(),
+            detail: "no run-<id>.wandb file in this directory".into(),
+        }),
+        _ => Err(ReadError::Invalid {
+            path: dir.to_path_buf(),
+            detail: format!("{} run-*.wandb files; expected one", found.len()),
+        }),
+    }
+}
+
+/// Reads the directory's transaction log.
+pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
+    let file = log_file(dir)?;
+    let data = std::fs::read(&file).map_err(|source| ReadError::Io {
+        path: file.clone(),
+        source,
+    })?;
+    let (records, stop) = txlog::read_records(&data);
+    let mut run: Option<OfflineRun> = None;
+    let mut summary = Doc::default();
+    let mut config = Doc::default();
+    let mut history = Vec::new();
+    let mut exit_code = None;
+    for (i, raw) in records.iter().enumerate() {
+        let record = Record::decode(raw.as_slice()).map_err(|e| ReadError::Invalid {
+            path: file.clone(),
+            detail: format!("record {} is not a W&B Record: {e}", i + 1),
+        })?;
+        match record.record_type {
+            Some(RecordType::Run(r)) if run.is_none() => {
+                for item in r.config.iter().flat_map(|c| &c.update) {
+                    config.set(&path(item), &item.value_json);
+                }
+                let nonempty = |s: String| (!s.trim().is_empty()).then_some(s);
+                run = Some(OfflineRun {
+                    dir: dir.to_path_buf(),
+                    file: file.clone(),
+                    run_id: r.run_id,
+                    entity: nonempty(r.entity),
+                    project: nonempty(r.project),
+                    display_name: nonempty(r.display_name),
+                    host: nonempty(r.host),
+                    config: Default::default(),
+                    history: Vec::new(),
+                    summary: Doc::default(),
+                    exit_code: None,
+                    stop: None,
+                });
+            }
+            Some(RecordType::Config(c)) => {
+                for item in &c.update {
+                    config.set(&path(item), &item.value_json);
+                }
+            }
+            Some(RecordType::History(h)) => {
+                let mut line = Doc::default();
+                for item in &h.item {
+                    line.set(&path(item), &item.value_json);
+                }
+                // wandb sync (0.31.0) puts the step number in the line as
+                // `_step` when no item carries it.
+                if let (false, Some(step)) = (line.contains_key("_step"), &h.step) {
+                    line.set(&["_step".to_string()], &step.num.to_string());
+                }
+                history.push(line.to_json());
+            }
+            Some(RecordType::Summary(s)) => {
+                for item in &s.update {
+                    summary.set(&path(item), &item.value_json);
+                }
+                for item in &s.remove {
+                    summary.remove(&path(item));
+                }
+            }
+            Some(RecordType::Exit(e)) => exit_code = Some(e.exit_code),
+            _ => {}
+        }
+    }
+    let Some(mut run) = run else {
+        let detail = match &stop {
+            Some(s) => format!("no run record before the log stops: it {s}"),
+            None => "no run record (W&B needs one to know the run)".into(),
+        };
+        return Err(ReadError::Invalid { path: file, detail });
+    };
+    if run.run_id.trim().is_empty() {
+        return Err(ReadError::Invalid {
+            path: file,
+            detail: "the run record has no run id".into(),
+        });
+    }
+    let mut logged = config.to_value();
+    logged.remove("_wandb");
+    run.config = logged;
+    run.history = history;
+    run.summary = summary;
+    run.exit_code = exit_code;
+    run.stop = stop;
+    Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_keep_value_text_and_nest_paths() {
+        let mut d = Doc::default();
+        d.set(&["loss".into()], "NaN");
+        d.set(&["_wandb".into(), "runtime".into()], "3");
+        d.set(&["x".into()], "0.30000000000000004");
+        d.set(&["a/b".into()], "-Infinity");
+        assert_eq!(
+            d.to_json(),
+            r#"{"_wandb":{"runtime":3},"a/b":-Infinity,"loss":NaN,"x":0.30000000000000004}"#
+        );
+        let v = d.to_value();
+        assert_eq!(v["loss"], Value::String("NaN".into()));
+        assert_eq!(v["_wandb"]["runtime"], 3);
+        d.remove(&["_wandb".into(), "runtime".into()]);
+        d.remove(&["loss".into()]);
+        assert_eq!(
+            d.to_json(),
+            r#"{"_wandb":{},"a/b":-Infinity,"x":0.30000000000000004}"#
+        );
+    }
+}

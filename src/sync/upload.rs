@@ -1,0 +1,255 @@
+//! Uploading one offline run directory: resumable, and marked synced the
+//! way `wandb sync` marks it so that the two tools never both upload it.
+//!
+//! History lines go out at offsets 0, 1, 2, ... in record order, so an
+//! upload that is repeated (after a crash, or of a directory that grew)
+//! rewrites lines instead of adding them. Progress is also remembered in
+//! `run-<id>.wandb.mosaic-sync` beside the log, so a run still being
+//! written sends only its new lines next time. When the run has its exit
+//! record, the run files and `complete` go out and the empty
+//! `run-<id>.wandb.synced` marker is created: `wandb sync` skips such a
+//! directory, and so does `mosaic-shipper sync` (unless told otherwise).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::offline_run::OfflineRun;
+use super::progress::RunProgress;
+use crate::sink::wandb::client::{wandb_config, Client, RunRef};
+use crate::sink::wandb::filestream::Update;
+use crate::sink::wandb::graphql::UpsertInput;
+use crate::sink::wandb::offline::txlog::Stop;
+use crate::sink::wandb::WandbSettings;
+
+/// What an upload achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything is on the server, the run is complete, the directory is
+    /// marked synced.
+    Synced { lines: u64, exit_code: i32 },
+    /// Every line so far is on the server; the run has no exit record yet
+    /// (still being written, or its writer died), so it stays open.
+    Unfinished { lines: u64 },
+}
+
+/// The `.synced` marker `wandb sync` creates and honours.
+pub fn synced_marker(file: &Path) -> PathBuf {
+    with_suffix(file, ".synced")
+}
+
+fn progress_file(file: &Path) -> PathBuf {
+    with_suffix(file, ".mosaic-sync")
+}
+
+fn with_suffix(file: &Path, suffix: &str) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// How far an earlier `sync` got with a run.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Saved {
+    run_id: String,
+    /// History lines the server has acknowledged.
+    lines: u64,
+}
+
+fn load_saved(file: &Path, run: &OfflineRun) -> u64 {
+    let path = progress_file(file);
+    let Ok(text) = std::fs::read(&path) else {
+        return 0;
+    };
+    match serde_json::from_slice::<Saved>(&text) {
+        Ok(s) if s.run_id == run.run_id && s.lines <= run.history.len() as u64 => s.lines,
+        Ok(s) => {
+            tracing::warn!(file = %path.display(), saved = s.lines, lines = run.history.len(), "sync progress does not match the log (rewritten?); uploading it from the start");
+            0
+        }
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "unreadable sync progress; uploading from the start");
+            0
+        }
+    }
+}
+
+/// Written after each acknowledged request, atomically (temp + rename):
+/// a crash leaves the old or the new count, never a torn file.
+fn save(file: &Path, run: &OfflineRun, lines: u64) -> std::io::Result<()> {
+    let path = progress_file(file);
+    let tmp = with_suffix(&path, ".tmp");
+    let saved = Saved {
+        run_id: run.run_id.clone(),
+        lines,
+    };
+    std::fs::write(&tmp, serde_json::to_vec(&saved).expect("serialises"))?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// An error that names the directory.
+fn fail(run: &OfflineRun, what: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{}: {what}", run.dir.display())
+}
+
+/// The run files uploaded at finish: the summary and config W&B shows,
+/// as `wandb sync` writes them, plus whatever the writer left in `files/`
+/// (the SDK's `requirements.txt`, `output.log`, ...).
+fn run_files(
+    run: &OfflineRun,
+    summary: &str,
+    config: &serde_json::Value,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut files = vec![
+        (
+            "wandb-summary.json".to_string(),
+            summary.as_bytes().to_vec(),
+        ),
+        (
+            // YAML 1.2 is a superset of JSON.
+            "config.yaml".to_string(),
+            serde_json::to_vec_pretty(config).expect("JSON values serialise"),
+        ),
+    ];
+    let root = run.dir.join("files");
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(fail(run, format!("cannot list {}: {e}", dir.display()))),
+        };
+        for entry in entries {
+            let path = entry
+                .map_err(|e| fail(run, format!("cannot list {}: {e}", dir.display())))?
+                .path();
+            let meta = std::fs::symlink_metadata(&path)
+                .map_err(|e| fail(run, format!("cannot stat {}: {e}", path.display())))?;
+            if meta.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if !meta.is_file() {
+                continue;
+            }
+            let name = path
+                .strip_prefix(&root)
+                .expect("under files/")
+                .to_string_lossy()
+                .replace(std::path::MAIN_SEPARATOR, "/");
+            if files.iter().any(|(n, _)| *n == name) {
+                continue; // generated from the records above
+            }
+            let body = std::fs::read(&path)
+                .map_err(|e| fail(run, format!("cannot read {}: {e}", path.display())))?;
+            files.push((name, body));
+        }
+    }
+    Ok(files)
+}
+
+/// Uploads `run` (see the module documentation).
+pub async fn upload(
+    client: &mut Client,
+    settings: &WandbSettings,
+    run: &OfflineRun,
+    progress: &mut RunProgress,
+) -> anyhow::Result<Outcome> {
+    let total = run.history.len() as u64;
+    let mut sent = load_saved(&run.file, run);
+    progress.set(sent);
+    let project = run.project.as_deref().unwrap_or(&settings.project);
+    let configured = run.entity.as_deref().or(settings.entity.as_deref());
+    let entity = client.entity(configured).await.map_err(|e| fail(run, e))?;
+    let config = wandb_config(Some(&run.config));
+    let bucket = client
+        .upsert(&UpsertInput {
+            id: None,
+            name: &run.run_id,
+            project,
+            entity: entity.as_deref(),
+            display_name: run.display_name.as_deref(),
+            config: Some(&config),
+            host: run.host.as_deref(),
+        })
+        .await
+        .map_err(|e| fail(run, e))?;
+    let display = run.display_name.as_deref().unwrap_or(&run.run_id);
+    let target = RunRef {
+        entity: &bucket.entity,
+        project: &bucket.project,
+        name: &bucket.name,
+        display,
+    };
+    // Without summary records the last line is the best summary there is.
+    let summary = if run.summary.is_empty() {
+        run.history.last().cloned()
+    } else {
+        Some(run.summary.to_json())
+    };
+    let per_request = settings.rows_per_request.max(1);
+    let mut first = true;
+    while sent < total || first {
+        let end = (sent + per_request as u64).min(total);
+        let update = Update {
+            history_offset: sent,
+            history: run.history[sent as usize..end as usize].to_vec(),
+            summary: summary.clone().filter(|_| end == total),
+            uploaded: Vec::new(),
+            exit_code: None,
+        };
+        if !update.history.is_empty() || update.summary.is_some() {
+            client
+                .send(target, &update)
+                .await
+                .map_err(|e| fail(run, e))?;
+        }
+        sent = end;
+        first = false;
+        save(&run.file, run, sent).map_err(|e| {
+            fail(
+                run,
+                format!(
+                    "cannot save sync progress beside {}: {e}",
+                    run.file.display()
+                ),
+            )
+        })?;
+        progress.set(sent);
+    }
+    // A damaged log may have lost records after the damage: never call
+    // such a run complete.
+    let damaged = matches!(run.stop, Some(Stop::Damaged { .. }));
+    let Some(exit_code) = run.exit_code.filter(|_| !damaged) else {
+        return Ok(Outcome::Unfinished { lines: sent });
+    };
+    let summary = summary.unwrap_or_else(|| "{}".into());
+    let files = run_files(run, &summary, &config)?;
+    let uploaded = client
+        .upload_files(target, &files)
+        .await
+        .map_err(|e| fail(run, e))?;
+    let last = Update {
+        history_offset: total,
+        history: Vec::new(),
+        summary: Some(summary),
+        uploaded,
+        exit_code: Some(exit_code),
+    };
+    client.send(target, &last).await.map_err(|e| fail(run, e))?;
+    let marker = synced_marker(&run.file);
+    std::fs::File::create(&marker)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| {
+            fail(
+                run,
+                format!("uploaded, but cannot create {}: {e}", marker.display()),
+            )
+        })?;
+    // The marker supersedes the progress file.
+    let _ = std::fs::remove_file(progress_file(&run.file));
+    Ok(Outcome::Synced {
+        lines: total,
+        exit_code,
+    })
+}
