@@ -590,3 +590,77 @@ fn a_terminal_gets_a_progress_bar_per_run() {
     assert!(!drawn.contains(" INFO "), "{drawn}");
     assert_eq!(standin.runs().len(), 2);
 }
+
+#[test]
+fn a_directory_that_continues_a_run_is_appended_not_overwritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let run = "01JD9X2K7M3N4P5Q6R7S8T9CNT";
+    let standin = StandIn::start();
+    let extra = format!(
+        "mode = \"offline\"\noffline_dir = \"{}\"",
+        dir.join("wandb").display()
+    );
+    let cfg = write_config(dir, &standin.base_url(), &extra);
+    let first = worker_logs(dir, run, 40, 61, None);
+    run_once(dir, &cfg);
+    // The file is cut short by hand: the offline sink continues the run
+    // in a second directory (docs/wandb-offline.md).
+    let first_dir = std::fs::read_dir(dir.join("wandb"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let file = log_in(&first_dir);
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    let log = dir.join(format!("var/trainer/runs/{run}/logs/worker.log"));
+    let mut more = String::new();
+    for i in 0..12i64 {
+        more.push_str(&format!(
+            "{{\"timestamp\": \"2099-01-01T00:00:{i:02}.000Z\", \"event\": \"metrics\", \"run_id\": \"{run}\", \"global_step\": {}, \"episodic_return\": {i}.25}}\n",
+            100_000 + i
+        ));
+    }
+    let mut text_all = std::fs::read_to_string(&log).unwrap();
+    text_all.push_str(&more);
+    std::fs::write(&log, text_all).unwrap();
+    run_once(dir, &cfg);
+    assert_eq!(std::fs::read_dir(dir.join("wandb")).unwrap().count(), 2);
+
+    let out = sync(dir, &cfg, &[], &[("WANDB_API_KEY", KEY)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let got = &standin.runs()[&harness::wandb_id(run)];
+    // The cut lost the last record of the first file; everything else is
+    // there once, the second directory's lines after the first's.
+    let kept = first.len() - 1;
+    assert_eq!(got.history.len(), kept + 12, "{}", text(&out));
+    assert_eq!(
+        got.line_writes as usize,
+        kept + 12,
+        "a line was overwritten"
+    );
+    let steps: Vec<i64> = got
+        .history
+        .values()
+        .map(|l| parse_extended_json(l)["_step"].as_i64().unwrap())
+        .collect();
+    let want: Vec<i64> = first[..kept]
+        .iter()
+        .map(|e| e.step)
+        .chain(100_000..100_012)
+        .collect();
+    assert_eq!(steps, want);
+
+    // Again: no history line is sent a second time.
+    let out = sync(dir, &cfg, &[], &[("WANDB_API_KEY", KEY)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let got = &standin.runs()[&harness::wandb_id(run)];
+    assert_eq!(got.line_writes as usize, kept + 12);
+}

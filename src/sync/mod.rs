@@ -118,6 +118,9 @@ fn find_dirs(paths: &[PathBuf], offline_dir: &Path, report: &mut Report) -> Vec<
             ));
         }
     }
+    // Oldest first (the names start with the run's start time): a
+    // directory that continues a run must follow the one it continues.
+    out.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
     out.dedup();
     out
 }
@@ -176,7 +179,7 @@ pub async fn sync(config: &Config, options: &SyncOptions) -> anyhow::Result<Repo
         };
         let label = run.display_name.clone().unwrap_or(run.run_id.clone());
         let mut bar = progress.run(&label, run.history.len() as u64, "lines");
-        match upload::upload(client, &settings, &run, &mut bar).await {
+        match upload::upload(client, &settings, &run, options.include_synced, &mut bar).await {
             Ok(outcome) => {
                 let damaged = match &run.stop {
                     Some(s @ crate::sink::wandb::offline::txlog::Stop::Damaged { .. }) => {

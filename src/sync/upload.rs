@@ -1,11 +1,16 @@
 //! Uploading one offline run directory: resumable, and marked synced the
 //! way `wandb sync` marks it so that the two tools never both upload it.
 //!
-//! History lines go out at offsets 0, 1, 2, ... in record order, so an
-//! upload that is repeated (after a crash, or of a directory that grew)
-//! rewrites lines instead of adding them. Progress is also remembered in
-//! `run-<id>.wandb.mosaic-sync` beside the log, so a run still being
-//! written sends only its new lines next time. When the run has its exit
+//! A directory's history lines go out at offsets `base`, `base + 1`, ...
+//! in record order, where `base` is the number of lines the run already
+//! had on the server when this directory was first uploaded (0 for a new
+//! run; more when the directory continues a run another directory began,
+//! which the offline sink does after a file was cut short by hand).
+//! `base` and the lines acknowledged so far are saved in
+//! `run-<id>.wandb.mosaic-sync` beside the log before anything is sent, so
+//! an upload that is repeated (after a crash, or of a directory that grew)
+//! rewrites the same offsets instead of adding lines, and a run still
+//! being written sends only its new lines next time. When the run has its exit
 //! record, the run files and `complete` go out and the empty
 //! `run-<id>.wandb.synced` marker is created: `wandb sync` skips such a
 //! directory, and so does `mosaic-shipper sync` (unless told otherwise).
@@ -48,42 +53,57 @@ fn with_suffix(file: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// How far an earlier `sync` got with a run.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// How far an earlier `sync` got with a directory.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct Saved {
-    run_id: String,
+    /// The server offset of the directory's first history line.
+    base: u64,
     /// History lines the server has acknowledged.
     lines: u64,
 }
 
-fn load_saved(file: &Path, run: &OfflineRun) -> u64 {
+#[derive(Serialize, Deserialize)]
+struct SavedFile {
+    run_id: String,
+    #[serde(flatten)]
+    saved: Saved,
+}
+
+fn load_saved(file: &Path, run: &OfflineRun) -> Option<Saved> {
     let path = progress_file(file);
-    let Ok(text) = std::fs::read(&path) else {
-        return 0;
-    };
-    match serde_json::from_slice::<Saved>(&text) {
-        Ok(s) if s.run_id == run.run_id && s.lines <= run.history.len() as u64 => s.lines,
+    let text = std::fs::read(&path).ok()?;
+    match serde_json::from_slice::<SavedFile>(&text) {
+        Ok(s) if s.run_id == run.run_id && s.saved.lines <= run.history.len() as u64 => {
+            Some(s.saved)
+        }
         Ok(s) => {
-            tracing::warn!(file = %path.display(), saved = s.lines, lines = run.history.len(), "sync progress does not match the log (rewritten?); uploading it from the start");
-            0
+            tracing::warn!(file = %path.display(), saved = s.saved.lines, lines = run.history.len(), "sync progress does not match the log (rewritten?); uploading it again at the same offsets");
+            Some(Saved {
+                lines: 0,
+                ..s.saved
+            })
         }
         Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "unreadable sync progress; uploading from the start");
-            0
+            tracing::warn!(file = %path.display(), error = %e, "unreadable sync progress; uploading as new");
+            None
         }
     }
 }
 
-/// Written after each acknowledged request, atomically (temp + rename):
-/// a crash leaves the old or the new count, never a torn file.
-fn save(file: &Path, run: &OfflineRun, lines: u64) -> std::io::Result<()> {
+/// Written before the first request and after each acknowledged one,
+/// atomically (temp + fsync + rename): a crash leaves the old or the new
+/// state, never a torn file.
+fn save(file: &Path, run: &OfflineRun, saved: Saved) -> std::io::Result<()> {
+    use std::io::Write;
     let path = progress_file(file);
     let tmp = with_suffix(&path, ".tmp");
-    let saved = Saved {
+    let body = SavedFile {
         run_id: run.run_id.clone(),
-        lines,
+        saved,
     };
-    std::fs::write(&tmp, serde_json::to_vec(&saved).expect("serialises"))?;
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(&body).expect("serialises"))?;
+    f.sync_all()?;
     std::fs::rename(&tmp, &path)
 }
 
@@ -148,15 +168,18 @@ fn run_files(
     Ok(files)
 }
 
-/// Uploads `run` (see the module documentation).
+/// Uploads `run` (see the module documentation); `again`: from its first
+/// line, even if an earlier sync sent some (`--include-synced`).
 pub async fn upload(
     client: &mut Client,
     settings: &WandbSettings,
     run: &OfflineRun,
+    again: bool,
     progress: &mut RunProgress,
 ) -> anyhow::Result<Outcome> {
     let total = run.history.len() as u64;
-    let mut sent = load_saved(&run.file, run);
+    let saved = load_saved(&run.file, run);
+    let mut sent = saved.filter(|_| !again).map_or(0, |s| s.lines);
     progress.set(sent);
     let project = run.project.as_deref().unwrap_or(&settings.project);
     let configured = run.entity.as_deref().or(settings.entity.as_deref());
@@ -174,6 +197,22 @@ pub async fn upload(
         })
         .await
         .map_err(|e| fail(run, e))?;
+    let base = saved.map_or(bucket.history_line_count, |s| s.base);
+    if saved.is_none() && base > 0 {
+        tracing::info!(dir = %run.dir.display(), lines = base, "the W&B run has lines already; this directory continues it");
+    }
+    let save_progress = |sent: u64| {
+        save(&run.file, run, Saved { base, lines: sent }).map_err(|e| {
+            fail(
+                run,
+                format!(
+                    "cannot save sync progress beside {}: {e}",
+                    run.file.display()
+                ),
+            )
+        })
+    };
+    save_progress(sent)?;
     let display = run.display_name.as_deref().unwrap_or(&run.run_id);
     let target = RunRef {
         entity: &bucket.entity,
@@ -192,7 +231,7 @@ pub async fn upload(
     while sent < total || first {
         let end = (sent + per_request as u64).min(total);
         let update = Update {
-            history_offset: sent,
+            history_offset: base + sent,
             history: run.history[sent as usize..end as usize].to_vec(),
             summary: summary.clone().filter(|_| end == total),
             uploaded: Vec::new(),
@@ -206,15 +245,7 @@ pub async fn upload(
         }
         sent = end;
         first = false;
-        save(&run.file, run, sent).map_err(|e| {
-            fail(
-                run,
-                format!(
-                    "cannot save sync progress beside {}: {e}",
-                    run.file.display()
-                ),
-            )
-        })?;
+        save_progress(sent)?;
         progress.set(sent);
     }
     // A damaged log may have lost records after the damage: never call
@@ -230,7 +261,7 @@ pub async fn upload(
         .await
         .map_err(|e| fail(run, e))?;
     let last = Update {
-        history_offset: total,
+        history_offset: base + total,
         history: Vec::new(),
         summary: Some(summary),
         uploaded,
@@ -246,8 +277,8 @@ pub async fn upload(
                 format!("uploaded, but cannot create {}: {e}", marker.display()),
             )
         })?;
-    // The marker supersedes the progress file.
-    let _ = std::fs::remove_file(progress_file(&run.file));
+    // The progress file stays: `--include-synced` rewrites the same
+    // offsets with it instead of appending the run a second time.
     Ok(Outcome::Synced {
         lines: total,
         exit_code,

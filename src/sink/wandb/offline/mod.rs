@@ -25,8 +25,9 @@
 //! exactly the same offsets again. A file shorter than committed (edited or
 //! removed by hand) cannot be continued without leaving a hole the reader
 //! rejects: the sink warns and starts a new directory for the run's next
-//! rows (same run id, so uploading both directories should add to one W&B
-//! run; not verified with `wandb sync`).
+//! rows (same run id). `mosaic-shipper sync` appends the second directory
+//! after the first in the same W&B run (tests/wandb_sync.rs); whether
+//! `wandb sync` does the same is not verified.
 
 pub mod records;
 pub mod txlog;
