@@ -1,8 +1,15 @@
 //! The `wandb-offline` sink against W&B's own tools: its `.wandb` files are
-//! read record by record with the installed wandb package's `Record`
-//! protobuf (tests/py/wandb_read.py), the real `wandb sync` uploads its
-//! directories to the stand-in, and SIGKILLs during writing leave files
+//! read record by record with the W&B SDK's own reader, `DataStore`
+//! (`open_for_scan`, `scan_data`) and `Record` protobuf, by
+//! tests/py/wandb_datastore_read.py; the real `wandb sync` (0.31.0) uploads
+//! its directories to the stand-in; SIGKILLs during writing leave files
 //! that read to the end with every row exactly once.
+//!
+//! Two venvs, both prepared by scripts/test: `MOSAIC_TEST_PYTHON` (.venv,
+//! wandb 0.31.0: `wandb sync`, the log generator) and
+//! `MOSAIC_TEST_DATASTORE_PYTHON` (.venv-datastore, wandb 0.29.0): wandb
+//! 0.30.0 removed `wandb/sdk/internal/datastore.py`, and 0.29.0 is the last
+//! release that ships it.
 
 mod support;
 
@@ -90,29 +97,47 @@ fn run_dirs(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The second venv's Python (wandb 0.29.0, the last release with the
+/// SDK's `DataStore` reader); these tests cannot run without it.
+fn datastore_python() -> PathBuf {
+    match std::env::var_os("MOSAIC_TEST_DATASTORE_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => panic!(
+            "MOSAIC_TEST_DATASTORE_PYTHON is not set: run the suite with scripts/test, which \
+             prepares .venv-datastore (wandb 0.29.0, whose DataStore reads .wandb files; \
+             0.30+ no longer ships it)"
+        ),
+    }
+}
+
+/// tests/py/wandb_datastore_read.py on `file`: the SDK's `DataStore` reads
+/// it record by record to its end, one JSON line per record.
+fn datastore_read(file: &Path) -> std::process::Output {
+    let py = datastore_python();
+    Command::new(&py)
+        .arg(harness::repo().join("tests/py/wandb_datastore_read.py"))
+        .arg(file)
+        // DataStore checks CRCs with `assert`: never optimized away.
+        .env_remove("PYTHONOPTIMIZE")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", py.display()))
+}
+
 /// The last record's type, or None while the file is mid-write (the
 /// agent may be appending while a waiting test reads).
 fn last_type(file: &Path) -> Option<String> {
-    let out = Command::new(python())
-        .arg(harness::repo().join("tests/py/wandb_read.py"))
-        .arg(file)
-        .output()
-        .expect("run tests/py/wandb_read.py");
-    let text = String::from_utf8(out.stdout).ok()?;
+    let text = String::from_utf8(datastore_read(file).stdout).ok()?;
     let last: Value = serde_json::from_str(text.lines().last()?).ok()?;
     Some(last["type"].as_str()?.to_string())
 }
 
-/// Every record of a `.wandb` file as the Python reader decodes it.
+/// Every record of a `.wandb` file as W&B's `DataStore` reads it; the
+/// reader must reach the end of the file without an error.
 fn read(file: &Path) -> Vec<Value> {
-    let out = Command::new(python())
-        .arg(harness::repo().join("tests/py/wandb_read.py"))
-        .arg(file)
-        .output()
-        .expect("run tests/py/wandb_read.py");
+    let out = datastore_read(file);
     assert!(
         out.status.success(),
-        "reader failed on {}: {}",
+        "W&B's DataStore reader failed on {}: {}",
         file.display(),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -219,6 +244,57 @@ fn the_file(dir: &Path, run_id: &str) -> (PathBuf, PathBuf) {
     (dirs[0].clone(), file)
 }
 
+/// The chunks of a `.wandb` file: (offset of the payload, its length, type).
+fn chunks(data: &[u8]) -> Vec<(usize, usize, u8)> {
+    use mosaic_shipper::sink::wandb::offline::txlog::{BLOCK, CHUNK_HEADER, FILE_HEADER};
+    let (block, header) = (BLOCK as usize, CHUNK_HEADER as usize);
+    let mut out = Vec::new();
+    let mut pos = FILE_HEADER.len();
+    while pos < data.len() {
+        if block - pos % block < header {
+            pos += block - pos % block;
+            continue;
+        }
+        let len = u16::from_le_bytes([data[pos + 4], data[pos + 5]]) as usize;
+        out.push((pos + header, len, data[pos + 6]));
+        pos += header + len;
+    }
+    out
+}
+
+/// The reader is not a rubber stamp: copies of `file` with one payload
+/// byte flipped, or cut after a FIRST chunk, make it exit non-zero.
+fn damaged_copies_fail_to_read(file: &Path, dir: &Path) {
+    use mosaic_shipper::sink::wandb::offline::txlog::FIRST;
+    let data = std::fs::read(file).unwrap();
+    let chunks = chunks(&data);
+    // A byte in the middle of the payload of the chunk at mid-file.
+    let &(start, len, _) = chunks
+        .iter()
+        .find(|&&(start, len, _)| len > 0 && start + len > data.len() / 2)
+        .unwrap();
+    let mut flipped = data.clone();
+    flipped[start + len / 2] ^= 0xff;
+    // A record cut between its chunks: DataStore itself stops there
+    // quietly, the script must not.
+    let &(start, len, _) = chunks
+        .iter()
+        .find(|&&(_, len, typ)| typ == FIRST && len > 0)
+        .expect("a record that spans blocks");
+    let cut = data[..start + len].to_vec();
+    for (what, bytes, says) in [
+        ("a flipped payload byte", flipped, "checksum"),
+        ("a record cut after its FIRST chunk", cut, "inside a record"),
+    ] {
+        let copy = dir.join("damaged.wandb");
+        std::fs::write(&copy, bytes).unwrap();
+        let out = datastore_read(&copy);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: the reader accepted it");
+        assert!(stderr.contains(says), "{what}: {stderr}");
+    }
+}
+
 #[test]
 fn offline_run_reads_back_and_wandb_sync_uploads_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -231,6 +307,7 @@ fn offline_run_reads_back_and_wandb_sync_uploads_it() {
     let (run_dir, file) = the_file(dir, run);
     assert!(std::fs::metadata(&file).unwrap().len() > 3 * 32768);
     assert_records(&read(&file), &expected, Some(0));
+    damaged_copies_fail_to_read(&file, dir);
 
     // The real `wandb sync` uploads it to the stand-in.
     let standin = StandIn::start();
@@ -405,7 +482,7 @@ fn sized_record(num: i64, size: usize) -> Vec<u8> {
 }
 
 #[test]
-fn block_edges_decode_with_the_python_reader() {
+fn block_edges_decode_with_wandbs_datastore_reader() {
     use mosaic_shipper::sink::wandb::offline::txlog::{append_record, BLOCK, FILE_HEADER};
     let tmp = tempfile::tempdir().unwrap();
     let block = BLOCK as usize;
@@ -431,6 +508,15 @@ fn block_edges_decode_with_the_python_reader() {
         assert_eq!(steps, [1, 2, 3], "{what}: {records:?}");
         let nums: Vec<i64> = records.iter().map(|r| r["num"].as_i64().unwrap()).collect();
         assert_eq!(nums, [1, 2, 3], "{what}");
+        // The file ending right there, also 3 bytes before a block end
+        // (where `scan_data` called at EOF fails "invalid padding").
+        let mut pos = FILE_HEADER.len() as u64;
+        let mut only = FILE_HEADER.to_vec();
+        append_record(&mut pos, &sized_record(1, size), &mut only);
+        std::fs::write(&file, &only).unwrap();
+        let records = read(&file);
+        assert_eq!(records.len(), 1, "{what}, alone: {records:?}");
+        assert_eq!(records[0]["history"]["step"], 1, "{what}, alone");
     }
 }
 
