@@ -664,3 +664,30 @@ fn a_directory_that_continues_a_run_is_appended_not_overwritten() {
     let got = &standin.runs()[&harness::wandb_id(run)];
     assert_eq!(got.line_writes as usize, kept + 12);
 }
+
+#[test]
+fn a_running_agent_keeps_its_journal_and_sync_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let run = "01JD9X2K7M3N4P5Q6R7S8T9LCK";
+    worker_logs(dir, run, 20, 71, None);
+    let standin = StandIn::start();
+    let cfg = write_config(dir, &standin.base_url(), "mode = \"stage\"");
+    let mut agent = harness::spawn(harness::agent(dir, &cfg, &[]).current_dir(dir));
+    harness::wait_for(dir, Duration::from_secs(60), "rows staged", || {
+        dir.join("store/status.json").exists()
+            && std::fs::read_to_string(dir.join("store/status.json"))
+                .is_ok_and(|s| s.contains("\"wandb\""))
+    });
+    let out = sync(dir, &cfg, &[], &[("WANDB_API_KEY", KEY)]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("an agent is running"), "{}", text(&out));
+    assert!(standin.requests().is_empty());
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
+    let status = harness::wait_child(&mut agent.0, Duration::from_secs(60));
+    assert!(status.success());
+    // Stopped: now the rows go.
+    let out = sync(dir, &cfg, &[], &[("WANDB_API_KEY", KEY)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(standin.runs().contains_key(&harness::wandb_id(run)));
+}
