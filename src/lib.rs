@@ -15,8 +15,11 @@
 //! - [`sink`] delivers rows behind per-sink durable cursors.
 //! - [`agent`] wires them together with explicit shutdown.
 //! - [`init`] runs a command under the agent as a container's init process.
+//! - [`bundle`] carries rows staged for W&B between machines
+//!   (`export`/`import`).
 
 pub mod agent;
+pub mod bundle;
 pub mod config;
 pub mod extract;
 pub mod ingest;
