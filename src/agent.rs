@@ -202,13 +202,12 @@ impl Agent {
     pub async fn run_once(mut self) -> anyhow::Result<()> {
         self.ingest_finished().await?;
         let last = self.journal.last_seq()?;
-        let journal = self.journal.clone();
-        let sinks = delivering_sinks(&self.config);
+        let (journal, config) = (self.journal.clone(), self.config.clone());
         // No deadline: `once` waits for every sink (each gives up after
         // repeated failures, which is reported as an error).
         self.drain(Instant::now() + Duration::from_secs(365 * 24 * 3600))
             .await?;
-        let acked = delivered_up_to(&journal, &sinks)?;
+        let acked = delivered_up_to(&journal, &config)?;
         anyhow::ensure!(
             acked >= last,
             "not every row was delivered (acknowledged up to #{acked} of #{last}); they stay in the journal for the next run"
@@ -279,10 +278,7 @@ impl Agent {
         };
         self.close().await?;
         anyhow::ensure!(failed.is_empty(), "sinks failed: {}", failed.join("; "));
-        if self.config.enabled_sinks().is_empty() {
-            return Ok(complete);
-        }
-        let acked = delivered_up_to(&self.journal, &delivering_sinks(&self.config))?;
+        let acked = delivered_up_to(&self.journal, &self.config)?;
         Ok(complete && acked >= last)
     }
 
@@ -333,12 +329,12 @@ impl Agent {
         );
         if let Ok(status) = status {
             let _ = status.write_snapshot(&self.config.store.path);
-            let delivering = delivering_sinks(&self.config);
+            let delivering = self.config.delivering_sinks();
             for s in status.sinks.iter().filter(|s| s.enabled && s.pending > 0) {
                 if delivering.contains(&s.name.as_str()) {
                     tracing::warn!(sink = %s.name, pending = s.pending, "stopped with rows still to deliver; they ship next time");
                 } else {
-                    tracing::info!(sink = %s.name, pending = s.pending, "rows staged for `mosaic-shipper sync`");
+                    tracing::info!(sink = %s.name, pending = s.pending, "rows staged in the journal (for `sync` or `export`)");
                 }
             }
         }
@@ -346,25 +342,14 @@ impl Agent {
     }
 }
 
-/// The sinks that deliver in this process: the enabled ones, except the
-/// W&B cursor that `mode = "stage"` only holds rows for (they are for a
-/// later `sync`, and must not make `--once` or init mode report failure).
-fn delivering_sinks(config: &Config) -> Vec<&'static str> {
-    let staged = config.wandb().is_staged();
-    config
-        .enabled_sinks()
-        .into_iter()
-        .filter(|s| !(staged && *s == "wandb"))
-        .collect()
-}
-
-/// The lowest cursor of `sinks`: every row up to it reached all of them.
-fn delivered_up_to(journal: &Journal, sinks: &[&str]) -> anyhow::Result<u64> {
-    let mut lowest = journal.last_seq()?;
-    for s in sinks {
-        lowest = lowest.min(journal.cursor(s)?.seq);
+/// The last row every sink the agent runs has acknowledged (a staged
+/// `wandb` cursor holds rows but never delivers: not waited for).
+fn delivered_up_to(journal: &Journal, config: &Config) -> anyhow::Result<u64> {
+    let mut upto = journal.last_seq()?;
+    for name in config.delivering_sinks() {
+        upto = upto.min(journal.cursor(name)?.seq);
     }
-    Ok(lowest)
+    Ok(upto)
 }
 
 async fn snapshots(journal: Arc<Journal>, config: Config, unreadable: Unreadable) {

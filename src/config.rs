@@ -642,6 +642,17 @@ impl Config {
         }
         out
     }
+
+    /// The enabled sinks the agent runs: all but a staged `wandb`, whose
+    /// cursor only holds rows back (for `sync` or `export`), so that
+    /// `run --once` does not wait for a sink that never delivers.
+    pub fn delivering_sinks(&self) -> Vec<&'static str> {
+        let staged = self.wandb().is_staged();
+        self.enabled_sinks()
+            .into_iter()
+            .filter(|s| !(staged && *s == "wandb"))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -706,6 +717,16 @@ mod tests {
         let bad = EMBEDDED_DEFAULT.replace("runs/{run_id}/tensorboard", "runs/tensorboard");
         let err = Config::parse(&bad, "t.toml").unwrap_err().to_string();
         assert!(err.contains("sinks.tensorboard.dir"), "{err}");
+    }
+
+    #[test]
+    fn a_staged_wandb_cursor_holds_rows_but_is_not_waited_for() {
+        let text = EMBEDDED_DEFAULT.replace("# mode = \"online\"", "mode = \"stage\"");
+        let c = Config::parse(&text, "t.toml").unwrap();
+        if std::env::var_os("WANDB_MODE").is_none() {
+            assert_eq!(c.enabled_sinks(), ["jsonl", "tensorboard", "wandb"]);
+            assert_eq!(c.delivering_sinks(), ["jsonl", "tensorboard"]);
+        }
     }
 
     #[test]

@@ -17,8 +17,11 @@
 //! - [`init`] runs a command under the agent as a container's init process.
 //! - [`sync`] uploads what was staged for W&B (journal rows, offline run
 //!   directories) from a connected machine.
+//! - [`bundle`] carries rows staged for W&B between machines
+//!   (`export`/`import`).
 
 pub mod agent;
+pub mod bundle;
 pub mod config;
 pub mod extract;
 pub mod ingest;

@@ -1,7 +1,7 @@
 //! The `mosaic-shipper` command line.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use mosaic_shipper::agent::Agent;
+use mosaic_shipper::bundle::{self, Exported};
 use mosaic_shipper::config::Config;
 use mosaic_shipper::init;
 use mosaic_shipper::journal::{Journal, JournalError};
@@ -110,6 +111,47 @@ enum Command {
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Write the rows staged for W&B to a bundle directory, to carry them
+    /// to a connected machine and `import` them there.
+    ///
+    /// Takes every row waiting for the `wandb` cursor (the agent holds
+    /// them with sinks.wandb.mode = "stage") and writes DIR/rows.bin and
+    /// DIR/manifest.json, which lists each file's size and SHA-256. DIR
+    /// must not exist or be empty; the bundle appears there complete or
+    /// not at all. Then the rows are handed over: they no longer count as
+    /// pending for W&B here. The agent must not be running on the store.
+    /// With nothing staged it says so, writes nothing and exits 0.
+    Export {
+        /// Configuration file (TOML); its store.path is the store. Default:
+        /// $MOSAIC_SHIPPER_CONFIG, else the embedded default.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The bundle directory to create.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Add the rows of a bundle made by `export` to this machine's journal.
+    ///
+    /// The manifest, each file's size and SHA-256 and every row are checked
+    /// first; a damaged bundle, one with files its manifest does not list,
+    /// one already imported, or one whose predecessor from the same source
+    /// has not been imported is refused and the journal is left as it was.
+    /// The rows then go to every sink enabled here, like rows read from
+    /// logs (to W&B with the online sink or `sync`). The agent must not be
+    /// running on the store.
+    Import {
+        /// Configuration file (TOML); its store.path is the store. Default:
+        /// $MOSAIC_SHIPPER_CONFIG, else the embedded default.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The bundle directory.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Import even though bundles exported before this one from the
+        /// same journal were not imported; their rows can then never be.
+        #[arg(long)]
+        allow_gap: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -157,6 +199,20 @@ fn main() -> ExitCode {
         Command::Status { config, json } => {
             let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "warn"));
             report(status(config, json))
+        }
+        // Their results and warnings are printed as such; log lines would
+        // only repeat them (ask with --log-level).
+        Command::Export { config, to } => {
+            let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "off"));
+            report(export(config, &to))
+        }
+        Command::Import {
+            config,
+            dir,
+            allow_gap,
+        } => {
+            let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "off"));
+            report(import(config, &dir, allow_gap))
         }
         Command::Run {
             config,
@@ -272,5 +328,84 @@ fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     } else {
         print!("{}", status.render());
     }
+    Ok(())
+}
+
+fn export(config: Option<PathBuf>, to: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config.as_deref())?;
+    match bundle::export(&config, to)? {
+        Exported::Nothing {
+            store,
+            cursor,
+            warning,
+        } => {
+            if let Some(w) = warning {
+                eprintln!("mosaic-shipper: warning: {w}");
+            }
+            println!(
+                "nothing to export: no row of store {} is waiting for W&B (its wandb cursor is at \
+                 #{cursor}); no bundle was written",
+                store.display()
+            );
+        }
+        Exported::Written {
+            dir,
+            store,
+            manifest,
+            warnings,
+        } => {
+            for w in warnings {
+                eprintln!("mosaic-shipper: warning: {w}");
+            }
+            println!(
+                "exported {} rows (#{}..#{} of store {}; runs {}) to bundle {}\n\
+                 They no longer wait for W&B here. On the connected machine: \
+                 mosaic-shipper import {}",
+                manifest.rows,
+                manifest.seq.first,
+                manifest.seq.last,
+                store.display(),
+                manifest.runs.join(", "),
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn import(config: Option<PathBuf>, dir: &Path, allow_gap: bool) -> anyhow::Result<()> {
+    let config = Config::load(config.as_deref())?;
+    let done = bundle::import(&config, dir, allow_gap)?;
+    for w in &done.warnings {
+        eprintln!("mosaic-shipper: warning: {w}");
+    }
+    let r = &done.record;
+    let skipped = if done.skipped > 0 {
+        format!(
+            " ({} rows of the bundle were already here from an earlier bundle and were skipped)",
+            done.skipped
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "imported {} rows (#{}..#{} of journal {} on {}) from bundle {} into store {} as rows \
+         #{}..#{}{skipped}\nThey go to: {}",
+        r.rows,
+        r.first,
+        r.last,
+        r.source_journal,
+        r.source_host,
+        done.dir.display(),
+        done.store.display(),
+        r.local_first,
+        r.local_last,
+        if done.sinks.is_empty() {
+            "no sink (none is enabled)".to_string()
+        } else {
+            done.sinks.join(", ")
+        }
+    );
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::journal::{Journal, JournalError};
+use crate::journal::{ImportRecord, Journal, JournalError};
 use crate::stats::Counters;
 
 /// The report; its JSON form is stable for scripts (fields are only added).
@@ -27,6 +27,9 @@ pub struct Status {
     pub counters: Counters,
     /// Files matching a pattern that cannot be opened, with the error.
     pub unreadable: BTreeMap<String, String>,
+    /// Bundles imported into this store (`import`), in import order.
+    #[serde(default)]
+    pub imports: Vec<ImportRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -90,6 +93,8 @@ impl Status {
                 });
             }
         }
+        let mut imports = journal.imports()?;
+        imports.sort_by_key(|r| r.local_first);
         Ok(Status {
             source: "store".into(),
             taken_at: crate::util::now_secs(),
@@ -116,6 +121,7 @@ impl Status {
             sinks,
             counters: journal.counters()?,
             unreadable,
+            imports,
         })
     }
 
@@ -197,6 +203,24 @@ impl Status {
         );
         for (path, err) in &self.unreadable {
             let _ = writeln!(s, "unreadable: {path}: {err}");
+        }
+        if !self.imports.is_empty() {
+            let _ = writeln!(s, "\nimported bundles:");
+        }
+        for r in &self.imports {
+            let _ = writeln!(
+                s,
+                "  {}: {} rows #{}..#{} of journal {} on {} ({}), here #{}..#{}",
+                r.bundle_id,
+                r.rows,
+                r.first,
+                r.last,
+                r.source_journal,
+                r.source_host,
+                r.source_store,
+                r.local_first,
+                r.local_last
+            );
         }
         s
     }

@@ -691,3 +691,62 @@ fn a_running_agent_keeps_its_journal_and_sync_says_so() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(standin.runs().contains_key(&harness::wandb_id(run)));
 }
+
+/// Runs `mosaic-shipper <command> --config <cfg> <args>` in `dir`; asserts
+/// it succeeded.
+fn shipper_ok(dir: &Path, command: &str, cfg: &Path, args: &[&str]) -> String {
+    let out = harness::shipper(dir, command, cfg, args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{command} failed: {all}");
+    all
+}
+
+#[test]
+fn staged_rows_carried_in_a_bundle_upload_from_the_connected_machine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (gapped, connected) = (tmp.path().join("gapped"), tmp.path().join("connected"));
+    std::fs::create_dir_all(&gapped).unwrap();
+    std::fs::create_dir_all(&connected).unwrap();
+    let run = "01JD9X2K7M3N4P5Q6R7S8T9BND";
+    let rows = worker_logs(&gapped, run, 150, 81, Some(2));
+    let standin = StandIn::start();
+    // The air-gapped machine stages and exports.
+    let cfg_a = write_config(&gapped, "http://127.0.0.1:9", "mode = \"stage\"");
+    run_once(&gapped, &cfg_a);
+    let bundle = tmp.path().join("usb/bundle-01");
+    shipper_ok(
+        &gapped,
+        "export",
+        &cfg_a,
+        &["--to", bundle.to_str().unwrap()],
+    );
+    // The connected machine imports, then syncs.
+    let cfg_b = write_config(&connected, &standin.base_url(), "");
+    shipper_ok(&connected, "import", &cfg_b, &[bundle.to_str().unwrap()]);
+    assert!(standin.requests().is_empty(), "import must not upload");
+    let out = sync(&connected, &cfg_b, &[], &[("WANDB_API_KEY", KEY)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let got = &standin.runs()[&harness::wandb_id(run)];
+    assert_history(got, &rows);
+    assert_eq!(got.exit_code, Some(2));
+    assert_eq!(got.line_writes as usize, rows.len());
+    // Importing it again is refused; syncing again sends nothing.
+    let again = harness::shipper(&connected, "import", &cfg_b, &[bundle.to_str().unwrap()])
+        .current_dir(&connected)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let before = file_stream_count(&standin);
+    let out = sync(&connected, &cfg_b, &[], &[("WANDB_API_KEY", KEY)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(file_stream_count(&standin), before);
+}

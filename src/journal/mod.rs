@@ -6,9 +6,11 @@
 //! point they agree: a line is either fully journaled (row and offset) or
 //! will be read again. Sinks read rows after their own durable cursor and
 //! acknowledge; a row is deleted only once every enabled sink has
-//! acknowledged it.
+//! acknowledged it. Rows carried between machines (`export`/`import`)
+//! are recorded here too (transfer.rs).
 
-mod codec;
+pub(crate) mod codec;
+mod transfer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -23,6 +25,7 @@ use crate::row::{Entry, Row};
 use crate::stats::Counters;
 use crate::tail::FileState;
 use codec::{block_len, decode_block, encode_block, key_u64, u64_key};
+pub use transfer::{ExportMark, ImportRecord, SourceMark};
 
 /// The journal's on-disk format version, refused when unknown.
 const FORMAT: u64 = 1;
@@ -73,6 +76,8 @@ pub struct Journal {
     files: sled::Tree,
     sinks: sled::Tree,
     meta: sled::Tree,
+    /// Bundles imported into this journal (transfer.rs).
+    imports: sled::Tree,
     /// The sinks whose acknowledgements gate deletion.
     enabled_sinks: Vec<String>,
     /// Last committed sequence number; sinks wait on it.
@@ -180,6 +185,7 @@ impl Journal {
             rows: db.open_tree("rows").map_err(open_err)?,
             files: db.open_tree("files").map_err(open_err)?,
             sinks: db.open_tree("sinks").map_err(open_err)?,
+            imports: db.open_tree("imports").map_err(open_err)?,
             meta,
             db,
             enabled_sinks: enabled_sinks.iter().map(|s| s.to_string()).collect(),

@@ -99,16 +99,20 @@ pub async fn sync(
     if !store.join("journal").is_dir() {
         return Ok(Outcome::NoStore);
     }
-    // Look before registering a cursor: opening with "wandb" enabled would
-    // create one and make every row held for other sinks W&B's too.
-    let staged = {
+    // Rows are W&B's if the store has a `wandb` cursor, or if this
+    // configuration enables the W&B sink (online or staged): the agent
+    // would register one at the oldest row held on its next start, too
+    // (rows imported before the sink was on). Otherwise opening with
+    // "wandb" would make rows held only for other sinks W&B's.
+    let enabled = config.enabled_sinks();
+    let staged = enabled.contains(&"wandb") || {
         let journal = Journal::open_existing(store).map_err(locked_hint)?;
         journal.cursors()?.iter().any(|(name, _)| name == "wandb")
     };
     if !staged {
         return Ok(Outcome::NothingStaged);
     }
-    let mut enabled = config.enabled_sinks();
+    let mut enabled = enabled;
     if !enabled.contains(&"wandb") {
         enabled.push("wandb");
     }

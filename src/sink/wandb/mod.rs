@@ -21,7 +21,7 @@ pub mod http;
 pub mod offline; // wandb offline sink (issue 5)
 pub mod proxy;
 pub mod settings;
-mod state;
+pub mod state;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
