@@ -48,6 +48,9 @@ pub struct Agent {
     /// has delivered everything up to the drain it marks the run finished.
     /// `None` for the daemon and `--once`, where no run ends with the agent.
     run_exit: watch::Sender<Option<i32>>,
+    /// The last row committed before this process started: rows after it
+    /// are the ones this process read (init mode's staged exit code).
+    first_seq: u64,
     /// wandb sink (issue 4): where "run X finished with code N" goes.
     wandb_finish: Option<FinishHandle>,
 }
@@ -58,6 +61,7 @@ impl Agent {
     pub fn start(config: Config, once: bool) -> anyhow::Result<Agent> {
         let enabled = config.enabled_sinks();
         let journal = Arc::new(Journal::open(&config.store.path, &enabled)?);
+        let first_seq = journal.last_seq()?;
         let states = journal.files()?;
         let tailer = Tailer::new(&config.tail, states);
         let extractor = Extractor::new(&config.extract).map_err(anyhow::Error::msg)?;
@@ -158,6 +162,7 @@ impl Agent {
             "mosaic-shipper started"
         );
         Ok(Agent {
+            first_seq,
             config,
             journal,
             ingest: control,
@@ -266,6 +271,9 @@ impl Agent {
                 return Ok(false);
             }
         }
+        if let (Some(code), true) = (exit_code, self.config.wandb().is_staged()) {
+            self.stage_exit(code)?;
+        }
         let last = self.journal.last_seq()?;
         let failed = tokio::select! {
             failed = self.drain_sinks(until) => Some(failed),
@@ -280,6 +288,47 @@ impl Agent {
         anyhow::ensure!(failed.is_empty(), "sinks failed: {}", failed.join("; "));
         let acked = delivered_up_to(&self.journal, &self.config)?;
         Ok(complete && acked >= last)
+    }
+
+    /// Init mode with W&B staged: no sink is there to learn the worker's
+    /// exit code, so it is journaled as a run-finished event for every run
+    /// this process read rows for (unless the worker logged its own), and
+    /// `sync` (here, or after `export`/`import`) completes the W&B runs
+    /// with it, as the online sink would have.
+    fn stage_exit(&self, code: i32) -> anyhow::Result<()> {
+        use crate::row::{Row, RunEvent};
+        // Per run: whether its last row of this process was a finish.
+        let mut runs: std::collections::BTreeMap<String, bool> = Default::default();
+        let mut at = self.first_seq;
+        loop {
+            let batch = self.journal.read_after(at, 10_000)?;
+            let Some(last) = batch.last() else { break };
+            at = last.seq;
+            for e in batch {
+                let finished = matches!(e.row.event, Some(RunEvent::Finished(_)));
+                runs.insert(e.row.run_id, finished);
+            }
+        }
+        let events: Vec<Row> = runs
+            .into_iter()
+            .filter(|(_, finished)| !finished)
+            .map(|(run_id, _)| Row {
+                run_id,
+                step: 0,
+                wall_time: crate::util::now_secs(),
+                values: Default::default(),
+                event: Some(RunEvent::Finished(code)),
+            })
+            .collect();
+        if !events.is_empty() {
+            self.journal.commit_events(&events)?;
+            tracing::info!(
+                runs = events.len(),
+                exit_code = code,
+                "the worker's exit code is staged for W&B with its runs"
+            );
+        }
+        Ok(())
     }
 
     async fn drain(mut self, until: Instant) -> anyhow::Result<()> {

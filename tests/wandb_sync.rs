@@ -750,3 +750,34 @@ fn staged_rows_carried_in_a_bundle_upload_from_the_connected_machine() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(file_stream_count(&standin), before);
 }
+
+#[test]
+fn init_modes_exit_code_is_staged_with_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let run = "01JD9X2K7M3N4P5Q6R7S8T9INI";
+    // The worker's logs are prepared aside; CMD writes them, then fails.
+    let prepared = tmp.path().join("prepared");
+    std::fs::create_dir_all(&prepared).unwrap();
+    let rows = gen_logs(&prepared, run, 60, 91);
+    let src = prepared.join(format!("var/trainer/runs/{run}/logs"));
+    let dst = dir.join(format!("var/trainer/runs/{run}/logs"));
+    let standin = StandIn::start();
+    let cfg = write_config(dir, &standin.base_url(), "mode = \"stage\"");
+    let script = format!(
+        "mkdir -p {dst} && cp {src}/* {dst}/ && exit 5",
+        dst = dst.display(),
+        src = src.display()
+    );
+    let mut child =
+        harness::spawn(harness::agent(dir, &cfg, &["--", "sh", "-c", &script]).current_dir(dir));
+    let status = harness::wait_child(&mut child.0, Duration::from_secs(120));
+    assert_eq!(status.code(), Some(5), "{}", harness::stderr_logs(dir));
+    assert!(standin.requests().is_empty(), "staging contacted W&B");
+
+    let out = sync(dir, &cfg, &[], &[("WANDB_API_KEY", KEY)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let got = &standin.runs()[&harness::wandb_id(run)];
+    assert_history(got, &rows);
+    assert_eq!(got.exit_code, Some(5), "the worker's exit code");
+}

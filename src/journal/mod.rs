@@ -309,8 +309,24 @@ impl Journal {
         rows: &[Row],
         delta: &Counters,
     ) -> Result<u64, JournalError> {
+        self.commit(Some(file), rows, delta)
+    }
+
+    /// Appends rows that come from no file: run events the agent itself
+    /// knows of (init mode's exit code, for W&B rows that are staged).
+    /// Returns the last sequence number assigned.
+    pub fn commit_events(&self, rows: &[Row]) -> Result<u64, JournalError> {
+        self.commit(None, rows, &Counters::default())
+    }
+
+    fn commit(
+        &self,
+        file: Option<&FileState>,
+        rows: &[Row],
+        delta: &Counters,
+    ) -> Result<u64, JournalError> {
         let block = (!rows.is_empty()).then(|| encode_block(rows));
-        let file_json = serde_json::to_vec(file).expect("file state serialises");
+        let file_json = file.map(|f| serde_json::to_vec(f).expect("file state serialises"));
         let last = (&self.rows, &self.files, &self.meta)
             .transaction(|(rows_t, files_t, meta_t)| {
                 let mut next = tx_u64(meta_t, NEXT_SEQ)?.max(1);
@@ -320,7 +336,9 @@ impl Journal {
                     bytes += 8 + block.len() as u64;
                     next += rows.len() as u64;
                 }
-                files_t.insert(&u64_key(file.id), file_json.as_slice())?;
+                if let (Some(file), Some(json)) = (file, &file_json) {
+                    files_t.insert(&u64_key(file.id), json.as_slice())?;
+                }
                 let mut counters: Counters = match meta_t.get(COUNTERS)? {
                     Some(v) => serde_json::from_slice(&v).map_err(|e| {
                         ConflictableTransactionError::Abort(format!("damaged counters: {e}"))
