@@ -77,17 +77,6 @@ fn config(dir: &Path) -> PathBuf {
     harness::write_config(dir, "http://127.0.0.1:9", &extra)
 }
 
-/// `run --once` to the end.
-fn run_once(dir: &Path, config: &Path) {
-    let mut child = harness::spawn(harness::agent(dir, config, &["--once"]).current_dir(dir));
-    let status = harness::wait_child(&mut child.0, Duration::from_secs(120));
-    assert!(
-        status.success(),
-        "agent failed:\n{}",
-        harness::stderr_logs(dir)
-    );
-}
-
 /// The run directories under `dir/wandb`.
 fn run_dirs(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir.join("wandb"))
@@ -303,7 +292,7 @@ fn offline_run_reads_back_and_wandb_sync_uploads_it() {
     // Enough rows for a file of several 32 KiB blocks.
     let expected = logs(dir, run, 1500, 11, Some(0));
     let cfg = config(dir);
-    run_once(dir, &cfg);
+    harness::run_once(dir, &cfg);
     let (run_dir, file) = the_file(dir, run);
     assert!(std::fs::metadata(&file).unwrap().len() > 3 * 32768);
     assert_records(&read(&file), &expected, Some(0));
@@ -441,7 +430,7 @@ fn sigkill_during_offline_writing_leaves_each_row_once() {
         }
     }
     assert!(kills >= 10, "{kills} kills");
-    run_once(dir, &cfg);
+    harness::run_once(dir, &cfg);
     // Restarts that cut uncommitted records: at least the torn tails.
     let cuts = harness::stderr_logs(dir)
         .matches("cutting uncommitted records")
@@ -527,7 +516,7 @@ fn a_file_cut_short_by_hand_continues_in_a_new_directory() {
     let run = "01JD9X2K7M3N4P5Q6R7S8T9SHT";
     logs(dir, run, 30, 2, None);
     let cfg = config(dir);
-    run_once(dir, &cfg);
+    harness::run_once(dir, &cfg);
     let (_, file) = the_file(dir, run);
     // Someone cuts the committed file short (a damaged copy, an editor).
     let len = std::fs::metadata(&file).unwrap().len();
@@ -563,7 +552,7 @@ fn a_file_cut_short_by_hand_continues_in_a_new_directory() {
     let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     std::io::Write::write_all(&mut f, extra.as_bytes()).unwrap();
     drop(f);
-    run_once(dir, &cfg);
+    harness::run_once(dir, &cfg);
     let dirs = run_dirs(dir);
     assert_eq!(dirs.len(), 2, "a new directory for the new rows: {dirs:?}");
     assert!(

@@ -281,16 +281,6 @@ fn worker_logs(
     expected
 }
 
-fn run_once(dir: &Path, cfg: &Path) {
-    let mut child = harness::spawn(harness::agent(dir, cfg, &["--once"]).current_dir(dir));
-    let status = harness::wait_child(&mut child.0, Duration::from_secs(120));
-    assert!(
-        status.success(),
-        "agent failed:\n{}",
-        harness::stderr_logs(dir)
-    );
-}
-
 fn wandb_pending(dir: &Path, cfg: &Path) -> u64 {
     let out = harness::shipper(dir, "status", cfg, &["--json"])
         .stderr(std::process::Stdio::piped())
@@ -323,7 +313,7 @@ fn rows_staged_in_the_journal_upload_through_a_proxy_exactly_once() {
     let standin = StandIn::start();
     // Air-gapped: rows are staged, nothing connects.
     let cfg = write_config(dir, &standin.base_url(), "mode = \"stage\"");
-    run_once(dir, &cfg);
+    harness::run_once(dir, &cfg);
     assert!(standin.requests().is_empty(), "staging contacted W&B");
     // Every metric row, a's run-finished record, and the config records
     // the generator writes.
@@ -392,7 +382,7 @@ fn sync_without_a_key_or_with_the_server_down_fails_clearly_and_keeps_the_rows()
         &format!("http://127.0.0.1:{port}"),
         "mode = \"stage\"\ngive_up_secs = 1",
     );
-    run_once(dir, &cfg);
+    harness::run_once(dir, &cfg);
     let out = sync(dir, &cfg, &[], &[("WANDB_API_KEY", "")]);
     assert!(!out.status.success());
     assert!(
@@ -432,7 +422,7 @@ fn growing_and_damaged_offline_directories() {
     let cfg = write_config(dir, &standin.base_url(), &extra);
     // Our own offline sink, run not finished yet.
     let first = worker_logs(dir, run, 120, 41, None);
-    run_once(dir, &cfg);
+    harness::run_once(dir, &cfg);
     assert!(standin.requests().is_empty(), "offline mode contacted W&B");
     let out = sync(dir, &cfg, &[], &[("WANDB_API_KEY", KEY)]);
     assert!(out.status.success(), "{}", text(&out));
@@ -464,7 +454,7 @@ fn growing_and_damaged_offline_directories() {
     let mut old = std::fs::read_to_string(&log).unwrap();
     old.push_str(&text_more);
     std::fs::write(&log, old).unwrap();
-    run_once(dir, &cfg);
+    harness::run_once(dir, &cfg);
     let n = first.len();
     let before = standin.requests().len();
     let out = sync(dir, &cfg, &[], &[("WANDB_API_KEY", KEY)]);
@@ -560,7 +550,7 @@ fn a_terminal_gets_a_progress_bar_per_run() {
     {
         worker_logs(dir, run, 60, 50 + i as u64, Some(0));
     }
-    run_once(dir, &cfg);
+    harness::run_once(dir, &cfg);
     // `script` gives the command a pseudo-terminal and copies what it
     // draws to its own stdout.
     let inner = format!(
@@ -603,7 +593,7 @@ fn a_directory_that_continues_a_run_is_appended_not_overwritten() {
     );
     let cfg = write_config(dir, &standin.base_url(), &extra);
     let first = worker_logs(dir, run, 40, 61, None);
-    run_once(dir, &cfg);
+    harness::run_once(dir, &cfg);
     // The file is cut short by hand: the offline sink continues the run
     // in a second directory (docs/wandb-offline.md).
     let first_dir = std::fs::read_dir(dir.join("wandb"))
@@ -631,7 +621,7 @@ fn a_directory_that_continues_a_run_is_appended_not_overwritten() {
     let mut text_all = std::fs::read_to_string(&log).unwrap();
     text_all.push_str(&more);
     std::fs::write(&log, text_all).unwrap();
-    run_once(dir, &cfg);
+    harness::run_once(dir, &cfg);
     assert_eq!(std::fs::read_dir(dir.join("wandb")).unwrap().count(), 2);
 
     let out = sync(dir, &cfg, &[], &[("WANDB_API_KEY", KEY)]);
@@ -721,7 +711,7 @@ fn staged_rows_carried_in_a_bundle_upload_from_the_connected_machine() {
     let standin = StandIn::start();
     // The air-gapped machine stages and exports.
     let cfg_a = write_config(&gapped, "http://127.0.0.1:9", "mode = \"stage\"");
-    run_once(&gapped, &cfg_a);
+    harness::run_once(&gapped, &cfg_a);
     let bundle = tmp.path().join("usb/bundle-01");
     shipper_ok(
         &gapped,

@@ -258,8 +258,6 @@ mod tests {
     use super::*;
     use crate::config::EMBEDDED_DEFAULT;
     use crate::journal::codec::encode_block;
-    use crate::stats::Counters;
-    use crate::tail::FileState;
 
     fn config(store: &Path, mode: &str) -> Config {
         let text = EMBEDDED_DEFAULT
@@ -283,18 +281,7 @@ mod tests {
 
     fn journal_with(store: &Path, rows: &[Row]) -> Journal {
         let j = Journal::open(store, &["jsonl", "tensorboard", "wandb"]).unwrap();
-        let file = FileState {
-            id: 1,
-            path: "f".into(),
-            dev: 1,
-            ino: 2,
-            fp_len: 0,
-            fp: 0,
-            offset: 1,
-            head: Vec::new(),
-            counters: Counters::default(),
-        };
-        j.commit_ingest(&file, rows, &Counters::default()).unwrap();
+        j.commit_events(rows).unwrap();
         j
     }
 
@@ -361,8 +348,7 @@ mod tests {
         assert!(!root.path().join("b2").exists());
 
         let j = Journal::open(&store, &["jsonl", "tensorboard", "wandb"]).unwrap();
-        j.commit_ingest(&j.files().unwrap()[0], &[row("S", 1)], &Counters::default())
-            .unwrap();
+        j.commit_events(&[row("S", 1)]).unwrap();
         drop(j);
         let Exported::Written { manifest: m2, .. } = export(&c, &root.path().join("b2")).unwrap()
         else {

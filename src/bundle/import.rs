@@ -271,8 +271,6 @@ mod tests {
     use crate::bundle::{export, Exported};
     use crate::config::EMBEDDED_DEFAULT;
     use crate::row::Row;
-    use crate::stats::Counters;
-    use crate::tail::FileState;
 
     fn config(store: &Path) -> Config {
         let text = EMBEDDED_DEFAULT
@@ -286,17 +284,6 @@ mod tests {
 
     fn add_rows(store: &Path, steps: std::ops::RangeInclusive<i64>) {
         let j = Journal::open(store, &["wandb"]).unwrap();
-        let file = FileState {
-            id: 1,
-            path: "f".into(),
-            dev: 1,
-            ino: 2,
-            fp_len: 0,
-            fp: 0,
-            offset: 1,
-            head: Vec::new(),
-            counters: Counters::default(),
-        };
         let rows: Vec<Row> = steps
             .map(|step| Row {
                 run_id: "R".into(),
@@ -306,7 +293,7 @@ mod tests {
                 event: None,
             })
             .collect();
-        j.commit_ingest(&file, &rows, &Counters::default()).unwrap();
+        j.commit_events(&rows).unwrap();
         j.journal_id().unwrap();
     }
 

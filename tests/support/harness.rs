@@ -154,6 +154,13 @@ pub fn shipper(dir: &Path, command: &str, config: &Path, args: &[&str]) -> Comma
     c
 }
 
+/// `run --once` in `dir` to the end (bounded); asserts it succeeded.
+pub fn run_once(dir: &Path, config: &Path) {
+    let mut child = spawn(agent(dir, config, &["--once"]).current_dir(dir));
+    let status = wait_child(&mut child.0, Duration::from_secs(120));
+    assert!(status.success(), "agent failed:\n{}", stderr_logs(dir));
+}
+
 /// Everything the agents wrote to stderr in `dir`.
 pub fn stderr_logs(dir: &Path) -> String {
     let mut out = String::new();
