@@ -134,6 +134,7 @@ impl Journal {
     }
 
     fn open_db(path: &Path, enabled_sinks: &[&str], create: bool) -> Result<Journal, JournalError> {
+        drop_unpublished_snapshots(&path.join("journal"));
         let db = sled::Config::new()
             .path(path.join("journal"))
             .flush_every_ms(Some(200))
@@ -529,6 +530,45 @@ impl Journal {
     }
 }
 
+/// Works around a sled 0.34.7 bug that turns a SIGKILL into a store that
+/// cannot be opened.
+///
+/// sled writes a snapshot to `snap.<lsn>.generating`, fsyncs it, then
+/// renames it to `snap.<lsn>`: a `.generating` file was never published.
+/// But its reader lists every `snap.*` file and takes the greatest name,
+/// which is the unfinished `.generating` one when a kill came mid-write,
+/// and then refuses the whole store as corrupt ("empty/corrupt snapshot
+/// file found"; spacejam/sled#1527, #1533; seen here in the TensorBoard
+/// crash test). Removing the file leaves the last published snapshot, and
+/// the log after it, which is what sled recovers from anyway.
+///
+/// Only while holding sled's own lock (flock on `db`): a running agent may
+/// be writing that very file.
+fn drop_unpublished_snapshots(dir: &Path) {
+    use std::os::fd::AsRawFd;
+    let Ok(db) = std::fs::File::open(dir.join("db")) else {
+        return; // a new store
+    };
+    // SAFETY: flock on a descriptor this function owns; released when
+    // `db` is dropped at the end of the function.
+    if unsafe { libc::flock(db.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return; // in use: sled's open reports the lock
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::warn!(file = %entry.path().display(), "removed an unfinished sled snapshot left by a crash"),
+                Err(e) => tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove an unfinished sled snapshot; the store may not open"),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -627,5 +667,29 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
         assert!(std::fs::read(dir.path().join("journal/db")).unwrap() == vec![0xAB; 4096]);
+    }
+
+    #[test]
+    fn an_unfinished_sled_snapshot_does_not_break_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        {
+            let j = Journal::open(&store, &["jsonl"]).unwrap();
+            j.commit_events(&[row(1), row(2)]).unwrap();
+            j.flush().unwrap();
+        }
+        // What a SIGKILL during sled's snapshot write leaves behind.
+        let bogus = store.join("journal/snap.FFFFFFFFFFFFFFFF.generating");
+        std::fs::write(&bogus, b"").unwrap();
+        let j = Journal::open(&store, &["jsonl"]).unwrap();
+        assert_eq!(j.read_after(0, 10).unwrap().len(), 2);
+        assert!(!bogus.exists());
+        // Not while another handle holds the store: it may be writing it.
+        std::fs::write(&bogus, b"").unwrap();
+        assert!(matches!(
+            Journal::open_existing(&store),
+            Err(JournalError::Locked { .. })
+        ));
+        assert!(bogus.exists());
     }
 }
