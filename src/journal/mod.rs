@@ -562,8 +562,12 @@ fn drop_unpublished_snapshots(dir: &Path) {
         let name = name.to_string_lossy();
         if name.starts_with("snap.") && name.ends_with(".generating") {
             match std::fs::remove_file(entry.path()) {
-                Ok(()) => tracing::warn!(file = %entry.path().display(), "removed an unfinished sled snapshot left by a crash"),
-                Err(e) => tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove an unfinished sled snapshot; the store may not open"),
+                Ok(()) => {
+                    tracing::warn!(file = %entry.path().display(), "removed an unfinished sled snapshot left by a crash")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove an unfinished sled snapshot; the store may not open")
+                }
             }
         }
     }

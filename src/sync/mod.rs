@@ -178,7 +178,7 @@ pub async fn sync(config: &Config, options: &SyncOptions) -> anyhow::Result<Repo
             None => client.insert(Client::new(&settings)?),
         };
         let label = run.display_name.clone().unwrap_or(run.run_id.clone());
-        let mut bar = progress.run(&label, run.history.len() as u64, "lines");
+        let mut bar = progress.run(&label, run.history_lines, "lines");
         match upload::upload(client, &settings, &run, options.include_synced, &mut bar).await {
             Ok(outcome) => {
                 let damaged = match &run.stop {

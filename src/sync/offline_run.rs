@@ -14,7 +14,7 @@ use prost::Message;
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::sink::wandb::offline::records::{record::RecordType, Item, Record};
+use crate::sink::wandb::offline::records::{record::RecordType, HistoryRecord, Item, Record};
 use crate::sink::wandb::offline::txlog::{self, Stop};
 
 /// Why a directory cannot be uploaded at all.
@@ -159,8 +159,12 @@ pub struct OfflineRun {
     pub host: Option<String>,
     /// The logged config (without `_wandb`).
     pub config: serde_json::Map<String, Value>,
-    /// History lines in W&B extended JSON, in record order.
-    pub history: Vec<String>,
+    /// History records in the log (up to `stop`): the lines to upload,
+    /// read again in order with [`OfflineRun::history`].
+    pub history_lines: u64,
+    /// The last history line (the summary when there are no summary
+    /// records).
+    pub last_line: Option<String>,
     /// The summary as the summary records left it.
     pub summary: Doc,
     /// The exit record's code: the run finished.
@@ -196,24 +200,140 @@ pub fn log_file(dir: &Path) -> Result<PathBuf, ReadError> {
     }
 }
 
-/// Reads the directory's transaction log.
+/// Walks the records of a log in order, decoding each: memory stays at
+/// one block and one record whatever the file's size.
+struct Records {
+    file: PathBuf,
+    reader: txlog::Reader<std::io::BufReader<std::fs::File>>,
+    count: u64,
+    stop: Option<Stop>,
+}
+
+impl Records {
+    fn open(file: &Path) -> Result<Records, ReadError> {
+        let f = std::fs::File::open(file).map_err(|source| ReadError::Io {
+            path: file.to_path_buf(),
+            source,
+        })?;
+        Ok(Records {
+            file: file.to_path_buf(),
+            reader: txlog::Reader::new(std::io::BufReader::new(f)),
+            count: 0,
+            stop: None,
+        })
+    }
+
+    /// The next record; `None` at the end or where reading stopped
+    /// (then in `stop`).
+    fn next(&mut self) -> Result<Option<Record>, ReadError> {
+        let raw = match self.reader.next_record() {
+            Ok(txlog::Next::Record(raw)) => raw,
+            Ok(txlog::Next::End) => return Ok(None),
+            Ok(txlog::Next::Stopped(stop)) => {
+                self.stop = Some(stop);
+                return Ok(None);
+            }
+            Err(source) => {
+                return Err(ReadError::Io {
+                    path: self.file.clone(),
+                    source,
+                })
+            }
+        };
+        self.count += 1;
+        Record::decode(raw.as_slice())
+            .map(Some)
+            .map_err(|e| ReadError::Invalid {
+                path: self.file.clone(),
+                detail: format!("record {} is not a W&B Record: {e}", self.count),
+            })
+    }
+}
+
+/// A history record as a history line.
+fn history_line(h: &HistoryRecord) -> String {
+    let mut line = Doc::default();
+    for item in &h.item {
+        line.set(&path(item), &item.value_json);
+    }
+    // wandb sync (0.31.0) puts the step number in the line as `_step`
+    // when no item carries it.
+    if let (false, Some(step)) = (line.contains_key("_step"), &h.step) {
+        line.set(&["_step".to_string()], &step.num.to_string());
+    }
+    line.to_json()
+}
+
+impl OfflineRun {
+    /// The history lines, in order, read from the log again: at most
+    /// `history_lines` of them, so a log that grew since [`read`] yields
+    /// what was counted then.
+    pub fn history(&self) -> Result<HistoryLines, ReadError> {
+        Ok(HistoryLines {
+            records: Records::open(&self.file)?,
+            left: self.history_lines,
+        })
+    }
+}
+
+/// See [`OfflineRun::history`].
+pub struct HistoryLines {
+    records: Records,
+    left: u64,
+}
+
+impl HistoryLines {
+    /// Up to `n` next lines; fewer only at the end.
+    pub fn take(&mut self, n: usize) -> Result<Vec<String>, ReadError> {
+        let mut out = Vec::new();
+        while out.len() < n && self.left > 0 {
+            match self.records.next()? {
+                Some(Record {
+                    record_type: Some(RecordType::History(h)),
+                    ..
+                }) => {
+                    out.push(history_line(&h));
+                    self.left -= 1;
+                }
+                Some(_) => {}
+                None => return Err(ReadError::Invalid {
+                    path: self.records.file.clone(),
+                    detail: format!(
+                        "{} history lines fewer than when it was first read (changed meanwhile?)",
+                        self.left
+                    ),
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Skips `n` lines (uploaded by an earlier sync).
+    pub fn skip(&mut self, mut n: u64) -> Result<(), ReadError> {
+        while n > 0 {
+            let step = n.min(10_000) as usize;
+            let got = self.take(step)?.len() as u64;
+            if got == 0 {
+                break;
+            }
+            n -= got;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the directory's transaction log: everything but the history
+/// lines, which [`OfflineRun::history`] streams.
 pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
     let file = log_file(dir)?;
-    let data = std::fs::read(&file).map_err(|source| ReadError::Io {
-        path: file.clone(),
-        source,
-    })?;
-    let (records, stop) = txlog::read_records(&data);
+    let mut records = Records::open(&file)?;
     let mut run: Option<OfflineRun> = None;
     let mut summary = Doc::default();
     let mut config = Doc::default();
-    let mut history = Vec::new();
+    let mut history_lines = 0u64;
+    let mut last_line = None;
     let mut exit_code = None;
-    for (i, raw) in records.iter().enumerate() {
-        let record = Record::decode(raw.as_slice()).map_err(|e| ReadError::Invalid {
-            path: file.clone(),
-            detail: format!("record {} is not a W&B Record: {e}", i + 1),
-        })?;
+    while let Some(record) = records.next()? {
         match record.record_type {
             Some(RecordType::Run(r)) if run.is_none() => {
                 for item in r.config.iter().flat_map(|c| &c.update) {
@@ -229,7 +349,8 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
                     display_name: nonempty(r.display_name),
                     host: nonempty(r.host),
                     config: Default::default(),
-                    history: Vec::new(),
+                    history_lines: 0,
+                    last_line: None,
                     summary: Doc::default(),
                     exit_code: None,
                     stop: None,
@@ -241,16 +362,8 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
                 }
             }
             Some(RecordType::History(h)) => {
-                let mut line = Doc::default();
-                for item in &h.item {
-                    line.set(&path(item), &item.value_json);
-                }
-                // wandb sync (0.31.0) puts the step number in the line as
-                // `_step` when no item carries it.
-                if let (false, Some(step)) = (line.contains_key("_step"), &h.step) {
-                    line.set(&["_step".to_string()], &step.num.to_string());
-                }
-                history.push(line.to_json());
+                history_lines += 1;
+                last_line = Some(h);
             }
             Some(RecordType::Summary(s)) => {
                 for item in &s.update {
@@ -264,6 +377,7 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
             _ => {}
         }
     }
+    let stop = records.stop.take();
     let Some(mut run) = run else {
         let detail = match &stop {
             Some(s) => format!("no run record before the log stops: it {s}"),
@@ -280,7 +394,8 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
     let mut logged = config.to_value();
     logged.remove("_wandb");
     run.config = logged;
-    run.history = history;
+    run.history_lines = history_lines;
+    run.last_line = last_line.as_ref().map(history_line);
     run.summary = summary;
     run.exit_code = exit_code;
     run.stop = stop;

@@ -73,11 +73,9 @@ fn load_saved(file: &Path, run: &OfflineRun) -> Option<Saved> {
     let path = progress_file(file);
     let text = std::fs::read(&path).ok()?;
     match serde_json::from_slice::<SavedFile>(&text) {
-        Ok(s) if s.run_id == run.run_id && s.saved.lines <= run.history.len() as u64 => {
-            Some(s.saved)
-        }
+        Ok(s) if s.run_id == run.run_id && s.saved.lines <= run.history_lines => Some(s.saved),
         Ok(s) => {
-            tracing::warn!(file = %path.display(), saved = s.saved.lines, lines = run.history.len(), "sync progress does not match the log (rewritten?); uploading it again at the same offsets");
+            tracing::warn!(file = %path.display(), saved = s.saved.lines, lines = run.history_lines, "sync progress does not match the log (rewritten?); uploading it again at the same offsets");
             Some(Saved {
                 lines: 0,
                 ..s.saved
@@ -177,7 +175,7 @@ pub async fn upload(
     again: bool,
     progress: &mut RunProgress,
 ) -> anyhow::Result<Outcome> {
-    let total = run.history.len() as u64;
+    let total = run.history_lines;
     let saved = load_saved(&run.file, run);
     let mut sent = saved.filter(|_| !again).map_or(0, |s| s.lines);
     progress.set(sent);
@@ -222,17 +220,22 @@ pub async fn upload(
     };
     // Without summary records the last line is the best summary there is.
     let summary = if run.summary.is_empty() {
-        run.history.last().cloned()
+        run.last_line.clone()
     } else {
         Some(run.summary.to_json())
     };
     let per_request = settings.rows_per_request.max(1);
+    // Streamed from the log: one request's lines in memory at a time.
+    let mut lines = run.history().map_err(|e| fail(run, e))?;
+    lines.skip(sent).map_err(|e| fail(run, e))?;
     let mut first = true;
     while sent < total || first {
         let end = (sent + per_request as u64).min(total);
         let update = Update {
             history_offset: base + sent,
-            history: run.history[sent as usize..end as usize].to_vec(),
+            history: lines
+                .take((end - sent) as usize)
+                .map_err(|e| fail(run, e))?,
             summary: summary.clone().filter(|_| end == total),
             uploaded: Vec::new(),
             exit_code: None,

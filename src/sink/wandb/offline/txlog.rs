@@ -17,6 +17,8 @@
 //! record depends only on the current file length: that length is all the
 //! sink has to remember to continue a file after a restart.
 
+use std::io::Read as _;
+
 /// `:W&B`, magic 0xBEE1 little-endian, version 0.
 pub const FILE_HEADER: [u8; 7] = [0x3A, 0x57, 0x26, 0x42, 0xE1, 0xBE, 0x00];
 /// Block size; chunks never cross a multiple of it.
@@ -97,85 +99,159 @@ impl std::fmt::Display for Stop {
     }
 }
 
-/// Reads every complete record of a transaction log, in order; says where
-/// and why it stopped if that was before the end of `data`.
+/// What [`Reader::next_record`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Record(Vec<u8>),
+    /// The data ends cleanly after the last record.
+    End,
+    /// Reading stopped before the end of the data, and why.
+    Stopped(Stop),
+}
+
+/// Reads records one at a time from any byte source, holding one block:
+/// a log of any size is read in constant memory.
+pub struct Reader<R> {
+    src: R,
+    block: Vec<u8>,
+    /// Position in `block`.
+    at: usize,
+    /// File offset of `block[0]`.
+    base: u64,
+    started: bool,
+    /// The source is exhausted; `block` is the last (possibly short) one.
+    eof: bool,
+}
+
+impl<R: std::io::Read> Reader<R> {
+    pub fn new(src: R) -> Reader<R> {
+        Reader {
+            src,
+            block: Vec::with_capacity(BLOCK as usize),
+            at: 0,
+            base: 0,
+            started: false,
+            eof: false,
+        }
+    }
+
+    /// Loads the next block; `false` when there is none.
+    fn load(&mut self) -> std::io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        self.base += self.block.len() as u64;
+        self.block.clear();
+        self.at = 0;
+        let mut limited = (&mut self.src).take(BLOCK);
+        limited.read_to_end(&mut self.block)?;
+        if (self.block.len() as u64) < BLOCK {
+            self.eof = true;
+        }
+        Ok(!self.block.is_empty())
+    }
+
+    /// The next complete record, the clean end, or why reading stopped.
+    /// After `End` or `Stopped` it keeps returning `End`.
+    pub fn next_record(&mut self) -> std::io::Result<Next> {
+        let damaged = |offset: u64, what: String| Next::Stopped(Stop::Damaged { offset, what });
+        if !self.started {
+            self.started = true;
+            if !self.load()? || self.block.len() < FILE_HEADER.len() {
+                self.eof = true;
+                self.block.clear();
+                return Ok(Next::Stopped(Stop::Truncated { offset: 0 }));
+            }
+            if self.block[..7] != FILE_HEADER {
+                self.finish();
+                let what = "not a W&B transaction log (bad file header)".to_string();
+                return Ok(damaged(0, what));
+            }
+            self.at = FILE_HEADER.len();
+        }
+        // The record in progress: its file offset and bytes so far.
+        let mut partial: Option<(u64, Vec<u8>)> = None;
+        loop {
+            let record_start = partial.as_ref().map_or(self.base + self.at as u64, |p| p.0);
+            if self.at >= self.block.len() || BLOCK as usize - self.at < CHUNK_HEADER as usize {
+                // Block trailer (fewer than 7 bytes: zero padding) or end
+                // of this block: on to the next one.
+                if self.block.len() < BLOCK as usize || !self.load()? {
+                    self.finish();
+                    return Ok(match partial {
+                        Some((at, _)) => Next::Stopped(Stop::Truncated { offset: at }),
+                        None => Next::End,
+                    });
+                }
+                continue;
+            }
+            let at = self.at;
+            let data = &self.block[at..];
+            if data.len() < CHUNK_HEADER as usize {
+                self.finish();
+                return Ok(Next::Stopped(Stop::Truncated {
+                    offset: record_start,
+                }));
+            }
+            let crc = u32::from_le_bytes(data[..4].try_into().expect("4 bytes"));
+            let len = u16::from_le_bytes([data[4], data[5]]) as usize;
+            let typ = data[6];
+            if crc == 0 && len == 0 && typ == 0 {
+                // Zero fill past the last record (preallocated, or a file
+                // system's view of a torn write): the data ends here.
+                self.finish();
+                return Ok(Next::Stopped(Stop::Truncated {
+                    offset: record_start,
+                }));
+            }
+            let Some(chunk) = data.get(7..7 + len) else {
+                self.finish();
+                return Ok(Next::Stopped(Stop::Truncated {
+                    offset: record_start,
+                }));
+            };
+            let offset = self.base + at as u64;
+            if checksum(typ, chunk) != crc {
+                self.finish();
+                return Ok(damaged(offset, "checksum mismatch".into()));
+            }
+            let chunk = chunk.to_vec();
+            self.at = at + 7 + len;
+            match (typ, partial.as_mut()) {
+                (FULL, None) => return Ok(Next::Record(chunk)),
+                (FIRST, None) => partial = Some((offset, chunk)),
+                (MIDDLE, Some((_, b))) => b.extend_from_slice(&chunk),
+                (LAST, Some((_, b))) => {
+                    b.extend_from_slice(&chunk);
+                    return Ok(Next::Record(partial.take().expect("matched").1));
+                }
+                _ => {
+                    self.finish();
+                    return Ok(damaged(offset, format!("unexpected chunk type {typ}")));
+                }
+            }
+        }
+    }
+
+    /// Nothing more is read after a stop.
+    fn finish(&mut self) {
+        self.eof = true;
+        self.block.clear();
+        self.at = 0;
+    }
+}
+
+/// Reads every complete record of a transaction log held in memory, in
+/// order; says where and why it stopped if that was before the end.
 pub fn read_records(data: &[u8]) -> (Vec<Vec<u8>>, Option<Stop>) {
+    let mut reader = Reader::new(data);
     let mut out = Vec::new();
-    if data.len() < FILE_HEADER.len() {
-        return (out, Some(Stop::Truncated { offset: 0 }));
-    }
-    if data[..7] != FILE_HEADER {
-        let what = "not a W&B transaction log (bad file header)".to_string();
-        return (out, Some(Stop::Damaged { offset: 0, what }));
-    }
-    let mut pos = FILE_HEADER.len();
-    let mut buf: Option<(usize, Vec<u8>)> = None;
-    let damaged = |offset: usize, what: String| Stop::Damaged {
-        offset: offset as u64,
-        what,
-    };
-    while pos < data.len() {
-        let space = (BLOCK - pos as u64 % BLOCK) as usize;
-        if space < CHUNK_HEADER as usize {
-            pos += space;
-            continue;
+    loop {
+        match reader.next_record().expect("reading memory cannot fail") {
+            Next::Record(r) => out.push(r),
+            Next::End => return (out, None),
+            Next::Stopped(stop) => return (out, Some(stop)),
         }
-        // The record in progress starts here (or at its FIRST chunk).
-        let record_start = buf.as_ref().map_or(pos, |(at, _)| *at) as u64;
-        if data.len() - pos < 7 {
-            return (
-                out,
-                Some(Stop::Truncated {
-                    offset: record_start,
-                }),
-            );
-        }
-        let crc = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap());
-        let len = u16::from_le_bytes([data[pos + 4], data[pos + 5]]) as usize;
-        let typ = data[pos + 6];
-        if crc == 0 && len == 0 && typ == 0 {
-            // Zero fill past the last record (preallocated or a file
-            // system's view of a torn write): the data ends here.
-            return (
-                out,
-                Some(Stop::Truncated {
-                    offset: record_start,
-                }),
-            );
-        }
-        let start = pos + 7;
-        if data.len() < start + len {
-            return (
-                out,
-                Some(Stop::Truncated {
-                    offset: record_start,
-                }),
-            );
-        }
-        let chunk = &data[start..start + len];
-        if checksum(typ, chunk) != crc {
-            return (out, Some(damaged(pos, "checksum mismatch".into())));
-        }
-        match (typ, buf.as_mut()) {
-            (FULL, None) => out.push(chunk.to_vec()),
-            (FIRST, None) => buf = Some((pos, chunk.to_vec())),
-            (MIDDLE, Some((_, b))) => b.extend_from_slice(chunk),
-            (LAST, Some((_, b))) => {
-                b.extend_from_slice(chunk);
-                out.push(buf.take().unwrap().1);
-            }
-            _ => {
-                return (
-                    out,
-                    Some(damaged(pos, format!("unexpected chunk type {typ}"))),
-                )
-            }
-        }
-        pos = start + len;
-    }
-    match buf {
-        Some((at, _)) => (out, Some(Stop::Truncated { offset: at as u64 })),
-        None => (out, None),
     }
 }
 
@@ -277,5 +353,37 @@ mod tests {
             matches!(err, Some(Stop::Damaged { offset: 0, .. })),
             "{err:?}"
         );
+    }
+
+    /// A source that hands out a few bytes per read, as pipes and network
+    /// file systems may.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.0.len()).min(997);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn short_reads_give_the_same_records() {
+        let records: Vec<Vec<u8>> = (0..300)
+            .map(|i| vec![i as u8; (i * 37) % 5000 + (i % 3) * 40000])
+            .collect();
+        let f = file(&records);
+        let mut r = Reader::new(Trickle(&f));
+        let mut got = Vec::new();
+        loop {
+            match r.next_record().unwrap() {
+                Next::Record(rec) => got.push(rec),
+                Next::End => break,
+                Next::Stopped(s) => panic!("{s}"),
+            }
+        }
+        assert_eq!(got, records);
+        assert_eq!(r.next_record().unwrap(), Next::End);
     }
 }
