@@ -223,9 +223,9 @@ impl Records {
         })
     }
 
-    /// The next record; `None` at the end or where reading stopped
-    /// (then in `stop`).
-    fn next(&mut self) -> Result<Option<Record>, ReadError> {
+    /// The next record, undecoded; `None` at the end or where reading
+    /// stopped (then in `stop`).
+    fn next_raw(&mut self) -> Result<Option<Vec<u8>>, ReadError> {
         let raw = match self.reader.next_record() {
             Ok(txlog::Next::Record(raw)) => raw,
             Ok(txlog::Next::End) => return Ok(None),
@@ -241,13 +241,60 @@ impl Records {
             }
         };
         self.count += 1;
-        Record::decode(raw.as_slice())
-            .map(Some)
-            .map_err(|e| ReadError::Invalid {
-                path: self.file.clone(),
-                detail: format!("record {} is not a W&B Record: {e}", self.count),
-            })
+        Ok(Some(raw))
     }
+
+    fn decode(&self, raw: &[u8]) -> Result<Record, ReadError> {
+        Record::decode(raw).map_err(|e| ReadError::Invalid {
+            path: self.file.clone(),
+            detail: format!("record {} is not a W&B Record: {e}", self.count),
+        })
+    }
+}
+
+/// `Record.history`'s field number (the `record_type` member).
+const HISTORY: u64 = 2;
+
+/// The field number of a raw `Record`'s `record_type` member, read from
+/// its top-level field keys without decoding it: each pass of [`read`]
+/// and [`HistoryLines`] then decodes only the records it needs (history
+/// and summary records are most of a log, about one each per row).
+/// `None` if there is none or the bytes are not protobuf.
+fn record_type(mut raw: &[u8]) -> Option<u64> {
+    fn varint(buf: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = buf.split_first()?;
+            *buf = rest;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    while !raw.is_empty() {
+        let key = varint(&mut raw)?;
+        let (field, wire) = (key >> 3, key & 7);
+        match wire {
+            0 => {
+                varint(&mut raw)?;
+            }
+            1 => raw = raw.get(8..)?,
+            5 => raw = raw.get(4..)?,
+            2 => {
+                let len = usize::try_from(varint(&mut raw)?).ok()?;
+                // num (1) is a varint; control (16), uuid (19) and _info
+                // (200) are the only other messages/strings of Record.
+                if !matches!(field, 16 | 19 | 200) {
+                    return Some(field);
+                }
+                raw = raw.get(len..)?;
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// A history record as a history line.
@@ -287,22 +334,23 @@ impl HistoryLines {
     pub fn take(&mut self, n: usize) -> Result<Vec<String>, ReadError> {
         let mut out = Vec::new();
         while out.len() < n && self.left > 0 {
-            match self.records.next()? {
-                Some(Record {
-                    record_type: Some(RecordType::History(h)),
-                    ..
-                }) => {
-                    out.push(history_line(&h));
+            match self.records.next_raw()? {
+                Some(raw) if record_type(&raw) == Some(HISTORY) => {
+                    if let Some(RecordType::History(h)) = self.records.decode(&raw)?.record_type {
+                        out.push(history_line(&h));
+                    }
                     self.left -= 1;
                 }
                 Some(_) => {}
-                None => return Err(ReadError::Invalid {
-                    path: self.records.file.clone(),
-                    detail: format!(
+                None => {
+                    return Err(ReadError::Invalid {
+                        path: self.records.file.clone(),
+                        detail: format!(
                         "{} history lines fewer than when it was first read (changed meanwhile?)",
                         self.left
                     ),
-                }),
+                    })
+                }
             }
         }
         Ok(out)
@@ -333,8 +381,14 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
     let mut history_lines = 0u64;
     let mut last_line = None;
     let mut exit_code = None;
-    while let Some(record) = records.next()? {
-        match record.record_type {
+    while let Some(raw) = records.next_raw()? {
+        if record_type(&raw) == Some(HISTORY) {
+            // Streamed later; only counted (and the last one kept) here.
+            history_lines += 1;
+            last_line = Some(raw);
+            continue;
+        }
+        match records.decode(&raw)?.record_type {
             Some(RecordType::Run(r)) if run.is_none() => {
                 for item in r.config.iter().flat_map(|c| &c.update) {
                     config.set(&path(item), &item.value_json);
@@ -360,10 +414,6 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
                 for item in &c.update {
                     config.set(&path(item), &item.value_json);
                 }
-            }
-            Some(RecordType::History(h)) => {
-                history_lines += 1;
-                last_line = Some(h);
             }
             Some(RecordType::Summary(s)) => {
                 for item in &s.update {
@@ -395,7 +445,13 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
     logged.remove("_wandb");
     run.config = logged;
     run.history_lines = history_lines;
-    run.last_line = last_line.as_ref().map(history_line);
+    run.last_line = match last_line {
+        Some(raw) => match records.decode(&raw)?.record_type {
+            Some(RecordType::History(h)) => Some(history_line(&h)),
+            _ => None,
+        },
+        None => None,
+    };
     run.summary = summary;
     run.exit_code = exit_code;
     run.stop = stop;
@@ -426,5 +482,32 @@ mod tests {
             d.to_json(),
             r#"{"_wandb":{},"a/b":-Infinity,"x":0.30000000000000004}"#
         );
+    }
+
+    #[test]
+    fn record_types_are_read_without_decoding() {
+        use crate::sink::wandb::offline::records::{
+            record, HistoryRecord, RecordInfo, SummaryRecord,
+        };
+        let history = Record {
+            num: 300,
+            record_type: Some(record::RecordType::History(HistoryRecord::default())),
+            info: Some(RecordInfo {
+                stream_id: "x".into(),
+            }),
+        };
+        assert_eq!(record_type(&history.encode_to_vec()), Some(HISTORY));
+        let summary = Record {
+            num: 1,
+            record_type: Some(record::RecordType::Summary(SummaryRecord::default())),
+            info: None,
+        };
+        assert_eq!(record_type(&summary.encode_to_vec()), Some(3));
+        // _info first, then the member; a record without one; garbage.
+        let mut info_first = vec![0xC2, 0x0C, 0x01, b'x'];
+        info_first.extend_from_slice(&[0x12, 0x00]);
+        assert_eq!(record_type(&info_first), Some(HISTORY));
+        assert_eq!(record_type(&[0x08, 0x05]), None);
+        assert_eq!(record_type(&[0xFF]), None);
     }
 }
