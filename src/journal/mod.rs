@@ -577,7 +577,8 @@ fn drop_unpublished_snapshots(dir: &Path) {
 mod tests {
     use super::*;
 
-    fn row(step: i64) -> Row {
+    /// A metric row of run "r" (also for the journal's submodules' tests).
+    pub(super) fn row(step: i64) -> Row {
         Row {
             run_id: "r".into(),
             step,

@@ -272,18 +272,9 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::super::codec::encode_block;
+    use super::super::tests::row;
     use super::*;
     use crate::row::Row;
-
-    fn row(step: i64) -> Row {
-        Row {
-            run_id: "r".into(),
-            step,
-            wall_time: 1.5,
-            values: [("x".to_string(), step as f64)].into_iter().collect(),
-            event: None,
-        }
-    }
 
     fn record(id: &str, first: u64, last: u64) -> ImportRecord {
         ImportRecord {
