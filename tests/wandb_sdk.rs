@@ -60,12 +60,7 @@ fn run_sdk(
     std::fs::create_dir_all(&wdir).unwrap();
     let mut c = Command::new(python());
     c.arg(&script).arg(expect).arg(run_id).arg(display);
-    for (k, _) in std::env::vars() {
-        let u = k.to_ascii_uppercase();
-        if u.starts_with("WANDB_") || u.ends_with("_PROXY") {
-            c.env_remove(&k);
-        }
-    }
+    harness::clean_env(&mut c, &wdir);
     // The minimal settings of docs/wandb-protocol.md section 7.2.
     c.env("WANDB_BASE_URL", standin.base_url())
         .env("WANDB_API_KEY", KEY)

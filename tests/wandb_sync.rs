@@ -43,13 +43,7 @@ fn venv_python() -> PathBuf {
 
 /// A command with no W&B or proxy settings from the caller's environment.
 fn clean(mut c: Command, dir: &Path) -> Command {
-    for (k, _) in std::env::vars() {
-        let u = k.to_ascii_uppercase();
-        if u.starts_with("WANDB_") || u.ends_with("_PROXY") || u == "NETRC" || u == "RUST_LOG" {
-            c.env_remove(&k);
-        }
-    }
-    c.env("HOME", dir).env("NETRC", dir.join("no-netrc"));
+    harness::clean_env(&mut c, dir);
     c
 }
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::offline_run::OfflineRun;
 use super::progress::RunProgress;
-use crate::sink::wandb::client::{wandb_config, Client, RunRef};
+use crate::sink::wandb::client::{finish_files, wandb_config, Client, RunRef};
 use crate::sink::wandb::filestream::Update;
 use crate::sink::wandb::graphql::UpsertInput;
 use crate::sink::wandb::offline::txlog::Stop;
@@ -118,17 +118,7 @@ fn run_files(
     summary: &str,
     config: &serde_json::Value,
 ) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let mut files = vec![
-        (
-            "wandb-summary.json".to_string(),
-            summary.as_bytes().to_vec(),
-        ),
-        (
-            // YAML 1.2 is a superset of JSON.
-            "config.yaml".to_string(),
-            serde_json::to_vec_pretty(config).expect("JSON values serialise"),
-        ),
-    ];
+    let mut files = finish_files(summary, config);
     let root = run.dir.join("files");
     let mut stack = vec![root.clone()];
     while let Some(dir) = stack.pop() {

@@ -133,20 +133,25 @@ pub fn agent(dir: &Path, config: &Path, args: &[&str]) -> Command {
     shipper(dir, "run", config, args)
 }
 
-/// `mosaic-shipper <command> --config <config> <args>` with the clean
-/// environment of [`agent`].
-pub fn shipper(dir: &Path, command: &str, config: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mosaic-shipper"));
-    c.arg(command).arg("--config").arg(config).args(args);
+/// Keeps the caller's W&B, proxy, netrc and log settings from `c`, and
+/// points HOME and NETRC into `dir`: a test sees only what it sets.
+pub fn clean_env(c: &mut Command, dir: &Path) {
     for (k, _) in std::env::vars() {
         let u = k.to_ascii_uppercase();
         if u.starts_with("WANDB_") || u.ends_with("_PROXY") || u == "NETRC" || u == "RUST_LOG" {
             c.env_remove(&k);
         }
     }
-    c.env("HOME", dir)
-        .env("NETRC", dir.join("no-netrc"))
-        .env("WANDB_API_KEY", KEY);
+    c.env("HOME", dir).env("NETRC", dir.join("no-netrc"));
+}
+
+/// `mosaic-shipper <command> --config <config> <args>` with the clean
+/// environment of [`agent`].
+pub fn shipper(dir: &Path, command: &str, config: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mosaic-shipper"));
+    c.arg(command).arg("--config").arg(config).args(args);
+    clean_env(&mut c, dir);
+    c.env("WANDB_API_KEY", KEY);
     // stderr to a file: a pipe nobody reads could block the agent.
     let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
     let log = std::fs::File::create(dir.join(format!("agent-stderr-{n}.log"))).unwrap();

@@ -147,6 +147,22 @@ impl Client {
     }
 }
 
+/// The run files the SDK uploads at finish: `wandb-summary.json` and
+/// `config.yaml` (YAML 1.2 is a superset of JSON: the config map as JSON
+/// is a valid config.yaml; the SDK writes block style).
+pub fn finish_files(summary: &str, config: &Value) -> Vec<(String, Vec<u8>)> {
+    vec![
+        (
+            "wandb-summary.json".to_string(),
+            summary.as_bytes().to_vec(),
+        ),
+        (
+            "config.yaml".to_string(),
+            serde_json::to_vec_pretty(config).expect("JSON values serialise"),
+        ),
+    ]
+}
+
 /// A run's config in W&B's form: each top-level key of what the worker
 /// logged as `{"value": V}`, plus the internal `_wandb` key.
 pub fn wandb_config(logged: Option<&serde_json::Map<String, Value>>) -> Value {

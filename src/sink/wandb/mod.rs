@@ -254,16 +254,7 @@ impl WandbSink {
     /// Uploads `wandb-summary.json` and `config.yaml` as the SDK does at
     /// finish; returns their names for the final request's `uploaded` list.
     async fn upload_run_files(&mut self, run: &RunState) -> Result<Vec<String>, SinkError> {
-        // YAML 1.2 is a superset of JSON: the config map as JSON is a
-        // valid config.yaml (the SDK writes block style).
-        let files = [
-            ("wandb-summary.json".to_string(), run.summary().into_bytes()),
-            (
-                "config.yaml".to_string(),
-                serde_json::to_vec_pretty(&Self::run_config(Some(run)))
-                    .expect("JSON values serialise"),
-            ),
-        ];
+        let files = client::finish_files(&run.summary(), &Self::run_config(Some(run)));
         self.client
             .upload_files(run_ref(run), &files)
             .await
