@@ -438,3 +438,33 @@ fn fresh_start_reads_rotated_files_oldest_first() {
     assert_eq!(h.out.len(), 6);
     let _ = Path::new("");
 }
+
+/// A rotated file missed by one scan (its rename raced with the directory
+/// listing) and found by the next is still read before the newer files of
+/// its family: reading order is the family's age order, not the order in
+/// which files were discovered.
+#[test]
+fn an_older_rotation_found_late_is_read_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("runs/R/logs");
+    fs::create_dir_all(&logs).unwrap();
+    let config = TailConfig {
+        sources: vec![format!("{}/runs/*/logs/*.log", dir.path().display())],
+        follow_rotated: true,
+        max_line_bytes: 4096,
+        poll_interval_ms: 1000,
+        read_batch_bytes: 4096,
+    };
+    fs::write(logs.join("x.log"), b"newer\n").unwrap();
+    let mut tailer = Tailer::new(&config, Vec::new());
+    tailer.scan();
+    fs::write(logs.join("x.log.1"), b"older\n").unwrap();
+    tailer.scan();
+    let mut texts = Vec::new();
+    for _ in 0..4 {
+        let Some(batch) = tailer.read() else { break };
+        texts.extend(batch.lines.iter().map(|l| batch.text(l).to_string()));
+        tailer.committed(&batch);
+    }
+    assert_eq!(texts, ["older", "newer"]);
+}

@@ -98,7 +98,8 @@ pub fn rotation_number(path: &Path) -> Option<u64> {
     ext.parse().ok()
 }
 
-fn order_key(path: &Path) -> (PathBuf, Reverse<u64>) {
+/// Sort key that puts a rotation family together, oldest file first.
+pub fn order_key(path: &Path) -> (PathBuf, Reverse<u64>) {
     match rotation_number(path) {
         Some(n) => (path.with_extension(""), Reverse(n)),
         None => (path.to_path_buf(), Reverse(0)),

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TailConfig;
 use crate::stats::Counters;
-pub use discover::{rotation_number, Sources};
+pub use discover::{order_key, rotation_number, Sources};
 use identity::{dev_ino, head, Fingerprint, FINGERPRINT_BYTES};
 
 /// How many scans a file may go unseen (while still existing somewhere)
@@ -157,7 +157,15 @@ pub struct Tailer {
     replaced: Vec<(Replaced, u32)>,
     /// Checkpoints dropped by the tailer that the journal still holds.
     to_forget: Vec<FileState>,
+    /// The ids of `files` in reading order (see [`Tailer::reorder`]).
+    order: Vec<u64>,
+    /// What the last scan listed, to tell a listing that races with a
+    /// rotation from a settled one.
+    last_listing: Vec<PathBuf>,
 }
+
+/// How many times one scan lists the sources again while they change.
+const MAX_RELISTS: u32 = 4;
 
 /// A file truncated or replaced in this scan, for copytruncate detection.
 struct Replaced {
@@ -198,7 +206,7 @@ impl Tailer {
                 )
             })
             .collect();
-        Tailer {
+        let mut tailer = Tailer {
             sources: Sources::new(&config.sources, config.follow_rotated),
             max_line: config.max_line_bytes,
             read_size: config.read_batch_bytes.max(config.max_line_bytes + 2),
@@ -207,7 +215,11 @@ impl Tailer {
             unreadable: BTreeMap::new(),
             replaced: Vec::new(),
             to_forget: Vec::new(),
-        }
+            order: Vec::new(),
+            last_listing: Vec::new(),
+        };
+        tailer.reorder();
+        tailer
     }
 
     pub fn sources(&self) -> &Sources {
@@ -227,7 +239,7 @@ impl Tailer {
     /// Looks for new, rotated, truncated and deleted files.
     pub fn scan(&mut self) {
         let mut found: Vec<(PathBuf, std::fs::Metadata)> = Vec::new();
-        for path in self.sources.expand() {
+        for path in self.stable_listing() {
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_file() => found.push((path, meta)),
                 Ok(_) => {}
@@ -425,6 +437,37 @@ impl Tailer {
                 },
             );
         }
+        self.reorder();
+    }
+
+    /// The paths matching the sources, listed again while they keep
+    /// changing under us. A directory listing that races with a rotation
+    /// (renames of `x.log.N` to `x.log.N+1`, oldest first) can miss the
+    /// file being renamed; found in a later scan it would be read after
+    /// the newer files of its family, out of order. A listing equal to the
+    /// previous scan's is taken at once, so an idle scan lists once.
+    fn stable_listing(&mut self) -> Vec<PathBuf> {
+        let mut listing = self.sources.expand();
+        let mut tries = 0;
+        while listing != self.last_listing && tries < MAX_RELISTS {
+            self.last_listing = listing;
+            listing = self.sources.expand();
+            tries += 1;
+        }
+        self.last_listing.clone_from(&listing);
+        listing
+    }
+
+    /// Rebuilds the reading order: by rotation family, oldest file first,
+    /// whatever order the files were discovered in.
+    fn reorder(&mut self) {
+        let mut order: Vec<(u64, (PathBuf, std::cmp::Reverse<u64>))> = self
+            .files
+            .iter()
+            .map(|(&id, t)| (id, order_key(Path::new(&t.state.path))))
+            .collect();
+        order.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+        self.order = order.into_iter().map(|(id, _)| id).collect();
     }
 
     /// For a file we hold open: if it was truncated or rewritten in place,
@@ -529,9 +572,9 @@ impl Tailer {
         map.insert(key, e.to_string());
     }
 
-    /// The next batch of lines, from the lowest-numbered file that has
-    /// something to take (older rotations were numbered first, so their
-    /// rows go out before the newer file's). `None`: nothing to read now.
+    /// The next batch of lines, from the first file in reading order that
+    /// has something to take (older rotations first, so their rows go out
+    /// before the newer file's). `None`: nothing to read now.
     pub fn read(&mut self) -> Option<Batch> {
         if let Some(state) = self.to_forget.pop() {
             return Some(Batch::without_lines(state, Counters::default(), true));
@@ -544,8 +587,11 @@ impl Tailer {
             .filter(|(_, t)| t.needs_commit)
             .map(|(&id, _)| id)
             .collect();
-        ids.extend(self.files.keys().copied());
+        ids.extend(self.order.iter().copied());
         for id in ids {
+            if !self.files.contains_key(&id) {
+                continue; // forgotten since the last scan
+            }
             match self.read_file(id) {
                 Ok(Some(batch)) => return Some(batch),
                 Ok(None) => {}
