@@ -15,13 +15,13 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::extract::Extractor;
-use crate::ingest::{Ingest, IngestControl, Unreadable};
+use crate::ingest::{Ingest, IngestControl, Readers, Unreadable};
 use crate::journal::Journal;
 use crate::sink::tensorboard::TensorBoardSink;
 use crate::sink::wandb::{FinishHandle, WandbSink}; // wandb sink (issue 4)
 use crate::sink::{self, jsonl::JsonlSink, Mode, RunOptions, SinkError};
+use crate::source::Tailer;
 use crate::status::Status;
-use crate::tail::Tailer;
 
 /// How often a running agent refreshes `<store>/status.json`.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
@@ -63,11 +63,13 @@ impl Agent {
         let journal = Arc::new(Journal::open(&config.store.path, &enabled)?);
         let first_seq = journal.last_seq()?;
         let states = journal.files()?;
-        let tailer = Tailer::new(&config.tail, states);
+        let sources = config.sources();
+        let tailer = Tailer::new(&config.tail, &sources, states);
         let extractor = Extractor::new(&config.extract).map_err(anyhow::Error::msg)?;
         let ingest = Ingest::new(
             tailer,
             extractor,
+            Readers::new(&sources).map_err(anyhow::Error::msg)?,
             journal.clone(),
             Duration::from_millis(config.tail.poll_interval_ms),
             config.store.max_bytes,
@@ -318,6 +320,7 @@ impl Agent {
                 wall_time: crate::util::now_secs(),
                 values: Default::default(),
                 event: Some(RunEvent::Finished(code)),
+                origin: Default::default(),
             })
             .collect();
         if !events.is_empty() {

@@ -39,6 +39,11 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub tail: TailConfig,
+    /// What to read: `[[sources]]` tables. Absent: the default sources,
+    /// unless the older `tail.sources` list names files (see
+    /// [`Config::sources`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<SourceConfig>>,
     #[serde(default)]
     pub extract: ExtractConfig,
     #[serde(default)]
@@ -69,11 +74,14 @@ impl Default for StoreConfig {
     }
 }
 
-/// Which files are followed and how they are read.
+/// How files are followed, whatever their kind.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TailConfig {
-    pub sources: Vec<String>,
+    /// The first form of the configuration: glob patterns of line files.
+    /// Still read, as one `lines` source named "tail".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<String>>,
     #[serde(default = "yes")]
     pub follow_rotated: bool,
     #[serde(default = "default_max_line")]
@@ -97,17 +105,72 @@ fn default_batch() -> usize {
     1 << 20
 }
 
+/// The sources of the embedded default (`config/mosaic-shipper.toml`),
+/// for a configuration that names none: one list, in the documented file.
+fn default_sources() -> Vec<SourceConfig> {
+    /// The embedded default's `[[sources]]`, its other keys ignored.
+    #[derive(Deserialize)]
+    struct SourcesOnly {
+        sources: Vec<SourceConfig>,
+    }
+    toml::from_str::<SourcesOnly>(EMBEDDED_DEFAULT)
+        .expect("the embedded default's sources parse")
+        .sources
+}
+
 impl Default for TailConfig {
     fn default() -> Self {
         TailConfig {
-            sources: vec![
-                "var/trainer/runs/*/logs/*.log".into(),
-                "var/trainer/runs/*/logs/*.jsonl".into(),
-            ],
+            sources: None,
             follow_rotated: true,
             max_line_bytes: default_max_line(),
             poll_interval_ms: default_poll(),
             read_batch_bytes: default_batch(),
+        }
+    }
+}
+
+/// One source: files of one kind, found by glob patterns.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Names the source in `status`, `explain` and log lines.
+    pub name: String,
+    pub kind: SourceKind,
+    /// Glob patterns (`**` crosses directories).
+    pub paths: Vec<String>,
+    /// Glob patterns of files not to read although `paths` match them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+    /// `tfevents` and `document` sources: the run id is taken from the
+    /// file's path with this regex (named group `run_id`). Line sources
+    /// say it per rule. Default `runs/(?P<run_id>[^/]+)/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id_from_path: Option<String>,
+}
+
+/// How a source's files are cut into records.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Text files of lines, appended to and rotated: JSON objects go to
+    /// the JSON rules, other lines to the text rules.
+    #[default]
+    Lines,
+    /// TensorBoard event files: TFRecord frames of `Event` protos.
+    Tfevents,
+    /// Whole JSON documents, read again whenever they change.
+    Document,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Lines => "lines",
+            SourceKind::Tfevents => "tfevents",
+            SourceKind::Document => "document",
         }
     }
 }
@@ -514,12 +577,33 @@ impl Config {
 
     /// Checks what serde cannot: globs, regexes, ranges and paths.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.tail.sources.is_empty() {
+        if matches!(&self.tail.sources, Some(p) if p.is_empty()) {
             return Err(self.invalid("tail.sources is empty: name at least one glob pattern"));
         }
-        for pattern in &self.tail.sources {
-            glob::Pattern::new(pattern)
-                .map_err(|e| self.invalid(format!("tail.sources: bad glob {pattern:?}: {e}")))?;
+        let sources = self.sources();
+        if sources.is_empty() {
+            return Err(self.invalid("sources is empty: name at least one [[sources]] table"));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for source in &sources {
+            if !names.insert(source.name.as_str()) {
+                return Err(
+                    self.invalid(format!("sources: the name {:?} is used twice", source.name))
+                );
+            }
+            if source.paths.is_empty() {
+                return Err(
+                    self.invalid(format!("sources {:?}: paths names no pattern", source.name))
+                );
+            }
+            for pattern in source.paths.iter().chain(&source.exclude) {
+                glob::Pattern::new(pattern).map_err(|e| {
+                    self.invalid(format!(
+                        "sources {:?}: bad glob {pattern:?}: {e}",
+                        source.name
+                    ))
+                })?;
+            }
         }
         if self.tail.max_line_bytes < 64 {
             return Err(self.invalid("tail.max_line_bytes must be at least 64"));
@@ -602,6 +686,26 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// The sources in effect: the `[[sources]]` tables, plus a `lines`
+    /// source "tail" for the older `tail.sources` list; with neither, the
+    /// sources of the embedded default.
+    pub fn sources(&self) -> Vec<SourceConfig> {
+        let mut out = self.sources.clone().unwrap_or_default();
+        if let Some(paths) = &self.tail.sources {
+            out.push(SourceConfig {
+                name: "tail".into(),
+                kind: SourceKind::Lines,
+                paths: paths.clone(),
+                exclude: Vec::new(),
+                run_id_from_path: None,
+            });
+        }
+        if self.sources.is_none() && self.tail.sources.is_none() {
+            out = default_sources();
+        }
+        out
     }
 
     /// Directory of the agent's own log files.

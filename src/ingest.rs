@@ -9,10 +9,13 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::config::SourceKind;
+pub use crate::extract::events::{EventOutcome, Readers};
 use crate::extract::Extractor;
 use crate::journal::Journal;
-use crate::tail::watch::{Waker, Watcher};
-use crate::tail::{Batch, Tailer};
+use crate::source::follow::watch::{Waker, Watcher};
+use crate::source::{Batch, Tailer};
+use crate::stats::Counters;
 
 /// Handle the rest of the agent keeps on the ingest thread.
 #[derive(Clone)]
@@ -46,6 +49,7 @@ impl IngestControl {
 pub struct Ingest {
     pub tailer: Tailer,
     pub extractor: Extractor,
+    pub readers: Readers,
     pub journal: Arc<Journal>,
     pub watcher: Watcher,
     pub poll_interval: Duration,
@@ -67,6 +71,7 @@ impl Ingest {
     pub fn new(
         tailer: Tailer,
         extractor: Extractor,
+        readers: Readers,
         journal: Arc<Journal>,
         poll_interval: Duration,
         max_bytes: u64,
@@ -75,6 +80,7 @@ impl Ingest {
         Ingest {
             tailer,
             extractor,
+            readers,
             journal,
             watcher,
             poll_interval,
@@ -164,17 +170,38 @@ impl Ingest {
 
     fn commit(&mut self, mut batch: Batch) -> Result<(), ()> {
         let read_time = now_secs();
-        let mut rows = Vec::with_capacity(batch.lines.len());
+        let mut rows = Vec::with_capacity(batch.records.len());
         let mut delta = batch.delta;
-        for line in &batch.lines {
-            if let Some(row) = self.extractor.extract(
-                &batch.state.path,
-                line.offset,
-                batch.text(line),
-                read_time,
-                &mut delta,
-            ) {
-                rows.push(row);
+        let path = batch.state.path.clone();
+        match batch.state.kind {
+            SourceKind::Lines | SourceKind::Document => {
+                for record in &batch.records {
+                    let text = batch.text(record);
+                    if let Some(row) =
+                        self.extractor
+                            .extract(&path, record.offset, text, read_time, &mut delta)
+                    {
+                        rows.push(row);
+                    }
+                }
+            }
+            SourceKind::Tfevents => {
+                let reader = self.readers.get(&batch.state.source);
+                for record in &batch.records {
+                    match reader.event(&path, record.offset, batch.bytes(record), &mut delta) {
+                        EventOutcome::Rows(r) => rows.extend(r),
+                        EventOutcome::OwnFile => {
+                            // One of the agent's own event files (its first
+                            // record says so): never read it again.
+                            tracing::debug!(file = %path, "event file written by mosaic-shipper itself; not read");
+                            rows.clear();
+                            batch.records.clear();
+                            delta = Counters::default();
+                            batch.state.ignored = Some("written by mosaic-shipper".into());
+                            break;
+                        }
+                    }
+                }
             }
         }
         batch.delta = delta;

@@ -19,6 +19,42 @@ pub struct Row {
     /// step (then `values` is empty). Metric sinks (TensorBoard, jsonl)
     /// skip them; W&B uses them.
     pub event: Option<RunEvent>,
+    /// What kind of input the row was read from.
+    pub origin: Origin,
+}
+
+/// What kind of input a row was read from.
+///
+/// A worker often writes one point twice, to its text log and to its own
+/// TensorBoard event file: the origin lets the TensorBoard sink leave the
+/// worker's own event data alone, and the ingest keep one copy of a point
+/// that two kinds of input carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Origin {
+    /// A line of a log file (JSON or text), or a whole document.
+    #[default]
+    Log,
+    /// A worker's TensorBoard event file.
+    Tfevents,
+}
+
+impl Origin {
+    /// The number stored in the journal (0 is the default, omitted).
+    pub fn code(self) -> u32 {
+        match self {
+            Origin::Log => 0,
+            Origin::Tfevents => 1,
+        }
+    }
+
+    /// The origin of a stored code; unknown codes (a newer agent's) read
+    /// as `Log`, which only makes the TensorBoard sink write them.
+    pub fn from_code(code: u32) -> Origin {
+        match code {
+            1 => Origin::Tfevents,
+            _ => Origin::Log,
+        }
+    }
 }
 
 /// Something a worker logged about its run.

@@ -30,6 +30,11 @@ pub struct Counters {
     pub truncations: u64,
     /// Unterminated last lines of deleted files, which can never complete.
     pub unterminated: u64,
+    /// Records whose framing checksums failed (TensorBoard event files).
+    pub damaged: u64,
+    /// Points dropped because another source of the same run already
+    /// delivered them (a worker's text log and its own event file).
+    pub duplicates: u64,
 }
 
 impl Counters {
@@ -44,6 +49,8 @@ impl Counters {
         self.rejected += o.rejected;
         self.truncations += o.truncations;
         self.unterminated += o.unterminated;
+        self.damaged += o.damaged;
+        self.duplicates += o.duplicates;
     }
 
     pub fn is_zero(&self) -> bool {

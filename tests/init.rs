@@ -47,10 +47,16 @@ impl Env {
         let mut t: toml::Table = DEFAULT_CONFIG.parse().unwrap();
         let s = |p: PathBuf| toml::Value::String(p.to_str().unwrap().to_string());
         t["store"]["path"] = s(root.join("store"));
-        t["tail"]["sources"] = toml::Value::Array(vec![
-            s(root.join("var/trainer/runs/*/logs/*.log")),
-            s(root.join("var/trainer/runs/*/logs/*.jsonl")),
-        ]);
+        // Only the line files under the root: no source of the default
+        // may read relative to the test's working directory.
+        t.remove("sources");
+        t["tail"].as_table_mut().unwrap().insert(
+            "sources".into(),
+            toml::Value::Array(vec![
+                s(root.join("var/trainer/runs/*/logs/*.log")),
+                s(root.join("var/trainer/runs/*/logs/*.jsonl")),
+            ]),
+        );
         // Polling far slower than any test: rows shipped at CMD's exit
         // come from the final read, not from a lucky poll.
         t["tail"]["poll_interval_ms"] = toml::Value::Integer(60_000);

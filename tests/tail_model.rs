@@ -19,8 +19,21 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use mosaic_shipper::config::TailConfig;
-use mosaic_shipper::tail::{FileState, Tailer};
+use mosaic_shipper::config::{SourceConfig, SourceKind};
+use mosaic_shipper::journal::FileState;
+use mosaic_shipper::source::Tailer;
 use proptest::prelude::*;
+
+/// The one source of the model: `runs/*/logs/*.log` under `root`.
+fn log_sources(root: &Path) -> Vec<SourceConfig> {
+    vec![SourceConfig {
+        name: "logs".into(),
+        kind: SourceKind::Lines,
+        paths: vec![format!("{}/runs/*/logs/*.log", root.display())],
+        exclude: Vec::new(),
+        run_id_from_path: None,
+    }]
+}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -96,7 +109,7 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("runs/R/logs")).unwrap();
         let config = TailConfig {
-            sources: vec![format!("{}/runs/*/logs/*.log", dir.path().display())],
+            sources: None,
             follow_rotated: true,
             max_line_bytes: 4096,
             poll_interval_ms: 1000,
@@ -278,7 +291,11 @@ impl Harness {
     fn look(&mut self) {
         if self.tailer.is_none() {
             let states = self.committed.values().cloned().collect();
-            self.tailer = Some(Tailer::new(&self.config, states));
+            self.tailer = Some(Tailer::new(
+                &self.config,
+                &log_sources(self.dir.path()),
+                states,
+            ));
         }
         let tailer = self.tailer.as_mut().unwrap();
         tailer.scan();
@@ -286,7 +303,7 @@ impl Harness {
         while let Some(batch) = tailer.read() {
             guard += 1;
             assert!(guard < 100_000, "tailer never ran dry");
-            for line in &batch.lines {
+            for line in &batch.records {
                 let text = batch.text(line);
                 assert!(!text.ends_with('\r'), "CR must be stripped: {text:?}");
                 let id: u64 = text[1..9].parse().unwrap();
@@ -449,21 +466,21 @@ fn an_older_rotation_found_late_is_read_first() {
     let logs = dir.path().join("runs/R/logs");
     fs::create_dir_all(&logs).unwrap();
     let config = TailConfig {
-        sources: vec![format!("{}/runs/*/logs/*.log", dir.path().display())],
+        sources: None,
         follow_rotated: true,
         max_line_bytes: 4096,
         poll_interval_ms: 1000,
         read_batch_bytes: 4096,
     };
     fs::write(logs.join("x.log"), b"newer\n").unwrap();
-    let mut tailer = Tailer::new(&config, Vec::new());
+    let mut tailer = Tailer::new(&config, &log_sources(dir.path()), Vec::new());
     tailer.scan();
     fs::write(logs.join("x.log.1"), b"older\n").unwrap();
     tailer.scan();
     let mut texts = Vec::new();
     for _ in 0..4 {
         let Some(batch) = tailer.read() else { break };
-        texts.extend(batch.lines.iter().map(|l| batch.text(l).to_string()));
+        texts.extend(batch.records.iter().map(|l| batch.text(l).to_string()));
         tailer.committed(&batch);
     }
     assert_eq!(texts, ["older", "newer"]);

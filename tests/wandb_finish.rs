@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mosaic_shipper::config::{Toggle, WandbSinkConfig};
+use mosaic_shipper::journal::FileState;
 use mosaic_shipper::journal::Journal;
 use mosaic_shipper::row::Row;
 use mosaic_shipper::sink::wandb::{resolve, WandbSink};
 use mosaic_shipper::sink::{self, Mode, RunOptions};
 use mosaic_shipper::stats::Counters;
-use mosaic_shipper::tail::FileState;
 use support::harness::KEY;
 use support::standin::StandIn;
 
@@ -49,8 +49,7 @@ impl Session {
             fp_len: 0,
             fp: 0,
             offset: 10,
-            head: Vec::new(),
-            counters: Counters::default(),
+            ..FileState::default()
         };
         journal
             .commit_ingest(&file, rows, &Counters::default())
@@ -112,6 +111,7 @@ async fn run_finished_sends_complete_with_the_exit_code() {
             wall_time: 1_795_000_000.0 + i as f64,
             values: BTreeMap::from([("loss".to_string(), 1.0 / (i + 1) as f64)]),
             event: None,
+            origin: Default::default(),
         })
         .collect();
     let session = Session::start(&standin, &rows, 1);
@@ -158,6 +158,7 @@ async fn config_and_run_finished_records_reach_wandb() {
         wall_time: 1_795_000_000.0,
         values: BTreeMap::new(),
         event: Some(e),
+        origin: Default::default(),
     };
     let mut rows = vec![event(RunEvent::Config(
         r#"{"learning_rate": 0.00025, "env_id": "CartPole-v1", "net": {"hidden": [64, 64]}}"#
@@ -169,6 +170,7 @@ async fn config_and_run_finished_records_reach_wandb() {
         wall_time: 1_795_000_000.0 + i as f64,
         values: BTreeMap::from([("charts/episodic_return".to_string(), i as f64)]),
         event: None,
+        origin: Default::default(),
     }));
     rows.push(event(RunEvent::Finished(3)));
     let session = Session::start(&standin, &rows, 0);

@@ -276,6 +276,7 @@ mod tests {
             wall_time: 1.0,
             values: [("x".to_string(), 1.0)].into_iter().collect(),
             event: None,
+            origin: Default::default(),
         }
     }
 

@@ -143,6 +143,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             event: None,
+            origin: Default::default(),
         }
     }
 

@@ -291,6 +291,7 @@ mod tests {
                 wall_time: 1.0,
                 values: [("x".to_string(), step as f64)].into_iter().collect(),
                 event: None,
+                origin: Default::default(),
             })
             .collect();
         j.commit_events(&rows).unwrap();

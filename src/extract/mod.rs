@@ -5,6 +5,7 @@
 //! row. Everything else is counted, never fatal: a worker's log is full of
 //! ordinary lines, and a torn line must not stop the ones after it.
 
+pub mod events;
 pub mod pyjson;
 mod rule;
 mod time;

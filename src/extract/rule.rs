@@ -171,6 +171,7 @@ impl Rule {
                 wall_time,
                 values: BTreeMap::new(),
                 event: Some(event),
+                origin: Default::default(),
             });
         }
         let Some(step) = step else {
@@ -195,6 +196,7 @@ impl Rule {
             wall_time,
             values,
             event: None,
+            origin: Default::default(),
         })
     }
 

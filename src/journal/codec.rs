@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::row::{Row, RunEvent};
+use crate::row::{Origin, Row, RunEvent};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StoredRow {
@@ -27,6 +27,9 @@ pub struct StoredRow {
     /// A `RunEvent::Finished`: the exit code.
     #[prost(int32, optional, tag = "6")]
     pub exit_code: Option<i32>,
+    /// `Origin::code`; 0 (a log line) for rows stored before it existed.
+    #[prost(uint32, tag = "7")]
+    pub origin: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -101,6 +104,7 @@ fn stored_row(row: &Row) -> StoredRow {
             Some(RunEvent::Finished(code)) => Some(*code),
             _ => None,
         },
+        origin: row.origin.code(),
     }
 }
 
@@ -119,6 +123,7 @@ fn row_of(s: StoredRow) -> Row {
             (None, Some(code)) => Some(RunEvent::Finished(code)),
             (None, None) => None,
         },
+        origin: Origin::from_code(s.origin),
     }
 }
 
@@ -144,6 +149,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             event: None,
+            origin: Origin::Tfevents,
         };
         let block = encode_block(&[row.clone(), row.clone()]);
         assert_eq!(block_len(&block), Some(2));
@@ -153,6 +159,7 @@ mod tests {
         assert!(back.values["a"].is_nan());
         assert_eq!(back.values["b"].to_bits(), (-0.0f64).to_bits());
         assert_eq!(back.event, None);
+        assert_eq!(back.origin, Origin::Tfevents);
         for event in [
             RunEvent::Config(r#"{"lr": 0.1}"#.into()),
             RunEvent::Finished(-3),

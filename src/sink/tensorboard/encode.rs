@@ -123,6 +123,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect::<BTreeMap<_, _>>(),
             event: None,
+            origin: Default::default(),
         }
     }
 

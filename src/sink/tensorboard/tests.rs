@@ -20,6 +20,7 @@ fn entry(seq: u64, run: &str, step: i64, v: f64) -> Entry {
                 ("losses/value_loss".to_string(), -v),
             ]),
             event: None,
+            origin: Default::default(),
         },
     }
 }

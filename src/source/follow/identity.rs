@@ -10,6 +10,8 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 
+use crate::journal::FileState;
+
 /// How many leading bytes the fingerprint covers once the file is that long.
 /// 256 bytes of a JSON log line hold a millisecond timestamp, which is what
 /// makes two log files' beginnings differ.
@@ -56,4 +58,28 @@ pub fn head(file: &File, len: u64) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len.min(FINGERPRINT_BYTES) as usize];
     file.read_exact_at(&mut buf, 0)?;
     Ok(buf)
+}
+
+/// The identity half of a checkpoint, kept here beside the fingerprint it
+/// is made of (the journal stores the fields, the follower computes them).
+pub trait CheckpointIdentity {
+    /// Records `bytes` as the file's first bytes and their fingerprint.
+    fn set_head(&mut self, bytes: Vec<u8>);
+    fn fingerprint(&self) -> Fingerprint;
+}
+
+impl CheckpointIdentity for FileState {
+    fn set_head(&mut self, bytes: Vec<u8>) {
+        let fp = Fingerprint::of_bytes(&bytes);
+        self.fp_len = fp.len;
+        self.fp = fp.crc;
+        self.head = bytes;
+    }
+
+    fn fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            len: self.fp_len,
+            crc: self.fp,
+        }
+    }
 }

@@ -37,8 +37,13 @@ impl Watcher {
         let (tx, rx) = mpsc::channel();
         let event_tx = tx.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
-                let _ = event_tx.send(());
+            // Opening and reading a file is no change, and every scan opens
+            // the directories it lists: waking on access events would make
+            // each scan start the next, back to back, forever.
+            if let Ok(event) = res {
+                if !matches!(event.kind, notify::EventKind::Access(_)) {
+                    let _ = event_tx.send(());
+                }
             }
         })
         .map_err(|e| tracing::warn!(error = %e, "file-system events unavailable; polling only"))

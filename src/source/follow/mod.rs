@@ -23,12 +23,14 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use crate::config::TailConfig;
+use crate::config::{SourceConfig, SourceKind, TailConfig};
+use crate::source::framing;
+pub use crate::source::framing::Record;
 use crate::stats::Counters;
-pub use discover::{order_key, rotation_number, Sources};
-use identity::{dev_ino, head, Fingerprint, FINGERPRINT_BYTES};
+pub use discover::{order_key, rotation_number, Found, Sources};
+use identity::{dev_ino, head, CheckpointIdentity, Fingerprint, FINGERPRINT_BYTES};
+
+pub use crate::journal::FileState;
 
 /// How many scans a file may go unseen (while still existing somewhere)
 /// before it is forgotten. A rename racing with a scan can hide a file for
@@ -36,62 +38,16 @@ use identity::{dev_ino, head, Fingerprint, FINGERPRINT_BYTES};
 /// up under its new name.
 const UNSEEN_SCANS_BEFORE_FORGET: u32 = 3;
 
-/// The checkpoint of one followed file, as committed in the journal.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FileState {
-    pub id: u64,
-    /// Where the file was last seen (it moves on rotation).
-    pub path: String,
-    pub dev: u64,
-    pub ino: u64,
-    /// Fingerprint of the first `fp_len` bytes (crc32c).
-    pub fp_len: u32,
-    pub fp: u32,
-    /// Byte offset just past the last complete line taken.
-    pub offset: u64,
-    /// The first `fp_len` bytes themselves. A copytruncate copy can be
-    /// shorter than the fingerprinted prefix (the file grew between the
-    /// copy and our look); it is recognised by comparing what both have.
-    #[serde(default, with = "hex_bytes")]
-    pub head: Vec<u8>,
-    /// What was read from this file.
-    #[serde(default)]
-    pub counters: Counters,
-}
-
-impl FileState {
-    fn set_head(&mut self, bytes: Vec<u8>) {
-        let fp = Fingerprint::of_bytes(&bytes);
-        self.fp_len = fp.len;
-        self.fp = fp.crc;
-        self.head = bytes;
-    }
-
-    fn fingerprint(&self) -> Fingerprint {
-        Fingerprint {
-            len: self.fp_len,
-            crc: self.fp,
-        }
-    }
-}
-
-/// A complete line in a [`Batch`]: its byte offset in the file and its
-/// range in the batch buffer (without `\n` or a trailing `\r`).
-#[derive(Debug, Clone)]
-pub struct Line {
-    pub offset: u64,
-    start: usize,
-    end: usize,
-}
-
-/// Lines read from one file and the checkpoint that taking them leads to.
+/// Records read from one file and the checkpoint that taking them leads to.
 #[derive(Debug)]
 pub struct Batch {
     /// The file's checkpoint after this batch (counters not yet added).
     pub state: FileState,
     buf: Vec<u8>,
-    /// Valid UTF-8 lines of at most `max_line_bytes`, in file order.
-    pub lines: Vec<Line>,
+    /// Complete records in file order: for `lines` files valid UTF-8 lines
+    /// of at most `max_line_bytes`; for event files verified frames; for
+    /// documents the whole file.
+    pub records: Vec<Record>,
     /// What the tailer counted (lines, bad encodings, oversized, ...).
     pub delta: Counters,
     /// After committing, the file is finished and its checkpoint can go.
@@ -105,14 +61,20 @@ impl Batch {
         Batch {
             state,
             buf: Vec::new(),
-            lines: Vec::new(),
+            records: Vec::new(),
             delta,
             forget,
         }
     }
 
-    pub fn text(&self, line: &Line) -> &str {
-        std::str::from_utf8(&self.buf[line.start..line.end]).expect("validated when read")
+    /// A record's bytes.
+    pub fn bytes(&self, record: &Record) -> &[u8] {
+        &self.buf[record.start..record.end]
+    }
+
+    /// A line's text (a record of a `lines` file, validated when read).
+    pub fn text(&self, record: &Record) -> &str {
+        std::str::from_utf8(self.bytes(record)).expect("lines are validated when read")
     }
 }
 
@@ -161,7 +123,7 @@ pub struct Tailer {
     order: Vec<u64>,
     /// What the last scan listed, to tell a listing that races with a
     /// rotation from a settled one.
-    last_listing: Vec<PathBuf>,
+    last_listing: Vec<Found>,
 }
 
 /// How many times one scan lists the sources again while they change.
@@ -186,7 +148,7 @@ fn rotation_family(p: &Path) -> PathBuf {
 
 impl Tailer {
     /// A tailer resuming from committed checkpoints.
-    pub fn new(config: &TailConfig, states: Vec<FileState>) -> Tailer {
+    pub fn new(config: &TailConfig, sources: &[SourceConfig], states: Vec<FileState>) -> Tailer {
         let next_id = states.iter().map(|s| s.id).max().unwrap_or(0) + 1;
         let files = states
             .into_iter()
@@ -207,7 +169,7 @@ impl Tailer {
             })
             .collect();
         let mut tailer = Tailer {
-            sources: Sources::new(&config.sources, config.follow_rotated),
+            sources: Sources::new(sources, config.follow_rotated),
             max_line: config.max_line_bytes,
             read_size: config.read_batch_bytes.max(config.max_line_bytes + 2),
             files,
@@ -226,6 +188,14 @@ impl Tailer {
         &self.sources
     }
 
+    /// Marks a followed file as not to be read (see `FileState::ignored`);
+    /// the caller commits the returned checkpoint.
+    pub fn ignore(&mut self, id: u64, why: &str) -> Option<FileState> {
+        let t = self.files.get_mut(&id)?;
+        t.state.ignored = Some(why.to_string());
+        Some(t.state.clone())
+    }
+
     /// Checkpoints of every followed file, as the tailer has them.
     pub fn states(&self) -> Vec<FileState> {
         self.files.values().map(|t| t.state.clone()).collect()
@@ -238,10 +208,10 @@ impl Tailer {
 
     /// Looks for new, rotated, truncated and deleted files.
     pub fn scan(&mut self) {
-        let mut found: Vec<(PathBuf, std::fs::Metadata)> = Vec::new();
-        for path in self.stable_listing() {
+        let mut found: Vec<(PathBuf, std::fs::Metadata, usize)> = Vec::new();
+        for Found { path, source } in self.stable_listing() {
             match std::fs::metadata(&path) {
-                Ok(meta) if meta.is_file() => found.push((path, meta)),
+                Ok(meta) if meta.is_file() => found.push((path, meta, source)),
                 Ok(_) => {}
                 // Vanished between the listing and the stat: next scan.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -249,7 +219,7 @@ impl Tailer {
             }
         }
         let mut by_inode: HashMap<(u64, u64), usize> = HashMap::new();
-        for (i, (_, meta)) in found.iter().enumerate() {
+        for (i, (_, meta, _)) in found.iter().enumerate() {
             by_inode.entry(dev_ino(meta)).or_insert(i);
         }
 
@@ -286,7 +256,7 @@ impl Tailer {
                 }
                 continue;
             };
-            let (path, meta) = &found[i];
+            let (path, meta, _) = &found[i];
             t.seen = true;
             t.unseen_scans = 0;
             t.deleted = false;
@@ -362,7 +332,7 @@ impl Tailer {
         // 2. New files. Copies of followed files wait for their original.
         self.replaced = replaced;
         let mut fresh = Vec::new();
-        for (i, (path, meta)) in found.iter().enumerate() {
+        for (i, (path, meta, source)) in found.iter().enumerate() {
             if claimed.contains(&i) || by_inode.get(&dev_ino(meta)) != Some(&i) {
                 continue;
             }
@@ -381,17 +351,20 @@ impl Tailer {
             let Ok(bytes) = head(&file, meta.len()) else {
                 continue;
             };
-            fresh.push((path.clone(), file, meta, bytes));
+            fresh.push((path.clone(), file, meta, bytes, *source));
         }
         // Decide for all before following any: a copy and its original may
         // both be new in this scan.
         let decisions: Vec<Option<u64>> = fresh
             .iter()
-            .map(|(path, file, meta, _)| {
+            .map(|(path, file, meta, _, source)| {
+                if self.sources.get(*source).kind != SourceKind::Lines {
+                    return Some(0); // only line files are rotated by copying
+                }
                 let others = fresh
                     .iter()
                     .filter(|(p, ..)| p != path)
-                    .map(|(p, f, m, _)| (p.as_path(), f, m.len()));
+                    .map(|(p, f, m, ..)| (p.as_path(), f, m.len()));
                 match self.copy_of(path, file, meta.len(), others) {
                     Some((of, Some(from))) => {
                         tracing::info!(file = %path.display(), of = %of, offset = from, "copy of a truncated file: reading it from where the original was left");
@@ -405,12 +378,13 @@ impl Tailer {
                 }
             })
             .collect();
-        for ((path, file, meta, bytes), decision) in fresh.into_iter().zip(decisions) {
+        for ((path, file, meta, bytes, source), decision) in fresh.into_iter().zip(decisions) {
             let Some(offset) = decision else { continue };
             let id = self.next_id;
             self.next_id += 1;
             let (dev, ino) = dev_ino(&meta);
-            tracing::info!(id, file = %path.display(), offset, "following new file");
+            let source = self.sources.get(source);
+            tracing::info!(id, file = %path.display(), offset, source = %source.name, kind = source.kind.as_str(), "following new file");
             let mut state = FileState {
                 id,
                 path: path.display().to_string(),
@@ -421,6 +395,10 @@ impl Tailer {
                 offset,
                 head: Vec::new(),
                 counters: Counters::default(),
+                source: source.name.clone(),
+                kind: source.kind,
+                mtime_ns: 0,
+                ignored: None,
             };
             state.set_head(bytes);
             self.files.insert(
@@ -446,7 +424,7 @@ impl Tailer {
     /// file being renamed; found in a later scan it would be read after
     /// the newer files of its family, out of order. A listing equal to the
     /// previous scan's is taken at once, so an idle scan lists once.
-    fn stable_listing(&mut self) -> Vec<PathBuf> {
+    fn stable_listing(&mut self) -> Vec<Found> {
         let mut listing = self.sources.expand();
         let mut tries = 0;
         while listing != self.last_listing && tries < MAX_RELISTS {
@@ -491,10 +469,15 @@ impl Tailer {
     }
 
     fn restart_file(t: &mut Tracked, len: u64) {
-        tracing::warn!(
-            file = %t.state.path, offset = t.state.offset, len,
-            "file was truncated or rewritten in place (copytruncate?): reading it again from the start"
-        );
+        if t.state.kind == SourceKind::Document {
+            // Documents are rewritten as a matter of course.
+            tracing::debug!(file = %t.state.path, "document rewritten; reading it again");
+        } else {
+            tracing::warn!(
+                file = %t.state.path, offset = t.state.offset, len,
+                "file was truncated or rewritten in place (copytruncate?): reading it again from the start"
+            );
+        }
         let bytes = t
             .file
             .as_ref()
@@ -605,6 +588,173 @@ impl Tailer {
     }
 
     fn read_file(&mut self, id: u64) -> io::Result<Option<Batch>> {
+        let t = self.files.get(&id).expect("id from keys");
+        if t.file.is_none() {
+            return Ok(None);
+        }
+        match t.state.kind {
+            _ if t.state.ignored.is_some() => self.read_ignored(id),
+            SourceKind::Lines => self.read_lines(id),
+            SourceKind::Tfevents => self.read_frames(id),
+            SourceKind::Document => self.read_document(id),
+        }
+    }
+
+    /// A file followed for its identity only: nothing is read; it is
+    /// forgotten when it goes.
+    fn read_ignored(&mut self, id: u64) -> io::Result<Option<Batch>> {
+        let t = &self.files[&id];
+        let gone = t.deleted || (!t.seen && t.unseen_scans >= UNSEEN_SCANS_BEFORE_FORGET);
+        if gone {
+            return Ok(Some(Batch::without_lines(
+                t.state.clone(),
+                Counters::default(),
+                true,
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Event files: TFRecord frames, each verified by its checksums. A
+    /// frame cut at the end of the file waits for the rest of it.
+    fn read_frames(&mut self, id: u64) -> io::Result<Option<Batch>> {
+        let max_record = self.max_line;
+        let read_size = self.read_size;
+        let t = self.files.get_mut(&id).expect("id from keys");
+        let file = t.file.as_ref().expect("checked by read_file");
+        let len = file.metadata()?.len();
+        let mut state = t.state.clone();
+        let mut delta = Counters::default();
+        if t.pending_truncation {
+            delta.truncations += 1;
+        }
+        let gone = t.deleted || (!t.seen && t.unseen_scans >= UNSEEN_SCANS_BEFORE_FORGET);
+        if len <= state.offset {
+            if gone {
+                return Ok(Some(self.finish(id, len)));
+            }
+            if t.pending_truncation {
+                return Ok(Some(Batch::without_lines(state, delta, false)));
+            }
+            return Ok(None);
+        }
+        let buf = read_at_most(
+            file,
+            state.offset,
+            (len - state.offset).min(read_size as u64),
+        )?;
+        let mut cut = framing::tfrecords(&buf, state.offset, max_record, &state.path);
+        if cut.consumed == 0 && cut.records.is_empty() {
+            match cut.need {
+                // A frame longer than the limit: skip it whole once it is there.
+                Some(need) if need > max_record + 16 => {
+                    if state.offset + need as u64 <= len {
+                        tracing::warn!(file = %state.path, offset = state.offset, bytes = need, max = max_record, "skipping TensorBoard record longer than tail.max_line_bytes");
+                        delta.lines += 1;
+                        delta.oversized += 1;
+                        state.offset += need as u64;
+                        return Ok(Some(Batch::without_lines(state, delta, false)));
+                    }
+                }
+                // A frame larger than one read: read exactly it.
+                Some(need) if need > buf.len() && state.offset + need as u64 <= len => {
+                    let buf = read_at_most(file, state.offset, need as u64)?;
+                    cut = framing::tfrecords(&buf, state.offset, max_record, &state.path);
+                    return Ok(Some(Self::frames_batch(t, state, buf, cut, delta, len)));
+                }
+                _ => {}
+            }
+            if gone {
+                return Ok(Some(self.finish(id, len)));
+            }
+            if !t.pending_truncation {
+                return Ok(None);
+            }
+        }
+        Ok(Some(Self::frames_batch(t, state, buf, cut, delta, len)))
+    }
+
+    fn frames_batch(
+        t: &mut Tracked,
+        mut state: FileState,
+        buf: Vec<u8>,
+        cut: framing::Cut,
+        mut delta: Counters,
+        len: u64,
+    ) -> Batch {
+        delta.add(&cut.delta);
+        state.offset += cut.consumed as u64;
+        if state.fp_len < FINGERPRINT_BYTES as u32 && len > u64::from(state.fp_len) {
+            if let Some(bytes) = t.file.as_ref().and_then(|f| head(f, len).ok()) {
+                state.set_head(bytes);
+            }
+        }
+        Batch {
+            state,
+            buf,
+            records: cut.records,
+            delta,
+            forget: false,
+        }
+    }
+
+    /// Documents: read whole whenever the file's length or modification
+    /// time moved since it was last read; a document being written (that
+    /// does not parse yet) is simply read again when it changes next.
+    fn read_document(&mut self, id: u64) -> io::Result<Option<Batch>> {
+        let max = self.max_line;
+        let t = self.files.get_mut(&id).expect("id from keys");
+        let file = t.file.as_ref().expect("checked by read_file");
+        let meta = file.metadata()?;
+        let len = meta.len();
+        let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+        let gone = t.deleted || (!t.seen && t.unseen_scans >= UNSEEN_SCANS_BEFORE_FORGET);
+        if gone {
+            let mut batch = Batch::without_lines(t.state.clone(), Counters::default(), true);
+            batch.state.offset = len;
+            return Ok(Some(batch));
+        }
+        if len == t.state.offset && mtime_ns == t.state.mtime_ns && !t.pending_truncation {
+            return Ok(None);
+        }
+        let mut state = t.state.clone();
+        let mut delta = Counters {
+            lines: 1,
+            ..Counters::default()
+        };
+        state.offset = len;
+        state.mtime_ns = mtime_ns;
+        if len as usize > max {
+            delta.oversized += 1;
+            tracing::warn!(file = %state.path, bytes = len, max, "skipping document longer than tail.max_line_bytes");
+            return Ok(Some(Batch::without_lines(state, delta, false)));
+        }
+        let buf = read_at_most(file, 0, len)?;
+        if let Ok(bytes) = head(file, len) {
+            state.set_head(bytes);
+        }
+        if std::str::from_utf8(&buf).is_err() {
+            delta.invalid_utf8 += 1;
+            tracing::warn!(file = %state.path, "skipping document: invalid UTF-8");
+            return Ok(Some(Batch::without_lines(state, delta, false)));
+        }
+        let end = buf.len();
+        Ok(Some(Batch {
+            state,
+            buf,
+            records: vec![Record {
+                offset: 0,
+                start: 0,
+                end,
+            }],
+            delta,
+            forget: false,
+        }))
+    }
+
+    /// Line files: complete lines; a partial last line waits for its
+    /// newline, a too-long one is skipped without holding it in memory.
+    fn read_lines(&mut self, id: u64) -> io::Result<Option<Batch>> {
         let max_line = self.max_line;
         let read_size = self.read_size;
         let t = self.files.get_mut(&id).expect("id from keys");
@@ -653,39 +803,15 @@ impl Tailer {
             }
             return Ok(None);
         }
-        let want = (len - state.offset).min(read_size as u64) as usize;
-        let mut buf = vec![0u8; want];
-        let mut got = 0;
-        while got < want {
-            let n = file.read_at(&mut buf[got..], state.offset + got as u64)?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
-        buf.truncate(got);
-
-        let mut lines = Vec::new();
-        let mut pos = 0;
-        while let Some(i) = memchr(&buf[pos..]) {
-            let start = pos;
-            let mut end = pos + i;
-            pos = end + 1;
-            if end > start && buf[end - 1] == b'\r' {
-                end -= 1;
-            }
-            let offset = state.offset + start as u64;
-            delta.lines += 1;
-            if end - start > max_line {
-                delta.oversized += 1;
-                tracing::warn!(file = %state.path, offset, bytes = end - start, max_line, "skipping line longer than tail.max_line_bytes");
-            } else if let Err(e) = std::str::from_utf8(&buf[start..end]) {
-                delta.invalid_utf8 += 1;
-                tracing::warn!(file = %state.path, offset, error = %e, "skipping line: invalid UTF-8");
-            } else {
-                lines.push(Line { offset, start, end });
-            }
-        }
+        let buf = read_at_most(
+            file,
+            state.offset,
+            (len - state.offset).min(read_size as u64),
+        )?;
+        let cut = framing::lines(&buf, state.offset, max_line, &state.path);
+        delta.add(&cut.delta);
+        let pos = cut.consumed;
+        let records = cut.records;
         let partial = buf.len() - pos;
         if partial > max_line + 1 {
             // No newline within the limit: skip the line, find its end later.
@@ -696,7 +822,7 @@ impl Tailer {
         if pos == 0 {
             if t.skipping.is_some() && !t.pending_truncation && !t.needs_commit {
                 // A too-long line from the start: go and find its end now.
-                return self.read_file(id);
+                return self.read_lines(id);
             }
             // Only a partial line: hold it until its newline arrives (or,
             // for a too-long one, until the skip finds its end).
@@ -715,7 +841,7 @@ impl Tailer {
         Ok(Some(Batch {
             state,
             buf,
-            lines,
+            records,
             delta,
             forget: false,
         }))
@@ -787,27 +913,6 @@ impl Tailer {
     }
 }
 
-/// Serde for byte strings as hex: readable in the JSON checkpoint.
-mod hex_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        s.serialize_str(&hex)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let hex = String::deserialize(d)?;
-        if hex.len() % 2 != 0 {
-            return Err(serde::de::Error::custom("odd-length hex"));
-        }
-        (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(serde::de::Error::custom))
-            .collect()
-    }
-}
-
 /// Whether two files begin with the same bytes over the fingerprint
 /// length, or over the shorter file when it is shorter (never empty).
 fn same_prefix(a: &File, a_len: u64, b: &File, b_len: u64) -> io::Result<bool> {
@@ -819,6 +924,21 @@ fn same_prefix(a: &File, a_len: u64, b: &File, b_len: u64) -> io::Result<bool> {
     a.read_exact_at(&mut x, 0)?;
     b.read_exact_at(&mut y, 0)?;
     Ok(x == y)
+}
+
+/// Up to `want` bytes of `file` from `offset` (fewer if it is shorter).
+fn read_at_most(file: &File, offset: u64, want: u64) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; want as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        let n = file.read_at(&mut buf[got..], offset + got as u64)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    buf.truncate(got);
+    Ok(buf)
 }
 
 fn memchr(hay: &[u8]) -> Option<usize> {

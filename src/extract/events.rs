@@ -1,0 +1,134 @@
+//! Rows from the records of TensorBoard event files.
+//!
+//! An event file needs no rules: each `Event` already says its step, wall
+//! time and scalars by tag. What is left to decide is whose run it is (the
+//! run id from the file's path) and what a metric is called (the tag, with
+//! the sub-directory a writer such as `add_scalars` put it in: see
+//! `source::tfevents::metric_name`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use regex::Regex;
+
+use crate::config::{SourceConfig, SourceKind};
+use crate::row::{Origin, Row};
+use crate::source::tfevents::{self, What};
+use crate::stats::Counters;
+
+/// Where a run id is in a path when a source does not say.
+pub const DEFAULT_RUN_ID_FROM_PATH: &str = "runs/(?P<run_id>[^/]+)/";
+
+/// The writer name the agent's own TensorBoard sink puts in the first
+/// record of its files, by which they are told from a worker's.
+pub const OWN_WRITER: &str = "mosaic-shipper";
+
+/// How the records of each `tfevents` (and `document`) source are read.
+#[derive(Debug)]
+pub struct Readers {
+    by_source: BTreeMap<String, EventReader>,
+    fallback: EventReader,
+}
+
+/// One source's reading settings.
+#[derive(Debug)]
+pub struct EventReader {
+    run_id: Regex,
+}
+
+/// What one event record gave.
+#[derive(Debug)]
+pub enum EventOutcome {
+    Rows(Vec<Row>),
+    /// The file is one of the agent's own: stop reading it.
+    OwnFile,
+}
+
+impl Readers {
+    pub fn new(sources: &[SourceConfig]) -> Result<Readers, String> {
+        let mut by_source = BTreeMap::new();
+        for s in sources {
+            if s.kind == SourceKind::Lines {
+                continue;
+            }
+            let reader = EventReader::new(s.run_id_from_path.as_deref())
+                .map_err(|e| format!("sources {:?}: {e}", s.name))?;
+            by_source.insert(s.name.clone(), reader);
+        }
+        Ok(Readers {
+            by_source,
+            fallback: EventReader::new(None).expect("the default regex compiles"),
+        })
+    }
+
+    /// The reader of the source named `name` (a checkpoint from before the
+    /// source was renamed gets the default).
+    pub fn get(&self, name: &str) -> &EventReader {
+        self.by_source.get(name).unwrap_or(&self.fallback)
+    }
+}
+
+impl EventReader {
+    fn new(run_id_from_path: Option<&str>) -> Result<EventReader, String> {
+        let re = Regex::new(run_id_from_path.unwrap_or(DEFAULT_RUN_ID_FROM_PATH))
+            .map_err(|e| format!("run_id_from_path: {e}"))?;
+        if !re.capture_names().any(|n| n == Some("run_id")) {
+            return Err("run_id_from_path needs a named group (?P<run_id>...)".into());
+        }
+        Ok(EventReader { run_id: re })
+    }
+
+    /// The run id in `path` and where the run's directory ends in it.
+    pub fn run_of<'p>(&self, path: &'p str) -> Option<(&'p str, usize)> {
+        let caps = self.run_id.captures(path)?;
+        let m = caps.name("run_id")?;
+        Some((m.as_str(), caps.get(0).map_or(m.end(), |all| all.end())))
+    }
+
+    /// The rows of one event record of the file at `path`.
+    pub fn event(
+        &self,
+        path: &str,
+        offset: u64,
+        payload: &[u8],
+        counters: &mut Counters,
+    ) -> EventOutcome {
+        let event = match tfevents::decode(payload) {
+            Ok(e) => e,
+            Err(e) => {
+                counters.invalid_json += 1;
+                tracing::warn!(file = path, offset, error = %e, "skipping TensorBoard record: it does not decode as an Event");
+                return EventOutcome::Rows(Vec::new());
+            }
+        };
+        let scalars = match event.what {
+            What::FileVersion { writer } if writer.as_deref() == Some(OWN_WRITER) => {
+                return EventOutcome::OwnFile
+            }
+            What::FileVersion { .. } | What::Other => {
+                counters.unmatched += 1;
+                return EventOutcome::Rows(Vec::new());
+            }
+            What::Scalars(s) => s,
+        };
+        let Some((run_id, run_end)) = self.run_of(path) else {
+            counters.rejected += 1;
+            tracing::warn!(file = path, offset, "skipping TensorBoard record: no run id in the file's path (sources.run_id_from_path)");
+            return EventOutcome::Rows(Vec::new());
+        };
+        let run_dir = Path::new(&path[..run_end]);
+        let values = scalars
+            .into_iter()
+            .map(|(tag, v)| (tfevents::metric_name(run_dir, Path::new(path), &tag), v))
+            .collect();
+        counters.rows += 1;
+        EventOutcome::Rows(vec![Row {
+            run_id: run_id.to_string(),
+            step: event.step,
+            wall_time: event.wall_time,
+            values,
+            event: None,
+            origin: Origin::Tfevents,
+        }])
+    }
+}

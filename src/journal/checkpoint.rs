@@ -1,0 +1,69 @@
+//! The checkpoint of a followed file: what the journal stores with every
+//! commit of rows, so that a restart resumes at the exact byte.
+//!
+//! The journal owns this type because it is what it stores; the follower
+//! (`source::follow`) fills it in and the tests read it back.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::SourceKind;
+use crate::stats::Counters;
+
+/// The checkpoint of one followed file, as committed in the journal.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileState {
+    pub id: u64,
+    /// Where the file was last seen (it moves on rotation).
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+    /// Fingerprint of the first `fp_len` bytes (crc32c).
+    pub fp_len: u32,
+    pub fp: u32,
+    /// Byte offset just past the last complete line taken.
+    pub offset: u64,
+    /// The first `fp_len` bytes themselves. A copytruncate copy can be
+    /// shorter than the fingerprinted prefix (the file grew between the
+    /// copy and our look); it is recognised by comparing what both have.
+    #[serde(default, with = "hex_bytes")]
+    pub head: Vec<u8>,
+    /// What was read from this file.
+    #[serde(default)]
+    pub counters: Counters,
+    /// The source that found the file (its name), and so how it is read.
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub kind: SourceKind,
+    /// Modification time (ns since the epoch) when a document was last
+    /// read: a document rewritten in place to the same length is read
+    /// again when this changes.
+    #[serde(default)]
+    pub mtime_ns: i64,
+    /// Why the file is followed but not read (e.g. an event file the
+    /// agent wrote itself): its identity is kept so it is not taken for
+    /// a new file, its bytes are left alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
+}
+
+/// Serde for byte strings as hex: readable in the JSON checkpoint.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        s.serialize_str(&hex)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let hex = String::deserialize(d)?;
+        if hex.len() % 2 != 0 {
+            return Err(serde::de::Error::custom("odd-length hex"));
+        }
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}

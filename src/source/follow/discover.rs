@@ -1,0 +1,246 @@
+//! Finding the files to follow: glob expansion, rotated siblings, and an
+//! order that reads older rotations first.
+
+use std::cmp::Reverse;
+use std::path::{Path, PathBuf};
+
+use crate::config::{SourceConfig, SourceKind};
+
+/// The source patterns, with the rotated-sibling patterns derived from them.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// Each pattern with the index of its source in `sources`, and whether
+    /// it is a derived rotated-sibling pattern.
+    patterns: Vec<(String, usize, bool)>,
+    excludes: Vec<(glob::Pattern, usize)>,
+    sources: Vec<SourceConfig>,
+}
+
+/// A path the sources match now, with the source that matched it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub path: PathBuf,
+    /// Index into [`Sources::get`].
+    pub source: usize,
+}
+
+impl Sources {
+    pub fn new(sources: &[SourceConfig], follow_rotated: bool) -> Sources {
+        let mut patterns = Vec::new();
+        for (i, s) in sources.iter().enumerate() {
+            for p in &s.paths {
+                patterns.push((p.clone(), i, false));
+            }
+        }
+        if follow_rotated {
+            for (i, s) in sources.iter().enumerate() {
+                // Only line files rotate: event files and documents are
+                // written whole under new names.
+                if s.kind == SourceKind::Lines {
+                    for p in &s.paths {
+                        patterns.push((format!("{p}.[0-9]*"), i, true));
+                    }
+                }
+            }
+        }
+        let excludes = sources
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| {
+                s.exclude
+                    .iter()
+                    .filter_map(move |p| glob::Pattern::new(p).ok().map(|p| (p, i)))
+            })
+            .collect();
+        Sources {
+            patterns,
+            excludes,
+            sources: sources.to_vec(),
+        }
+    }
+
+    /// The source configuration at `index` (as in [`Found::source`]).
+    pub fn get(&self, index: usize) -> &SourceConfig {
+        &self.sources[index]
+    }
+
+    /// Every path matching the sources now, oldest rotation first within a
+    /// family (`x.log.3`, `x.log.2`, `x.log.1`, `x.log`). A path matched by
+    /// several sources belongs to the first.
+    pub fn expand(&self) -> Vec<Found> {
+        let mut out: Vec<Found> = Vec::new();
+        let opts = glob::MatchOptions {
+            require_literal_leading_dot: true,
+            ..glob::MatchOptions::new()
+        };
+        for (pattern, source, rotated) in &self.patterns {
+            // Patterns were validated when the configuration was loaded.
+            let Ok(paths) = glob::glob_with(pattern, opts) else {
+                continue;
+            };
+            // Unreadable directories are skipped here; an unreadable file
+            // is reported when it is opened.
+            for path in paths.flatten() {
+                if *rotated && rotation_number(&path).is_none() {
+                    continue;
+                }
+                let excluded = self
+                    .excludes
+                    .iter()
+                    .any(|(p, i)| i == source && p.matches_path_with(&path, opts));
+                if !excluded {
+                    out.push(Found {
+                        path,
+                        source: *source,
+                    });
+                }
+            }
+        }
+        // Stable: of duplicates, the first source's entry stays first.
+        out.sort_by_key(|f| order_key(&f.path));
+        out.dedup_by(|b, a| a.path == b.path);
+        out
+    }
+
+    /// Directories whose changes may bring new matches: the longest
+    /// wildcard-free prefix of each pattern.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        let mut roots: Vec<PathBuf> = self
+            .patterns
+            .iter()
+            .map(|(p, ..)| {
+                let mut root = PathBuf::new();
+                for comp in Path::new(p).components() {
+                    let s = comp.as_os_str().to_string_lossy();
+                    if s.contains(['*', '?', '[', '{']) {
+                        break;
+                    }
+                    root.push(comp);
+                }
+                if root.as_os_str().is_empty() || root == Path::new(p) {
+                    root = Path::new(p)
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default();
+                }
+                if root.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    root
+                }
+            })
+            .collect();
+        roots.sort();
+        roots.dedup();
+        roots
+    }
+}
+
+/// `Some(n)` for `name.N`, the numbering of Python's RotatingFileHandler
+/// and logrotate; `None` for anything else (`x.log.1.gz` is not text).
+pub fn rotation_number(path: &Path) -> Option<u64> {
+    let ext = path.extension()?.to_str()?;
+    if ext.is_empty() || !ext.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    ext.parse().ok()
+}
+
+/// Sort key that puts a rotation family together, oldest file first.
+pub fn order_key(path: &Path) -> (PathBuf, Reverse<u64>) {
+    match rotation_number(path) {
+        Some(n) => (path.with_extension(""), Reverse(n)),
+        None => (path.to_path_buf(), Reverse(0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(name: &str, paths: &[&str]) -> SourceConfig {
+        SourceConfig {
+            name: name.into(),
+            kind: SourceKind::Lines,
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            exclude: Vec::new(),
+            run_id_from_path: None,
+        }
+    }
+
+    #[test]
+    fn a_path_belongs_to_the_first_source_and_excludes_apply_to_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let tb = dir.path().join("runs/R1/tensorboard/sub");
+        std::fs::create_dir_all(&tb).unwrap();
+        for name in [
+            "events.out.tfevents.1.h",
+            "events.out.tfevents.2.h.skip",
+            "result.json",
+        ] {
+            std::fs::write(tb.join(name), b"x").unwrap();
+        }
+        let root = dir.path().display();
+        let mut events = lines(
+            "events",
+            &[&format!(
+                "{root}/runs/*/tensorboard/**/events.out.tfevents.*"
+            )],
+        );
+        events.kind = SourceKind::Tfevents;
+        events.exclude = vec![format!("{root}/**/*.skip")];
+        let all = lines("all", &[&format!("{root}/runs/*/tensorboard/**/*.*")]);
+        let s = Sources::new(&[events, all], true);
+        let got: Vec<_> = s
+            .expand()
+            .iter()
+            .map(|f| {
+                (
+                    f.path.file_name().unwrap().to_string_lossy().to_string(),
+                    s.get(f.source).name.clone(),
+                )
+            })
+            .collect();
+        let want = [
+            ("events.out.tfevents.1.h", "events"),
+            ("events.out.tfevents.2.h.skip", "all"),
+            ("result.json", "all"),
+        ];
+        let want: Vec<_> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn rotated_siblings_come_oldest_first_and_compressed_ones_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("runs/R1/logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        for name in [
+            "w.log",
+            "w.log.1",
+            "w.log.10",
+            "w.log.2",
+            "w.log.1.gz",
+            "a.jsonl",
+            ".hidden.log",
+        ] {
+            std::fs::write(logs.join(name), b"x\n").unwrap();
+        }
+        let pat = format!("{}/runs/*/logs/*.log", dir.path().display());
+        let pat2 = format!("{}/runs/*/logs/*.jsonl", dir.path().display());
+        let s = Sources::new(&[lines("a", &[&pat, &pat2])], true);
+        let names: Vec<_> = s
+            .expand()
+            .iter()
+            .map(|f| f.path.file_name().unwrap().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["a.jsonl", "w.log.10", "w.log.2", "w.log.1", "w.log"]
+        );
+        assert_eq!(s.roots(), vec![dir.path().join("runs")]);
+    }
+}
