@@ -222,10 +222,12 @@ fn data_at(buf: &[u8], at: usize, len: usize) -> Option<(bool, Range<usize>, usi
 ///   position whose header is good but whose data is not all in `buf`
 ///   stops the scan there (it is consumed up to, and checked next time).
 ///   When no position qualifies, the damage waits for more bytes unless
-///   more than a maximal frame (`max_record + OVERHEAD`) follows the bad
-///   header: then every position that was tried is consumed (a frame
-///   could still start in the last `HEADER - 1` bytes). So callers must
-///   offer at least `max_record + OVERHEAD + 12` bytes when they have them.
+///   at least `max_record + OVERHEAD + 12` bytes follow the bad header:
+///   then every position that was tried is consumed (a frame could still
+///   start in the last 11 bytes) and the rest of the run is reported by
+///   later calls, in adjacent pieces. So callers must offer at least
+///   `max_record + OVERHEAD + 12` bytes from their offset when the file
+///   has them (see [`min_window`]).
 ///
 /// The work is linear in `buf.len()` plus one data checksum per position
 /// with a good length checksum (rare in garbage: 2^-32 per position).
@@ -301,6 +303,12 @@ pub fn split(buf: &[u8], base: u64, max_record: usize) -> Split {
     out
 }
 
+/// The fewest bytes from its offset a caller must give [`split`], when the
+/// file has them, for it to make progress whatever the bytes are.
+pub fn min_window(max_record: usize) -> usize {
+    max_record.saturating_add(OVERHEAD + HEADER)
+}
+
 /// After an untrustworthy header at `bad`: the position to go on from, or
 /// `None` to wait for more bytes (see [`split`]).
 fn resync(buf: &[u8], bad: usize, max_record: usize, max_frame: usize) -> Option<usize> {
@@ -324,7 +332,11 @@ fn resync(buf: &[u8], bad: usize, max_record: usize, max_frame: usize) -> Option
         at += 1;
     }
     // Every position before `at` was tried; `at` and later lack a header.
-    (buf.len() - bad > max_frame).then_some(at)
+    // With this much after the bad header, a frame starting within a
+    // maximal frame of it would have had its header checked: the bad
+    // bytes are more than one record, and a lone damaged record is always
+    // reported in one piece.
+    (buf.len() - bad >= max_frame + HEADER).then_some(at)
 }
 
 #[cfg(test)]
@@ -556,6 +568,28 @@ mod split_tests {
         assert_eq!(s.frames.len(), 1);
         assert_eq!(&buf[s.frames[0].data.clone()], b"after");
         assert_eq!(s.damage[0].end, 50);
+    }
+
+    #[test]
+    fn a_lone_damaged_record_of_maximal_size_is_one_piece() {
+        let (mut buf, offsets) = file(&[MAX, 3]);
+        buf[2] ^= 1;
+        let b = offsets[1] as usize;
+        // The next header not all visible: the bad record waits whole,
+        // even though more than a maximal frame follows the bad header.
+        for visible in b + 1..b + 12 {
+            let s = split(&buf[..visible], 0, MAX);
+            assert_eq!((s.consumed, s.damage.len()), (0, 0), "visible {visible}");
+        }
+        let s = split(&buf[..min_window(MAX)], 0, MAX);
+        assert_eq!(
+            s.damage,
+            [Damage {
+                offset: 0,
+                end: b as u64,
+                kind: DamageKind::LengthCrc
+            }]
+        );
     }
 
     #[test]
