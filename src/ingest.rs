@@ -186,9 +186,14 @@ impl Ingest {
                 }
             }
             SourceKind::Tfevents => {
-                let reader = self.readers.get(&batch.state.source);
+                let mut state = batch.state.clone();
                 for record in &batch.records {
-                    match reader.event(&path, record.offset, batch.bytes(record), &mut delta) {
+                    match self.readers.event(
+                        &mut state,
+                        record.offset,
+                        batch.bytes(record),
+                        &mut delta,
+                    ) {
                         EventOutcome::Rows(r) => rows.extend(r),
                         EventOutcome::OwnFile => {
                             // One of the agent's own event files (its first
@@ -197,11 +202,12 @@ impl Ingest {
                             rows.clear();
                             batch.records.clear();
                             delta = Counters::default();
-                            batch.state.ignored = Some("written by mosaic-shipper".into());
+                            state.ignored = Some("written by mosaic-shipper".into());
                             break;
                         }
                     }
                 }
+                batch.state = state;
             }
         }
         batch.delta = delta;
@@ -212,6 +218,7 @@ impl Ingest {
             .commit_ingest(&state, &rows, &delta)
             .and_then(|_| {
                 if batch.forget {
+                    self.readers.forget(state.id);
                     self.journal.forget_file(state.id)
                 } else {
                     Ok(())

@@ -17,6 +17,10 @@
 //! - [`init`] runs a command under the agent as a container's init process.
 //! - [`sync`] uploads what was staged for W&B (journal rows, offline run
 //!   directories) from a connected machine.
+//! - [`format`] holds wire formats shared by readers and writers
+//!   (TFRecord framing, TensorBoard's event protos).
+//! - [`source`] reads metric sources other than log lines (TensorBoard
+//!   event files that workers write).
 //! - [`bundle`] carries rows staged for W&B between machines
 //!   (`export`/`import`).
 
@@ -24,6 +28,7 @@ pub mod agent;
 pub mod bundle;
 pub mod config;
 pub mod extract;
+pub mod format;
 pub mod ingest;
 pub mod init;
 pub mod journal;

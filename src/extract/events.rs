@@ -12,8 +12,9 @@ use std::path::Path;
 use regex::Regex;
 
 use crate::config::{SourceConfig, SourceKind};
+use crate::journal::FileState;
 use crate::row::{Origin, Row};
-use crate::source::tfevents::{self, What};
+use crate::source::tfevents::{self, Plugins};
 use crate::stats::Counters;
 
 /// Where a run id is in a path when a source does not say.
@@ -21,13 +22,16 @@ pub const DEFAULT_RUN_ID_FROM_PATH: &str = "runs/(?P<run_id>[^/]+)/";
 
 /// The writer name the agent's own TensorBoard sink puts in the first
 /// record of its files, by which they are told from a worker's.
-pub const OWN_WRITER: &str = "mosaic-shipper";
+use crate::format::tensorboard_proto::WRITER as OWN_WRITER;
 
 /// How the records of each `tfevents` (and `document`) source are read.
 #[derive(Debug)]
 pub struct Readers {
     by_source: BTreeMap<String, EventReader>,
     fallback: EventReader,
+    /// Per followed event file (by checkpoint id): which plugin owns each
+    /// tag seen so far (see `tfevents::Plugins`).
+    plugins: std::collections::HashMap<u64, Plugins>,
 }
 
 /// One source's reading settings.
@@ -58,6 +62,7 @@ impl Readers {
         Ok(Readers {
             by_source,
             fallback: EventReader::new(None).expect("the default regex compiles"),
+            plugins: Default::default(),
         })
     }
 
@@ -65,6 +70,25 @@ impl Readers {
     /// source was renamed gets the default).
     pub fn get(&self, name: &str) -> &EventReader {
         self.by_source.get(name).unwrap_or(&self.fallback)
+    }
+
+    /// The rows of one event record of the file whose checkpoint is
+    /// `state`; the file's namespace is fixed in `state` on its first read.
+    pub fn event(
+        &mut self,
+        state: &mut FileState,
+        offset: u64,
+        payload: &[u8],
+        counters: &mut Counters,
+    ) -> EventOutcome {
+        let reader = self.by_source.get(&state.source).unwrap_or(&self.fallback);
+        let plugins = self.plugins.entry(state.id).or_default();
+        reader.event(state, offset, payload, plugins, counters)
+    }
+
+    /// Forgets the per-file memory of a file no longer followed.
+    pub fn forget(&mut self, id: u64) {
+        self.plugins.remove(&id);
     }
 }
 
@@ -85,41 +109,53 @@ impl EventReader {
         Some((m.as_str(), caps.get(0).map_or(m.end(), |all| all.end())))
     }
 
-    /// The rows of one event record of the file at `path`.
-    pub fn event(
+    /// The rows of one event record of the file whose checkpoint is `state`.
+    fn event(
         &self,
-        path: &str,
+        state: &mut FileState,
         offset: u64,
         payload: &[u8],
+        plugins: &mut Plugins,
         counters: &mut Counters,
     ) -> EventOutcome {
+        let path = state.path.clone();
+        let path = path.as_str();
         let event = match tfevents::decode(payload) {
             Ok(e) => e,
             Err(e) => {
                 counters.invalid_json += 1;
-                tracing::warn!(file = path, offset, error = %e, "skipping TensorBoard record: it does not decode as an Event");
+                tracing::warn!(file = path, offset, error = %e, "skipping TensorBoard record");
                 return EventOutcome::Rows(Vec::new());
             }
         };
-        let scalars = match event.what {
-            What::FileVersion { writer } if writer.as_deref() == Some(OWN_WRITER) => {
-                return EventOutcome::OwnFile
-            }
-            What::FileVersion { .. } | What::Other => {
-                counters.unmatched += 1;
-                return EventOutcome::Rows(Vec::new());
-            }
-            What::Scalars(s) => s,
-        };
+        if event.writer.as_deref() == Some(OWN_WRITER) {
+            return EventOutcome::OwnFile;
+        }
+        let (scalars, ignored) = plugins.scalars(&event);
+        if scalars.is_empty() {
+            // Headers, graphs, images, histograms, text: not metrics.
+            counters.unmatched += 1;
+            return EventOutcome::Rows(Vec::new());
+        }
+        counters.skipped_values += ignored as u64;
         let Some((run_id, run_end)) = self.run_of(path) else {
             counters.rejected += 1;
             tracing::warn!(file = path, offset, "skipping TensorBoard record: no run id in the file's path (sources.run_id_from_path)");
             return EventOutcome::Rows(Vec::new());
         };
-        let run_dir = Path::new(&path[..run_end]);
+        let namespace = state.namespace.get_or_insert_with(|| {
+            // The run's TensorBoard root: the directory right below the
+            // run's (`tensorboard/`), under which writers' directories lie.
+            let rest = &path[run_end..];
+            let root = match rest.find('/') {
+                Some(i) => &path[..run_end + i],
+                None => &path[..run_end],
+            };
+            tfevents::namespace(Path::new(root), Path::new(path), tfevents::holds_event_file)
+        });
         let values = scalars
             .into_iter()
-            .map(|(tag, v)| (tfevents::metric_name(run_dir, Path::new(path), &tag), v))
+            .map(|(tag, v)| (tfevents::qualified(namespace, tag), v))
             .collect();
         counters.rows += 1;
         EventOutcome::Rows(vec![Row {

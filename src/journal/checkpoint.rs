@@ -45,6 +45,11 @@ pub struct FileState {
     /// a new file, its bytes are left alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignored: Option<String>,
+    /// An event file's metric namespace (its writer's sub-directory, as
+    /// W&B's TensorBoard sync names it), fixed when it was first read so
+    /// that names do not change when other files come and go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// Serde for byte strings as hex: readable in the JSON checkpoint.

@@ -25,9 +25,9 @@ pub struct Cut {
     /// Bytes of the buffer taken: past the last complete record, or past
     /// damage that was skipped.
     pub consumed: usize,
-    /// Past `consumed`, what the next record needs before it can be cut
-    /// (a frame's announced length), when more than the buffer holds.
-    pub need: Option<usize>,
+    /// Set when what was skipped ends past the buffer: the offset reading
+    /// goes on from.
+    pub skip_to: Option<u64>,
     /// Skipped records, counted.
     pub delta: Counters,
 }
@@ -67,116 +67,41 @@ pub fn lines(buf: &[u8], base: u64, max_line: usize, path: &str) -> Cut {
     cut
 }
 
-/// TensorBoard event files: TFRecord frames (see
-/// `format::tfrecord`). A frame whose checksums fail is counted, logged
-/// with file and offset and skipped; reading goes on after it.
-pub fn tfrecords(buf: &[u8], base: u64, max_record: usize, path: &str) -> Cut {
-    let split = split_frames(buf, base, max_record);
+/// TensorBoard event files: TFRecord frames (`format::tfrecord`). A frame
+/// whose checksums fail is counted, logged with file and offset and
+/// skipped; reading goes on after it. `len` is the file's length: damage
+/// whose end lies beyond it (an over-long record still being written) is
+/// left for later, unconsumed.
+pub fn tfrecords(buf: &[u8], base: u64, max_record: usize, len: u64, path: &str) -> Cut {
+    let split = crate::format::tfrecord::split(buf, base, max_record);
+    // Damage reaching past the end of the file is a record still being
+    // written (or garbage still growing): stop before it for now.
+    let limit = split.damage.iter().find(|d| d.end > len).map(|d| d.offset);
+    let consumed = limit.map_or(split.consumed, |o| o - base);
     let mut cut = Cut {
-        consumed: split.consumed,
-        need: split.need,
+        consumed: consumed as usize,
+        skip_to: (consumed > buf.len() as u64).then_some(base + consumed),
         ..Cut::default()
     };
-    for frame in split.frames {
+    let before = |offset: u64| limit.is_none_or(|l| offset < l);
+    for frame in split.frames.into_iter().filter(|f| before(f.offset)) {
         cut.delta.lines += 1;
         cut.records.push(Record {
             offset: frame.offset,
-            start: frame.start,
-            end: frame.end,
+            start: frame.data.start,
+            end: frame.data.end,
         });
     }
-    for damage in split.damage {
+    for damage in split.damage.iter().filter(|d| before(d.offset)) {
         cut.delta.lines += 1;
         cut.delta.damaged += 1;
         tracing::warn!(
             file = path,
             offset = damage.offset,
-            "skipping damaged TFRecord frame: {}",
-            damage.what
+            "skipping damaged TensorBoard record: {damage}"
         );
     }
     cut
-}
-
-/// A frame found by [`split_frames`].
-struct Frame {
-    offset: u64,
-    start: usize,
-    end: usize,
-}
-
-/// A frame that could not be read, by file offset.
-struct Damage {
-    offset: u64,
-    what: String,
-}
-
-struct Split {
-    frames: Vec<Frame>,
-    damage: Vec<Damage>,
-    consumed: usize,
-    need: Option<usize>,
-}
-
-/// TFRecord framing: u64 length (LE), masked CRC-32C of the length, data,
-/// masked CRC-32C of the data.
-fn split_frames(buf: &[u8], base: u64, max_record: usize) -> Split {
-    let mut out = Split {
-        frames: Vec::new(),
-        damage: Vec::new(),
-        consumed: 0,
-        need: None,
-    };
-    let mut pos = 0;
-    while buf.len() - pos >= 12 {
-        let len_bytes = &buf[pos..pos + 8];
-        let len = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes"));
-        let len_crc = u32::from_le_bytes(buf[pos + 8..pos + 12].try_into().expect("4 bytes"));
-        if masked_crc(len_bytes) != len_crc {
-            out.damage.push(Damage {
-                offset: base + pos as u64,
-                what: "length checksum mismatch; the rest of the file is not trusted".into(),
-            });
-            out.consumed = buf.len();
-            return out;
-        }
-        let total = 16 + len as usize;
-        if len as usize > max_record {
-            out.damage.push(Damage {
-                offset: base + pos as u64,
-                what: format!("record of {len} bytes is over the limit of {max_record}"),
-            });
-            out.consumed = pos;
-            out.need = Some(total);
-            return out;
-        }
-        if buf.len() - pos < total {
-            out.need = Some(total);
-            break;
-        }
-        let data = &buf[pos + 12..pos + 12 + len as usize];
-        let data_crc = u32::from_le_bytes(buf[pos + total - 4..pos + total].try_into().expect("4"));
-        if masked_crc(data) == data_crc {
-            out.frames.push(Frame {
-                offset: base + pos as u64,
-                start: pos + 12,
-                end: pos + 12 + len as usize,
-            });
-        } else {
-            out.damage.push(Damage {
-                offset: base + pos as u64,
-                what: "data checksum mismatch".into(),
-            });
-        }
-        pos += total;
-        out.consumed = pos;
-    }
-    out
-}
-
-fn masked_crc(data: &[u8]) -> u32 {
-    let crc = crc32c::crc32c(data);
-    (crc.rotate_right(15)).wrapping_add(0xa282_ead8)
 }
 
 #[cfg(test)]

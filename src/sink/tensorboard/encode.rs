@@ -11,11 +11,11 @@
 
 use prost::Message;
 
-use super::proto::{
+use crate::format::tensorboard_proto::{
     event, summary_value, Event, PluginData, SourceMetadata, Summary, SummaryMetadata,
     SummaryValue, TensorProto, TensorShapeProto, DT_FLOAT, FILE_VERSION, SCALARS_PLUGIN, WRITER,
 };
-use super::tfrecord;
+use crate::format::tfrecord;
 use crate::row::Row;
 
 /// Encodes rows into framed records, reusing its buffers: after the first
@@ -34,7 +34,7 @@ pub fn scalar_value(tag: &str, value: f64) -> SummaryValue {
             dtype: DT_FLOAT,
             tensor_shape: Some(TensorShapeProto::default()),
             float_val: vec![value as f32],
-            double_val: Vec::new(),
+            ..Default::default()
         })),
         metadata: Some(SummaryMetadata {
             plugin_data: Some(PluginData {

@@ -2,7 +2,7 @@
 //!
 //! Each run gets one event file in its directory (a `{run_id}` template),
 //! named and framed as TensorBoard's own writers do ([`naming`],
-//! [`tfrecord`]), starting with the `brain.Event:2` file-version record,
+//! [`crate::format::tfrecord`]), starting with the `brain.Event:2` file-version record,
 //! then one `Event` per row ([`encode`]).
 //!
 //! Exactly once, following the contract of [`crate::sink`]: the state
@@ -18,8 +18,6 @@
 mod encode;
 mod naming;
 mod open_files;
-pub mod proto;
-pub mod tfrecord;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::FileExt;

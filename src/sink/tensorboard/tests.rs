@@ -3,8 +3,9 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use super::proto::{event, summary_value, Event};
 use super::*;
+use crate::format::tensorboard_proto::{event, summary_value, Event};
+use crate::format::tfrecord;
 use crate::journal::Journal;
 use crate::row::Row;
 

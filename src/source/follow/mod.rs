@@ -397,8 +397,7 @@ impl Tailer {
                 counters: Counters::default(),
                 source: source.name.clone(),
                 kind: source.kind,
-                mtime_ns: 0,
-                ignored: None,
+                ..FileState::default()
             };
             state.set_head(bytes);
             self.files.insert(
@@ -623,7 +622,7 @@ impl Tailer {
         let t = self.files.get_mut(&id).expect("id from keys");
         let file = t.file.as_ref().expect("checked by read_file");
         let len = file.metadata()?.len();
-        let mut state = t.state.clone();
+        let state = t.state.clone();
         let mut delta = Counters::default();
         if t.pending_truncation {
             delta.truncations += 1;
@@ -638,32 +637,13 @@ impl Tailer {
             }
             return Ok(None);
         }
-        let buf = read_at_most(
-            file,
-            state.offset,
-            (len - state.offset).min(read_size as u64),
-        )?;
-        let mut cut = framing::tfrecords(&buf, state.offset, max_record, &state.path);
+        // A window that holds any frame within the limit whole, so the
+        // framing never has to ask for more (format::tfrecord::min_window).
+        let window = read_size.max(crate::format::tfrecord::min_window(max_record)) as u64;
+        let buf = read_at_most(file, state.offset, (len - state.offset).min(window))?;
+        let cut = framing::tfrecords(&buf, state.offset, max_record, len, &state.path);
         if cut.consumed == 0 && cut.records.is_empty() {
-            match cut.need {
-                // A frame longer than the limit: skip it whole once it is there.
-                Some(need) if need > max_record + 16 => {
-                    if state.offset + need as u64 <= len {
-                        tracing::warn!(file = %state.path, offset = state.offset, bytes = need, max = max_record, "skipping TensorBoard record longer than tail.max_line_bytes");
-                        delta.lines += 1;
-                        delta.oversized += 1;
-                        state.offset += need as u64;
-                        return Ok(Some(Batch::without_lines(state, delta, false)));
-                    }
-                }
-                // A frame larger than one read: read exactly it.
-                Some(need) if need > buf.len() && state.offset + need as u64 <= len => {
-                    let buf = read_at_most(file, state.offset, need as u64)?;
-                    cut = framing::tfrecords(&buf, state.offset, max_record, &state.path);
-                    return Ok(Some(Self::frames_batch(t, state, buf, cut, delta, len)));
-                }
-                _ => {}
-            }
+            // Only part of a frame so far: wait for the rest.
             if gone {
                 return Ok(Some(self.finish(id, len)));
             }

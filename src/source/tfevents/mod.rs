@@ -1,67 +1,134 @@
-//! TensorBoard event files written by workers: decoding their `Event`
-//! records into scalars.
+//! TensorBoard event files that workers write, read as scalar points.
+//!
+//! A file is framed with [`crate::format::tfrecord::split`], each record is
+//! decoded with [`decode`], and [`Plugins`] (one per file) says which
+//! decoded values are scalars; [`metric_name`] names them as W&B's own
+//! TensorBoard sync does. All of it is pure but [`metric_name`] (which
+//! lists directories), so the file follower owns every I/O decision.
+//! Format facts and their sources: `docs/tensorboard-format.md`.
 
-/// What one event holds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decoded {
-    pub wall_time: f64,
-    pub step: i64,
-    pub what: What,
+mod event;
+mod naming;
+
+use std::collections::HashMap;
+
+pub use event::{decode, Content, Data, DecodeError, Decoded, Value};
+pub use naming::{holds_event_file, metric_name, metric_name_with, namespace, qualified};
+
+use crate::format::tensorboard_proto::SCALARS_PLUGIN;
+
+/// Per-file memory of the plugin that owns each tag. Writers put a value's
+/// metadata on the first value of a tag only (`summary.proto`: "only the
+/// first value ... is required to have metadata"; W&B's
+/// `tfeventconverter.go`, `pluginNameByTag`), so whether a later tensor is
+/// a scalar depends on what came before in the same file.
+///
+/// A one-element float tensor whose tag has no known plugin counts as a
+/// scalar: a reader that resumes at a committed offset has not seen the
+/// tag's first value, and no TensorBoard plugin but `scalars` writes
+/// one-element float tensors. A tag known to belong to another plugin is
+/// not a scalar. `simple_value` is always a scalar, as in TensorBoard
+/// (`data_compat.py`, `_migrate_scalar_value`).
+#[derive(Debug, Default, Clone)]
+pub struct Plugins {
+    by_tag: HashMap<String, String>,
 }
 
-/// The parts of an event the agent uses.
-#[derive(Debug, Clone, PartialEq)]
-pub enum What {
-    /// The first record of a file; `writer` from its source metadata.
-    FileVersion {
-        writer: Option<String>,
-    },
-    Scalars(Vec<(String, f64)>),
-    Other,
-}
+impl Plugins {
+    /// The scalar that `v` holds, remembering its plugin for later values
+    /// of the same tag. `None` for non-scalars and for an empty tag (W&B
+    /// drops those: `withNamespace`, "empty key").
+    pub fn scalar(&mut self, v: &Value) -> Option<f64> {
+        let plugin = match &v.plugin {
+            Some(p) => {
+                if self.by_tag.get(&v.tag) != Some(p) {
+                    self.by_tag.insert(v.tag.clone(), p.clone());
+                }
+                Some(p.as_str())
+            }
+            None => self.by_tag.get(&v.tag).map(String::as_str),
+        };
+        if v.tag.is_empty() {
+            return None;
+        }
+        match v.data {
+            Data::Simple(x) => Some(f64::from(x)),
+            Data::Tensor(x) if plugin.map_or(true, |p| p == SCALARS_PLUGIN) => Some(x),
+            Data::Tensor(_) | Data::Other => None,
+        }
+    }
 
-/// Decodes one `Event` payload: the TF1 `simple_value` and the rank-0
-/// float tensor forms of scalars.
-pub fn decode(payload: &[u8]) -> Result<Decoded, String> {
-    use crate::sink::tensorboard::proto::{event, summary_value, Event};
-    use prost::Message;
-    let e = Event::decode(payload).map_err(|e| e.to_string())?;
-    let what = match e.what {
-        Some(event::What::FileVersion(_)) => What::FileVersion {
-            writer: e.source_metadata.map(|m| m.writer),
-        },
-        Some(event::What::Summary(s)) => {
-            let scalars: Vec<(String, f64)> = s
-                .value
-                .into_iter()
-                .filter_map(|v| {
-                    let x = match v.value? {
-                        summary_value::Value::SimpleValue(x) => f64::from(x),
-                        summary_value::Value::Tensor(t) => t
-                            .float_val
-                            .first()
-                            .map(|&x| f64::from(x))
-                            .or_else(|| t.double_val.first().copied())?,
-                    };
-                    Some((v.tag, x))
-                })
-                .collect();
-            if scalars.is_empty() {
-                What::Other
-            } else {
-                What::Scalars(scalars)
+    /// The scalars of a decoded record as `(tag, value)` in file order, and
+    /// how many of its summary values were not scalars.
+    pub fn scalars<'a>(&mut self, d: &'a Decoded) -> (Vec<(&'a str, f64)>, usize) {
+        let Content::Summary(values) = &d.content else {
+            return (Vec::new(), 0);
+        };
+        let mut out = Vec::with_capacity(values.len());
+        for v in values {
+            if let Some(x) = self.scalar(v) {
+                out.push((v.tag.as_str(), x));
             }
         }
-        None => What::Other,
-    };
-    Ok(Decoded {
-        wall_time: e.wall_time,
-        step: e.step,
-        what,
-    })
+        let ignored = values.len() - out.len();
+        (out, ignored)
+    }
 }
 
-/// The metric name of `tag` in `event_file` under the run's TensorBoard root.
-pub fn metric_name(_tb_root: &std::path::Path, _event_file: &std::path::Path, tag: &str) -> String {
-    tag.to_string()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(tag: &str, plugin: Option<&str>, data: Data) -> Value {
+        Value {
+            tag: tag.into(),
+            plugin: plugin.map(Into::into),
+            data,
+        }
+    }
+
+    #[test]
+    fn metadata_on_the_first_value_decides_later_ones() {
+        let mut p = Plugins::default();
+        assert_eq!(
+            p.scalar(&v("a", Some("scalars"), Data::Tensor(1.0))),
+            Some(1.0)
+        );
+        assert_eq!(p.scalar(&v("a", None, Data::Tensor(2.0))), Some(2.0));
+        // A tag of another plugin whose later values carry no metadata.
+        assert_eq!(p.scalar(&v("h", Some("histograms"), Data::Other)), None);
+        assert_eq!(p.scalar(&v("h", None, Data::Tensor(3.0))), None);
+        // Unknown tag (resumed mid-file): a scalar.
+        assert_eq!(p.scalar(&v("new", None, Data::Tensor(4.0))), Some(4.0));
+        assert_eq!(
+            p.scalar(&v("s", Some("text"), Data::Simple(5.0))),
+            Some(5.0)
+        );
+        assert_eq!(p.scalar(&v("", None, Data::Simple(5.0))), None);
+        let nan = p.scalar(&v("n", None, Data::Simple(f32::NAN))).unwrap();
+        assert!(nan.is_nan());
+    }
+
+    #[test]
+    fn scalars_of_a_record_and_the_ignored_count() {
+        let d = Decoded {
+            wall_time: 1.0,
+            step: 2,
+            content: Content::Summary(vec![
+                v("a", None, Data::Simple(1.5)),
+                v("img", Some("images"), Data::Other),
+                v("b", Some("scalars"), Data::Tensor(-0.5)),
+            ]),
+            writer: None,
+        };
+        let mut p = Plugins::default();
+        assert_eq!(p.scalars(&d), (vec![("a", 1.5), ("b", -0.5)], 1));
+        let header = Decoded {
+            wall_time: 1.0,
+            step: 0,
+            content: Content::FileVersion("brain.Event:2".into()),
+            writer: None,
+        };
+        assert_eq!(p.scalars(&header), (vec![], 0));
+    }
 }

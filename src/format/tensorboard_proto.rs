@@ -1,14 +1,20 @@
-//! The subset of TensorFlow's event protos that a scalar event file needs.
+//! The subset of TensorFlow's event protos that scalar event files need,
+//! shared by the `tensorboard` sink (which writes them) and the event-file
+//! source [`crate::source::tfevents`] (which reads what workers write).
 //!
 //! Hand-derived with `prost` (no protoc, no generated code) from the
 //! `.proto` files TensorBoard vendors under `tensorboard/compat/proto/`:
 //! `event.proto`, `summary.proto`, `tensor.proto`, `tensor_shape.proto` and
-//! `types.proto`. Only the fields this sink writes (and its tests read) are
-//! declared; the field numbers are the real ones, so any protobuf reader
-//! decodes these messages as the full ones. Fields are declared in field
-//! number order because prost encodes them in declaration order and the
-//! byte-for-byte comparison with TensorBoard's own writer relies on the
-//! canonical (ascending) order that the Python protobuf runtime uses.
+//! `types.proto` (field numbers re-checked against tensorboard 2.21.0's
+//! compiled descriptors). Only the fields the sink writes and the reader
+//! decodes are declared; the field numbers are the real ones, so any
+//! protobuf reader decodes these messages as the full ones, and decoding a
+//! full message here skips the undeclared fields (images, histograms, graph
+//! defs: an undeclared member of a `oneof` decodes as `None`). Fields are
+//! declared in field number order because prost encodes them in
+//! declaration order and the byte-for-byte comparison with TensorBoard's
+//! own writer relies on the canonical (ascending) order that the Python
+//! protobuf runtime uses.
 
 /// `tensorflow.Event`: one record of an event file.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -35,8 +41,9 @@ pub struct SourceMetadata {
 
 /// The `oneof what` of [`Event`].
 pub mod event {
-    /// What an event carries; other members of the real oneof (graph_def,
-    /// log_message, ...) are never written by this sink.
+    /// What an event carries; the other members of the real oneof
+    /// (graph_def 4, log_message 6, session_log 7, tagged_run_metadata 8,
+    /// meta_graph_def 9) are not declared and decode as `None`.
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum What {
         /// `"brain.Event:2"` in the first record of every file.
@@ -67,9 +74,12 @@ pub struct SummaryValue {
 
 /// The `oneof value` of [`SummaryValue`].
 pub mod summary_value {
-    /// The payload of a summary value: the TF 1.x `simple_value` (read by
-    /// tests; TensorBoard converts it on load) or a tensor (what this sink
-    /// writes, the form current TensorBoard treats as first-class).
+    /// The payload of a summary value: the TF 1.x `simple_value` (what
+    /// torch's and tensorboardX's `add_scalar` write; TensorBoard converts
+    /// it on load) or a tensor (what the sink writes, the form current
+    /// TensorBoard treats as first-class). The other members of the real
+    /// oneof (obsolete_old_style_histogram 3, image 4, histo 5, audio 6) are
+    /// not declared and decode as `None`.
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Value {
         #[prost(float, tag = "2")]
@@ -104,7 +114,8 @@ pub struct PluginData {
     pub content: Vec<u8>,
 }
 
-/// `tensorflow.TensorProto`, reduced to a rank-0 float.
+/// `tensorflow.TensorProto`, reduced to the fields a floating-point
+/// scalar can be stored in.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TensorProto {
     /// `tensorflow.DataType`; see [`DT_FLOAT`].
@@ -112,11 +123,18 @@ pub struct TensorProto {
     pub dtype: i32,
     #[prost(message, optional, tag = "2")]
     pub tensor_shape: Option<TensorShapeProto>,
+    /// The raw little-endian element bytes, an alternative to the `*_val`
+    /// fields (`tf.make_tensor_proto` uses it for numpy arrays).
+    #[prost(bytes = "vec", tag = "4")]
+    pub tensor_content: Vec<u8>,
     /// Packed, as proto3 encodes repeated scalars.
     #[prost(float, repeated, tag = "5")]
     pub float_val: Vec<f32>,
     #[prost(double, repeated, tag = "6")]
     pub double_val: Vec<f64>,
+    /// `DT_HALF` / `DT_BFLOAT16`: each element's 16 bits in an int32.
+    #[prost(int32, repeated, tag = "13")]
+    pub half_val: Vec<i32>,
 }
 
 /// `tensorflow.TensorShapeProto`; empty (no dims) means rank 0.
@@ -140,6 +158,10 @@ pub mod tensor_shape_proto {
 
 /// `tensorflow.DataType.DT_FLOAT`.
 pub const DT_FLOAT: i32 = 1;
+/// `tensorflow.DataType.DT_DOUBLE`.
+pub const DT_DOUBLE: i32 = 2;
+/// `tensorflow.DataType.DT_HALF` (IEEE 754 binary16).
+pub const DT_HALF: i32 = 19;
 /// `tensorflow.DataClass.DATA_CLASS_SCALAR`.
 pub const DATA_CLASS_SCALAR: i32 = 1;
 /// The scalars plugin's name (`tensorboard/plugins/scalar/metadata.py`).
