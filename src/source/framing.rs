@@ -83,7 +83,7 @@ pub fn tfrecords(buf: &[u8], base: u64, max_record: usize, len: u64, path: &str)
         skip_to: (consumed > buf.len() as u64).then_some(base + consumed),
         ..Cut::default()
     };
-    let before = |offset: u64| limit.is_none_or(|l| offset < l);
+    let before = |offset: u64| limit.map_or(true, |l| offset < l);
     for frame in split.frames.into_iter().filter(|f| before(f.offset)) {
         cut.delta.lines += 1;
         cut.records.push(Record {
