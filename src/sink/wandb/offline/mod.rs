@@ -557,6 +557,7 @@ impl Sink for WandbOfflineSink {
             self.working.lengths.insert(path, len);
         }
         self.committed.runs = self.working.runs.clone();
+        self.committed.steps = self.working.steps.clone();
         Ok(self.state())
     }
 }
