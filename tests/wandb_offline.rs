@@ -357,7 +357,11 @@ fn offline_run_reads_back_and_wandb_sync_uploads_it() {
         Some(expected.len() as i64 - 1),
         "{summary}"
     );
-    assert_eq!(summary["global_step"].as_i64(), Some(last.step), "{summary}");
+    assert_eq!(
+        summary["global_step"].as_i64(),
+        Some(last.step),
+        "{summary}"
+    );
     for (k, want) in &last.values {
         let got = &summary[k];
         match (got.as_f64(), want.as_f64()) {
@@ -606,7 +610,10 @@ fn a_file_cut_short_by_hand_continues_in_a_new_directory() {
         "{global:?}"
     );
     // `_step` goes on counting after the first directory's lines.
-    let steps: Vec<i64> = history.iter().map(|h| h["step"].as_i64().unwrap()).collect();
+    let steps: Vec<i64> = history
+        .iter()
+        .map(|h| h["step"].as_i64().unwrap())
+        .collect();
     let want: Vec<i64> = (0..steps.len() as i64).map(|i| i + first_lines).collect();
     assert_eq!(steps, want, "after {first_lines} lines");
 }

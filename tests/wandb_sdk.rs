@@ -33,7 +33,13 @@ fn run_sdk(
 ) {
     let script = harness::repo().join("tests/py/sdk_steps.py");
     let expect = expect.display().to_string();
-    sdk::run_script(dir, "sdk", &script, &[&expect, run_id, display], Some(standin));
+    sdk::run_script(
+        dir,
+        "sdk",
+        &script,
+        &[&expect, run_id, display],
+        Some(standin),
+    );
 }
 
 fn graphql_ops(reqs: &[Recorded]) -> Vec<(String, Value)> {
@@ -347,7 +353,9 @@ fn record_sdk_steps(dir: &std::path::Path) -> Value {
     let text: String = RECORDED_STEPS
         .iter()
         .enumerate()
-        .map(|(i, s)| format!("{{\"step\": {s}, \"values\": {{\"charts/episodic_return\": {i}.5}}}}\n"))
+        .map(|(i, s)| {
+            format!("{{\"step\": {s}, \"values\": {{\"charts/episodic_return\": {i}.5}}}}\n")
+        })
         .collect();
     std::fs::write(&rows, text).unwrap();
     let script = harness::repo().join("tests/py/sdk_steps.py");

@@ -107,7 +107,11 @@ pub fn run_script(
         .env("NO_PROXY", "127.0.0.1");
     let mut child = harness::spawn(&mut c);
     let status = harness::wait_child(&mut child, Duration::from_secs(240));
-    assert!(status.success(), "the wandb SDK script {} failed", script.display());
+    assert!(
+        status.success(),
+        "the wandb SDK script {} failed",
+        script.display()
+    );
     wdir
 }
 
@@ -117,7 +121,12 @@ pub fn offline_dir(wdir: &Path) -> PathBuf {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("offline-run-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("offline-run-")
+        })
         .collect();
     assert_eq!(dirs.len(), 1, "one offline run directory: {dirs:?}");
     dirs.into_iter().next().unwrap()

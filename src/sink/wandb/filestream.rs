@@ -241,7 +241,9 @@ mod tests {
         };
         let s = summary_line(&times, &v);
         assert!(
-            s.ends_with(r#""global_step":40,"_step":3,"_timestamp":10,"_runtime":2,"_wandb":{"runtime":2}}"#),
+            s.ends_with(
+                r#""global_step":40,"_step":3,"_timestamp":10,"_runtime":2,"_wandb":{"runtime":2}}"#
+            ),
             "{s}"
         );
         let empty = SummaryTimes {

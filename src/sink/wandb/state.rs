@@ -200,14 +200,17 @@ mod tests {
             history_line_count: 0,
         };
         let mut r = RunState::new(&b, "R");
-        assert_eq!(State::decode(&{
-            let mut t = State::default();
-            t.runs.insert("R".into(), r.clone());
-            t.encode()
-        })
-        .unwrap()
-        .runs["R"]
-            .start, f64::INFINITY);
+        assert_eq!(
+            State::decode(&{
+                let mut t = State::default();
+                t.runs.insert("R".into(), r.clone());
+                t.encode()
+            })
+            .unwrap()
+            .runs["R"]
+                .start,
+            f64::INFINITY
+        );
         r.latest.insert("a".into(), f64::NAN);
         r.latest.insert("b".into(), f64::NEG_INFINITY);
         r.latest.insert("c".into(), 2.5);
@@ -255,7 +258,13 @@ mod time_tests {
         let mut r = RunState::new(&b, "R");
         // No rows: the summary has no time to count from.
         assert_eq!(r.summary(), r#"{"_runtime":0,"_wandb":{"runtime":0}}"#);
-        let rows = [row(0, 100.0), row(5, 102.5), row(5, 103.0), row(3, 99.0), row(10, 110.0)];
+        let rows = [
+            row(0, 100.0),
+            row(5, 102.5),
+            row(5, 103.0),
+            row(3, 99.0),
+            row(10, 110.0),
+        ];
         let lines: Vec<(u64, String)> = rows.iter().map(|x| r.take_row(x)).collect();
         let steps: Vec<f64> = lines.iter().map(|(_, l)| field(l, "_step")).collect();
         assert_eq!(steps, [0.0, 1.0, 2.0, 3.0, 4.0]);
