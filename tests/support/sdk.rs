@@ -173,9 +173,9 @@ pub fn wandb_sync(dir: &Path, run_dir: &Path, standin: &StandIn) {
 pub fn config_m(reqs: &[Recorded]) -> Value {
     let config = reqs
         .iter()
+        .rev()
         .filter(|r| r.path == "/graphql" && r.operation().as_deref() == Some("UpsertBucket"))
-        .filter_map(|r| r.json()["variables"]["config"].as_str().map(str::to_string))
-        .last()
+        .find_map(|r| r.json()["variables"]["config"].as_str().map(str::to_string))
         .expect("an UpsertBucket with a config");
     let config: Value = serde_json::from_str(&config).unwrap();
     config["_wandb"]["value"]["m"].clone()

@@ -10,10 +10,13 @@
 //! an agent's host usually runs in UTC and the name is not parsed).
 //!
 //! Records per run, in the SDK's order: header, run (with `start_time`),
-//! then per row a summary update and a history record carrying `_step`,
-//! `_runtime` and `_timestamp` items (sync adds none of them, section
-//! 9.5), config records for config events, and at a run-finished event a
-//! final summary and the exit record. W&B 0.31.0 writes no `final` or
+//! the metric record of `define_metric("*", step_metric="global_step")`
+//! ([`super::step_metric`]), then per row a summary update and a history
+//! record carrying `global_step` (the worker's step), `_step` (the run's
+//! line counter, also `step.num`), `_runtime` (from the earliest metric
+//! row) and `_timestamp` items (sync adds none of them, section 9.5),
+//! config records for config events, and at a run-finished event a final
+//! summary and the exit record. W&B 0.31.0 writes no `final` or
 //! `footer` records any more, so neither does this sink.
 //!
 //! Exactly once, on top of the sink contract (`sink` module docs): the
