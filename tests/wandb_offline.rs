@@ -146,8 +146,13 @@ fn same(got: &str, want: &Value) -> bool {
     }
 }
 
-/// The decoded history equals the rows, in order, with `_step`,
-/// `_runtime` and `_timestamp` items; record numbers run 1, 2, 3, ...
+/// The decoded history equals the rows, in order, with `global_step` (the
+/// row's step), `_step` (the record's number among the run's history
+/// records, also `step.num`), `_runtime` and `_timestamp` items; the run
+/// declares `global_step` the x-axis of every metric in a metric record
+/// right after the run record, as the SDK writes
+/// `define_metric("*", step_metric="global_step")`; record numbers run
+/// 1, 2, 3, ...
 fn assert_records(records: &[Value], expected: &[Expected], exit: Option<i32>) {
     for (i, r) in records.iter().enumerate() {
         assert_eq!(r["num"].as_i64(), Some(i as i64 + 1), "record {r}");
@@ -167,16 +172,27 @@ fn assert_records(records: &[Value], expected: &[Expected], exit: Option<i32>) {
     assert_eq!(with_stream, want);
     assert_eq!(records[1]["type"], "run");
     assert!(records[1]["run"]["start_time"].as_i64().unwrap() > 1_000_000_000);
+    assert_eq!(records[2]["type"], "metric", "{}", records[2]);
+    assert_eq!(
+        records[2]["metric"],
+        serde_json::json!({"name": "", "glob_name": "*", "step_metric": "global_step", "step_sync": true, "defined": true})
+    );
+    assert_eq!(
+        records.iter().filter(|r| r["type"] == "metric").count(),
+        1,
+        "one declaration per run directory"
+    );
     let history: Vec<&Value> = records
         .iter()
         .filter(|r| r["type"] == "history")
         .map(|r| &r["history"])
         .collect();
     assert_eq!(history.len(), expected.len(), "one history record per row");
-    for (h, exp) in history.iter().zip(expected) {
-        assert_eq!(h["step"].as_i64(), Some(exp.step), "{h}");
+    for (i, (h, exp)) in history.iter().zip(expected).enumerate() {
+        assert_eq!(h["step"].as_i64(), Some(i as i64), "{h}");
         let items = h["items"].as_object().unwrap();
-        assert_eq!(items["_step"], exp.step.to_string(), "{h}");
+        assert_eq!(items["_step"], i.to_string(), "{h}");
+        assert_eq!(items["global_step"], exp.step.to_string(), "{h}");
         assert!(items["_runtime"].as_str().unwrap().parse::<f64>().unwrap() >= 0.0);
         assert!(
             items["_timestamp"]
@@ -186,7 +202,7 @@ fn assert_records(records: &[Value], expected: &[Expected], exit: Option<i32>) {
                 .unwrap()
                 > 1e9
         );
-        assert_eq!(items.len(), exp.values.len() + 3, "{h} vs {:?}", exp.values);
+        assert_eq!(items.len(), exp.values.len() + 4, "{h} vs {:?}", exp.values);
         for (k, want) in &exp.values {
             let got = items[k]
                 .as_str()
@@ -336,7 +352,16 @@ fn offline_run_reads_back_and_wandb_sync_uploads_it() {
     let summary = support::standin::parse_extended_json(got.summary.as_deref().unwrap_or("{}"));
     let last = expected.last().unwrap();
     eprintln!("summary after sync: {summary}");
-    assert_eq!(summary["_step"].as_i64(), Some(last.step), "{summary}");
+    assert_eq!(
+        summary["_step"].as_i64(),
+        Some(expected.len() as i64 - 1),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["global_step"].as_i64(),
+        Some(last.step),
+        "{summary}"
+    );
     for (k, want) in &last.values {
         let got = &summary[k];
         match (got.as_f64(), want.as_f64()) {
@@ -518,6 +543,10 @@ fn a_file_cut_short_by_hand_continues_in_a_new_directory() {
     let cfg = config(dir);
     harness::run_once(dir, &cfg);
     let (_, file) = the_file(dir, run);
+    let first_lines = read(&file)
+        .iter()
+        .filter(|r| r["type"] == "history")
+        .count() as i64;
     // Someone cuts the committed file short (a damaged copy, an editor).
     let len = std::fs::metadata(&file).unwrap().len();
     std::fs::OpenOptions::new()
@@ -567,15 +596,26 @@ fn a_file_cut_short_by_hand_continues_in_a_new_directory() {
         .unwrap();
     let records = read(&new);
     assert_eq!(records[1]["type"], "run");
-    let steps: Vec<i64> = records
+    let history: Vec<&Value> = records
         .iter()
         .filter(|r| r["type"] == "history")
-        .map(|r| r["history"]["step"].as_i64().unwrap())
+        .map(|r| &r["history"])
+        .collect();
+    let global: Vec<i64> = history
+        .iter()
+        .map(|h| h["items"]["global_step"].as_str().unwrap().parse().unwrap())
         .collect();
     assert!(
-        !steps.is_empty() && steps.iter().all(|&s| s >= 100000),
-        "{steps:?}"
+        !global.is_empty() && global.iter().all(|&s| s >= 100000),
+        "{global:?}"
     );
+    // `_step` goes on counting after the first directory's lines.
+    let steps: Vec<i64> = history
+        .iter()
+        .map(|h| h["step"].as_i64().unwrap())
+        .collect();
+    let want: Vec<i64> = (0..steps.len() as i64).map(|i| i + first_lines).collect();
+    assert_eq!(steps, want, "after {first_lines} lines");
 }
 
 #[test]

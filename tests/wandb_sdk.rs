@@ -4,49 +4,26 @@
 //! endpoints, auth scheme, GraphQL operation text and variables, and
 //! file_stream shapes (history line keys and values, offsets, summary,
 //! completion).
+//!
+//! It also records what the SDK sends for steps and `define_metric`
+//! (tests/py/sdk_steps.py, online, offline and through `wandb sync`) and
+//! checks that the committed recording, tests/fixtures/wandb-sdk-steps.json,
+//! which the agent's tests compare against (tests/wandb_steps.rs), is what
+//! the SDK sends today; scripts/record-wandb-sdk rewrites it.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::harness::{self, agent, gen_logs, wait_child, wait_for, write_config, Expected, KEY};
+use support::harness::{self, agent, gen_logs, wait_child, wait_for, write_config, Expected};
+use support::sdk;
 use support::standin::{parse_extended_json, Recorded, StandIn};
 
-const SDK_SCRIPT: &str = r#"
-import json, math, sys, wandb
-assert wandb.__version__ == "0.31.0", wandb.__version__
-expect, run_id, display = sys.argv[1], sys.argv[2], sys.argv[3]
-def value(v):
-    return float(v) if isinstance(v, str) else v
-run = wandb.init(project="mosaic-test", id=run_id, name=display)
-for line in open(expect):
-    row = json.loads(line)
-    wandb.log({k: value(v) for k, v in row["values"].items()}, step=row["step"])
-run.finish(exit_code=0)
-"#;
-
-fn python() -> String {
-    let py = std::env::var("MOSAIC_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!("MOSAIC_TEST_PYTHON is not set: run the tests with scripts/test, which builds the venv with wandb==0.31.0")
-    });
-    let ok = Command::new(&py)
-        .args([
-            "-c",
-            "import wandb; assert wandb.__version__ == '0.31.0', wandb.__version__",
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {py}: {e}"));
-    assert!(
-        ok.status.success(),
-        "{py} has no wandb 0.31.0 (scripts/test installs tests/requirements.txt): {}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    py
-}
-
+/// The SDK logging the rows of `expect` as the agent ships them
+/// (tests/py/sdk_steps.py: `define_metric("*", step_metric="global_step")`,
+/// the worker's step as `global_step`).
 fn run_sdk(
     dir: &std::path::Path,
     standin: &StandIn,
@@ -54,35 +31,15 @@ fn run_sdk(
     run_id: &str,
     display: &str,
 ) {
-    let script = dir.join("sdk_log.py");
-    std::fs::write(&script, SDK_SCRIPT).unwrap();
-    let wdir = dir.join("sdk");
-    std::fs::create_dir_all(&wdir).unwrap();
-    let mut c = Command::new(python());
-    c.arg(&script).arg(expect).arg(run_id).arg(display);
-    harness::clean_env(&mut c, &wdir);
-    // The minimal settings of docs/wandb-protocol.md section 7.2.
-    c.env("WANDB_BASE_URL", standin.base_url())
-        .env("WANDB_API_KEY", KEY)
-        .env("NETRC", dir.join("no-netrc"))
-        .env("HOME", &wdir)
-        .env("WANDB_DIR", &wdir)
-        .env("WANDB_SILENT", "true")
-        .env("WANDB_CONSOLE", "off")
-        .env("WANDB_DISABLE_CODE", "true")
-        .env("WANDB_DISABLE_GIT", "true")
-        .env("WANDB_X_DISABLE_STATS", "true")
-        .env("WANDB_X_DISABLE_META", "true")
-        .env("WANDB_X_SAVE_REQUIREMENTS", "false")
-        .env("WANDB_ERROR_REPORTING", "false")
-        // Belt and braces for "no test reaches any address but 127.0.0.1":
-        // anything the SDK might send elsewhere goes to a dead local port.
-        .env("HTTP_PROXY", "http://127.0.0.1:9")
-        .env("HTTPS_PROXY", "http://127.0.0.1:9")
-        .env("NO_PROXY", "127.0.0.1");
-    let mut child = harness::spawn(&mut c);
-    let status = wait_child(&mut child, Duration::from_secs(240));
-    assert!(status.success(), "the wandb SDK script failed");
+    let script = harness::repo().join("tests/py/sdk_steps.py");
+    let expect = expect.display().to_string();
+    sdk::run_script(
+        dir,
+        "sdk",
+        &script,
+        &[&expect, run_id, display],
+        Some(standin),
+    );
 }
 
 fn graphql_ops(reqs: &[Recorded]) -> Vec<(String, Value)> {
@@ -132,7 +89,7 @@ fn same_numbers(a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>) -> boo
 
 #[test]
 fn agent_requests_match_the_wandb_sdk() {
-    python(); // fails clearly without the venv, before any work
+    sdk::python(); // fails clearly without the venv, before any work
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let ulid = "01JDAS00000000000000000001";
@@ -251,6 +208,11 @@ fn agent_requests_match_the_wandb_sdk() {
             );
         }
     }
+
+    // The metric definitions: `global_step` as every metric's x-axis, in
+    // the form the SDK sends for define_metric.
+    assert_eq!(sdk::config_m(&o_reqs), sdk::config_m(&s_reqs), "_wandb.m");
+    assert_ne!(sdk::config_m(&s_reqs), serde_json::json!([]));
 
     // file_stream request shapes.
     let s_fs = file_streams(&s_reqs);
@@ -375,5 +337,80 @@ fn agent_requests_match_the_wandb_sdk() {
         parse_extended_json(o_sum)["_wandb"]
             .as_object()
             .map(|o| o.keys().cloned().collect::<Vec<_>>())
+    );
+}
+
+/// Steps logged for the recording: repeats and a late (smaller) step, as
+/// several envs finishing at one step and a file read late produce.
+const RECORDED_STEPS: [i64; 5] = [0, 5, 5, 3, 10];
+
+/// What the SDK sends for steps and define_metric: online (config `m`,
+/// history `_step` / `global_step`), offline (metric records) and through
+/// `wandb sync` of its offline directory (config `m`).
+fn record_sdk_steps(dir: &std::path::Path) -> Value {
+    let run = "01jdas0000000000000000step";
+    let rows = dir.join("rows.jsonl");
+    let text: String = RECORDED_STEPS
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            format!("{{\"step\": {s}, \"values\": {{\"charts/episodic_return\": {i}.5}}}}\n")
+        })
+        .collect();
+    std::fs::write(&rows, text).unwrap();
+    let script = harness::repo().join("tests/py/sdk_steps.py");
+    let rows = rows.display().to_string();
+    let args = [rows.as_str(), run, "R"];
+
+    let online = StandIn::start();
+    sdk::run_script(dir, "online", &script, &args, Some(&online));
+    let history: Vec<Value> = online.runs()[run]
+        .history
+        .values()
+        .map(|l| {
+            let v = parse_extended_json(l);
+            serde_json::json!({"_step": v["_step"], "global_step": v["global_step"]})
+        })
+        .collect();
+
+    let wdir = sdk::run_script(dir, "offline", &script, &args, None);
+    let run_dir = sdk::offline_dir(&wdir);
+    let records = sdk::datastore_read(&sdk::log_in(&run_dir));
+    let synced = StandIn::start();
+    sdk::wandb_sync(dir, &run_dir, &synced);
+
+    serde_json::json!({
+        "made_by": "scripts/record-wandb-sdk (tests/wandb_sdk.rs, record_sdk_steps; SDK script tests/py/sdk_steps.py)",
+        "wandb": "0.31.0",
+        "steps_logged": RECORDED_STEPS,
+        "online": {
+            "config_m": sdk::config_m(&online.requests()),
+            "history": history,
+        },
+        "offline": {"metric_records": sdk::metric_records(&records)},
+        "wandb_sync": {"config_m": sdk::config_m(&synced.requests())},
+    })
+}
+
+/// The committed recording is what the SDK sends today; with
+/// `MOSAIC_RECORD_FIXTURES=1` (scripts/record-wandb-sdk) it is rewritten.
+#[test]
+fn sdk_steps_recording_is_current() {
+    sdk::python();
+    let tmp = tempfile::tempdir().unwrap();
+    let got = record_sdk_steps(tmp.path());
+    let path = harness::repo().join(sdk::STEPS_FIXTURE);
+    if std::env::var_os("MOSAIC_RECORD_FIXTURES").is_some_and(|v| v == "1") {
+        let mut text = serde_json::to_string_pretty(&got).unwrap();
+        text.push('\n');
+        std::fs::write(&path, text).unwrap();
+        eprintln!("wrote {}", path.display());
+        return;
+    }
+    assert_eq!(
+        got,
+        sdk::steps_fixture(),
+        "the SDK no longer sends what {} recorded: run scripts/record-wandb-sdk and review the change",
+        path.display()
     );
 }

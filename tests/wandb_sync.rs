@@ -16,7 +16,8 @@ use support::standin::{parse_extended_json, Fault, On, StandIn};
 use support::tinyproxy::Tinyproxy;
 
 /// Logs every expected row with the SDK, offline, like a worker that was
-/// instrumented with wandb directly.
+/// instrumented with wandb directly, the way the agent logs them (each row
+/// its own line, the step as `global_step`, declared the x-axis).
 const SDK_OFFLINE_SCRIPT: &str = r#"
 import json, sys, wandb
 assert wandb.__version__ == "0.31.0", wandb.__version__
@@ -25,9 +26,12 @@ def value(v):
     return float(v) if isinstance(v, str) else v
 run = wandb.init(project="sdk-offline", id=run_id, name="sdk-" + run_id,
                  config={"lr": 0.00025, "algo": "ppo", "net": {"width": 64}})
+run.define_metric("*", step_metric="global_step")
 for line in open(expect):
     row = json.loads(line)
-    wandb.log({k: value(v) for k, v in row["values"].items()}, step=row["step"])
+    values = {k: value(v) for k, v in row["values"].items()}
+    values["global_step"] = row["step"]
+    wandb.log(values)
 run.finish(exit_code=exit_code)
 "#;
 
@@ -630,17 +634,24 @@ fn a_directory_that_continues_a_run_is_appended_not_overwritten() {
         kept + 12,
         "a line was overwritten"
     );
-    let steps: Vec<i64> = got
-        .history
-        .values()
-        .map(|l| parse_extended_json(l)["_step"].as_i64().unwrap())
-        .collect();
+    let column = |key: &str| -> Vec<i64> {
+        got.history
+            .values()
+            .map(|l| parse_extended_json(l)[key].as_i64().unwrap())
+            .collect()
+    };
     let want: Vec<i64> = first[..kept]
         .iter()
         .map(|e| e.step)
         .chain(100_000..100_012)
         .collect();
-    assert_eq!(steps, want);
+    assert_eq!(column("global_step"), want);
+    // `_step` goes on counting in the second directory; the lost record's
+    // number stays a gap (harmless: `_step` only orders lines).
+    let lines: Vec<i64> = (0..kept as i64)
+        .chain(kept as i64 + 1..kept as i64 + 13)
+        .collect();
+    assert_eq!(column("_step"), lines);
 
     // Again: no history line is sent a second time.
     let out = sync(dir, &cfg, &[], &[("WANDB_API_KEY", KEY)]);

@@ -4,8 +4,9 @@
 //! offline mode; both hold `run-<id>.wandb`, a transaction log of `Record`
 //! protobufs. Like `wandb sync` (docs/wandb-protocol.md §6.2) the records
 //! are replayed as they are: the run record names the run, config records
-//! merge into its config, each history record is one history line, summary
-//! records merge into the summary, and an exit record finishes the run.
+//! merge into its config, metric records become its `_wandb.m` metric
+//! definitions, each history record is one history line, summary records
+//! merge into the summary, and an exit record finishes the run.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,9 @@ use prost::Message;
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::sink::wandb::offline::records::{record::RecordType, HistoryRecord, Item, Record};
+use crate::sink::wandb::offline::records::{
+    record::RecordType, HistoryRecord, Item, MetricRecord, Record,
+};
 use crate::sink::wandb::offline::txlog::{self, Stop};
 
 /// Why a directory cannot be uploaded at all.
@@ -159,6 +162,8 @@ pub struct OfflineRun {
     pub host: Option<String>,
     /// The logged config (without `_wandb`).
     pub config: serde_json::Map<String, Value>,
+    /// The metric definitions (`define_metric`), in log order.
+    pub metrics: Vec<MetricRecord>,
     /// History records in the log (up to `stop`): the lines to upload,
     /// read again in order with [`OfflineRun::history`].
     pub history_lines: u64,
@@ -381,6 +386,7 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
     let mut history_lines = 0u64;
     let mut last_line = None;
     let mut exit_code = None;
+    let mut metrics = Vec::new();
     while let Some(raw) = records.next_raw()? {
         if record_type(&raw) == Some(HISTORY) {
             // Streamed later; only counted (and the last one kept) here.
@@ -403,6 +409,7 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
                     display_name: nonempty(r.display_name),
                     host: nonempty(r.host),
                     config: Default::default(),
+                    metrics: Vec::new(),
                     history_lines: 0,
                     last_line: None,
                     summary: Doc::default(),
@@ -424,6 +431,7 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
                 }
             }
             Some(RecordType::Exit(e)) => exit_code = Some(e.exit_code),
+            Some(RecordType::Metric(m)) => metrics.push(m),
             _ => {}
         }
     }
@@ -444,6 +452,7 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
     let mut logged = config.to_value();
     logged.remove("_wandb");
     run.config = logged;
+    run.metrics = metrics;
     run.history_lines = history_lines;
     run.last_line = match last_line {
         Some(raw) => match records.decode(&raw)?.record_type {

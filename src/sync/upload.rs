@@ -25,6 +25,7 @@ use crate::sink::wandb::client::{finish_files, wandb_config, Client, RunRef};
 use crate::sink::wandb::filestream::Update;
 use crate::sink::wandb::graphql::UpsertInput;
 use crate::sink::wandb::offline::txlog::Stop;
+use crate::sink::wandb::step_metric::config_entries;
 use crate::sink::wandb::WandbSettings;
 
 /// What an upload achieved.
@@ -172,7 +173,9 @@ pub async fn upload(
     let project = run.project.as_deref().unwrap_or(&settings.project);
     let configured = run.entity.as_deref().or(settings.entity.as_deref());
     let entity = client.entity(configured).await.map_err(|e| fail(run, e))?;
-    let config = wandb_config(Some(&run.config));
+    // The metric definitions the log holds (ours: global_step as every
+    // metric's x-axis), in `_wandb.m` as `wandb sync` sends them.
+    let config = wandb_config(Some(&run.config), &config_entries(&run.metrics));
     let bucket = client
         .upsert(&UpsertInput {
             id: None,

@@ -18,7 +18,8 @@ a record's last chunk. It reads up to the file's size and no further (see
 Usage: wandb_datastore_read.py FILE.wandb
 Output lines: {"num", "type", "stream_id", "history": {"step", "items":
 {key: value_json}} | "exit_code" | "summary"/"config": {key: value_json} |
-"run": {...}}
+"run": {...} | "metric": {"name", "glob_name", "step_metric", "step_sync",
+"defined"}}
 """
 
 import json
@@ -53,6 +54,15 @@ def describe(r):
         out["summary"] = items(r.summary.update)
     elif kind == "config":
         out["config"] = items(r.config.update)
+    elif kind == "metric":
+        m = r.metric
+        out["metric"] = {
+            "name": m.name,
+            "glob_name": m.glob_name,
+            "step_metric": m.step_metric,
+            "step_sync": m.options.step_sync,
+            "defined": m.options.defined,
+        }
     elif kind == "exit":
         out["exit_code"] = r.exit.exit_code
     elif kind == "run":

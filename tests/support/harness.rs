@@ -253,8 +253,9 @@ pub fn wandb_id(run_id: &str) -> String {
 }
 
 /// Checks a run's reconstructed history against the expected rows:
-/// offsets 0..n without gaps, one line per row, same steps and values,
-/// and the W&B fields every line must carry.
+/// offsets 0..n without gaps, one line per row, `_step` = the line's
+/// number (W&B's TensorBoard-sync counting), `global_step` = the row's
+/// step, same values, and the W&B fields every line must carry.
 pub fn assert_history(run: &RunRecord, expected: &[Expected]) {
     let offsets: Vec<u64> = run.history.keys().copied().collect();
     let want: Vec<u64> = (0..expected.len() as u64).collect();
@@ -267,12 +268,13 @@ pub fn assert_history(run: &RunRecord, expected: &[Expected]) {
     );
     assert_eq!(offsets, want, "history offsets have gaps");
     let mut prev_runtime = f64::MIN;
-    for (line, exp) in run.history.values().zip(expected) {
+    for ((offset, line), exp) in run.history.iter().zip(expected) {
         let v = parse_extended_json(line);
         let obj = v
             .as_object()
             .unwrap_or_else(|| panic!("history line is not an object: {line}"));
-        assert_eq!(obj["_step"].as_i64(), Some(exp.step), "line {line}");
+        assert_eq!(obj["_step"].as_i64(), Some(*offset as i64), "line {line}");
+        assert_eq!(obj["global_step"].as_i64(), Some(exp.step), "line {line}");
         let runtime = obj["_runtime"].as_f64().expect("_runtime");
         assert!(
             runtime >= 0.0 && runtime >= prev_runtime - 1e-9,
@@ -282,7 +284,12 @@ pub fn assert_history(run: &RunRecord, expected: &[Expected]) {
         assert!(obj["_timestamp"].as_f64().expect("_timestamp") > 1.0e9);
         let values: BTreeMap<String, Value> = obj
             .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "_step" | "_runtime" | "_timestamp"))
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "_step" | "_runtime" | "_timestamp" | "global_step"
+                )
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         assert_eq!(

@@ -2,5 +2,6 @@
 #![allow(dead_code)] // each test crate uses a different part
 
 pub mod harness;
+pub mod sdk;
 pub mod standin;
 pub mod tinyproxy;

@@ -164,12 +164,20 @@ pub fn finish_files(summary: &str, config: &Value) -> Vec<(String, Vec<u8>)> {
 }
 
 /// A run's config in W&B's form: each top-level key of what the worker
-/// logged as `{"value": V}`, plus the internal `_wandb` key.
-pub fn wandb_config(logged: Option<&serde_json::Map<String, Value>>) -> Value {
+/// logged as `{"value": V}`, plus the internal `_wandb` key with the
+/// run's metric definitions (`m`, from `define_metric`; see
+/// [`super::step_metric`]).
+pub fn wandb_config(logged: Option<&serde_json::Map<String, Value>>, metrics: &[Value]) -> Value {
     // `_wandb.t` marks the run as started for W&B's resume logic
     // (core/internal/runbranch/resume.go); we claim only what is true:
-    // the platform (13) and feature set_init_id (3: [14]).
+    // the platform (13) and features set_init_id (3: 14) and, when metrics
+    // are defined, metric (3: 7, what define_metric sets).
     let platform = format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH);
+    let features: Vec<u32> = if metrics.is_empty() {
+        vec![14]
+    } else {
+        vec![7, 14]
+    };
     let mut config = serde_json::Map::new();
     if let Some(logged) = logged {
         for (k, v) in logged {
@@ -178,7 +186,7 @@ pub fn wandb_config(logged: Option<&serde_json::Map<String, Value>>) -> Value {
     }
     config.insert(
         "_wandb".into(),
-        serde_json::json!({"value": {"t": {"3": [14], "13": platform}, "m": []}}),
+        serde_json::json!({"value": {"t": {"3": features, "13": platform}, "m": metrics}}),
     );
     Value::Object(config)
 }

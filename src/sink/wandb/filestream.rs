@@ -37,25 +37,31 @@ fn push_key(out: &mut String, k: &str) {
     out.push(':');
 }
 
-/// One `wandb-history.jsonl` line: the row's values plus `_step`,
-/// `_runtime` (seconds since the run's first row) and `_timestamp`.
+/// Keys a history line sets itself; a worker's values of the same name
+/// are left out (W&B reserves the `_` names, and `global_step` carries the
+/// row's own step).
+fn reserved(k: &str) -> bool {
+    matches!(k, "_step" | "_runtime" | "_timestamp" | "global_step")
+}
+
+/// One `wandb-history.jsonl` line: the row's values plus `global_step`
+/// (the worker's step), `_step` (the line's number in the run, as W&B's
+/// TensorBoard sync counts rows), `_runtime` (seconds since the run's
+/// start) and `_timestamp` (the row's wall time).
 pub fn history_line(
-    step: i64,
+    line_step: i64,
+    global_step: i64,
     runtime: f64,
     timestamp: f64,
     values: &BTreeMap<String, f64>,
 ) -> String {
     let mut out = String::from("{");
-    for (k, v) in values {
-        if k.starts_with('_') && matches!(k.as_str(), "_step" | "_runtime" | "_timestamp") {
-            continue; // ours win: W&B reserves these names
-        }
-        push_key(&mut out, k);
-        push_number(&mut out, *v);
-        out.push(',');
-    }
+    push_values(&mut out, values);
+    push_key(&mut out, super::step_metric::STEP_KEY);
+    out.push_str(&global_step.to_string());
+    out.push(',');
     push_key(&mut out, "_step");
-    out.push_str(&step.to_string());
+    out.push_str(&line_step.to_string());
     out.push(',');
     push_key(&mut out, "_runtime");
     push_number(&mut out, runtime);
@@ -66,22 +72,69 @@ pub fn history_line(
     out
 }
 
+fn push_values(out: &mut String, values: &BTreeMap<String, f64>) {
+    for (k, v) in values {
+        if reserved(k) {
+            continue;
+        }
+        push_key(out, k);
+        push_number(out, *v);
+        out.push(',');
+    }
+}
+
+/// What the summary says besides the latest values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SummaryTimes {
+    /// `_step` of the run's last line; `None` before the first.
+    pub line_step: Option<i64>,
+    /// `global_step` of the last row.
+    pub global_step: Option<i64>,
+    /// Seconds from the run's start to its latest row.
+    pub runtime: f64,
+    /// Wall time of the last row.
+    pub timestamp: Option<f64>,
+}
+
 /// The `wandb-summary.json` line: the complete current summary (W&B
-/// replaces it as a whole at offset 0), with `_wandb.runtime` in whole
-/// seconds as core writes it.
-pub fn summary_line(
-    step: i64,
-    runtime: f64,
-    timestamp: f64,
-    latest: &BTreeMap<String, f64>,
-) -> String {
-    let mut out = history_line(step, runtime, timestamp, latest);
-    out.pop();
+/// replaces it as a whole at offset 0). `_runtime` and `_wandb.runtime`
+/// are the same whole seconds, as core's `updateRunTiming` writes both.
+pub fn summary_line(times: &SummaryTimes, latest: &BTreeMap<String, f64>) -> String {
+    let mut out = String::from("{");
+    push_values(&mut out, latest);
+    if let Some(g) = times.global_step {
+        push_key(&mut out, super::step_metric::STEP_KEY);
+        out.push_str(&g.to_string());
+        out.push(',');
+    }
+    if let Some(s) = times.line_step {
+        push_key(&mut out, "_step");
+        out.push_str(&s.to_string());
+        out.push(',');
+    }
+    if let Some(t) = times.timestamp {
+        push_key(&mut out, "_timestamp");
+        push_number(&mut out, t);
+        out.push(',');
+    }
+    let secs = whole_seconds(times.runtime);
+    push_key(&mut out, "_runtime");
+    out.push_str(&secs.to_string());
     out.push(',');
     push_key(&mut out, "_wandb");
-    out.push_str(&format!("{{\"runtime\":{}}}", runtime.max(0.0) as i64));
+    out.push_str(&format!("{{\"runtime\":{secs}}}"));
     out.push('}');
     out
+}
+
+/// A runtime in whole seconds, as `_wandb.runtime` holds it: never
+/// negative, truncated like core's `int(elapsed.Seconds())`.
+pub fn whole_seconds(runtime: f64) -> i64 {
+    if runtime.is_finite() {
+        runtime.max(0.0) as i64
+    } else {
+        0
+    }
 }
 
 /// One file_stream request body.
@@ -174,15 +227,34 @@ mod tests {
         v.insert("n/x".to_string(), f64::NEG_INFINITY);
         v.insert("len".to_string(), 17.0);
         v.insert("lr".to_string(), 2.5e-4);
-        let line = history_line(3, 1.5, 1795797757.088938, &v);
+        v.insert("global_step".to_string(), 99.0);
+        let line = history_line(3, 40, 1.5, 1795797757.088938, &v);
         assert_eq!(
             line,
-            r#"{"len":17,"loss":NaN,"lr":0.00025,"n/x":-Infinity,"r":Infinity,"_step":3,"_runtime":1.5,"_timestamp":1795797757.088938}"#
+            r#"{"len":17,"loss":NaN,"lr":0.00025,"n/x":-Infinity,"r":Infinity,"global_step":40,"_step":3,"_runtime":1.5,"_timestamp":1795797757.088938}"#
         );
-        let s = summary_line(3, 2.7, 10.0, &v);
+        let times = SummaryTimes {
+            line_step: Some(3),
+            global_step: Some(40),
+            runtime: 2.7,
+            timestamp: Some(10.0),
+        };
+        let s = summary_line(&times, &v);
         assert!(
-            s.ends_with(r#""_timestamp":10,"_wandb":{"runtime":2}}"#),
+            s.ends_with(
+                r#""global_step":40,"_step":3,"_timestamp":10,"_runtime":2,"_wandb":{"runtime":2}}"#
+            ),
             "{s}"
+        );
+        let empty = SummaryTimes {
+            line_step: None,
+            global_step: None,
+            runtime: f64::NAN,
+            timestamp: None,
+        };
+        assert_eq!(
+            summary_line(&empty, &BTreeMap::new()),
+            r#"{"_runtime":0,"_wandb":{"runtime":0}}"#
         );
     }
 

@@ -4,6 +4,12 @@
 //! `wandb-history.jsonl` lines over file_stream with the latest values as
 //! `wandb-summary.json`; a finished run gets `complete` with its exit code.
 //!
+//! Steps and time ([`step_metric`], [`state::RunState::take_row`]): every
+//! row is its own history line, `_step` counts the run's lines in delivery
+//! order, the worker's step travels as `global_step`, declared the x-axis
+//! of every metric in the run's config; `_runtime` counts from the
+//! earliest wall time of the run's metric rows.
+//!
 //! Exactly once, on top of the sink contract (`sink` module docs):
 //! every history line gets its file_stream offset when the sink takes the
 //! row, counting on from the offset committed with the cursor. A crash or
@@ -22,6 +28,7 @@ pub mod offline; // wandb offline sink (issue 5)
 pub mod proxy;
 pub mod settings;
 pub mod state;
+pub mod step_metric;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
@@ -189,11 +196,15 @@ impl WandbSink {
     }
 
     fn run_config(run: Option<&RunState>) -> serde_json::Value {
-        client::wandb_config(run.and_then(|r| r.config.as_ref()))
+        // Every run declares the worker's step its metrics' x-axis.
+        client::wandb_config(
+            run.and_then(|r| r.config.as_ref()),
+            &step_metric::agent_config_entries(),
+        )
     }
 
-    /// Creates or resumes the W&B run of `mosaic_run`, starting at `first`.
-    async fn open_run(&mut self, mosaic_run: &str, first: &Entry) -> Result<(), SinkError> {
+    /// Creates or resumes the W&B run of `mosaic_run`.
+    async fn open_run(&mut self, mosaic_run: &str) -> Result<(), SinkError> {
         let name = wandb_run_id(mosaic_run);
         let known = self.working.runs.get(mosaic_run).cloned();
         let config = Self::run_config(known.as_ref());
@@ -236,7 +247,7 @@ impl WandbSink {
                         "W&B run exists; appending after its history"
                     );
                 }
-                RunState::new(&bucket, mosaic_run, first.row.wall_time)
+                RunState::new(&bucket, mosaic_run)
             }
         };
         tracing::info!(run = mosaic_run, wandb_run = %run.name, entity = %run.entity, project = %run.project, offset = run.next_offset, "W&B run opened");
@@ -381,7 +392,7 @@ impl Sink for WandbSink {
                     .get(id)
                     .is_some_and(|r| r.finished.is_none());
             if !open {
-                self.open_run(id, entry).await?;
+                self.open_run(id).await?;
                 opened = true;
             }
             let run = self.working.runs.get_mut(id).expect("opened above");
@@ -394,7 +405,7 @@ impl Sink for WandbSink {
                         .get_or_insert_with(Default::default)
                         .extend(logged);
                     // UpsertBucket again, now carrying the configuration.
-                    self.open_run(id, entry).await?;
+                    self.open_run(id).await?;
                     self.evented.insert(id.to_string());
                     opened = true;
                     continue;
@@ -406,8 +417,7 @@ impl Sink for WandbSink {
                     continue;
                 }
             }
-            let offset = run.take_row(&entry.row);
-            let line = run.history_line(&entry.row);
+            let (offset, line) = run.take_row(&entry.row);
             let p = self
                 .pending
                 .entry(id.to_string())

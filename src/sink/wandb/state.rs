@@ -40,14 +40,27 @@ pub struct RunState {
     pub entity: String,
     pub project: String,
     pub storage_id: String,
-    /// Wall time of the run's first row: `_runtime` counts from it.
+    /// The run's start: the earliest wall time of its metric rows so far
+    /// (`+inf` before the first), `_runtime` counts from it. Run events
+    /// (config, finish) do not count: with no time of their own they are
+    /// stamped with the time the agent read them.
     #[serde(with = "exact")]
     pub start: f64,
-    /// Offset the next history line gets.
+    /// Offset the next history line gets; also its `_step`, so `_step`
+    /// counts the run's lines 0, 1, 2, ... as W&B's TensorBoard sync does.
     pub next_offset: u64,
+    /// `global_step` of the last row (the worker's step).
     pub last_step: i64,
+    /// Wall time of the last row (the summary's `_timestamp`).
     #[serde(with = "exact")]
     pub last_time: f64,
+    /// The latest wall time of the run's metric rows: the summary's
+    /// `_runtime` is `end - start`.
+    #[serde(default, with = "exact")]
+    pub end: f64,
+    /// Whether any history line was made (the summary has `_step` then).
+    #[serde(default)]
+    pub has_rows: bool,
     /// Latest value of every key: the summary.
     #[serde(serialize_with = "ser_values", deserialize_with = "de_values")]
     pub latest: BTreeMap<String, f64>,
@@ -65,17 +78,21 @@ pub struct RunState {
 }
 
 impl RunState {
-    pub fn new(bucket: &Bucket, display: &str, start: f64) -> RunState {
+    /// A run the state does not know yet; its start is set by its first
+    /// metric row.
+    pub fn new(bucket: &Bucket, display: &str) -> RunState {
         RunState {
             name: bucket.name.clone(),
             display: display.to_string(),
             entity: bucket.entity.clone(),
             project: bucket.project.clone(),
             storage_id: bucket.id.clone(),
-            start,
+            start: f64::INFINITY,
             next_offset: bucket.history_line_count,
             last_step: 0,
-            last_time: start,
+            last_time: 0.0,
+            end: 0.0,
+            has_rows: false,
             latest: BTreeMap::new(),
             finished: None,
             config: None,
@@ -83,40 +100,56 @@ impl RunState {
         }
     }
 
-    /// Takes `row` into the summary; returns the offset of its line.
-    pub fn take_row(&mut self, row: &Row) -> u64 {
+    /// Takes the metric row `row`: fixes its line's offset (= `_step`) and
+    /// makes the line, with `_runtime` from the start as moved back to the
+    /// row's own time if that is earlier (never negative; lines made
+    /// before are not rewritten). Returns the offset and the line.
+    pub fn take_row(&mut self, row: &Row) -> (u64, String) {
         let offset = self.next_offset;
         self.next_offset += 1;
+        if row.wall_time.is_finite() {
+            self.start = self.start.min(row.wall_time);
+            self.end = if self.has_rows {
+                self.end.max(row.wall_time)
+            } else {
+                row.wall_time
+            };
+        }
+        self.has_rows = true;
         self.last_step = row.step;
         self.last_time = row.wall_time;
         for (k, v) in &row.values {
             self.latest.insert(k.clone(), *v);
         }
-        offset
-    }
-
-    pub fn history_line(&self, row: &Row) -> String {
-        filestream::history_line(
+        let line = filestream::history_line(
+            offset as i64,
             row.step,
-            row.wall_time - self.start,
+            self.runtime(row.wall_time),
             row.wall_time,
             &row.values,
-        )
+        );
+        (offset, line)
     }
 
-    /// Seconds since the run's first row; never negative (a worker's
-    /// clock may step back).
+    /// Seconds since the run's start; never negative, 0 before a start is
+    /// known.
     fn runtime(&self, wall_time: f64) -> f64 {
-        (wall_time - self.start).max(0.0)
+        let r = wall_time - self.start;
+        if r.is_finite() {
+            r.max(0.0)
+        } else {
+            0.0
+        }
     }
 
     pub fn summary(&self) -> String {
-        filestream::summary_line(
-            self.last_step,
-            self.runtime(self.last_time),
-            self.last_time,
-            &self.latest,
-        )
+        let times = filestream::SummaryTimes {
+            line_step: self.has_rows.then(|| self.next_offset as i64 - 1),
+            global_step: self.has_rows.then_some(self.last_step),
+            runtime: self.runtime(self.end),
+            timestamp: self.has_rows.then_some(self.last_time),
+        };
+        filestream::summary_line(&times, &self.latest)
     }
 }
 
@@ -166,7 +199,18 @@ mod tests {
             entity: "e".into(),
             history_line_count: 0,
         };
-        let mut r = RunState::new(&b, "R", 1.0);
+        let mut r = RunState::new(&b, "R");
+        assert_eq!(
+            State::decode(&{
+                let mut t = State::default();
+                t.runs.insert("R".into(), r.clone());
+                t.encode()
+            })
+            .unwrap()
+            .runs["R"]
+                .start,
+            f64::INFINITY
+        );
         r.latest.insert("a".into(), f64::NAN);
         r.latest.insert("b".into(), f64::NEG_INFINITY);
         r.latest.insert("c".into(), 2.5);
@@ -180,5 +224,61 @@ mod tests {
         assert_eq!(r.latest["c"], 2.5);
         assert_eq!(r.latest["d"].to_bits(), (0.1f64 + 0.2).to_bits());
         assert_eq!(r.start.to_bits(), 1795799699.1729999f64.to_bits());
+    }
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+
+    fn row(step: i64, wall_time: f64) -> Row {
+        Row {
+            run_id: "R".into(),
+            step,
+            wall_time,
+            values: [("x".to_string(), 1.0)].into(),
+            event: None,
+            origin: Default::default(),
+        }
+    }
+
+    fn field(line: &str, key: &str) -> f64 {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v[key].as_f64().unwrap_or_else(|| panic!("{key} in {line}"))
+    }
+
+    #[test]
+    fn steps_count_lines_and_runtime_counts_from_the_earliest_row() {
+        let b = Bucket {
+            id: "i".into(),
+            name: "r".into(),
+            project: "p".into(),
+            entity: "e".into(),
+            history_line_count: 0,
+        };
+        let mut r = RunState::new(&b, "R");
+        // No rows: the summary has no time to count from.
+        assert_eq!(r.summary(), r#"{"_runtime":0,"_wandb":{"runtime":0}}"#);
+        let rows = [
+            row(0, 100.0),
+            row(5, 102.5),
+            row(5, 103.0),
+            row(3, 99.0),
+            row(10, 110.0),
+        ];
+        let lines: Vec<(u64, String)> = rows.iter().map(|x| r.take_row(x)).collect();
+        let steps: Vec<f64> = lines.iter().map(|(_, l)| field(l, "_step")).collect();
+        assert_eq!(steps, [0.0, 1.0, 2.0, 3.0, 4.0]);
+        let offsets: Vec<u64> = lines.iter().map(|(o, _)| *o).collect();
+        assert_eq!(offsets, [0, 1, 2, 3, 4]);
+        let gs: Vec<f64> = lines.iter().map(|(_, l)| field(l, "global_step")).collect();
+        assert_eq!(gs, [0.0, 5.0, 5.0, 3.0, 10.0]);
+        let rt: Vec<f64> = lines.iter().map(|(_, l)| field(l, "_runtime")).collect();
+        // The row at 99 moves the start back: 0 for it, 11 for the next.
+        assert_eq!(rt, [0.0, 2.5, 3.0, 0.0, 11.0]);
+        let s = r.summary();
+        assert_eq!(field(&s, "_runtime"), 11.0);
+        assert_eq!(field(&s, "_step"), 4.0);
+        assert_eq!(field(&s, "global_step"), 10.0);
     }
 }

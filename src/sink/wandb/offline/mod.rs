@@ -10,10 +10,13 @@
 //! an agent's host usually runs in UTC and the name is not parsed).
 //!
 //! Records per run, in the SDK's order: header, run (with `start_time`),
-//! then per row a summary update and a history record carrying `_step`,
-//! `_runtime` and `_timestamp` items (sync adds none of them, section
-//! 9.5), config records for config events, and at a run-finished event a
-//! final summary and the exit record. W&B 0.31.0 writes no `final` or
+//! the metric record of `define_metric("*", step_metric="global_step")`
+//! ([`super::step_metric`]), then per row a summary update and a history
+//! record carrying `global_step` (the worker's step), `_step` (the run's
+//! line counter, also `step.num`), `_runtime` (from the earliest metric
+//! row) and `_timestamp` items (sync adds none of them, section 9.5),
+//! config records for config events, and at a run-finished event a final
+//! summary and the exit record. W&B 0.31.0 writes no `final` or
 //! `footer` records any more, so neither does this sink.
 //!
 //! Exactly once, on top of the sink contract (`sink` module docs): the
@@ -41,7 +44,8 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-use super::filestream::push_number;
+use super::filestream::{push_number, whole_seconds};
+use super::step_metric;
 use super::{finish_channel, wandb_run_id, FinishHandle, FinishInbox};
 use crate::row::{Entry, Row, RunEvent};
 use crate::sink::{Checkpoint, Sink, SinkError};
@@ -71,9 +75,12 @@ struct RunFile {
     len: u64,
     /// `Record.num` of the next record.
     next_num: i64,
-    /// Wall time of the run's first row: `_runtime` counts from it.
+    /// The run's start: the earliest wall time of its metric rows so far
+    /// (`+inf` before the first); `_runtime` counts from it. Run events do
+    /// not count (stamped with the agent's read time when they carry none).
     #[serde(with = "exact")]
     start: f64,
+    /// The latest wall time of its metric rows (the exit's runtime).
     #[serde(with = "exact")]
     last_time: f64,
     /// Exit code once the exit record is written.
@@ -88,6 +95,11 @@ struct State {
     /// Committed length of every file written, including files of runs
     /// that moved on to a new directory (recovery cuts those back too).
     lengths: BTreeMap<PathBuf, u64>,
+    /// Per W&B run id: the `_step` of its next history record. Kept across
+    /// the run's directories, so a run continued in a new one (after an
+    /// exit record, or a file cut short by hand) goes on counting.
+    #[serde(default)]
+    steps: BTreeMap<String, i64>,
 }
 
 /// See the module documentation.
@@ -137,6 +149,16 @@ fn item(key: &str, value_json: String, nested: bool) -> Item {
             nested_key: Vec::new(),
             value_json,
         }
+    }
+}
+
+/// Seconds from `start` to `t`: never negative, 0 before a start is known.
+fn runtime(start: f64, t: f64) -> f64 {
+    let r = t - start;
+    if r.is_finite() {
+        r.max(0.0)
+    } else {
+        0.0
     }
 }
 
@@ -209,8 +231,8 @@ impl WandbOfflineSink {
             file,
             len: 0,
             next_num: 1,
-            start: row.wall_time,
-            last_time: row.wall_time,
+            start: f64::INFINITY,
+            last_time: f64::NEG_INFINITY,
             finished: None,
         };
         // Recovery must know the file before any byte of it exists.
@@ -246,6 +268,9 @@ impl WandbOfflineSink {
                 config: None,
                 display_name: row.run_id.clone(),
                 host: self.host.clone(),
+                // The opening row's time (`wandb sync` needs one; it only
+                // orders runs and times system metrics with it). `_runtime`
+                // items count from the earliest metric row instead.
                 start_time: Some(records::Timestamp {
                     seconds: secs as i64,
                     nanos: ((row.wall_time - secs) * 1e9) as i32,
@@ -254,6 +279,9 @@ impl WandbOfflineSink {
             }),
             true,
         );
+        // `run.define_metric("*", step_metric="global_step")`, where the
+        // SDK writes it: after the run record, before any history.
+        self.push(id, RecordType::Metric(step_metric::declaration()), false);
         Ok(())
     }
 
@@ -261,17 +289,15 @@ impl WandbOfflineSink {
     /// the final runtime summary, then the exit record.
     fn write_exit(&mut self, id: &str, code: i32) {
         let run = &self.working.runs[id];
-        let runtime = (run.last_time - run.start).max(0.0);
+        let runtime = runtime(run.start, run.last_time);
+        // Whole seconds in both, as core's `updateRunTiming` writes them.
+        let secs = whole_seconds(runtime);
         self.push(
             id,
             RecordType::Summary(records::SummaryRecord {
                 update: vec![
-                    item(
-                        "_wandb",
-                        format!("{{\"runtime\":{}}}", runtime as i64),
-                        false,
-                    ),
-                    item("_runtime", number_json(runtime), false),
+                    item("_wandb", format!("{{\"runtime\":{secs}}}"), false),
+                    item("_runtime", secs.to_string(), false),
                 ],
                 remove: Vec::new(),
             }),
@@ -281,7 +307,7 @@ impl WandbOfflineSink {
             id,
             RecordType::Exit(records::RunExitRecord {
                 exit_code: code,
-                runtime: runtime.min(i32::MAX as f64) as i32,
+                runtime: secs.min(i32::MAX as i64) as i32,
                 info: None,
             }),
             true,
@@ -306,11 +332,6 @@ impl WandbOfflineSink {
         if reopen {
             self.open_run(&id, row, checkpoint)?;
         }
-        let run = self.working.runs.get_mut(&id).expect("opened");
-        if row.wall_time > run.last_time {
-            run.last_time = row.wall_time;
-        }
-        let start = run.start;
         match &row.event {
             Some(RunEvent::Config(text)) => {
                 let map: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(
@@ -334,16 +355,33 @@ impl WandbOfflineSink {
             }
             Some(RunEvent::Finished(code)) => self.write_exit(&id, *code),
             None => {
-                let runtime = (row.wall_time - start).max(0.0);
+                let run = self.working.runs.get_mut(&id).expect("opened");
+                // Only metric rows time the run: a row older than every
+                // one before moves the start back (its `_runtime` is 0;
+                // records written before are not rewritten).
+                if row.wall_time.is_finite() {
+                    run.start = run.start.min(row.wall_time);
+                    run.last_time = run.last_time.max(row.wall_time);
+                }
+                let runtime = runtime(run.start, row.wall_time);
+                let next = self.working.steps.entry(id.clone()).or_insert(0);
+                let line_step = *next;
+                *next += 1;
                 let mut items: Vec<(&str, String)> = row
                     .values
                     .iter()
-                    .filter(|(k, _)| !matches!(k.as_str(), "_step" | "_runtime" | "_timestamp"))
+                    .filter(|(k, _)| {
+                        !matches!(
+                            k.as_str(),
+                            "_step" | "_runtime" | "_timestamp" | step_metric::STEP_KEY
+                        )
+                    })
                     .map(|(k, v)| (k.as_str(), number_json(*v)))
                     .collect();
+                items.push((step_metric::STEP_KEY, row.step.to_string()));
                 items.push(("_timestamp", number_json(row.wall_time)));
                 items.push(("_runtime", number_json(runtime)));
-                items.push(("_step", row.step.to_string()));
+                items.push(("_step", line_step.to_string()));
                 // The SDK writes the derived summary update, then history.
                 let update = items
                     .iter()
@@ -362,7 +400,7 @@ impl WandbOfflineSink {
                     &id,
                     RecordType::History(records::HistoryRecord {
                         item,
-                        step: Some(records::HistoryStep { num: row.step }),
+                        step: Some(records::HistoryStep { num: line_step }),
                     }),
                     false,
                 );
@@ -522,6 +560,7 @@ impl Sink for WandbOfflineSink {
             self.working.lengths.insert(path, len);
         }
         self.committed.runs = self.working.runs.clone();
+        self.committed.steps = self.working.steps.clone();
         Ok(self.state())
     }
 }

@@ -13,7 +13,7 @@ pub struct Record {
     /// 1, 2, 3, ... in write order (core's `setNumber`).
     #[prost(int64, tag = "1")]
     pub num: i64,
-    #[prost(oneof = "record::RecordType", tags = "2, 3, 5, 17, 18, 21")]
+    #[prost(oneof = "record::RecordType", tags = "2, 3, 5, 12, 17, 18, 21")]
     pub record_type: Option<record::RecordType>,
     #[prost(message, optional, tag = "200")]
     pub info: Option<RecordInfo>,
@@ -30,6 +30,8 @@ pub mod record {
         Summary(super::SummaryRecord),
         #[prost(message, tag = "5")]
         Config(super::ConfigRecord),
+        #[prost(message, tag = "12")]
+        Metric(super::MetricRecord),
         #[prost(message, tag = "17")]
         Run(super::RunRecord),
         #[prost(message, tag = "18")]
@@ -155,4 +157,73 @@ pub struct HeaderRecord {
     pub version_info: Option<VersionInfo>,
     #[prost(message, optional, tag = "200")]
     pub info: Option<RecordInfo>,
+}
+
+/// `wandb_internal.MetricRecord`: one `run.define_metric` call. The
+/// offline sink writes the one that makes `global_step` every metric's
+/// x-axis; `sync` reads any an SDK wrote, for the config's `_wandb.m`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetricRecord {
+    /// Set for a metric by name; `glob_name` for a glob (`*` suffix).
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub glob_name: String,
+    #[prost(string, tag = "4")]
+    pub step_metric: String,
+    /// One-based index into the config's `m` list (config form only).
+    #[prost(int32, tag = "5")]
+    pub step_metric_index: i32,
+    #[prost(message, optional, tag = "6")]
+    pub options: Option<MetricOptions>,
+    #[prost(message, optional, tag = "7")]
+    pub summary: Option<MetricSummary>,
+    /// `MetricGoal`: 0 unset, 1 minimize, 2 maximize.
+    #[prost(int32, tag = "8")]
+    pub goal: i32,
+    #[prost(message, optional, tag = "9")]
+    pub control: Option<MetricControl>,
+    #[prost(bool, tag = "10")]
+    pub expanded_from_glob: bool,
+}
+
+/// `wandb_internal.MetricOptions`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetricOptions {
+    #[prost(bool, tag = "1")]
+    pub step_sync: bool,
+    #[prost(bool, tag = "2")]
+    pub hidden: bool,
+    /// Defined explicitly (not matched by a glob, not only a step metric).
+    #[prost(bool, tag = "3")]
+    pub defined: bool,
+}
+
+/// `wandb_internal.MetricSummary`: which aggregates the summary keeps.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetricSummary {
+    #[prost(bool, tag = "1")]
+    pub min: bool,
+    #[prost(bool, tag = "2")]
+    pub max: bool,
+    #[prost(bool, tag = "3")]
+    pub mean: bool,
+    #[prost(bool, tag = "4")]
+    pub best: bool,
+    #[prost(bool, tag = "5")]
+    pub last: bool,
+    #[prost(bool, tag = "6")]
+    pub none: bool,
+    #[prost(bool, tag = "7")]
+    pub copy: bool,
+    #[prost(bool, tag = "8")]
+    pub first: bool,
+}
+
+/// `wandb_internal.MetricControl`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetricControl {
+    /// Replace an earlier definition instead of merging into it.
+    #[prost(bool, tag = "1")]
+    pub overwrite: bool,
 }

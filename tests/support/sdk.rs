@@ -1,0 +1,215 @@
+//! The real wandb SDK (0.31.0) and its tools as test instruments: running
+//! an SDK script against the stand-in or offline, `wandb sync`, W&B's own
+//! `.wandb` reader, and the recording of what the SDK sends for steps
+//! (tests/fixtures/wandb-sdk-steps.json, made by scripts/record-wandb-sdk).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::harness::{self, KEY};
+use super::standin::{Recorded, StandIn};
+
+/// The recording of the SDK's steps and `define_metric`.
+pub const STEPS_FIXTURE: &str = "tests/fixtures/wandb-sdk-steps.json";
+
+/// `MOSAIC_TEST_PYTHON`, checked to have wandb 0.31.0; fails without it.
+pub fn python() -> PathBuf {
+    let py = std::env::var_os("MOSAIC_TEST_PYTHON").unwrap_or_else(|| {
+        panic!("MOSAIC_TEST_PYTHON is not set: run the tests with scripts/test, which builds the venv with wandb==0.31.0")
+    });
+    let ok = Command::new(&py)
+        .args([
+            "-c",
+            "import wandb; assert wandb.__version__ == '0.31.0', wandb.__version__",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", Path::new(&py).display()));
+    assert!(
+        ok.status.success(),
+        "{} has no wandb 0.31.0 (scripts/test installs tests/requirements.txt): {}",
+        Path::new(&py).display(),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    PathBuf::from(py)
+}
+
+/// `MOSAIC_TEST_DATASTORE_PYTHON` (wandb 0.29.0's `DataStore`).
+pub fn datastore_python() -> PathBuf {
+    PathBuf::from(std::env::var_os("MOSAIC_TEST_DATASTORE_PYTHON").unwrap_or_else(|| {
+        panic!("MOSAIC_TEST_DATASTORE_PYTHON is not set: run the tests with scripts/test, which prepares .venv-datastore (wandb 0.29.0)")
+    }))
+}
+
+/// Every record of a `.wandb` file as W&B's `DataStore` reads it
+/// (tests/py/wandb_datastore_read.py); it must read to the end.
+pub fn datastore_read(file: &Path) -> Vec<Value> {
+    let py = datastore_python();
+    let out = Command::new(&py)
+        .arg(harness::repo().join("tests/py/wandb_datastore_read.py"))
+        .arg(file)
+        .env_remove("PYTHONOPTIMIZE")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", py.display()));
+    assert!(
+        out.status.success(),
+        "W&B's DataStore reader failed on {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Runs an SDK script in `dir/<name>` with the minimal settings of
+/// docs/wandb-protocol.md section 7.2: online against `standin`, or
+/// offline (`None`). Returns the SDK's working directory.
+pub fn run_script(
+    dir: &Path,
+    name: &str,
+    script: &Path,
+    args: &[&str],
+    standin: Option<&StandIn>,
+) -> PathBuf {
+    let wdir = dir.join(name);
+    std::fs::create_dir_all(&wdir).unwrap();
+    let mut c = Command::new(python());
+    c.arg(script).args(args);
+    harness::clean_env(&mut c, &wdir);
+    match standin {
+        Some(s) => {
+            c.env("WANDB_BASE_URL", s.base_url())
+                .env("WANDB_API_KEY", KEY);
+        }
+        None => {
+            c.env("WANDB_MODE", "offline");
+        }
+    }
+    c.env("NETRC", wdir.join("no-netrc"))
+        .env("HOME", &wdir)
+        .env("WANDB_DIR", &wdir)
+        .env("WANDB_SILENT", "true")
+        .env("WANDB_CONSOLE", "off")
+        .env("WANDB_DISABLE_CODE", "true")
+        .env("WANDB_DISABLE_GIT", "true")
+        .env("WANDB_X_DISABLE_STATS", "true")
+        .env("WANDB_X_DISABLE_META", "true")
+        .env("WANDB_X_SAVE_REQUIREMENTS", "false")
+        .env("WANDB_ERROR_REPORTING", "false")
+        // Nothing may leave 127.0.0.1: anything else meets a dead port.
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("NO_PROXY", "127.0.0.1");
+    let mut child = harness::spawn(&mut c);
+    let status = harness::wait_child(&mut child, Duration::from_secs(240));
+    assert!(
+        status.success(),
+        "the wandb SDK script {} failed",
+        script.display()
+    );
+    wdir
+}
+
+/// The one `offline-run-*` directory under `wdir/wandb`.
+pub fn offline_dir(wdir: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(wdir.join("wandb"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("offline-run-")
+        })
+        .collect();
+    assert_eq!(dirs.len(), 1, "one offline run directory: {dirs:?}");
+    dirs.into_iter().next().unwrap()
+}
+
+/// The `run-<id>.wandb` in an offline run directory.
+pub fn log_in(run_dir: &Path) -> PathBuf {
+    std::fs::read_dir(run_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "wandb"))
+        .unwrap_or_else(|| panic!("no .wandb file in {}", run_dir.display()))
+}
+
+/// The real `wandb sync --yes <run_dir>` to `standin`; must succeed.
+pub fn wandb_sync(dir: &Path, run_dir: &Path, standin: &StandIn) {
+    let wandb = python().parent().unwrap().join("wandb");
+    let out = Command::new(&wandb)
+        .args(["sync", "--yes"])
+        .arg(run_dir)
+        .env_clear()
+        .current_dir(dir)
+        .env("WANDB_DIR", dir)
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("NETRC", dir.join("no-netrc"))
+        .env("WANDB_BASE_URL", standin.base_url())
+        .env("WANDB_API_KEY", KEY)
+        .env("WANDB_ERROR_REPORTING", "false")
+        .env("WANDB_SILENT", "true")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", wandb.display()));
+    assert!(
+        out.status.success(),
+        "wandb sync failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `_wandb.m` (the metric definitions) of the last `UpsertBucket` that
+/// carried a config.
+pub fn config_m(reqs: &[Recorded]) -> Value {
+    let config = reqs
+        .iter()
+        .rev()
+        .filter(|r| r.path == "/graphql" && r.operation().as_deref() == Some("UpsertBucket"))
+        .find_map(|r| r.json()["variables"]["config"].as_str().map(str::to_string))
+        .expect("an UpsertBucket with a config");
+    let config: Value = serde_json::from_str(&config).unwrap();
+    config["_wandb"]["value"]["m"].clone()
+}
+
+/// The metric records of a `.wandb` log as `DataStore` decodes them, and
+/// whether each comes before the first history record.
+pub fn metric_records(records: &[Value]) -> Value {
+    let first_history = records
+        .iter()
+        .position(|r| r["type"] == "history")
+        .unwrap_or(usize::MAX);
+    Value::Array(
+        records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r["type"] == "metric")
+            .map(|(i, r)| {
+                let mut m = r["metric"].clone();
+                m["before_history"] = Value::Bool(i < first_history);
+                m
+            })
+            .collect(),
+    )
+}
+
+/// The committed recording.
+pub fn steps_fixture() -> Value {
+    let path = harness::repo().join(STEPS_FIXTURE);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e} (scripts/record-wandb-sdk makes it)",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).unwrap()
+}
