@@ -55,6 +55,10 @@ impl Env {
         // come from the final read, not from a lucky poll.
         t["tail"]["poll_interval_ms"] = toml::Value::Integer(60_000);
         t["sinks"]["jsonl"]["path"] = s(root.join("var/trainer/runs/{run_id}/shipper/rows.jsonl"));
+        t["init"].as_table_mut().unwrap().insert(
+            "console".into(),
+            s(root.join("var/trainer/runs/{run_id}/logs/init.{stream}.log")),
+        );
         edit(&mut t, &root);
         let config = root.join("config.toml");
         fs::write(&config, toml::to_string(&t).unwrap()).unwrap();
