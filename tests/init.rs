@@ -726,8 +726,10 @@ fn sigterm_forwarded_then_sigterm_during_drain_exits_at_once() {
 
 // ---------------------------------------------------------------- terminal
 
-/// With a terminal, CMD is its foreground process group (a CMD reading the
-/// terminal is not stopped, Ctrl-C reaches it). `script` provides the pty.
+/// With a terminal, CMD gets a pty of its own (tests/init_console.rs) and
+/// leads its session on it: its group is that terminal's foreground group
+/// (a CMD reading the terminal is not stopped, Ctrl-C reaches it).
+/// `script` provides the agent's terminal.
 #[test]
 fn cmd_gets_the_terminal() {
     let env = Env::default();
