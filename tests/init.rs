@@ -61,6 +61,10 @@ impl Env {
         // come from the final read, not from a lucky poll.
         t["tail"]["poll_interval_ms"] = toml::Value::Integer(60_000);
         t["sinks"]["jsonl"]["path"] = s(root.join("var/trainer/runs/{run_id}/shipper/rows.jsonl"));
+        t["init"].as_table_mut().unwrap().insert(
+            "console".into(),
+            s(root.join("var/trainer/runs/{run_id}/logs/init.{stream}.log")),
+        );
         edit(&mut t, &root);
         let config = root.join("config.toml");
         fs::write(&config, toml::to_string(&t).unwrap()).unwrap();
@@ -728,8 +732,10 @@ fn sigterm_forwarded_then_sigterm_during_drain_exits_at_once() {
 
 // ---------------------------------------------------------------- terminal
 
-/// With a terminal, CMD is its foreground process group (a CMD reading the
-/// terminal is not stopped, Ctrl-C reaches it). `script` provides the pty.
+/// With a terminal, CMD gets a pty of its own (tests/init_console.rs) and
+/// leads its session on it: its group is that terminal's foreground group
+/// (a CMD reading the terminal is not stopped, Ctrl-C reaches it).
+/// `script` provides the agent's terminal.
 #[test]
 fn cmd_gets_the_terminal() {
     let env = Env::default();

@@ -30,8 +30,12 @@
 //!   themselves): the agent stops waiting for the sinks,
 //!   flushes the journal (everything committed stays; it ships on the next
 //!   start with the same store) and exits with CMD's code.
+//! - **CMD's output passes through the agent** (see [`console`]): to the
+//!   agent's own stdout/stderr unchanged, and into copies the follower
+//!   ships. They are closed before the final read of the logs.
 
 mod child;
+pub mod console;
 mod reap;
 mod signals;
 
@@ -60,6 +64,19 @@ pub struct InitConfig {
     /// Where forwarded signals go.
     #[serde(default)]
     pub signal_target: SignalTarget,
+    /// Path template of the copies of CMD's output, with `{stream}`
+    /// (`stdout`, `stderr`, or `console` for a pty) and `{run_id}`; empty:
+    /// no pass-through and no copy (CMD inherits the agent's streams).
+    #[serde(default = "default_console")]
+    pub console: String,
+    /// The run id for `{run_id}`; `$MOSAIC_RUN_ID` wins. Neither set: the
+    /// `run_id` of CMD's first JSON line on stdout that has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Longest wait for that JSON line before the copies go to the
+    /// fallback directory `<store.path>/console/<time>-<pid>/`.
+    #[serde(default = "default_run_id_wait")]
+    pub run_id_wait_secs: u64,
 }
 
 /// Which processes a forwarded signal reaches (see the module docs).
@@ -81,11 +98,22 @@ fn default_drain_deadline() -> u64 {
     30
 }
 
+fn default_console() -> String {
+    "var/trainer/runs/{run_id}/logs/init.{stream}.log".into()
+}
+
+fn default_run_id_wait() -> u64 {
+    60
+}
+
 impl Default for InitConfig {
     fn default() -> Self {
         InitConfig {
             drain_deadline_secs: default_drain_deadline(),
             signal_target: SignalTarget::default(),
+            console: default_console(),
+            run_id: None,
+            run_id_wait_secs: default_run_id_wait(),
         }
     }
 }
@@ -97,6 +125,24 @@ impl InitConfig {
             return Err(format!(
                 "init.drain_deadline_secs must be at most {MAX_DRAIN_DEADLINE_SECS} (it is in seconds)"
             ));
+        }
+        if self.run_id_wait_secs > MAX_DRAIN_DEADLINE_SECS {
+            return Err(format!(
+                "init.run_id_wait_secs must be at most {MAX_DRAIN_DEADLINE_SECS} (it is in seconds)"
+            ));
+        }
+        if !self.console.is_empty() && !self.console.contains("{stream}") {
+            return Err(
+                "init.console must contain {stream} (stdout and stderr go to different files), or be \"\" to turn the copy off"
+                    .into(),
+            );
+        }
+        if let Some(id) = &self.run_id {
+            if !console::valid_run_id(id) {
+                return Err(format!(
+                    "init.run_id {id:?} cannot name a directory (1 to 128 of A-Z a-z 0-9 . _ -, not starting with a dot)"
+                ));
+            }
         }
         Ok(())
     }
@@ -137,7 +183,7 @@ pub fn main(
         ),
         Err(_) => logging::init_stderr(logging::filter(log_level, "info")),
     };
-    let (config, init) = match config {
+    let (mut config, init) = match config {
         Ok(c) => {
             let init = c.init.clone();
             (Some(c), init)
@@ -157,7 +203,37 @@ pub fn main(
         }
     }
 
-    let child = match child::spawn(&command) {
+    // CMD's output: through the agent (and copied) unless `init.console`
+    // is off or there is no valid configuration to say where copies go.
+    let console_settings = config
+        .as_ref()
+        .and_then(|c| console::settings(&init, &c.store.path));
+    if let (Some(c), Some(_)) = (config.as_mut(), &console_settings) {
+        // The fallback copies are followed wherever the store is.
+        let glob = console::fallback_glob(&c.store.path);
+        let mut sources = c.sources();
+        if !sources.iter().any(|s| s.paths.contains(&glob)) {
+            sources.push(crate::config::SourceConfig {
+                name: "init-console".into(),
+                kind: crate::config::SourceKind::Lines,
+                paths: vec![glob],
+                exclude: Vec::new(),
+                run_id_from_path: None,
+            });
+        }
+        c.sources = Some(sources);
+        c.tail.sources = None;
+    }
+    let (stdio, prepared) = match console_settings.map(console::prepare) {
+        Some(Ok((stdio, prepared))) => (stdio, Some(prepared)),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot set up CMD's output pipes; CMD writes to the agent's streams directly and its output is not copied");
+            (console::ChildStdio::default(), None)
+        }
+        None => (console::ChildStdio::default(), None),
+    };
+
+    let child = match child::spawn(&command, stdio) {
         Ok(c) => c,
         Err(e) => {
             let code = child::spawn_failure_code(&e);
@@ -166,16 +242,25 @@ pub fn main(
         }
     };
     tracing::info!(pid = child.pid, command = ?command, "started CMD");
+    let (console, resizer) = match prepared.map(console::Prepared::start) {
+        Some((c, r)) => (Some(c), r),
+        None => (None, None),
+    };
 
     let (tx, rx) = mpsc::unbounded_channel();
-    if let Err(e) = signals::spawn_supervisor(blocked, child, init.signal_target, tx) {
+    if let Err(e) = signals::spawn_supervisor(blocked, child, init.signal_target, resizer, tx) {
         // Without the supervisor nothing forwards or reaps; CMD is running,
         // so the honest fallback is to wait for it plainly.
         tracing::error!(error = %e, "cannot start the signal/reaper thread; waiting for CMD without forwarding signals");
-        return ExitCode::from(wait_plainly(child.pid));
+        let code = wait_plainly(child.pid);
+        if let Some(c) = console {
+            c.finish(console::EOF_WAIT);
+        }
+        return ExitCode::from(code);
     }
 
-    let code = supervise(config, init, rx);
+    let code = supervise(config, init, console, rx);
+    console::restore_terminal();
     ExitCode::from(code)
 }
 
@@ -184,6 +269,7 @@ pub fn main(
 fn supervise(
     config: Option<Config>,
     init: InitConfig,
+    console: Option<console::Console>,
     mut rx: mpsc::UnboundedReceiver<Event>,
 ) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -194,7 +280,11 @@ fn supervise(
         Err(e) => {
             tracing::error!(error = %e, "SHIPPING IS OFF for this run: cannot start the async runtime; supervising CMD only");
             let mut stops = 0;
-            return wait_for_exit_blocking(&mut rx, &mut stops).map_or(1, exit_code_u8);
+            let exit = wait_for_exit_blocking(&mut rx, &mut stops);
+            if let Some(c) = console {
+                c.finish(console::EOF_WAIT);
+            }
+            return exit.map_or(1, exit_code_u8);
         }
     };
     let code = runtime.block_on(async move {
@@ -211,6 +301,15 @@ fn supervise(
             return 1;
         };
         let code = exit.code();
+        // CMD's output must be in its copies before the final read.
+        let mut deadline = init.drain_deadline();
+        if let Some(c) = console {
+            let wait = console::EOF_WAIT.min(deadline);
+            let spent = tokio::task::spawn_blocking(move || c.finish(wait))
+                .await
+                .unwrap_or(wait);
+            deadline = deadline.saturating_sub(spent);
+        }
         if let Some(agent) = agent {
             let store = agent.journal().path().to_path_buf();
             tracing::info!(
@@ -218,7 +317,7 @@ fn supervise(
                 "reading the logs to their end and delivering (a second SIGTERM/SIGINT stops waiting)"
             );
             let abort = second_stop(&mut rx, stops);
-            match agent.finish(init.drain_deadline(), Some(code), abort).await {
+            match agent.finish(deadline, Some(code), abort).await {
                 Ok(true) => tracing::info!("every row read was delivered"),
                 Ok(false) => tracing::warn!(store = %store.display(), "not every row was delivered; the rest is committed in the store and ships on the next start with it"),
                 Err(e) => tracing::error!(store = %store.display(), "finishing the pipeline failed: {e:#}"),
@@ -333,5 +432,31 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("init.drain_deadline_secs"));
+    }
+
+    #[test]
+    fn console_keys_defaults_and_validation() {
+        let c: InitConfig = toml::from_str("").unwrap();
+        assert_eq!(
+            c.console,
+            "var/trainer/runs/{run_id}/logs/init.{stream}.log"
+        );
+        assert_eq!((c.run_id.as_deref(), c.run_id_wait_secs), (None, 60));
+        assert!(c.validate().is_ok());
+        let off: InitConfig = toml::from_str("console = \"\"").unwrap();
+        assert!(off.validate().is_ok());
+        assert!(console::settings(&off, Path::new("s")).is_none());
+        let one_file: InitConfig = toml::from_str("console = \"out/{run_id}.log\"").unwrap();
+        assert!(one_file.validate().unwrap_err().contains("{stream}"));
+        let bad_id: InitConfig = toml::from_str("run_id = \"../x\"").unwrap();
+        assert!(bad_id.validate().unwrap_err().contains("init.run_id"));
+        let id: InitConfig = toml::from_str("run_id = \"01KKAQ6XP04TFF59TDWH9EDD1R\"").unwrap();
+        assert!(id.validate().is_ok());
+        let slow: InitConfig = toml::from_str("run_id_wait_secs = 100000").unwrap();
+        assert!(slow.validate().unwrap_err().contains("run_id_wait_secs"));
+        assert_eq!(
+            console::fallback_glob(Path::new("/data/[x]/store")),
+            "/data/[[]x[]]/store/console/*/*.log"
+        );
     }
 }

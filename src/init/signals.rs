@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::child::Spawned;
+use super::console::Resizer;
 use super::reap::{self, ChildExit};
 use super::SignalTarget;
 
@@ -123,21 +124,28 @@ impl Blocked {
 /// the terminal back and, with `signal_target = "group"`, sends SIGTERM to
 /// what is left of CMD's process group (see [`super`] for why). After that
 /// it keeps reaping orphans and reporting signals until the process exits.
+///
+/// With a `resizer` (CMD has a pty), SIGWINCH copies the agent's window
+/// size to CMD's terminal, whose driver signals CMD's foreground group
+/// when the size changed; only an unchanged size (a SIGWINCH sent by
+/// hand) is forwarded as before.
 pub fn spawn_supervisor(
     blocked: Blocked,
     child: Spawned,
     target: SignalTarget,
+    resizer: Option<Resizer>,
     events: UnboundedSender<Event>,
 ) -> io::Result<thread::JoinHandle<()>> {
     thread::Builder::new()
         .name("init-supervisor".into())
-        .spawn(move || supervise(blocked, child, target, events))
+        .spawn(move || supervise(blocked, child, target, resizer, events))
 }
 
 fn supervise(
     blocked: Blocked,
     child: Spawned,
     target: SignalTarget,
+    resizer: Option<Resizer>,
     events: UnboundedSender<Event>,
 ) {
     let mut child_running = true;
@@ -150,7 +158,12 @@ fn supervise(
         // allowed; `timeout` is a valid timespec.
         let sig = unsafe { libc::sigtimedwait(&blocked.set, std::ptr::null_mut(), &timeout) };
         if sig > 0 && sig != libc::SIGCHLD {
-            if child_running {
+            let resized = sig == libc::SIGWINCH
+                && child_running
+                && resizer.as_ref().is_some_and(Resizer::sync);
+            if resized {
+                tracing::debug!("window size copied to CMD's terminal");
+            } else if child_running {
                 forward(sig, child.pid, target);
             } else {
                 tracing::debug!(
