@@ -175,14 +175,20 @@ impl Ingest {
         let path = batch.state.path.clone();
         match batch.state.kind {
             SourceKind::Lines | SourceKind::Document => {
+                // TODO(integrator): the file's memo from its checkpoint,
+                // stored back with the batch's commit.
+                let mut memo = crate::extract::Memo::default();
                 for record in &batch.records {
                     let text = batch.text(record);
-                    if let Some(row) =
-                        self.extractor
-                            .extract(&path, record.offset, text, read_time, &mut delta)
-                    {
-                        rows.push(row);
-                    }
+                    self.extractor.extract(
+                        &path,
+                        record.offset,
+                        text,
+                        read_time,
+                        &mut memo,
+                        &mut delta,
+                        &mut rows,
+                    );
                 }
             }
             SourceKind::Tfevents => {
