@@ -188,12 +188,23 @@ pub struct ExtractConfig {
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     pub name: String,
+    /// What the rule reads: JSON objects (the default) or text lines.
+    #[serde(default)]
+    pub input: RuleInput,
     /// What the matched records are: metrics at a step (the default), the
     /// run's configuration, or the run's end.
     #[serde(default)]
     pub kind: RuleKind,
+    /// JSON: every key must be present with this value.
     #[serde(default, rename = "match")]
     pub match_fields: BTreeMap<String, toml::Value>,
+    /// JSON: every dotted path must be present, whatever its value.
+    #[serde(default)]
+    pub present: Vec<String>,
+    /// Text: a regex the line must match; its named groups `wall_time`
+    /// and `run_id`, when they take part, give those parts of the row.
+    #[serde(default)]
+    pub pattern: Option<String>,
     #[serde(default)]
     pub run_id: Vec<String>,
     #[serde(default)]
@@ -202,16 +213,51 @@ pub struct RuleConfig {
     pub step: Vec<String>,
     #[serde(default)]
     pub wall_time: Vec<String>,
-    /// `kind = "metrics"`: the metric fields (at least one).
+    /// How a timestamp without a UTC offset is read.
+    #[serde(default)]
+    pub naive_time: NaiveTime,
+    /// `kind = "metrics"`: the metric fields (at least one). JSON:
+    /// `field = "*"` takes the whole record.
     #[serde(default)]
     pub metrics: Vec<MetricConfig>,
-    /// `kind = "config"`: dotted path of the configuration object.
+    /// JSON metrics: dotted paths left out of the metrics (with `*`).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// `kind = "config"`: dotted path of the configuration object. On a
+    /// JSON metrics rule: the configuration carried in each record, made
+    /// the run's configuration once (not metrics).
     #[serde(default)]
     pub config: Option<String>,
     /// `kind = "finished"`: fields tried in order for the exit code
-    /// (absent: 0).
+    /// (absent: `default_exit_code`).
     #[serde(default)]
     pub exit_code: Vec<String>,
+    /// `kind = "finished"`: the exit code when no `exit_code` field has one.
+    #[serde(default)]
+    pub default_exit_code: i32,
+}
+
+/// What a rule reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleInput {
+    /// Lines that are JSON objects.
+    #[default]
+    Json,
+    /// Lines that are not: `key=value` and `Name: value` pairs.
+    Text,
+    /// Whole JSON documents, from `document` sources.
+    Document,
+}
+
+/// How a rule reads a timestamp without a UTC offset: Python's logging
+/// (`asctime`) and `datetime.now().isoformat()` write local time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NaiveTime {
+    #[default]
+    Utc,
+    Local,
 }
 
 /// What a rule's records are.
@@ -775,7 +821,7 @@ mod tests {
             "var/trainer/runs/{run_id}/tensorboard"
         );
         assert_eq!(c.sinks.tensorboard.flush_interval_ms, 1000);
-        assert_eq!(c.extract.rules.len(), 3);
+        assert_eq!(c.extract.rules.len(), 11);
     }
 
     #[test]

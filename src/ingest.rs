@@ -174,16 +174,32 @@ impl Ingest {
         let mut delta = batch.delta;
         let path = batch.state.path.clone();
         match batch.state.kind {
-            SourceKind::Lines | SourceKind::Document => {
+            SourceKind::Lines => {
+                // The memo goes with the offset: committed together, so a
+                // restart resumes with what the next unread line needs.
+                let mut memo = batch.state.memo.clone();
                 for record in &batch.records {
                     let text = batch.text(record);
-                    if let Some(row) =
-                        self.extractor
-                            .extract(&path, record.offset, text, read_time, &mut delta)
-                    {
-                        rows.push(row);
-                    }
+                    self.extractor.extract(
+                        &path,
+                        record.offset,
+                        text,
+                        read_time,
+                        &mut memo,
+                        &mut delta,
+                        &mut rows,
+                    );
                 }
+                batch.state.memo = memo;
+            }
+            SourceKind::Document => {
+                let mut memo = batch.state.memo.clone();
+                for record in &batch.records {
+                    let text = batch.text(record);
+                    self.extractor
+                        .extract_document(&path, text, read_time, &mut memo, &mut delta, &mut rows);
+                }
+                batch.state.memo = memo;
             }
             SourceKind::Tfevents => {
                 let mut state = batch.state.clone();

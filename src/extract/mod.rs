@@ -1,20 +1,31 @@
 //! Turning log lines into rows.
 //!
-//! Each line is parsed as JSON (accepting Python's `NaN`/`Infinity`) and
-//! offered to the configured rules in order; the first that matches makes a
-//! row. Everything else is counted, never fatal: a worker's log is full of
-//! ordinary lines, and a torn line must not stop the ones after it.
+//! A line that looks like a JSON object is parsed as JSON (accepting
+//! Python's `NaN`/`Infinity`) and offered to the JSON rules in order; any
+//! other line is offered to the text rules. The first rule that takes the
+//! line makes its rows (one record can make several: RLlib's result is a
+//! metrics row and, once, the run's configuration). Everything else is
+//! counted, never fatal: a worker's log is full of ordinary lines, and a
+//! torn line must not stop the ones after it.
+//!
+//! Lines are not read alone: a file's [`Memo`] carries its latest step and
+//! run id to the lines after them. [`Extractor::explain`] runs the same
+//! path and says why a line made no row.
 
 pub mod events;
+mod explain;
 pub mod pyjson;
 mod rule;
+mod text;
 mod time;
 
-use serde_json::Value;
-
-pub use self::time::parse_timestamp;
+pub use self::explain::{Explanation, Outcome};
+pub use self::time::{parse_timestamp, parse_timestamp_as};
+pub use crate::journal::Memo;
 pub use pyjson::parse as parse_python_json;
-pub use rule::{Applied, Rule};
+pub use rule::{Applied, Line, Rule};
+
+use serde_json::Value;
 
 use crate::config::ExtractConfig;
 use crate::row::Row;
@@ -24,6 +35,14 @@ use crate::stats::Counters;
 #[derive(Debug)]
 pub struct Extractor {
     rules: Vec<Rule>,
+}
+
+/// What became of one line: which rule took it (by index) and how, or
+/// that none did, or that it is broken JSON.
+#[derive(Debug)]
+enum Verdict {
+    Taken(usize, Applied),
+    NoMatch,
 }
 
 impl Extractor {
@@ -36,166 +55,175 @@ impl Extractor {
         Ok(Extractor { rules })
     }
 
-    /// Extracts the row in one complete line (without its newline) read
-    /// from `path` at byte `offset`, counting what it is. Returns `None` for
-    /// lines that carry no row.
+    /// Extracts the rows in one complete line (without its newline) read
+    /// from `path` at byte `offset`, appending them to `out` and counting
+    /// what the line is. `memo` is the file's: read for what the line
+    /// lacks, updated with what it carries.
+    #[allow(clippy::too_many_arguments)]
     pub fn extract(
         &self,
         path: &str,
         offset: u64,
         line: &str,
         read_time: f64,
+        memo: &mut Memo,
         counters: &mut Counters,
-    ) -> Option<Row> {
-        let trimmed = line.trim_start();
-        if !trimmed.starts_with('{') {
-            // Foreign text (a traceback, a library printing to the stream).
-            counters.unmatched += 1;
-            return None;
-        }
-        let obj = match pyjson::parse(trimmed) {
-            Ok(Value::Object(obj)) => obj,
-            Ok(_) => {
-                counters.unmatched += 1;
-                return None;
-            }
+        out: &mut Vec<Row>,
+    ) {
+        self.take(false, path, offset, line, read_time, memo, counters, out)
+    }
+
+    /// [`extract`](Self::extract) for a whole JSON document (a `document`
+    /// source's file): only `input = "document"` rules read it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn extract_document(
+        &self,
+        path: &str,
+        text: &str,
+        read_time: f64,
+        memo: &mut Memo,
+        counters: &mut Counters,
+        out: &mut Vec<Row>,
+    ) {
+        self.take(true, path, 0, text, read_time, memo, counters, out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &self,
+        document: bool,
+        path: &str,
+        offset: u64,
+        line: &str,
+        read_time: f64,
+        memo: &mut Memo,
+        counters: &mut Counters,
+        out: &mut Vec<Row>,
+    ) {
+        let parsed = match parse_line(line) {
+            Ok(parsed) => parsed,
             Err(e) => {
                 counters.invalid_json += 1;
                 tracing::warn!(file = path, offset, error = %e, "skipping line: invalid JSON");
-                return None;
+                return;
             }
         };
-        for rule in &self.rules {
-            match rule.apply(&obj, path, read_time, counters) {
-                Applied::NoMatch => continue,
-                Applied::Row(row) => {
-                    counters.rows += 1;
-                    return Some(row);
+        match self.run(&parsed, document, path, read_time, memo, counters, out) {
+            Verdict::NoMatch | Verdict::Taken(_, Applied::NoMatch) => counters.unmatched += 1,
+            Verdict::Taken(_, Applied::Rows(n)) => counters.rows += n as u64,
+            // Nothing new, nothing wrong: a repeated configuration.
+            Verdict::Taken(_, Applied::Repeated) => {}
+            Verdict::Taken(i, Applied::Rejected(why)) => {
+                counters.rejected += 1;
+                let rule = &self.rules[i].name;
+                tracing::warn!(file = path, offset, rule = %rule, "skipping record: {why}");
+            }
+        }
+    }
+
+    /// Says what [`extract`](Self::extract) makes of a line, and if no
+    /// row, why: the rule that took it and its reason, or the rule that
+    /// came closest and what it missed. It takes the same path as
+    /// `extract` and updates `memo` the same way, so a file explained line
+    /// by line with one memo is explained as it is extracted.
+    pub fn explain(&self, path: &str, line: &str, read_time: f64, memo: &mut Memo) -> Explanation {
+        self.explain_as(false, path, line, read_time, memo)
+    }
+
+    /// [`explain`](Self::explain) for a whole JSON document.
+    pub fn explain_document(
+        &self,
+        path: &str,
+        text: &str,
+        read_time: f64,
+        memo: &mut Memo,
+    ) -> Explanation {
+        self.explain_as(true, path, text, read_time, memo)
+    }
+
+    fn explain_as(
+        &self,
+        document: bool,
+        path: &str,
+        line: &str,
+        read_time: f64,
+        memo: &mut Memo,
+    ) -> Explanation {
+        let parsed = match parse_line(line) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                return Explanation {
+                    rule: None,
+                    outcome: Outcome::Invalid(format!("invalid JSON: {e}")),
                 }
-                Applied::Rejected(why) => {
-                    counters.rejected += 1;
-                    tracing::warn!(file = path, offset, rule = %rule.name, "skipping record: {why}");
-                    return None;
+            }
+        };
+        let mut counters = Counters::default();
+        let mut rows = Vec::new();
+        let taken = |i: usize, outcome| Explanation {
+            rule: Some(self.rules[i].name.clone()),
+            outcome,
+        };
+        match self.run(
+            &parsed,
+            document,
+            path,
+            read_time,
+            memo,
+            &mut counters,
+            &mut rows,
+        ) {
+            Verdict::Taken(i, Applied::Rows(_)) => taken(i, Outcome::Rows(rows)),
+            Verdict::Taken(i, Applied::Repeated) => taken(i, Outcome::Repeated),
+            Verdict::Taken(i, Applied::Rejected(why)) => taken(i, Outcome::Rejected(why)),
+            Verdict::NoMatch | Verdict::Taken(_, Applied::NoMatch) => {
+                let (closest, missed) = explain::closest(&self.rules, &parsed, document);
+                Explanation {
+                    rule: None,
+                    outcome: Outcome::NoMatch { closest, missed },
                 }
             }
         }
-        counters.unmatched += 1;
-        None
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        line: &Line,
+        document: bool,
+        path: &str,
+        read_time: f64,
+        memo: &mut Memo,
+        counters: &mut Counters,
+        out: &mut Vec<Row>,
+    ) -> Verdict {
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !rule.reads(line, document) {
+                continue;
+            }
+            match rule.apply(line, path, read_time, memo, counters, out) {
+                Applied::NoMatch => continue,
+                applied => return Verdict::Taken(i, applied),
+            }
+        }
+        Verdict::NoMatch
+    }
+}
+
+/// A line that starts like a JSON object is JSON (or broken JSON: a torn
+/// write); any other line is text.
+fn parse_line(line: &str) -> Result<Line<'_>, serde_json::Error> {
+    let trimmed = line.trim_start();
+    if !trimmed.starts_with('{') {
+        return Ok(Line::Text(line));
+    }
+    match pyjson::parse(trimmed)? {
+        Value::Object(obj) => Ok(Line::Json(obj)),
+        // Unreachable (`{` opens an object or nothing valid); text is the
+        // harmless answer.
+        _ => Ok(Line::Text(line)),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{Config, EMBEDDED_DEFAULT};
-
-    fn default_extractor() -> Extractor {
-        Extractor::new(&Config::parse(EMBEDDED_DEFAULT, "t").unwrap().extract).unwrap()
-    }
-
-    const PATH: &str = "var/trainer/runs/01JABC/logs/cleanrl.stdout.log";
-
-    #[test]
-    fn flat_record_gets_cleanrl_names() {
-        let mut c = Counters::default();
-        let line = r#"{"timestamp": "2026-11-27T16:23:14.123Z", "level": "INFO", "logger": "w", "message": "metrics", "event": "metrics", "run_id": "01JXYZ", "global_step": 128, "episodic_return": NaN, "episodic_length": 42}"#;
-        let row = default_extractor()
-            .extract(PATH, 0, line, 0.0, &mut c)
-            .unwrap();
-        assert_eq!(row.run_id, "01JXYZ");
-        assert_eq!(row.step, 128);
-        assert!(
-            (row.wall_time - 1795796594.123).abs() < 1e-6,
-            "{}",
-            row.wall_time
-        );
-        assert!(row.values["charts/episodic_return"].is_nan());
-        assert_eq!(row.values["charts/episodic_length"], 42.0);
-        assert_eq!(row.values.len(), 2);
-    }
-
-    #[test]
-    fn nested_record_is_flattened() {
-        let mut c = Counters::default();
-        let line = r#"{"event": "metrics", "global_step": 256, "metrics": {"losses": {"policy_loss": 0.5, "value_loss": 3, "entropy": 0.25}, "charts": {"learning_rate": 0.00025, "SPS": Infinity, "note": "x", "done": true}}}"#;
-        let row = default_extractor()
-            .extract(PATH, 0, line, 7.0, &mut c)
-            .unwrap();
-        assert_eq!(row.run_id, "01JABC", "run id from the path");
-        assert_eq!(row.wall_time, 7.0, "read time when the record has none");
-        let tags: Vec<_> = row.values.keys().cloned().collect();
-        assert_eq!(
-            tags,
-            [
-                "charts/SPS",
-                "charts/done",
-                "charts/learning_rate",
-                "losses/entropy",
-                "losses/policy_loss",
-                "losses/value_loss"
-            ]
-        );
-        assert_eq!(row.values["charts/SPS"], f64::INFINITY);
-        assert_eq!(row.values["charts/done"], 1.0);
-        assert_eq!(c.skipped_values, 1);
-    }
-
-    #[test]
-    fn config_and_run_finished_records_become_run_events() {
-        use crate::row::RunEvent;
-        let e = default_extractor();
-        let mut c = Counters::default();
-        let line = r#"{"event": "config", "run_id": "01JX", "config": {"lr": 0.00025, "env_id": "CartPole-v1"}}"#;
-        let row = e.extract(PATH, 0, line, 5.0, &mut c).unwrap();
-        assert_eq!(row.run_id, "01JX");
-        assert!(row.values.is_empty());
-        let Some(RunEvent::Config(text)) = row.event else {
-            panic!("{row:?}")
-        };
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["lr"], 0.00025);
-        let line = r#"{"event": "run_finished", "exit_code": 3}"#;
-        let row = e.extract(PATH, 0, line, 5.0, &mut c).unwrap();
-        assert_eq!(
-            (row.run_id.as_str(), row.event),
-            ("01JABC", Some(RunEvent::Finished(3)))
-        );
-        let line = r#"{"event": "config", "run_id": "01JX", "config": "lr=1"}"#;
-        assert!(e.extract(PATH, 0, line, 5.0, &mut c).is_none());
-        assert_eq!(c.rejected, 1, "a config record without an object");
-    }
-
-    #[test]
-    fn ordinary_and_bad_lines_are_counted() {
-        let e = default_extractor();
-        let mut c = Counters::default();
-        assert!(e
-            .extract(
-                PATH,
-                0,
-                r#"{"event": "heartbeat", "run_id": "r"}"#,
-                0.0,
-                &mut c
-            )
-            .is_none());
-        assert!(e
-            .extract(PATH, 0, "Traceback (most recent call last):", 0.0, &mut c)
-            .is_none());
-        assert!(e
-            .extract(PATH, 0, r#"{"event": "metrics", "glo"#, 0.0, &mut c)
-            .is_none());
-        assert!(e
-            .extract(
-                PATH,
-                0,
-                r#"{"event": "metrics", "run_id": "r", "episodic_return": 1}"#,
-                0.0,
-                &mut c
-            )
-            .is_none());
-        assert_eq!(
-            (c.unmatched, c.invalid_json, c.rejected, c.rows),
-            (2, 1, 1, 0)
-        );
-    }
-}
+mod tests;

@@ -1,5 +1,9 @@
-//! One compiled extraction rule: which records it takes and how it maps
-//! their fields onto a [`Row`].
+//! One compiled extraction rule: which lines it takes and how it maps
+//! their parts onto [`Row`]s.
+//!
+//! A rule reads a line into a [`Reading`] (JSON: fields by dotted path;
+//! text: allow-listed `key=value` pairs); one shared step then fills in
+//! what the line lacks from the file's [`Memo`] and makes the rows.
 
 use std::collections::BTreeMap;
 
@@ -7,37 +11,107 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::pyjson::non_finite;
-use crate::config::{RuleConfig, RuleKind};
-use crate::row::{Row, RunEvent};
+use super::text::TextKeys;
+use super::time::parse_timestamp_as;
+use crate::config::{NaiveTime, RuleConfig, RuleInput, RuleKind};
+use crate::journal::Memo;
+use crate::row::{Origin, Row, RunEvent};
 use crate::stats::Counters;
+
+/// A line, parsed once and offered to every rule.
+#[derive(Debug)]
+pub enum Line<'a> {
+    Json(Map<String, Value>),
+    Text(&'a str),
+}
 
 /// A rule compiled from its TOML form, so that paths are split and regexes
 /// built once, not per line.
 #[derive(Debug)]
 pub struct Rule {
     pub name: String,
+    /// Reads whole documents (`input = "document"`), not lines.
+    document: bool,
     kind: RuleKind,
-    config: Vec<String>,
-    exit_code: Vec<Vec<String>>,
-    match_fields: Vec<(Vec<String>, Value)>,
-    run_id: Vec<Vec<String>>,
     run_id_from_path: Option<Regex>,
-    step: Vec<Vec<String>>,
-    wall_time: Vec<Vec<String>>,
-    metrics: Vec<(Vec<String>, Option<String>)>,
+    naive_time: NaiveTime,
+    body: Body,
 }
 
-/// What a rule made of a record.
 #[derive(Debug)]
-pub enum Applied {
-    /// The record is not for this rule.
-    NoMatch,
-    /// It matched but lacks what a row needs; the reason is logged.
-    Rejected(&'static str),
-    Row(Row),
+enum Body {
+    Json(JsonRule),
+    Text(TextRule),
 }
 
-fn split_path(p: &str) -> Vec<String> {
+type FieldPath = Vec<String>;
+
+#[derive(Debug)]
+struct JsonRule {
+    match_fields: Vec<(FieldPath, Value)>,
+    present: Vec<FieldPath>,
+    run_id: Vec<FieldPath>,
+    step: Vec<FieldPath>,
+    wall_time: Vec<FieldPath>,
+    metrics: Vec<Metric>,
+    exclude: Vec<FieldPath>,
+    config: Option<FieldPath>,
+    exit_code: Vec<FieldPath>,
+    default_exit_code: i32,
+}
+
+#[derive(Debug)]
+enum Metric {
+    /// `field = "*"`: every number in the record, named by its path.
+    Whole,
+    Field(FieldPath, Option<String>),
+}
+
+/// A `match` or `present` condition a record fails.
+enum Failed<'a> {
+    Value {
+        path: &'a FieldPath,
+        want: &'a Value,
+        got: Option<&'a Value>,
+    },
+    Absent {
+        path: &'a FieldPath,
+    },
+}
+
+#[derive(Debug)]
+struct TextRule {
+    pattern: Option<Regex>,
+    keys: TextKeys,
+}
+
+/// What a rule made of a line.
+#[derive(Debug, PartialEq)]
+pub enum Applied {
+    /// The line is not for this rule.
+    NoMatch,
+    /// It matched but lacks what a row needs.
+    Rejected(String),
+    /// It matched and this many rows were appended.
+    Rows(usize),
+    /// It matched, and all it carries was already emitted (a configuration
+    /// repeated in every record).
+    Repeated,
+}
+
+/// What a rule read from one line, before the memo fills the gaps.
+#[derive(Debug, Default)]
+struct Reading {
+    run_id: Option<String>,
+    step: Option<i64>,
+    wall_time: Option<f64>,
+    values: BTreeMap<String, f64>,
+    /// The configuration object, as JSON text.
+    config: Option<String>,
+    exit_code: Option<i32>,
+}
+
+fn split_path(p: &str) -> FieldPath {
     p.split('.').map(str::to_string).collect()
 }
 
@@ -50,13 +124,15 @@ fn lookup<'a>(obj: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value>
     Some(v)
 }
 
+fn check_path(what: &str, p: &str) -> Result<(), String> {
+    if p.is_empty() || p.split('.').any(str::is_empty) {
+        return Err(format!("{what}: bad field path {p:?}"));
+    }
+    Ok(())
+}
+
 impl Rule {
     pub fn compile(c: &RuleConfig) -> Result<Rule, String> {
-        let mut match_fields = Vec::new();
-        for (k, v) in &c.match_fields {
-            let json = serde_json::to_value(v).map_err(|e| format!("match.{k}: {e}"))?;
-            match_fields.push((split_path(k), json));
-        }
         let run_id_from_path = match &c.run_id_from_path {
             None => None,
             Some(re) => {
@@ -67,149 +143,502 @@ impl Rule {
                 Some(re)
             }
         };
-        if c.run_id.is_empty() && run_id_from_path.is_none() {
-            return Err("give run_id fields or run_id_from_path".into());
-        }
         match c.kind {
             RuleKind::Metrics => {
-                if c.step.is_empty() {
-                    return Err("step names no field".into());
-                }
                 if c.metrics.is_empty() {
                     return Err("metrics names no field".into());
                 }
+                if c.step.is_empty() {
+                    return Err("step names no field".into());
+                }
+                if !c.exit_code.is_empty() || c.default_exit_code != 0 {
+                    return Err("a metrics rule takes no exit_code".into());
+                }
             }
-            RuleKind::Config if !c.metrics.is_empty() || !c.exit_code.is_empty() => {
-                return Err("a config rule takes `config`, not metrics or exit_code".into());
+            RuleKind::Config => {
+                if !c.metrics.is_empty() || !c.exit_code.is_empty() || c.default_exit_code != 0 {
+                    return Err("a config rule takes `config`, not metrics or exit_code".into());
+                }
             }
-            RuleKind::Finished if !c.metrics.is_empty() || c.config.is_some() => {
-                return Err("a finished rule takes `exit_code`, not metrics or config".into());
+            RuleKind::Finished => {
+                if !c.metrics.is_empty() || c.config.is_some() {
+                    return Err("a finished rule takes `exit_code`, not metrics or config".into());
+                }
             }
-            _ => {}
         }
         for m in &c.metrics {
-            if m.field.is_empty() || m.field.split('.').any(str::is_empty) {
-                return Err(format!("metrics: bad field path {:?}", m.field));
+            if !(m.field == "*" && c.input != RuleInput::Text) {
+                check_path("metrics", &m.field)?;
             }
         }
+        let body = match c.input {
+            RuleInput::Json | RuleInput::Document => Body::Json(JsonRule::compile(c)?),
+            RuleInput::Text => Body::Text(TextRule::compile(c)?),
+        };
         Ok(Rule {
             name: c.name.clone(),
+            document: c.input == RuleInput::Document,
             kind: c.kind,
-            config: split_path(c.config.as_deref().unwrap_or("config")),
-            exit_code: if c.exit_code.is_empty() {
-                vec![split_path("exit_code")]
-            } else {
-                c.exit_code.iter().map(|p| split_path(p)).collect()
-            },
-            match_fields,
-            run_id: c.run_id.iter().map(|p| split_path(p)).collect(),
             run_id_from_path,
-            step: c.step.iter().map(|p| split_path(p)).collect(),
-            wall_time: c.wall_time.iter().map(|p| split_path(p)).collect(),
+            naive_time: c.naive_time,
+            body,
+        })
+    }
+
+    /// Whether the rule reads lines of this form (JSON or text), or, with
+    /// `document`, whole documents.
+    pub fn reads(&self, line: &Line, document: bool) -> bool {
+        self.document == document
+            && matches!(
+                (&self.body, line),
+                (Body::Json(_), Line::Json(_)) | (Body::Text(_), Line::Text(_))
+            )
+    }
+
+    /// Applies the rule to a line read from `path`, appending its rows to
+    /// `out`; `read_time` is the wall time used when the line carries
+    /// none. `memo` is read and updated: the line's step and run id carry
+    /// over to the lines after it.
+    pub fn apply(
+        &self,
+        line: &Line,
+        path: &str,
+        read_time: f64,
+        memo: &mut Memo,
+        counters: &mut Counters,
+        out: &mut Vec<Row>,
+    ) -> Applied {
+        let reading = match (&self.body, line) {
+            (Body::Json(r), Line::Json(obj)) => {
+                if r.failed(obj).next().is_some() {
+                    return Applied::NoMatch;
+                }
+                match r.read(obj, self.kind, self.naive_time, counters) {
+                    Ok(reading) => reading,
+                    Err(why) => return Applied::Rejected(why),
+                }
+            }
+            (Body::Text(r), Line::Text(text)) => match r.read(text, self.naive_time, memo) {
+                Some(reading) => reading,
+                None => return Applied::NoMatch,
+            },
+            _ => return Applied::NoMatch,
+        };
+        self.emit(reading, path, read_time, memo, out)
+    }
+
+    /// Why the rule did not take `line`: each condition it missed.
+    pub fn misses(&self, line: &Line) -> Vec<String> {
+        match (&self.body, line) {
+            (Body::Json(r), Line::Json(obj)) => r.misses(obj),
+            (Body::Text(r), Line::Text(text)) => r.misses(text),
+            (Body::Json(_), Line::Text(_)) => vec!["the line is not a JSON object".into()],
+            (Body::Text(_), Line::Json(_)) => vec!["the rule reads text, the line is JSON".into()],
+        }
+    }
+
+    /// How many conditions decide whether the rule takes a line (JSON:
+    /// `match` and `present` entries; text: one, a metric key).
+    pub fn conditions(&self) -> usize {
+        match &self.body {
+            Body::Json(r) => r.match_fields.len() + r.present.len(),
+            Body::Text(r) => 1 + usize::from(r.pattern.is_some()),
+        }
+    }
+
+    /// The step shared by every rule: the run id (the line's own, else
+    /// the path's, else the file's last), the step (the line's; for text,
+    /// else the file's latest), the configuration once, then the row.
+    fn emit(
+        &self,
+        r: Reading,
+        path: &str,
+        read_time: f64,
+        memo: &mut Memo,
+        out: &mut Vec<Row>,
+    ) -> Applied {
+        if let Some(id) = &r.run_id {
+            memo.saw_run_id(id);
+        }
+        if let Some(step) = r.step {
+            memo.step = Some(step);
+        }
+        let run_id = r
+            .run_id
+            .or_else(|| {
+                let caps = self.run_id_from_path.as_ref()?.captures(path)?;
+                Some(caps.name("run_id")?.as_str().to_string())
+            })
+            .or_else(|| memo.run_id.clone());
+        let Some(run_id) = run_id else {
+            return Applied::Rejected(
+                "no run id: none in the line, its path, or an earlier record of the file".into(),
+            );
+        };
+        let wall_time = r.wall_time.unwrap_or(read_time);
+        let event_row = |event| Row {
+            run_id: run_id.clone(),
+            step: r.step.unwrap_or(0),
+            wall_time,
+            values: BTreeMap::new(),
+            event: Some(event),
+            origin: Origin::Log,
+        };
+        match self.kind {
+            RuleKind::Config => {
+                let Some(config) = r.config else {
+                    return Applied::Rejected("no configuration object".into());
+                };
+                if !memo.config_is_new(&run_id, &config) {
+                    return Applied::Repeated;
+                }
+                out.push(event_row(RunEvent::Config(config)));
+                Applied::Rows(1)
+            }
+            RuleKind::Finished => {
+                let code = r.exit_code.unwrap_or(0);
+                out.push(event_row(RunEvent::Finished(code)));
+                Applied::Rows(1)
+            }
+            RuleKind::Metrics => {
+                // Text lines lean on the file's latest step (CleanRL's `SPS:`
+                // line); a JSON record names its step or is incomplete.
+                let carried = match self.body {
+                    Body::Text(_) => memo.step,
+                    Body::Json(_) => None,
+                };
+                let Some(step) = r.step.or(carried) else {
+                    return Applied::Rejected(match self.body {
+                        Body::Text(_) => {
+                            "no integer step: none in the line nor in an earlier line of the file"
+                                .into()
+                        }
+                        Body::Json(_) => "no integer step".into(),
+                    });
+                };
+                let mut rows = 0;
+                if let Some(config) = r.config {
+                    if memo.config_is_new(&run_id, &config) {
+                        let mut row = event_row(RunEvent::Config(config));
+                        row.step = step;
+                        out.push(row);
+                        rows += 1;
+                    }
+                }
+                if r.values.is_empty() {
+                    return match rows {
+                        0 => Applied::Rejected("no numeric metric value".into()),
+                        n => Applied::Rows(n),
+                    };
+                }
+                out.push(Row {
+                    run_id,
+                    step,
+                    wall_time,
+                    values: r.values,
+                    event: None,
+                    origin: Origin::Log,
+                });
+                Applied::Rows(rows + 1)
+            }
+        }
+    }
+}
+
+impl JsonRule {
+    fn compile(c: &RuleConfig) -> Result<JsonRule, String> {
+        if c.pattern.is_some() {
+            return Err("`pattern` is for input = \"text\" rules".into());
+        }
+        let mut match_fields = Vec::new();
+        for (k, v) in &c.match_fields {
+            check_path("match", k)?;
+            let json = serde_json::to_value(v).map_err(|e| format!("match.{k}: {e}"))?;
+            match_fields.push((split_path(k), json));
+        }
+        let paths = |what: &str, list: &[String]| -> Result<Vec<FieldPath>, String> {
+            list.iter()
+                .map(|p| check_path(what, p).map(|()| split_path(p)))
+                .collect()
+        };
+        let config = match (&c.config, c.kind) {
+            (Some(p), _) => Some(p.as_str()),
+            (None, RuleKind::Config) => Some("config"),
+            (None, _) => None,
+        };
+        // `*`: the whole record is the configuration (a document).
+        if let Some(p) = config.filter(|p| *p != "*") {
+            check_path("config", p)?;
+        }
+        let exit_code = if c.exit_code.is_empty() {
+            vec![split_path("exit_code")]
+        } else {
+            paths("exit_code", &c.exit_code)?
+        };
+        Ok(JsonRule {
+            match_fields,
+            present: paths("present", &c.present)?,
+            run_id: paths("run_id", &c.run_id)?,
+            step: paths("step", &c.step)?,
+            wall_time: paths("wall_time", &c.wall_time)?,
             metrics: c
                 .metrics
                 .iter()
-                .map(|m| (split_path(&m.field), m.tag.clone()))
+                .map(|m| match m.field.as_str() {
+                    "*" => Metric::Whole,
+                    f => Metric::Field(split_path(f), m.tag.clone()),
+                })
                 .collect(),
+            exclude: paths("exclude", &c.exclude)?,
+            config: config.map(|p| if p == "*" { Vec::new() } else { split_path(p) }),
+            exit_code,
+            default_exit_code: c.default_exit_code,
         })
     }
 
-    fn matches(&self, obj: &Map<String, Value>) -> bool {
-        self.match_fields.iter().all(|(path, want)| {
-            lookup(obj, path).is_some_and(|got| match (got, want) {
+    /// The conditions of `match` and `present` that `obj` fails, unformatted
+    /// (the hot path only asks whether there is one); the rule takes the
+    /// record when there are none.
+    fn failed<'a>(&'a self, obj: &'a Map<String, Value>) -> impl Iterator<Item = Failed<'a>> + 'a {
+        let wrong_value = self.match_fields.iter().filter_map(|(path, want)| {
+            let got = lookup(obj, path);
+            let ok = got.is_some_and(|got| match (got, want) {
                 // 1 and 1.0 are the same number to a user writing TOML.
                 (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
                 _ => got == want,
-            })
-        })
+            });
+            (!ok).then_some(Failed::Value { path, want, got })
+        });
+        let absent = self
+            .present
+            .iter()
+            .filter(|path| lookup(obj, path).is_none())
+            .map(|path| Failed::Absent { path });
+        wrong_value.chain(absent)
     }
 
-    /// Applies the rule to a parsed record read from `path`; `read_time` is
-    /// the wall time used when the record carries none.
-    pub fn apply(
+    /// [`failed`](Self::failed), in words.
+    fn misses(&self, obj: &Map<String, Value>) -> Vec<String> {
+        self.failed(obj)
+            .map(|f| match f {
+                Failed::Value {
+                    path,
+                    want,
+                    got: None,
+                } => format!("{} = {want} (absent)", path.join(".")),
+                Failed::Value {
+                    path,
+                    want,
+                    got: Some(got),
+                } => format!(
+                    "{} = {want} (the record has {})",
+                    path.join("."),
+                    short(got)
+                ),
+                Failed::Absent { path } => format!("{} present (absent)", path.join(".")),
+            })
+            .collect()
+    }
+
+    fn read(
         &self,
         obj: &Map<String, Value>,
-        path: &str,
-        read_time: f64,
+        kind: RuleKind,
+        naive: NaiveTime,
         counters: &mut Counters,
-    ) -> Applied {
-        if !self.matches(obj) {
-            return Applied::NoMatch;
-        }
-        let Some(run_id) = self.run_id(obj, path) else {
-            return Applied::Rejected("no run id in the record or its path");
+    ) -> Result<Reading, String> {
+        let mut r = Reading {
+            run_id: self.run_id.iter().find_map(|p| match lookup(obj, p)? {
+                Value::String(s) if !s.is_empty() => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }),
+            step: self
+                .step
+                .iter()
+                .find_map(|p| lookup(obj, p).and_then(as_step)),
+            wall_time: self
+                .wall_time
+                .iter()
+                .find_map(|p| lookup(obj, p).and_then(|v| as_wall_time(v, naive))),
+            ..Reading::default()
         };
-        let step = self
-            .step
-            .iter()
-            .find_map(|p| lookup(obj, p).and_then(as_step));
-        let wall_time = self
-            .wall_time
-            .iter()
-            .find_map(|p| lookup(obj, p).and_then(as_wall_time))
-            .unwrap_or(read_time);
-        let event = match self.kind {
-            RuleKind::Metrics => None,
-            RuleKind::Config => match lookup(obj, &self.config) {
-                Some(v @ Value::Object(_)) => Some(RunEvent::Config(v.to_string())),
-                _ => return Applied::Rejected("no configuration object"),
-            },
-            RuleKind::Finished => {
-                let code = self.exit_code.iter().find_map(|p| {
-                    let n = lookup(obj, p)?.as_i64()?;
-                    i32::try_from(n).ok()
-                });
-                Some(RunEvent::Finished(code.unwrap_or(0)))
+        if let Some(path) = &self.config {
+            let found = if path.is_empty() {
+                Some(plain_json(&Value::Object(obj.clone())).to_string())
+            } else {
+                lookup(obj, path)
+                    .filter(|v| v.is_object())
+                    .map(|v| plain_json(v).to_string())
+            };
+            match found {
+                Some(text) => r.config = Some(text),
+                _ if kind == RuleKind::Config => {
+                    return Err(format!("no configuration object at {}", path.join(".")))
+                }
+                _ => {}
             }
-        };
-        if let Some(event) = event {
-            // About the run, not a step: the step is what the record says,
-            // or 0.
-            return Applied::Row(Row {
-                run_id,
-                step: step.unwrap_or(0),
-                wall_time,
-                values: BTreeMap::new(),
-                event: Some(event),
-                origin: Default::default(),
+        }
+        if kind == RuleKind::Finished {
+            let code = self.exit_code.iter().find_map(|p| {
+                let n = lookup(obj, p)?.as_i64()?;
+                i32::try_from(n).ok()
             });
+            r.exit_code = Some(code.unwrap_or(self.default_exit_code));
         }
-        let Some(step) = step else {
-            return Applied::Rejected("no integer step");
-        };
-        let mut values = BTreeMap::new();
-        for (field, tag) in &self.metrics {
-            if let Some(v) = lookup(obj, field) {
-                let name = tag.clone().unwrap_or_else(|| match v {
-                    Value::Object(_) => String::new(),
-                    _ => field.join("/"),
-                });
-                collect(&name, v, &mut values, counters);
+        let mut skip: Vec<&[String]> = self.exclude.iter().map(Vec::as_slice).collect();
+        if let Some(config) = &self.config {
+            skip.push(config);
+        }
+        for metric in &self.metrics {
+            match metric {
+                Metric::Whole => {
+                    let mut at = Vec::new();
+                    for (k, v) in obj {
+                        at.push(k.as_str());
+                        let f = Flatten {
+                            skip: &skip,
+                            count_skipped: false,
+                        };
+                        f.collect(k, &mut at, v, &mut r.values, counters);
+                        at.pop();
+                    }
+                }
+                Metric::Field(field, tag) => {
+                    if let Some(v) = lookup(obj, field) {
+                        let name = tag.clone().unwrap_or_else(|| match v {
+                            Value::Object(_) => String::new(),
+                            _ => field.join("/"),
+                        });
+                        let mut at: Vec<&str> = field.iter().map(String::as_str).collect();
+                        let f = Flatten {
+                            skip: &skip,
+                            count_skipped: true,
+                        };
+                        f.collect(&name, &mut at, v, &mut r.values, counters);
+                    }
+                }
             }
         }
-        if values.is_empty() {
-            return Applied::Rejected("no numeric metric value");
+        Ok(r)
+    }
+}
+
+impl TextRule {
+    fn compile(c: &RuleConfig) -> Result<TextRule, String> {
+        if c.kind != RuleKind::Metrics {
+            return Err("an input = \"text\" rule reads metrics (kind = \"metrics\")".into());
         }
-        Applied::Row(Row {
-            run_id,
-            step,
-            wall_time,
-            values,
-            event: None,
-            origin: Default::default(),
+        if !c.match_fields.is_empty() || !c.present.is_empty() {
+            return Err(
+                "`match` and `present` are for JSON rules; text rules take `pattern`".into(),
+            );
+        }
+        if !c.exclude.is_empty() || c.config.is_some() || !c.wall_time.is_empty() {
+            return Err(
+                "`exclude`, `config` and `wall_time` are for JSON rules (text: the pattern's wall_time group)"
+                    .into(),
+            );
+        }
+        if c.metrics.iter().any(|m| m.field == "*") {
+            return Err("a text rule names its metric keys; `*` is for JSON".into());
+        }
+        let pattern = match &c.pattern {
+            None => None,
+            Some(p) => Some(Regex::new(p).map_err(|e| format!("pattern: {e}"))?),
+        };
+        let metrics = c
+            .metrics
+            .iter()
+            .map(|m| {
+                (
+                    m.field.clone(),
+                    m.tag.clone().unwrap_or_else(|| m.field.clone()),
+                )
+            })
+            .collect();
+        Ok(TextRule {
+            pattern,
+            keys: TextKeys::new(metrics, c.step.clone(), c.run_id.clone())?,
         })
     }
 
-    fn run_id(&self, obj: &Map<String, Value>, path: &str) -> Option<String> {
-        let from_field = self.run_id.iter().find_map(|p| match lookup(obj, p)? {
-            Value::String(s) if !s.is_empty() => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        });
-        from_field.or_else(|| {
-            let caps = self.run_id_from_path.as_ref()?.captures(path)?;
-            Some(caps.name("run_id")?.as_str().to_string())
+    /// The line's metrics, or `None` when it has no metric key with a
+    /// number (an ordinary log line). A step alone is still noted in the
+    /// memo: `Resuming from global_step=4096` is where the next `SPS`
+    /// belongs.
+    fn read(&self, line: &str, naive: NaiveTime, memo: &mut Memo) -> Option<Reading> {
+        let caps = match &self.pattern {
+            None => None,
+            Some(re) => Some(re.captures(line)?),
+        };
+        let scan = self.keys.scan(line);
+        if scan.values.is_empty() {
+            if let Some(step) = scan.step {
+                memo.step = Some(step);
+            }
+            return None;
+        }
+        let group = |name| caps.as_ref()?.name(name).map(|m| m.as_str());
+        Some(Reading {
+            run_id: group("run_id").map(str::to_string).or(scan.run_id),
+            step: scan.step,
+            wall_time: group("wall_time").and_then(|t| parse_timestamp_as(t, naive)),
+            values: scan.values,
+            ..Reading::default()
         })
+    }
+
+    fn misses(&self, line: &str) -> Vec<String> {
+        if let Some(re) = &self.pattern {
+            if !re.is_match(line) {
+                return vec![format!("the line does not match pattern {:?}", re.as_str())];
+            }
+        }
+        let scan = self.keys.scan(line);
+        let mut missed: Vec<String> = scan
+            .unreadable
+            .iter()
+            .map(|p| format!("{p}: the value is not one number"))
+            .collect();
+        if scan.values.is_empty() {
+            let keys: Vec<&str> = self.keys.metric_keys().collect();
+            missed.push(format!(
+                "no metric key with a number (`key=value` or `Key: value`; keys: {})",
+                keys.join(", ")
+            ));
+        }
+        missed
+    }
+}
+
+/// A JSON value shortened for an explanation.
+fn short(v: &Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() <= 40 {
+        text
+    } else {
+        format!("{}…", text.chars().take(40).collect::<String>())
+    }
+}
+
+/// `v` with the parser's markers for `NaN`/`Infinity` written as the strings
+/// the jsonl sink uses, so a configuration's text holds no NUL markers.
+fn plain_json(v: &Value) -> Value {
+    match v {
+        Value::String(s) => match non_finite(s) {
+            Some(f) if f.is_nan() => Value::String("NaN".into()),
+            Some(f) if f > 0.0 => Value::String("Infinity".into()),
+            Some(_) => Value::String("-Infinity".into()),
+            None => v.clone(),
+        },
+        Value::Array(items) => Value::Array(items.iter().map(plain_json).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), plain_json(v)))
+                .collect(),
+        ),
+        _ => v.clone(),
     }
 }
 
@@ -223,41 +652,71 @@ fn as_step(v: &Value) -> Option<i64> {
     }
 }
 
-fn as_wall_time(v: &Value) -> Option<f64> {
+fn as_wall_time(v: &Value, naive: NaiveTime) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64().filter(|f| f.is_finite()),
-        Value::String(s) => super::time::parse_timestamp(s),
+        Value::String(s) => parse_timestamp_as(s, naive),
         _ => None,
     }
 }
 
-/// Adds `v` under `name`, flattening objects with `/`.
-fn collect(name: &str, v: &Value, out: &mut BTreeMap<String, f64>, counters: &mut Counters) {
-    match v {
-        Value::Object(map) => {
-            for (k, child) in map {
-                let child_name = if name.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{name}/{k}")
-                };
-                collect(&child_name, child, out, counters);
-            }
+/// Flattening of objects into `/`-joined metric names.
+struct Flatten<'a> {
+    /// Record paths left out (`exclude`, the configuration).
+    skip: &'a [&'a [String]],
+    /// Count strings, nulls and arrays as skipped values: yes for fields
+    /// a rule names, no for a whole record (`*`), where they are the
+    /// record's ordinary text (hostnames, dates, histograms).
+    count_skipped: bool,
+}
+
+impl Flatten<'_> {
+    /// Adds `v` (at record path `at`) under `name`.
+    fn collect<'v>(
+        &self,
+        name: &str,
+        at: &mut Vec<&'v str>,
+        v: &'v Value,
+        out: &mut BTreeMap<String, f64>,
+        counters: &mut Counters,
+    ) {
+        if self
+            .skip
+            .iter()
+            .any(|s| s.len() == at.len() && s.iter().zip(at.iter()).all(|(a, b)| a == b))
+        {
+            return;
         }
-        Value::Number(n) => {
-            if let Some(f) = n.as_f64() {
-                out.insert(name.to_string(), f);
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map {
+                    let child_name = if name.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{name}/{k}")
+                    };
+                    at.push(k);
+                    self.collect(&child_name, at, child, out, counters);
+                    at.pop();
+                }
             }
-        }
-        Value::Bool(b) => {
-            out.insert(name.to_string(), if *b { 1.0 } else { 0.0 });
-        }
-        Value::String(s) => match non_finite(s) {
-            Some(f) => {
-                out.insert(name.to_string(), f);
+            Value::Number(n) => {
+                if let Some(f) = n.as_f64() {
+                    out.insert(name.to_string(), f);
+                }
             }
-            None => counters.skipped_values += 1,
-        },
-        Value::Null | Value::Array(_) => counters.skipped_values += 1,
+            Value::Bool(b) => {
+                out.insert(name.to_string(), if *b { 1.0 } else { 0.0 });
+            }
+            Value::String(s) => match non_finite(s) {
+                Some(f) => {
+                    out.insert(name.to_string(), f);
+                }
+                None if self.count_skipped => counters.skipped_values += 1,
+                None => {}
+            },
+            Value::Null | Value::Array(_) if self.count_skipped => counters.skipped_values += 1,
+            Value::Null | Value::Array(_) => {}
+        }
     }
 }

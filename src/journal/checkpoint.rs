@@ -50,6 +50,10 @@ pub struct FileState {
     /// that names do not change when other files come and go.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// What extraction carries from one line of the file to the next (the
+    /// latest step, run id, config digest), as of `offset`.
+    #[serde(default)]
+    pub memo: super::Memo,
 }
 
 /// Serde for byte strings as hex: readable in the JSON checkpoint.

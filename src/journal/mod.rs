@@ -11,6 +11,7 @@
 
 mod checkpoint;
 pub(crate) mod codec;
+mod memo;
 mod transfer;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use crate::row::{Entry, Row};
 use crate::stats::Counters;
 pub use checkpoint::FileState;
 use codec::{block_len, decode_block, encode_block, key_u64, u64_key};
+pub use memo::Memo;
 pub use transfer::{ExportMark, ImportRecord, SourceMark};
 
 /// The journal's on-disk format version, refused when unknown.
@@ -134,27 +136,45 @@ impl Journal {
         Self::open_db(path, &[], false)
     }
 
-    fn open_db(path: &Path, enabled_sinks: &[&str], create: bool) -> Result<Journal, JournalError> {
-        drop_unpublished_snapshots(&path.join("journal"));
-        let db = sled::Config::new()
-            .path(path.join("journal"))
-            .flush_every_ms(Some(200))
-            .open()
-            .map_err(|e| match &e {
+    /// Opens sled, waiting a moment for a lock that is being let go: a
+    /// store closed in this process is unlocked by sled's flusher thread
+    /// shortly after the handle is dropped. A store another process holds
+    /// is reported as `Locked` after that moment.
+    fn open_sled(path: &Path) -> Result<sled::Db, JournalError> {
+        let mut tries = 0;
+        loop {
+            let opened = sled::Config::new()
+                .path(path.join("journal"))
+                .flush_every_ms(Some(200))
+                .open();
+            match opened {
+                Ok(db) => return Ok(db),
                 // sled wraps the flock error in its own message.
-                sled::Error::Io(io)
+                Err(sled::Error::Io(io))
                     if io.kind() == std::io::ErrorKind::WouldBlock
                         || io.to_string().contains("could not acquire lock") =>
                 {
-                    JournalError::Locked {
-                        path: path.to_path_buf(),
+                    if tries >= 25 {
+                        return Err(JournalError::Locked {
+                            path: path.to_path_buf(),
+                        });
                     }
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(40));
                 }
-                _ => JournalError::Open {
-                    path: path.to_path_buf(),
-                    detail: e.to_string(),
-                },
-            })?;
+                Err(e) => {
+                    return Err(JournalError::Open {
+                        path: path.to_path_buf(),
+                        detail: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    fn open_db(path: &Path, enabled_sinks: &[&str], create: bool) -> Result<Journal, JournalError> {
+        drop_unpublished_snapshots(&path.join("journal"));
+        let db = Self::open_sled(path)?;
         let open_err = |e: sled::Error| JournalError::Open {
             path: path.to_path_buf(),
             detail: e.to_string(),
@@ -687,18 +707,7 @@ mod tests {
         // What a SIGKILL during sled's snapshot write leaves behind.
         let bogus = store.join("journal/snap.FFFFFFFFFFFFFFFF.generating");
         std::fs::write(&bogus, b"").unwrap();
-        // sled's flusher thread lets go of the store's lock a moment after
-        // the handle is dropped: a loaded machine can see it still held.
-        let mut tries = 0;
-        let j = loop {
-            match Journal::open(&store, &["jsonl"]) {
-                Err(JournalError::Locked { .. }) if tries < 50 => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                other => break other.unwrap(),
-            }
-        };
+        let j = Journal::open(&store, &["jsonl"]).unwrap();
         assert_eq!(j.read_after(0, 10).unwrap().len(), 2);
         assert!(!bogus.exists());
         // Not while another handle holds the store: it may be writing it.
