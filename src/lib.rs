@@ -17,6 +17,7 @@
 //! - [`init`] runs a command under the agent as a container's init process.
 //! - [`sync`] uploads what was staged for W&B (journal rows, offline run
 //!   directories) from a connected machine.
+//! - [`metrics`] serves `/metrics`, `/health` and `/ready` (`[metrics]`).
 //! - [`bundle`] carries rows staged for W&B between machines
 //!   (`export`/`import`).
 
@@ -28,6 +29,7 @@ pub mod ingest;
 pub mod init;
 pub mod journal;
 pub mod logging;
+pub mod metrics;
 pub mod row;
 pub mod sink;
 pub mod stats;

@@ -133,12 +133,16 @@ pub fn agent(dir: &Path, config: &Path, args: &[&str]) -> Command {
     shipper(dir, "run", config, args)
 }
 
-/// Keeps the caller's W&B, proxy, netrc and log settings from `c`, and
+/// Keeps the caller's W&B, proxy, netrc, systemd credential and log
+/// settings from `c`, and
 /// points HOME and NETRC into `dir`: a test sees only what it sets.
 pub fn clean_env(c: &mut Command, dir: &Path) {
     for (k, _) in std::env::vars() {
         let u = k.to_ascii_uppercase();
-        if u.starts_with("WANDB_") || u.ends_with("_PROXY") || u == "NETRC" || u == "RUST_LOG" {
+        if u.starts_with("WANDB_")
+            || u.ends_with("_PROXY")
+            || matches!(u.as_str(), "NETRC" | "RUST_LOG" | "CREDENTIALS_DIRECTORY")
+        {
             c.env_remove(&k);
         }
     }
