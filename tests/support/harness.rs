@@ -149,11 +149,14 @@ pub fn clean_env(c: &mut Command, dir: &Path) {
     c.env("HOME", dir).env("NETRC", dir.join("no-netrc"));
 }
 
-/// `mosaic-shipper <command> --config <config> <args>` with the clean
-/// environment of [`agent`].
+/// `mosaic-shipper <command> --config <config> <args>` in `dir`, with the
+/// clean environment of [`agent`].
 pub fn shipper(dir: &Path, command: &str, config: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mosaic-shipper"));
     c.arg(command).arg("--config").arg(config).args(args);
+    // Relative paths of the configuration (a sink's default directory)
+    // land in the test's directory, not in the repository's var/.
+    c.current_dir(dir);
     clean_env(&mut c, dir);
     c.env("WANDB_API_KEY", KEY);
     // stderr to a file: a pipe nobody reads could block the agent.
