@@ -15,13 +15,13 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::extract::Extractor;
-use crate::ingest::{Ingest, IngestControl, Readers, Unreadable};
+use crate::ingest::{Ingest, IngestControl, Readers};
 use crate::journal::Journal;
+use crate::metrics::Probe;
 use crate::sink::tensorboard::TensorBoardSink;
 use crate::sink::wandb::{FinishHandle, WandbSink}; // wandb sink (issue 4)
-use crate::sink::{self, jsonl::JsonlSink, Mode, RunOptions, SinkError};
+use crate::sink::{self, jsonl::JsonlSink, Mode, RunOptions, SinkError, SinkHealth};
 use crate::source::Tailer;
-use crate::status::Status;
 
 /// How often a running agent refreshes `<store>/status.json`.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
@@ -53,6 +53,8 @@ pub struct Agent {
     first_seq: u64,
     /// wandb sink (issue 4): where "run X finished with code N" goes.
     wandb_finish: Option<FinishHandle>,
+    /// What the status snapshots (and `/metrics`) read.
+    probe: Probe,
 }
 
 impl Agent {
@@ -61,6 +63,11 @@ impl Agent {
     pub fn start(config: Config, once: bool) -> anyhow::Result<Agent> {
         let enabled = config.enabled_sinks();
         let journal = Arc::new(Journal::open(&config.store.path, &enabled)?);
+        let metrics = if config.metrics.enabled {
+            Some(crate::metrics::bind(&config.metrics)?)
+        } else {
+            None
+        };
         let first_seq = journal.last_seq()?;
         let states = journal.files()?;
         let sources = config.sources();
@@ -84,19 +91,30 @@ impl Agent {
             give_up_after: once.then_some(5),
             ..RunOptions::default()
         };
+        // Each runner's health, shared with the snapshot and /metrics.
+        let mut runners: Vec<(&'static str, Arc<SinkHealth>)> = Vec::new();
+        let mut options_for = |name: &'static str, o: RunOptions| {
+            let health = Arc::new(SinkHealth::default());
+            runners.push((name, health.clone()));
+            RunOptions { health, ..o }
+        };
         let mut sinks = JoinSet::new();
         if config.sinks.jsonl.enabled {
             let sink = JsonlSink::new(&config.sinks.jsonl.path);
-            let (j, o, m) = (journal.clone(), options.clone(), mode_rx.clone());
+            let o = options_for("jsonl", options.clone());
+            let (j, m) = (journal.clone(), mode_rx.clone());
             sinks.spawn(async move { ("jsonl", sink::run(sink, j, o, m).await) });
         }
         if config.sinks.tensorboard.enabled {
             let tb = &config.sinks.tensorboard;
             let sink = TensorBoardSink::new(&tb.dir, tb.max_open_files);
-            let o = RunOptions {
-                flush_interval: Duration::from_millis(tb.flush_interval_ms),
-                ..options.clone()
-            };
+            let o = options_for(
+                "tensorboard",
+                RunOptions {
+                    flush_interval: Duration::from_millis(tb.flush_interval_ms),
+                    ..options.clone()
+                },
+            );
             let (j, m) = (journal.clone(), mode_rx.clone());
             sinks.spawn(async move { ("tensorboard", sink::run(sink, j, o, m).await) });
         }
@@ -110,13 +128,16 @@ impl Agent {
             wandb.http.give_up_after = wandb.http.give_up_after.min(Duration::from_secs(30));
         }
         if wandb.is_on() {
-            let o = RunOptions {
-                batch_rows: wandb.rows_per_request,
-                flush_interval: wandb.flush_interval,
-                flush_when_caught_up: false,
-                tick_interval: Some(Duration::from_secs(1)),
-                ..options.clone()
-            };
+            let o = options_for(
+                "wandb",
+                RunOptions {
+                    batch_rows: wandb.rows_per_request,
+                    flush_interval: wandb.flush_interval,
+                    flush_when_caught_up: false,
+                    tick_interval: Some(Duration::from_secs(1)),
+                    ..options.clone()
+                },
+            );
             let (sink, finish) = WandbSink::new(wandb).context("cannot start the W&B sink")?;
             wandb_finish = Some(finish);
             let (j, m) = (journal.clone(), mode_rx.clone());
@@ -132,10 +153,13 @@ impl Agent {
                 },
             );
             wandb_finish = Some(finish);
-            let o = RunOptions {
-                tick_interval: Some(Duration::from_secs(1)),
-                ..options.clone()
-            };
+            let o = options_for(
+                "wandb-offline",
+                RunOptions {
+                    tick_interval: Some(Duration::from_secs(1)),
+                    ..options.clone()
+                },
+            );
             let (j, m) = (journal.clone(), mode_rx.clone());
             sinks.spawn(async move { ("wandb-offline", sink::run(sink, j, o, m).await) });
         } else if wandb.is_staged() {
@@ -156,7 +180,17 @@ impl Agent {
                 wake.wake();
             }
         });
-        background.spawn(snapshots(journal.clone(), config.clone(), unreadable));
+        let probe = Probe {
+            journal: journal.clone(),
+            config: config.clone(),
+            unreadable,
+            runners,
+            started_at: crate::util::now_secs(),
+        };
+        if let Some(listener) = metrics {
+            background.spawn(crate::metrics::serve(listener, probe.clone()));
+        }
+        background.spawn(snapshots(probe.clone()));
         tracing::info!(
             store = %config.store.path.display(),
             sinks = ?enabled,
@@ -174,6 +208,7 @@ impl Agent {
             background,
             run_exit,
             wandb_finish,
+            probe,
         })
     }
 
@@ -374,12 +409,7 @@ impl Agent {
     async fn close(&mut self) -> anyhow::Result<()> {
         self.background.shutdown().await;
         self.journal.flush()?;
-        let status = Status::collect(
-            &self.journal,
-            &self.config.enabled_sinks(),
-            Default::default(),
-        );
-        if let Ok(status) = status {
+        if let Ok(status) = self.probe.status() {
             let _ = status.write_snapshot(&self.config.store.path);
             let delivering = self.config.delivering_sinks();
             for s in status.sinks.iter().filter(|s| s.enabled && s.pending > 0) {
@@ -404,13 +434,11 @@ fn delivered_up_to(journal: &Journal, config: &Config) -> anyhow::Result<u64> {
     Ok(upto)
 }
 
-async fn snapshots(journal: Arc<Journal>, config: Config, unreadable: Unreadable) {
-    let enabled = config.enabled_sinks();
+async fn snapshots(probe: Probe) {
     loop {
-        let list = unreadable.lock().map(|m| m.clone()).unwrap_or_default();
-        match Status::collect(&journal, &enabled, list) {
+        match probe.status() {
             Ok(status) => {
-                if let Err(e) = status.write_snapshot(&config.store.path) {
+                if let Err(e) = status.write_snapshot(&probe.config.store.path) {
                     tracing::debug!(error = %e, "cannot write status snapshot");
                 }
             }

@@ -52,6 +52,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub init: crate::init::InitConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Where this configuration came from, for error messages and `check-config`.
     #[serde(skip)]
     pub origin: String,
@@ -583,6 +585,52 @@ impl Default for LogConfig {
     }
 }
 
+/// The HTTP endpoint for Prometheus and probes (`src/metrics/`). Off by
+/// default: an agent beside the workers should open no port nobody asked
+/// for, and when asked, only on loopback unless the address says otherwise.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// `host:port` to listen on (an IP address, not a name).
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+    /// `/ready` fails when a sink with rows to deliver has not delivered
+    /// any for this long.
+    #[serde(default = "default_metrics_stale")]
+    pub stale_after_secs: u64,
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9598".into()
+}
+fn default_metrics_stale() -> u64 {
+    300
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: false,
+            listen: default_metrics_listen(),
+            stale_after_secs: default_metrics_stale(),
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// The listen address; validated with the configuration.
+    pub fn addr(&self) -> Result<std::net::SocketAddr, String> {
+        self.listen.parse().map_err(|e| {
+            format!(
+                "metrics.listen {:?} is not an IP address and port (e.g. \"127.0.0.1:9598\"): {e}",
+                self.listen
+            )
+        })
+    }
+}
+
 impl Config {
     /// Loads the configuration the CLI asked for: `--config`, else
     /// `$MOSAIC_SHIPPER_CONFIG`, else the embedded default.
@@ -695,6 +743,10 @@ impl Config {
             return Err(self.invalid(format!("log.level {:?}: {e}", self.log.level)));
         }
         self.init.validate().map_err(|m| self.invalid(m))?;
+        self.metrics.addr().map_err(|m| self.invalid(m))?;
+        if self.metrics.stale_after_secs == 0 {
+            return Err(self.invalid("metrics.stale_after_secs must be at least 1"));
+        }
         self.check_store_path()?;
         self.validate_wandb()?; // wandb sink (issue 4)
         Ok(())
@@ -877,6 +929,24 @@ mod tests {
             assert_eq!(c.enabled_sinks(), ["jsonl", "tensorboard", "wandb"]);
             assert_eq!(c.delivering_sinks(), ["jsonl", "tensorboard"]);
         }
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_listen_on_loopback() {
+        let c = Config::parse(EMBEDDED_DEFAULT, "embedded").unwrap();
+        assert!(!c.metrics.enabled);
+        assert!(c.metrics.addr().unwrap().ip().is_loopback());
+        let on = EMBEDDED_DEFAULT.replace(
+            "enabled = false\n# host:port",
+            "enabled = true\n# host:port",
+        );
+        assert!(Config::parse(&on, "t.toml").unwrap().metrics.enabled);
+        let bad = EMBEDDED_DEFAULT.replace("\"127.0.0.1:9598\"", "\"localhost:9598\"");
+        let err = Config::parse(&bad, "t.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("metrics.listen") && err.contains("localhost:9598"),
+            "{err}"
+        );
     }
 
     #[test]

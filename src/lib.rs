@@ -19,8 +19,10 @@
 //!   directories) from a connected machine.
 //! - [`format`] holds wire formats shared by readers and writers
 //!   (TFRecord framing, TensorBoard's event protos).
-//! - [`source`] reads metric sources other than log lines (TensorBoard
-//!   event files that workers write).
+//! - [`source`] reads what workers write: line files (JSON and text),
+//!   TensorBoard event files and whole documents, as records with exact
+//!   offsets.
+//! - [`metrics`] serves `/metrics`, `/health` and `/ready` (`[metrics]`).
 //! - [`bundle`] carries rows staged for W&B between machines
 //!   (`export`/`import`).
 
@@ -33,6 +35,7 @@ pub mod ingest;
 pub mod init;
 pub mod journal;
 pub mod logging;
+pub mod metrics;
 pub mod row;
 pub mod sink;
 pub mod source;

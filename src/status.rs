@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{ImportRecord, Journal, JournalError};
+use crate::sink::RunnerStatus;
 use crate::stats::Counters;
 
 /// The report; its JSON form is stable for scripts (fields are only added).
@@ -61,6 +62,15 @@ pub struct SinkStatus {
     pub cursor: u64,
     /// Rows journaled but not yet acknowledged by this sink.
     pub pending: u64,
+    /// How far behind the sink is, in seconds: now minus the wall time of
+    /// the oldest row it has not acknowledged (the time the worker logged
+    /// it, else when it was read); 0 when nothing is pending.
+    #[serde(default)]
+    pub lag_seconds: f64,
+    /// The running agent's figures for this sink's runner (retries, last
+    /// progress); only in a running agent's snapshot, for sinks it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<crate::sink::RunnerStatus>,
 }
 
 pub const SNAPSHOT_FILE: &str = "status.json";
@@ -73,16 +83,27 @@ impl Status {
         unreadable: BTreeMap<String, String>,
     ) -> Result<Status, JournalError> {
         let last_seq = journal.last_seq()?;
-        let mut sinks: Vec<SinkStatus> = journal
-            .cursors()?
-            .into_iter()
-            .map(|(name, c)| SinkStatus {
+        let now = crate::util::now_secs();
+        let lag = |cursor: u64| -> Result<f64, JournalError> {
+            if cursor >= last_seq {
+                return Ok(0.0);
+            }
+            let oldest = journal.read_after(cursor, 1)?;
+            Ok(oldest
+                .first()
+                .map_or(0.0, |e| (now - e.row.wall_time).max(0.0)))
+        };
+        let mut sinks = Vec::new();
+        for (name, c) in journal.cursors()? {
+            sinks.push(SinkStatus {
                 enabled: enabled.contains(&name.as_str()),
                 name,
                 cursor: c.seq,
                 pending: last_seq.saturating_sub(c.seq),
-            })
-            .collect();
+                lag_seconds: lag(c.seq)?,
+                runner: None,
+            });
+        }
         for name in enabled {
             if !sinks.iter().any(|s| s.name == *name) {
                 sinks.push(SinkStatus {
@@ -90,6 +111,8 @@ impl Status {
                     enabled: true,
                     cursor: 0,
                     pending: last_seq,
+                    lag_seconds: lag(0)?,
+                    runner: None,
                 });
             }
         }
@@ -123,6 +146,17 @@ impl Status {
             unreadable,
             imports,
         })
+    }
+
+    /// Adds the running agent's runner figures to the sinks it runs.
+    pub fn with_runners(mut self, runners: &[(&str, RunnerStatus)]) -> Status {
+        for sink in &mut self.sinks {
+            sink.runner = runners
+                .iter()
+                .find(|(name, _)| *name == sink.name)
+                .map(|(_, r)| *r);
+        }
+        self
     }
 
     /// Writes the snapshot atomically (temp file + rename).
@@ -161,7 +195,7 @@ impl Status {
         );
         let _ = writeln!(s, "\nsinks:");
         for k in &self.sinks {
-            let _ = writeln!(
+            let _ = write!(
                 s,
                 "  {:<12} {:<8} cursor #{:<10} pending {}",
                 k.name,
@@ -169,6 +203,13 @@ impl Status {
                 k.cursor,
                 k.pending
             );
+            if k.pending > 0 {
+                let _ = write!(s, " (lag {:.0}s)", k.lag_seconds);
+            }
+            if let Some(r) = &k.runner {
+                let _ = write!(s, "  retries {}", r.retries);
+            }
+            let _ = writeln!(s);
         }
         let _ = writeln!(s, "\nfiles:");
         for f in &self.files {

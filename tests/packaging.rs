@@ -34,39 +34,100 @@ fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Builds the package once for all tests, in its own target directory (off
-/// the lock of the `cargo test` that runs us). The dev profile, without
-/// debug info: what is checked is the package's layout and metadata, and a
-/// release build of every dependency would cost CI minutes for nothing.
-/// `cargo deb` with no flags (the README's command) builds the release.
-fn deb() -> &'static Path {
-    static DEB: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, path) = DEB.get_or_init(|| {
+/// The packages `cargo deb` made, once for all tests: the `.deb` and the
+/// `-dbgsym` `.ddeb`.
+struct Built {
+    _dir: tempfile::TempDir,
+    deb: PathBuf,
+    ddeb: PathBuf,
+}
+
+/// Packages the binary this `cargo test` already built (`--no-build`), so
+/// no dependency is compiled again: cargo-deb looks for it in the target
+/// directory and profile it came from (`CARGO_TARGET_DIR` honoured), and
+/// strips its debug info into the `.ddeb` as for a release. What is
+/// checked is the package's layout and metadata, the same for either
+/// profile; `cargo deb` with no flags (the README's command) builds the
+/// release. `--fast`: light compression, for the test's time only.
+fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
         let out_dir = tempfile::tempdir().unwrap();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         run(
             Command::new(&cargo).args(["deb", "--version"]),
             "cargo-deb (cargo install cargo-deb --locked)",
         );
+        let bin = Path::new(env!("CARGO_BIN_EXE_mosaic-shipper"));
+        let profile_dir = bin.parent().unwrap();
+        let target_dir = profile_dir.parent().unwrap();
+        let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
+            "debug" => "dev",
+            other => other,
+        };
         run(
             Command::new(&cargo)
                 .current_dir(ROOT)
-                .env("CARGO_TARGET_DIR", Path::new(ROOT).join("target/deb-test"))
-                .env("CARGO_PROFILE_DEV_DEBUG", "0")
-                .args(["deb", "--locked", "--profile", "dev", "--output"])
+                .env("CARGO_TARGET_DIR", target_dir)
+                .args([
+                    "deb",
+                    "--locked",
+                    "--no-build",
+                    "--fast",
+                    "--profile",
+                    profile,
+                ])
+                .arg("--output")
                 .arg(out_dir.path()),
             "cargo deb",
         );
-        let debs: Vec<PathBuf> = fs::read_dir(out_dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "deb"))
-            .collect();
-        assert_eq!(debs.len(), 1, "one .deb expected: {debs:?}");
-        let deb = debs[0].clone();
-        (out_dir, deb)
-    });
-    path
+        let with_ext = |ext: &str| -> PathBuf {
+            let found: Vec<PathBuf> = fs::read_dir(out_dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == ext))
+                .collect();
+            assert_eq!(found.len(), 1, "one .{ext} expected: {found:?}");
+            found[0].clone()
+        };
+        Built {
+            deb: with_ext("deb"),
+            ddeb: with_ext("ddeb"),
+            _dir: out_dir,
+        }
+    })
+}
+
+fn deb() -> &'static Path {
+    &built().deb
+}
+
+/// The README's claim: beside the `.deb`, a `-dbgsym` `.ddeb` with the
+/// binary's debug info, found by build id as gdb looks for it.
+#[test]
+fn dbgsym_package_holds_the_debug_info() {
+    let ddeb = &built().ddeb;
+    let name = ddeb.file_name().unwrap().to_str().unwrap();
+    assert!(name.starts_with("mosaic-shipper-dbgsym_"), "{name}");
+    let contents = text(&run(
+        Command::new("dpkg-deb").arg("--contents").arg(ddeb),
+        "dpkg-deb --contents",
+    ));
+    assert!(
+        contents
+            .lines()
+            .any(|l| l.contains("./usr/lib/debug/.build-id/") && l.ends_with(".debug")),
+        "{contents}"
+    );
+    // And the packaged binary itself is stripped.
+    let root = unpacked();
+    let sections = text(&run(
+        Command::new("objdump")
+            .arg("-h")
+            .arg(root.path().join("usr/bin/mosaic-shipper")),
+        "objdump -h (binutils)",
+    ));
+    assert!(!sections.contains(".debug_info"), "{sections}");
 }
 
 /// The package unpacked into a fresh directory.
@@ -192,6 +253,10 @@ fn packaged_unit_passes_systemd_analyze_verify() {
     let unit = fs::read_to_string(root.path().join(UNIT)).unwrap();
     for setting in [
         "ExecStart=/usr/bin/mosaic-shipper run --config /etc/mosaic-shipper/mosaic-shipper.toml",
+        // The W&B key (README, "The W&B key"): a credential from
+        // /etc/credstore, optional, and the root-only environment file.
+        "LoadCredential=wandb-api-key",
+        "EnvironmentFile=-/etc/mosaic-shipper/environment",
         "Restart=on-failure",
         "StateDirectory=mosaic-shipper",
         "NoNewPrivileges=yes",
@@ -233,7 +298,7 @@ fn packaged_config_is_the_default_with_absolute_paths() {
     fn absolutise(v: &mut toml::Value) {
         match v {
             toml::Value::String(s) if s == "var/shipper" => *s = "/var/lib/mosaic-shipper".into(),
-            toml::Value::String(s) if s.starts_with("var/trainer/runs/") => {
+            toml::Value::String(s) if s.starts_with("var/trainer/") => {
                 *s = format!("/srv/mosaic/{s}")
             }
             toml::Value::Array(a) => a.iter_mut().for_each(absolutise),

@@ -216,6 +216,107 @@ fn the_key_comes_from_netrc_as_wandb_login_writes_it() {
     assert!(!harness::stderr_logs(dir).contains(netrc_key));
 }
 
+/// A daemon has no `~/.netrc`: the key comes from the systemd credential
+/// `wandb-api-key`, set up with the README's two commands (here with a
+/// test directory for `/etc/credstore`, and systemd's copy of it handed
+/// over as `$CREDENTIALS_DIRECTORY`). It wins over `WANDB_API_KEY` (the
+/// unit's environment-file fallback), and reaches no log line and no
+/// `check-config` output.
+#[test]
+fn the_key_comes_from_a_systemd_credential() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let run = "01JDAK00000000000000000002";
+    let expected = gen_logs(dir, run, 30, 27);
+    let config = write_config(dir, &standin.base_url(), "enabled = \"auto\"\n");
+    let cred_key = "cr3dcr3dcr3dcr3dcr3dcr3dcr3dcr3dcr3dcr3d";
+    let credstore = dir.join("credstore");
+    let readme = std::fs::read_to_string(harness::repo().join("README.md")).unwrap();
+    let setup: Vec<&str> = readme
+        .lines()
+        .filter(|l| {
+            l.contains("/etc/credstore")
+                && (l.starts_with("sudo ") || l.starts_with("systemd-ask-password "))
+        })
+        .collect();
+    assert_eq!(
+        setup.len(),
+        2,
+        "the README's two set-up commands: {setup:?}"
+    );
+    for line in setup {
+        // The command as written, minus sudo, for the test's credstore;
+        // the key arrives on stdin as from the prompt.
+        let cmd = line
+            .split(" #")
+            .next()
+            .unwrap()
+            .replace("systemd-ask-password -n \"W&B API key:\" | ", "")
+            .replace("sudo ", "")
+            .replace("/etc/credstore", &credstore.display().to_string());
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &cmd])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(cred_key.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "{cmd}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let file = credstore.join("wandb-api-key");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the key file is the owner's only");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), cred_key);
+
+    let with_creds = |c: &mut std::process::Command| {
+        c.env("CREDENTIALS_DIRECTORY", &credstore)
+            .env("WANDB_API_KEY", "the-fallback-is-not-used");
+    };
+    let mut cmd = agent(dir, &config, &["--once"]);
+    with_creds(&mut cmd);
+    let mut child = harness::spawn(&mut cmd);
+    assert!(
+        wait_child(&mut child, Duration::from_secs(60)).success(),
+        "{}",
+        harness::stderr_logs(dir)
+    );
+    assert_history(&standin.runs()[&harness::wandb_id(run)], &expected);
+    let want = format!("api:{cred_key}");
+    let posts: Vec<_> = standin
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert!(!posts.is_empty());
+    for r in posts {
+        let auth = r.headers.get("authorization").expect("auth header");
+        assert_eq!(decode_base64(&auth["Basic ".len()..]), want);
+    }
+    let logs = harness::stderr_logs(dir);
+    assert!(!logs.contains(cred_key));
+    assert!(
+        logs.contains("W&B sink ready") && logs.contains("systemd credential wandb-api-key"),
+        "{logs}"
+    );
+
+    let mut cmd = harness::shipper(dir, "check-config", &config, &[]);
+    with_creds(&mut cmd);
+    let out = cmd.stdout(std::process::Stdio::piped()).output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("systemd credential wandb-api-key") && !shown.contains(cred_key),
+        "{shown}"
+    );
+}
+
 fn decode_base64(s: &str) -> String {
     const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut bits = 0u32;

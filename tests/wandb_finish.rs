@@ -77,6 +77,7 @@ impl Session {
             flush_when_caught_up: false,
             tick_interval: Some(Duration::from_millis(100)),
             give_up_after: None,
+            ..RunOptions::default()
         };
         let task = tokio::spawn(sink::run(sink, journal, options, mode_rx));
         Session {

@@ -15,6 +15,7 @@
 //! A crash anywhere leaves a destination that is at or beyond the committed
 //! state, and recovery cuts it back: each row arrives exactly once.
 
+pub mod health;
 pub mod jsonl;
 mod template;
 pub mod tensorboard;
@@ -30,6 +31,7 @@ use tokio::sync::watch;
 
 use crate::journal::{Journal, JournalError};
 use crate::row::Entry;
+pub use health::{RunnerStatus, SinkHealth};
 pub use template::PathTemplate;
 
 /// A sink failure. Every one is retried after a backoff (the destination
@@ -106,6 +108,9 @@ pub struct RunOptions {
     pub flush_when_caught_up: bool,
     /// How often [`Sink::tick`] runs; `None`: never.
     pub tick_interval: Option<Duration>,
+    /// Where the runner records failures and progress (the agent shares
+    /// it with the status snapshot and the metrics endpoint).
+    pub health: Arc<SinkHealth>,
 }
 
 impl Default for RunOptions {
@@ -116,6 +121,7 @@ impl Default for RunOptions {
             give_up_after: None,
             flush_when_caught_up: true,
             tick_interval: None,
+            health: Arc::default(),
         }
     }
 }
@@ -141,6 +147,18 @@ fn retry_policy() -> backoff::ExponentialBackoff {
 /// Drives one sink until told to stop. Returns an error only when
 /// `give_up_after` consecutive attempts failed.
 pub async fn run<S: Sink>(
+    sink: S,
+    journal: Arc<Journal>,
+    options: RunOptions,
+    mode: watch::Receiver<Mode>,
+) -> Result<(), SinkError> {
+    let health = options.health.clone();
+    let result = run_sessions(sink, journal, options, mode).await;
+    health.stopped();
+    result
+}
+
+async fn run_sessions<S: Sink>(
     mut sink: S,
     journal: Arc<Journal>,
     options: RunOptions,
@@ -165,6 +183,7 @@ pub async fn run<S: Sink>(
             Ok(()) => return Ok(()),
             Err(e) => {
                 failures += 1;
+                options.health.failed();
                 if options.give_up_after.is_some_and(|n| failures >= n) {
                     tracing::error!(sink = name, error = %e, failures, "sink failed; giving up (rows stay in the journal)");
                     return Err(e);
@@ -244,12 +263,17 @@ async fn deliver<S: Sink>(
             let state = sink.flush().await?;
             journal.ack(name, written, state)?;
             tracing::debug!(sink = name, seq = written, "acknowledged");
+            options.health.progress();
             acked = written;
             unflushed = 0;
             last_flush = Instant::now();
         }
         if !caught_up {
             continue;
+        }
+        if written == acked {
+            // Nothing left to deliver: as current as a sink can be.
+            options.health.progress();
         }
         let current = *mode.borrow_and_update();
         if let Mode::Drain { until } = current {

@@ -136,6 +136,7 @@ pub async fn sync(
         // As `run --once`: an unreachable W&B fails the sync after five
         // rounds of the retry policy; the rows stay in the journal.
         give_up_after: Some(5),
+        ..RunOptions::default()
     };
     let until = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let (_mode, mode_rx) = watch::channel(Mode::Drain { until });

@@ -133,23 +133,30 @@ pub fn agent(dir: &Path, config: &Path, args: &[&str]) -> Command {
     shipper(dir, "run", config, args)
 }
 
-/// Keeps the caller's W&B, proxy, netrc and log settings from `c`, and
+/// Keeps the caller's W&B, proxy, netrc, systemd credential and log
+/// settings from `c`, and
 /// points HOME and NETRC into `dir`: a test sees only what it sets.
 pub fn clean_env(c: &mut Command, dir: &Path) {
     for (k, _) in std::env::vars() {
         let u = k.to_ascii_uppercase();
-        if u.starts_with("WANDB_") || u.ends_with("_PROXY") || u == "NETRC" || u == "RUST_LOG" {
+        if u.starts_with("WANDB_")
+            || u.ends_with("_PROXY")
+            || matches!(u.as_str(), "NETRC" | "RUST_LOG" | "CREDENTIALS_DIRECTORY")
+        {
             c.env_remove(&k);
         }
     }
     c.env("HOME", dir).env("NETRC", dir.join("no-netrc"));
 }
 
-/// `mosaic-shipper <command> --config <config> <args>` with the clean
-/// environment of [`agent`].
+/// `mosaic-shipper <command> --config <config> <args>` in `dir`, with the
+/// clean environment of [`agent`].
 pub fn shipper(dir: &Path, command: &str, config: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mosaic-shipper"));
     c.arg(command).arg("--config").arg(config).args(args);
+    // Relative paths of the configuration (a sink's default directory)
+    // land in the test's directory, not in the repository's var/.
+    c.current_dir(dir);
     clean_env(&mut c, dir);
     c.env("WANDB_API_KEY", KEY);
     // stderr to a file: a pipe nobody reads could block the agent.

@@ -1,12 +1,29 @@
 //! The W&B API key: where it comes from, and keeping it out of every log.
 //!
-//! Lookup follows the SDK (`wandb/sdk/lib/wbauth/authenticate.py`,
-//! `wbnetrc.py` in wandb 0.31.0): `WANDB_API_KEY`, else the netrc entry
-//! whose `machine` is the base URL's netloc (host, plus `:port` when the
-//! URL has one), its `password` being the key. The netrc file is `$NETRC`,
-//! else `~/.netrc`, else `~/_netrc`.
+//! Lookup, first found wins:
+//!
+//! 1. the systemd credential [`CREDENTIAL`]: the file of that name in
+//!    `$CREDENTIALS_DIRECTORY`, which systemd sets for a unit with
+//!    `LoadCredential=` (a daemon has no `$HOME`, so no netrc, and a
+//!    credential is never in the unit's environment, where `systemctl
+//!    show` and child processes would see it);
+//! 2. `WANDB_API_KEY` (also what the unit's root-only `EnvironmentFile=`
+//!    fallback sets, for a systemd without credentials);
+//! 3. as the SDK does (`wandb/sdk/lib/wbauth/authenticate.py`,
+//!    `wbnetrc.py` in wandb 0.31.0), the netrc entry whose `machine` is
+//!    the base URL's netloc (host, plus `:port` when the URL has one), its
+//!    `password` being the key. The netrc file is `$NETRC`, else
+//!    `~/.netrc`, else `~/_netrc`.
+//!
+//! The credential comes first because it is only ever set inside a unit
+//! that asked for it: there it is the operator's deliberate choice, and the
+//! environment file is the fallback.
 
 use std::path::PathBuf;
+
+/// The name of the systemd credential holding the key
+/// (`LoadCredential=wandb-api-key` in the unit).
+pub const CREDENTIAL: &str = "wandb-api-key";
 
 /// An API key. Its `Debug`/`Display` never show it; the only way out is
 /// [`ApiKey::expose`], used when building the `Authorization` header.
@@ -31,14 +48,26 @@ impl std::fmt::Debug for ApiKey {
 /// Where the key was found, for `check-config` and the start-up log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
+    /// `$CREDENTIALS_DIRECTORY/wandb-api-key`.
+    Credential {
+        path: PathBuf,
+    },
     Env,
-    Netrc { path: PathBuf, machine: String },
-    None { looked_in: String },
+    Netrc {
+        path: PathBuf,
+        machine: String,
+    },
+    None {
+        looked_in: String,
+    },
 }
 
 impl std::fmt::Display for KeySource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            KeySource::Credential { path } => {
+                write!(f, "systemd credential {CREDENTIAL} ({})", path.display())
+            }
             KeySource::Env => f.write_str("$WANDB_API_KEY"),
             KeySource::Netrc { path, machine } => {
                 write!(f, "{} (machine {machine})", path.display())
@@ -117,23 +146,49 @@ pub fn netrc_password(text: &str, machine: &str) -> Option<String> {
     default_password
 }
 
-/// Finds the key for `base_url`.
+/// The key in the systemd credential directory, if one is set up. An
+/// unreadable or empty credential is reported (never its content) and the
+/// lookup goes on.
+fn credential(env: &dyn Fn(&str) -> Option<String>) -> (Option<(ApiKey, PathBuf)>, String) {
+    let Some(dir) = env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) else {
+        return (None, "no $CREDENTIALS_DIRECTORY".into());
+    };
+    let path = PathBuf::from(dir).join(CREDENTIAL);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match text.trim() {
+            "" => (None, format!("{} is empty", path.display())),
+            key => (Some((ApiKey(key.to_string()), path)), String::new()),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            (None, format!("no {}", path.display()))
+        }
+        // The error kind only: io::Error never carries file content.
+        Err(e) => (None, format!("{} is unreadable: {e}", path.display())),
+    }
+}
+
+/// Finds the key for `base_url` (the order is in the module documentation).
 pub fn find_key(
     base_url: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> (Option<ApiKey>, KeySource) {
+    let (found, cred_note) = credential(env);
+    if let Some((key, path)) = found {
+        return (Some(key), KeySource::Credential { path });
+    }
     if let Some(k) = env("WANDB_API_KEY")
         .map(|k| k.trim().to_string())
         .filter(|k| !k.is_empty())
     {
         return (Some(ApiKey(k)), KeySource::Env);
     }
+    let first = format!("{cred_note}; $WANDB_API_KEY");
     let machine = netloc(base_url);
     let Some(path) = netrc_path(env) else {
         return (
             None,
             KeySource::None {
-                looked_in: "$WANDB_API_KEY; no $HOME for a netrc".into(),
+                looked_in: format!("{first}; no $HOME for a netrc"),
             },
         );
     };
@@ -143,17 +198,14 @@ pub fn find_key(
             None => (
                 None,
                 KeySource::None {
-                    looked_in: format!(
-                        "$WANDB_API_KEY; no machine {machine} in {}",
-                        path.display()
-                    ),
+                    looked_in: format!("{first}; no machine {machine} in {}", path.display()),
                 },
             ),
         },
         Err(_) => (
             None,
             KeySource::None {
-                looked_in: format!("$WANDB_API_KEY; {} is absent or unreadable", path.display()),
+                looked_in: format!("{first}; {} is absent or unreadable", path.display()),
             },
         ),
     }
@@ -201,5 +253,41 @@ mod tests {
         let key = key.unwrap();
         assert_eq!(key.expose(), "fromenv");
         assert!(!format!("{key:?}").contains("fromenv"));
+    }
+
+    #[test]
+    fn a_systemd_credential_wins_and_its_absence_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        let creds_s = creds.display().to_string();
+        let env = |k: &str| match k {
+            "CREDENTIALS_DIRECTORY" => Some(creds_s.clone()),
+            "WANDB_API_KEY" => Some("fromenv".to_string()),
+            _ => None,
+        };
+        // Directory set, no credential in it: the environment is next.
+        let (key, src) = find_key("https://api.wandb.ai", &env);
+        assert_eq!((key.unwrap().expose(), src), ("fromenv", KeySource::Env));
+        std::fs::write(creds.join(CREDENTIAL), "fromcred\n").unwrap();
+        let (key, src) = find_key("https://api.wandb.ai", &env);
+        let key = key.unwrap();
+        assert_eq!(key.expose(), "fromcred", "trailing newline trimmed");
+        let shown = src.to_string();
+        assert!(
+            shown.contains("wandb-api-key") && shown.contains(&creds_s),
+            "{shown}"
+        );
+        assert!(!shown.contains("fromcred"));
+        // Nothing anywhere: the message says where it looked.
+        std::fs::write(creds.join(CREDENTIAL), "  \n").unwrap();
+        let only_dir = |k: &str| (k == "CREDENTIALS_DIRECTORY").then(|| creds_s.clone());
+        let (key, src) = find_key("https://api.wandb.ai", &only_dir);
+        assert!(key.is_none());
+        let shown = src.to_string();
+        assert!(
+            shown.contains("is empty") && shown.contains("$WANDB_API_KEY"),
+            "{shown}"
+        );
     }
 }

@@ -175,6 +175,7 @@ impl WandbSink {
             base_url = %proxy::mask_url(&settings.base_url),
             project = %settings.project,
             proxy = %settings.http.proxy,
+            key = %settings.key_source, // where from, never the key
             "W&B sink ready"
         );
         Ok((
