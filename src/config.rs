@@ -237,6 +237,12 @@ pub struct RuleConfig {
     /// `kind = "finished"`: the exit code when no `exit_code` field has one.
     #[serde(default)]
     pub default_exit_code: i32,
+    /// The worker writes these points to its own TensorBoard event files
+    /// too (CleanRL's text lines): for a run whose worker-written event
+    /// files are read, the event files' copy is kept and this rule's rows
+    /// are dropped (counted as `duplicates`), so each point arrives once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub yields_to_tensorboard: bool,
 }
 
 /// What a rule reads.

@@ -3,7 +3,7 @@
 //! It is the only writer of rows and file checkpoints, which is what lets
 //! each commit be a single transaction that moves both together.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -13,6 +13,7 @@ use crate::config::SourceKind;
 pub use crate::extract::events::{EventOutcome, Readers};
 use crate::extract::Extractor;
 use crate::journal::Journal;
+use crate::row::Origin;
 use crate::source::follow::watch::{Waker, Watcher};
 use crate::source::{Batch, Tailer};
 use crate::stats::Counters;
@@ -55,6 +56,9 @@ pub struct Ingest {
     pub poll_interval: Duration,
     pub max_bytes: u64,
     pub unreadable: Unreadable,
+    /// Runs whose worker-written TensorBoard event files are being read
+    /// (see `Origin::LogBesideEvents`).
+    worker_tensorboard: HashSet<String>,
     stop: Arc<AtomicBool>,
     finish: Arc<AtomicBool>,
 }
@@ -70,14 +74,26 @@ pub type Unreadable = Arc<Mutex<BTreeMap<String, String>>>;
 impl Ingest {
     pub fn new(
         tailer: Tailer,
-        extractor: Extractor,
+        mut extractor: Extractor,
         readers: Readers,
         journal: Arc<Journal>,
         poll_interval: Duration,
         max_bytes: u64,
     ) -> Ingest {
         let watcher = Watcher::new(tailer.sources().roots());
+        // Event files read before this start: worker-written unless the
+        // checkpoint says they are the agent's own.
+        let worker_tensorboard: HashSet<String> = tailer
+            .states()
+            .iter()
+            .filter(|s| s.kind == SourceKind::Tfevents && s.ignored.is_none() && s.offset > 0)
+            .filter_map(|s| readers.run_of(s))
+            .collect();
+        for run in &worker_tensorboard {
+            extractor.note_worker_tensorboard(run);
+        }
         Ingest {
+            worker_tensorboard,
             tailer,
             extractor,
             readers,
@@ -224,6 +240,22 @@ impl Ingest {
                     }
                 }
                 batch.state = state;
+                if batch.state.ignored.is_none() && !batch.records.is_empty() {
+                    // A worker's own event file: its run's logs now give
+                    // way to it where they duplicate it, and TensorBoard
+                    // is left to it.
+                    if let Some(run) = self.readers.run_of(&batch.state) {
+                        self.extractor.note_worker_tensorboard(&run);
+                        self.worker_tensorboard.insert(run);
+                    }
+                }
+            }
+        }
+        if batch.state.kind != SourceKind::Tfevents && !self.worker_tensorboard.is_empty() {
+            for row in &mut rows {
+                if self.worker_tensorboard.contains(&row.run_id) {
+                    row.origin = Origin::LogBesideEvents;
+                }
             }
         }
         batch.delta = delta;

@@ -36,22 +36,36 @@ pub enum Origin {
     Log,
     /// A worker's TensorBoard event file.
     Tfevents,
+    /// A log line of a run whose worker writes TensorBoard event files
+    /// itself: TensorBoard has what the worker put there, so the
+    /// TensorBoard sink leaves the run to them.
+    LogBesideEvents,
 }
 
 impl Origin {
+    /// Whether the TensorBoard sink writes rows of this origin: only where
+    /// the worker's own event files hold no copy, so that
+    /// `tensorboard --logdir` never shows a point twice.
+    pub fn for_tensorboard(self) -> bool {
+        self == Origin::Log
+    }
+
     /// The number stored in the journal (0 is the default, omitted).
     pub fn code(self) -> u32 {
         match self {
             Origin::Log => 0,
             Origin::Tfevents => 1,
+            Origin::LogBesideEvents => 2,
         }
     }
 
     /// The origin of a stored code; unknown codes (a newer agent's) read
     /// as `Log`, which only makes the TensorBoard sink write them.
+
     pub fn from_code(code: u32) -> Origin {
         match code {
             1 => Origin::Tfevents,
+            2 => Origin::LogBesideEvents,
             _ => Origin::Log,
         }
     }

@@ -190,10 +190,30 @@ fn output_passes_through_unchanged_and_the_copies_are_shipped() {
     let logs = run_logs(&t, RUN);
     assert!(read(&logs.join("init.stdout.log")) == with_newline(want_out));
     assert!(read(&logs.join("init.stderr.log")) == with_newline(want_err));
+    // The worker's JSON metrics record and its CleanRL text lines (both
+    // formats, and `SPS:` at the latest step), in the order printed.
     let rows = t.delivered(RUN);
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(rows[0]["step"], 7);
-    assert_eq!(rows[0]["values"]["charts/episodic_return"], 1.5);
+    let got: Vec<(i64, String)> = rows
+        .iter()
+        .map(|r| (r["step"].as_i64().unwrap(), r["values"].to_string()))
+        .collect();
+    assert_eq!(rows.len(), 8, "{got:?}");
+    let json = rows
+        .iter()
+        .find(|r| r["step"] == 7)
+        .expect("the JSON record");
+    assert_eq!(json["values"]["charts/episodic_return"], 1.5);
+    let sps = rows
+        .iter()
+        .find(|r| r["values"].get("charts/SPS").is_some())
+        .unwrap();
+    assert_eq!(
+        (sps["step"].as_i64(), sps["values"]["charts/SPS"].as_f64()),
+        (Some(95), Some(2224.0))
+    );
+    assert!(rows
+        .iter()
+        .any(|r| r["step"] == 44 && r["values"]["charts/episodic_length"] == 11.0));
 }
 
 /// No run id anywhere: the copies go to the fallback directory in the

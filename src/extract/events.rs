@@ -86,6 +86,12 @@ impl Readers {
         reader.event(state, offset, payload, plugins, counters)
     }
 
+    /// The run an event file belongs to, by its path.
+    pub fn run_of(&self, state: &FileState) -> Option<String> {
+        let reader = self.by_source.get(&state.source).unwrap_or(&self.fallback);
+        reader.run_of(&state.path).map(|(run, _)| run.to_string())
+    }
+
     /// Forgets the per-file memory of a file no longer followed.
     pub fn forget(&mut self, id: u64) {
         self.plugins.remove(&id);

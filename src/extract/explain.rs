@@ -32,6 +32,9 @@ pub enum Outcome {
     Rejected(String),
     /// It starts like JSON but does not parse.
     Invalid(String),
+    /// Taken, but its run's worker writes the same points to its own
+    /// TensorBoard event files, which are read instead.
+    GaveWay,
 }
 
 /// The rule nearest to taking `line` and what it missed.
@@ -89,6 +92,11 @@ impl fmt::Display for Explanation {
                 write!(f, "no new row")?;
                 by(f)?;
                 write!(f, ": the configuration was already emitted for this run")
+            }
+            Outcome::GaveWay => {
+                write!(f, "no row")?;
+                by(f)?;
+                write!(f, ": the run's worker writes these points to its own TensorBoard event files, which are read instead")
             }
             Outcome::NoMatch { closest, missed } => {
                 write!(f, "no rule takes the line (an ordinary log line)")?;

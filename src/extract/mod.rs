@@ -35,6 +35,10 @@ use crate::stats::Counters;
 #[derive(Debug)]
 pub struct Extractor {
     rules: Vec<Rule>,
+    /// Runs whose worker-written TensorBoard event files are being read:
+    /// rows of rules that yield to them are dropped (the ingest loop keeps
+    /// this up to date, from the checkpoints and as event files are read).
+    worker_tensorboard: std::collections::HashSet<String>,
 }
 
 /// What became of one line: which rule took it (by index) and how, or
@@ -52,7 +56,38 @@ impl Extractor {
             .iter()
             .map(|r| Rule::compile(r).map_err(|e| format!("extract rule {:?}: {e}", r.name)))
             .collect::<Result<_, _>>()?;
-        Ok(Extractor { rules })
+        Ok(Extractor {
+            rules,
+            worker_tensorboard: Default::default(),
+        })
+    }
+
+    /// Notes that `run_id`'s worker writes TensorBoard event files that
+    /// are being read: from now on they are the run's copy of the points
+    /// that rules with `yields_to_tensorboard` read from its logs.
+    pub fn note_worker_tensorboard(&mut self, run_id: &str) {
+        if !self.worker_tensorboard.contains(run_id) {
+            tracing::debug!(
+                run = run_id,
+                "run's worker writes TensorBoard event files; its text twins give way"
+            );
+            self.worker_tensorboard.insert(run_id.to_string());
+        }
+    }
+
+    /// Drops the rows `out[from..]` that rule `i` made, when it yields to
+    /// the worker's own event files of their run; returns how many.
+    fn give_way(&self, i: usize, out: &mut Vec<Row>, from: usize) -> usize {
+        if !self.rules[i].yields_to_tensorboard || self.worker_tensorboard.is_empty() {
+            return 0;
+        }
+        let before = out.len();
+        let mut k = 0;
+        out.retain(|row| {
+            k += 1;
+            k <= from || !self.worker_tensorboard.contains(&row.run_id)
+        });
+        before - out.len()
     }
 
     /// Extracts the rows in one complete line (without its newline) read
@@ -108,9 +143,14 @@ impl Extractor {
                 return;
             }
         };
+        let from = out.len();
         match self.run(&parsed, document, path, read_time, memo, counters, out) {
             Verdict::NoMatch | Verdict::Taken(_, Applied::NoMatch) => counters.unmatched += 1,
-            Verdict::Taken(_, Applied::Rows(n)) => counters.rows += n as u64,
+            Verdict::Taken(i, Applied::Rows(n)) => {
+                let dropped = self.give_way(i, out, from);
+                counters.duplicates += dropped as u64;
+                counters.rows += (n - dropped) as u64;
+            }
             // Nothing new, nothing wrong: a repeated configuration.
             Verdict::Taken(_, Applied::Repeated) => {}
             Verdict::Taken(i, Applied::Rejected(why)) => {

@@ -30,6 +30,8 @@ pub enum Line<'a> {
 #[derive(Debug)]
 pub struct Rule {
     pub name: String,
+    /// See `RuleConfig::yields_to_tensorboard`.
+    pub(super) yields_to_tensorboard: bool,
     /// Reads whole documents (`input = "document"`), not lines.
     document: bool,
     kind: RuleKind,
@@ -177,6 +179,7 @@ impl Rule {
         };
         Ok(Rule {
             name: c.name.clone(),
+            yields_to_tensorboard: c.yields_to_tensorboard,
             document: c.input == RuleInput::Document,
             kind: c.kind,
             run_id_from_path,

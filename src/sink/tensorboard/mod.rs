@@ -186,7 +186,9 @@ impl Sink for TensorBoardSink {
         let mut new_files = false;
         for entry in entries {
             let row = &entry.row;
-            if row.values.is_empty() {
+            // Run events have no values; the worker's own event files
+            // already hold what they hold.
+            if row.values.is_empty() || !row.origin.for_tensorboard() {
                 continue;
             }
             let dir = self.dir_for(&row.run_id);

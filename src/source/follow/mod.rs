@@ -569,6 +569,13 @@ impl Tailer {
             .filter(|(_, t)| t.needs_commit)
             .map(|(&id, _)| id)
             .collect();
+        // Event files not read yet go next: their first record says whose
+        // they are (a worker's or the agent's own), which decides how the
+        // run's log lines are taken, so it is best known before them.
+        ids.extend(self.order.iter().copied().filter(|id| {
+            let s = &self.files[id].state;
+            s.kind == SourceKind::Tfevents && s.offset == 0 && s.ignored.is_none()
+        }));
         ids.extend(self.order.iter().copied());
         for id in ids {
             if !self.files.contains_key(&id) {
