@@ -61,7 +61,6 @@ impl Origin {
 
     /// The origin of a stored code; unknown codes (a newer agent's) read
     /// as `Log`, which only makes the TensorBoard sink write them.
-
     pub fn from_code(code: u32) -> Origin {
         match code {
             1 => Origin::Tfevents,
