@@ -13,7 +13,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::extract::Extractor;
 use crate::ingest::{Ingest, IngestControl, Readers};
 use crate::journal::Journal;
@@ -22,6 +22,22 @@ use crate::sink::tensorboard::TensorBoardSink;
 use crate::sink::wandb::{FinishHandle, WandbSink}; // wandb sink (issue 4)
 use crate::sink::{self, jsonl::JsonlSink, Mode, RunOptions, SinkError, SinkHealth};
 use crate::source::Tailer;
+
+/// Loads the configuration the CLI asked for (see [`Config::load`]) and
+/// has every room check its own section beyond the schema: the extraction
+/// rules compile, the sources' regexes do, W&B's settings resolve.
+pub fn load_config(explicit: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+    let config = Config::load(explicit)?;
+    check(&config)?;
+    Ok(config)
+}
+
+/// The rooms' checks of a parsed configuration (see [`load_config`]).
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    Extractor::new(&config.extract).map_err(|e| config.invalid(e))?;
+    Readers::new(&config.sources()).map_err(|e| config.invalid(e))?;
+    sink::enabled::check(config)
+}
 
 /// How often a running agent refreshes `<store>/status.json`.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
@@ -445,5 +461,33 @@ async fn snapshots(probe: Probe) {
             Err(e) => tracing::debug!(error = %e, "cannot collect status"),
         }
         tokio::time::sleep(SNAPSHOT_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EMBEDDED_DEFAULT;
+
+    #[test]
+    fn a_rooms_check_names_the_rule_or_source_at_fault() {
+        let text = EMBEDDED_DEFAULT.replace("runs/(?P<run_id>[^/]+)/", "runs/(");
+        let config = Config::parse(&text, "t.toml").expect("the schema is fine");
+        let err = check(&config).unwrap_err().to_string();
+        assert!(
+            err.contains("mosaic-metrics") && err.contains("t.toml"),
+            "{err}"
+        );
+        let text = EMBEDDED_DEFAULT.replace(
+            "paths = [\"var/trainer/configs/config-*.json\"]",
+            "paths = [\"var/trainer/configs/config-*.json\"]\nrun_id_from_path = \"configs/(x)\"",
+        );
+        let config = Config::parse(&text, "t.toml").unwrap();
+        let err = check(&config).unwrap_err().to_string();
+        assert!(
+            err.contains("run-configs") && err.contains("run_id"),
+            "{err}"
+        );
+        check(&Config::parse(EMBEDDED_DEFAULT, "t.toml").unwrap()).unwrap();
     }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -51,7 +52,7 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
-    pub init: crate::init::InitConfig,
+    pub init: InitConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
     /// Where this configuration came from, for error messages and `check-config`.
@@ -457,7 +458,7 @@ pub struct WandbSinkConfig {
 
 fn serialize_masked_url<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
     match v {
-        Some(u) => s.serialize_str(&crate::sink::wandb::proxy::mask_url(u)),
+        Some(u) => s.serialize_str(&crate::util::mask_url(u)),
         None => s.serialize_none(),
     }
 }
@@ -486,10 +487,7 @@ fn default_wandb_give_up() -> u64 {
 
 impl std::fmt::Debug for WandbSinkConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let masked = self
-            .proxy
-            .as_deref()
-            .map(crate::sink::wandb::proxy::mask_url);
+        let masked = self.proxy.as_deref().map(crate::util::mask_url);
         f.debug_struct("WandbSinkConfig")
             .field("enabled", &self.enabled)
             .field("base_url", &self.base_url)
@@ -533,14 +531,6 @@ impl Default for WandbSinkConfig {
 }
 
 impl Config {
-    /// The W&B settings as they take effect (configuration + environment).
-    pub fn wandb(&self) -> crate::sink::wandb::WandbSettings {
-        crate::sink::wandb::resolve(
-            &self.sinks.wandb,
-            &crate::sink::wandb::settings::process_env,
-        )
-    }
-
     fn validate_wandb(&self) -> Result<(), ConfigError> {
         let w = &self.sinks.wandb;
         if w.rows_per_request == 0 {
@@ -553,9 +543,6 @@ impl Config {
             return Err(self.invalid(
                 "sinks.wandb: retry_initial_ms must be positive and at most retry_max_ms",
             ));
-        }
-        if let crate::sink::wandb::settings::Activity::Broken(why) = self.wandb().activity {
-            return Err(self.invalid(format!("sinks.wandb: {why}")));
         }
         Ok(())
     }
@@ -668,7 +655,9 @@ impl Config {
         Ok(config)
     }
 
-    fn invalid(&self, message: impl Into<String>) -> ConfigError {
+    /// An `Invalid` error naming this configuration's origin, for the
+    /// rooms that check their own section.
+    pub fn invalid(&self, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             origin: self.origin.clone(),
             message: message.into(),
@@ -722,10 +711,7 @@ impl Config {
                 self.invalid("extract.rules is empty: without a rule no line becomes a row")
             );
         }
-        for rule in &self.extract.rules {
-            crate::extract::Rule::compile(rule)
-                .map_err(|e| self.invalid(format!("extract rule {:?}: {e}", rule.name)))?;
-        }
+
         if self.sinks.jsonl.enabled && !self.sinks.jsonl.path.contains("{run_id}") {
             return Err(
                 self.invalid("sinks.jsonl.path must contain {run_id}: each run gets its own file")
@@ -819,48 +805,120 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.store.path.join("logs"))
     }
+}
 
-    /// The effective configuration as TOML, secrets masked, for `check-config`.
-    pub fn render(&self) -> String {
-        let mut text = format!("# effective configuration from {}\n", self.origin);
-        text.push_str(&toml::to_string_pretty(self).unwrap_or_else(|e| format!("# {e}\n")));
-        // wandb sink (issue 4): what applies after the environment, and why.
-        text.push('\n');
-        text.push_str(&self.wandb().describe());
-        text
+/// The `[init]` section: how `run -- CMD` supervises CMD and finishes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitConfig {
+    /// After CMD exits: longest time spent reading the logs to their end
+    /// and waiting for the sinks to acknowledge every row.
+    #[serde(default = "default_drain_deadline")]
+    pub drain_deadline_secs: u64,
+    /// Where forwarded signals go.
+    #[serde(default)]
+    pub signal_target: SignalTarget,
+    /// Path template of the copies of CMD's output, with `{stream}`
+    /// (`stdout`, `stderr`, or `console` for a pty) and `{run_id}`; empty:
+    /// no pass-through and no copy (CMD inherits the agent's streams).
+    #[serde(default = "default_console")]
+    pub console: String,
+    /// The run id for `{run_id}`; `$MOSAIC_RUN_ID` wins. Neither set: the
+    /// `run_id` of CMD's first JSON line on stdout that has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Longest wait for that JSON line before the copies go to the
+    /// fallback directory `<store.path>/console/<time>-<pid>/`.
+    #[serde(default = "default_run_id_wait")]
+    pub run_id_wait_secs: u64,
+}
+
+/// Which processes a forwarded signal reaches (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignalTarget {
+    /// CMD's whole process group.
+    #[default]
+    Group,
+    /// CMD's process only.
+    Child,
+}
+
+/// Longest accepted drain deadline: a day catches a value meant in
+/// milliseconds without limiting any real use.
+const MAX_DRAIN_DEADLINE_SECS: u64 = 86_400;
+
+fn default_drain_deadline() -> u64 {
+    30
+}
+
+fn default_console() -> String {
+    "var/trainer/runs/{run_id}/logs/init.{stream}.log".into()
+}
+
+fn default_run_id_wait() -> u64 {
+    60
+}
+
+impl Default for InitConfig {
+    fn default() -> Self {
+        InitConfig {
+            drain_deadline_secs: default_drain_deadline(),
+            signal_target: SignalTarget::default(),
+            console: default_console(),
+            run_id: None,
+            run_id_wait_secs: default_run_id_wait(),
+        }
+    }
+}
+
+impl InitConfig {
+    /// What serde cannot check; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.drain_deadline_secs > MAX_DRAIN_DEADLINE_SECS {
+            return Err(format!(
+                "init.drain_deadline_secs must be at most {MAX_DRAIN_DEADLINE_SECS} (it is in seconds)"
+            ));
+        }
+        if self.run_id_wait_secs > MAX_DRAIN_DEADLINE_SECS {
+            return Err(format!(
+                "init.run_id_wait_secs must be at most {MAX_DRAIN_DEADLINE_SECS} (it is in seconds)"
+            ));
+        }
+        if !self.console.is_empty() && !self.console.contains("{stream}") {
+            return Err(
+                "init.console must contain {stream} (stdout and stderr go to different files), or be \"\" to turn the copy off"
+                    .into(),
+            );
+        }
+        if let Some(id) = &self.run_id {
+            if !valid_run_id(id) {
+                return Err(format!(
+                    "init.run_id {id:?} cannot name a directory (1 to 128 of A-Z a-z 0-9 . _ -, not starting with a dot)"
+                ));
+            }
+        }
+        Ok(())
     }
 
-    /// Names of the sinks that are switched on, in a stable order.
-    pub fn enabled_sinks(&self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        if self.sinks.jsonl.enabled {
-            out.push("jsonl");
-        }
-        if self.sinks.tensorboard.enabled {
-            out.push("tensorboard");
-        }
-        // wandb sink (issue 4); staged rows are held for its cursor.
-        let wandb = self.wandb();
-        if wandb.is_on() || wandb.is_staged() {
-            out.push("wandb");
-        }
-        // wandb offline sink (issue 5)
-        if wandb.is_offline() {
-            out.push("wandb-offline");
-        }
-        out
+    pub fn drain_deadline(&self) -> Duration {
+        Duration::from_secs(self.drain_deadline_secs)
     }
+}
 
-    /// The enabled sinks the agent runs: all but a staged `wandb`, whose
-    /// cursor only holds rows back (for `sync` or `export`), so that
-    /// `run --once` does not wait for a sink that never delivers.
-    pub fn delivering_sinks(&self) -> Vec<&'static str> {
-        let staged = self.wandb().is_staged();
-        self.enabled_sinks()
-            .into_iter()
-            .filter(|s| !(staged && *s == "wandb"))
-            .collect()
-    }
+/// The longest run id `valid_run_id` accepts.
+pub const MAX_RUN_ID: usize = 128;
+
+/// Whether `id` can name a directory: 1 to 128 of `A-Z a-z 0-9 . _ -`,
+/// not starting with a dot (so never `.` or `..`). MOSAIC's ULIDs and its
+/// custom-script ids (`cleanrl-ppo-20260201-143022`) pass.
+pub fn valid_run_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_RUN_ID
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]
@@ -960,12 +1018,5 @@ mod tests {
         let text = EMBEDDED_DEFAULT.replace("\"var/trainer/runs/*/logs/*.jsonl\"", "\"a/[b\"");
         let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
         assert!(err.contains("a/[b"), "{err}");
-    }
-
-    #[test]
-    fn bad_regex_is_an_error_naming_the_rule() {
-        let text = EMBEDDED_DEFAULT.replace("runs/(?P<run_id>[^/]+)/", "runs/(");
-        let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
-        assert!(err.contains("mosaic-metrics"), "{err}");
     }
 }

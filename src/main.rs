@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use mosaic_shipper::agent::Agent;
+use mosaic_shipper::agent::{self, Agent};
 use mosaic_shipper::bundle::{self, Exported};
 use mosaic_shipper::config::Config;
 use mosaic_shipper::init;
@@ -159,7 +159,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => {
             let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "warn"));
-            match Config::load(config.as_deref()) {
+            match agent::load_config(config.as_deref()) {
                 Ok(c) => {
                     print!("{}", c.render());
                     ExitCode::SUCCESS
@@ -183,7 +183,7 @@ fn main() -> ExitCode {
                 "info"
             };
             let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), default));
-            let config = match Config::load(config.as_deref()) {
+            let config = match agent::load_config(config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("mosaic-shipper: {e}");
@@ -229,7 +229,7 @@ fn main() -> ExitCode {
             init::main(config.as_deref(), command, cli.log_level.as_deref())
         }
         Command::Run { config, once, .. } => {
-            let config = match Config::load(config.as_deref()) {
+            let config = match agent::load_config(config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("mosaic-shipper: {e}");
@@ -311,7 +311,7 @@ fn sync(config: Config, options: SyncOptions) -> ExitCode {
 }
 
 fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
-    let config = Config::load(config.as_deref())?;
+    let config = agent::load_config(config.as_deref())?;
     let store = &config.store.path;
     let status = match Journal::open_existing(store) {
         Ok(journal) => Status::collect(&journal, &config.enabled_sinks(), Default::default())?,
@@ -332,7 +332,7 @@ fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
 }
 
 fn export(config: Option<PathBuf>, to: &Path) -> anyhow::Result<()> {
-    let config = Config::load(config.as_deref())?;
+    let config = agent::load_config(config.as_deref())?;
     match bundle::export(&config, to)? {
         Exported::Nothing {
             store,
@@ -375,7 +375,7 @@ fn export(config: Option<PathBuf>, to: &Path) -> anyhow::Result<()> {
 }
 
 fn import(config: Option<PathBuf>, dir: &Path, allow_gap: bool) -> anyhow::Result<()> {
-    let config = Config::load(config.as_deref())?;
+    let config = agent::load_config(config.as_deref())?;
     let done = bundle::import(&config, dir, allow_gap)?;
     for w in &done.warnings {
         eprintln!("mosaic-shipper: warning: {w}");

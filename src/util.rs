@@ -23,3 +23,16 @@ pub fn hostname() -> Option<String> {
         .ok()
         .filter(|h| !h.is_empty())
 }
+
+/// Replaces the user-info of a URL (proxy credentials) with `***`.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{tail}"),
+        None => url.to_string(),
+    }
+}

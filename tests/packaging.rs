@@ -319,7 +319,7 @@ fn packaged_config_is_the_default_with_absolute_paths() {
     assert!(
         got == want,
         "packaging/debian/mosaic-shipper.toml differs from config/mosaic-shipper.toml \
-         by more than its paths; carry the change over"
+         by more than its paths; carry the change over (scripts/packaged-config does)"
     );
 }
 

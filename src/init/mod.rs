@@ -44,113 +44,14 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::agent::Agent;
 use crate::config::Config;
+pub use crate::config::{InitConfig, SignalTarget};
 use crate::logging;
 pub use reap::ChildExit;
 use signals::{Blocked, Event};
-
-/// The `[init]` section: how `run -- CMD` supervises CMD and finishes.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct InitConfig {
-    /// After CMD exits: longest time spent reading the logs to their end
-    /// and waiting for the sinks to acknowledge every row.
-    #[serde(default = "default_drain_deadline")]
-    pub drain_deadline_secs: u64,
-    /// Where forwarded signals go.
-    #[serde(default)]
-    pub signal_target: SignalTarget,
-    /// Path template of the copies of CMD's output, with `{stream}`
-    /// (`stdout`, `stderr`, or `console` for a pty) and `{run_id}`; empty:
-    /// no pass-through and no copy (CMD inherits the agent's streams).
-    #[serde(default = "default_console")]
-    pub console: String,
-    /// The run id for `{run_id}`; `$MOSAIC_RUN_ID` wins. Neither set: the
-    /// `run_id` of CMD's first JSON line on stdout that has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
-    /// Longest wait for that JSON line before the copies go to the
-    /// fallback directory `<store.path>/console/<time>-<pid>/`.
-    #[serde(default = "default_run_id_wait")]
-    pub run_id_wait_secs: u64,
-}
-
-/// Which processes a forwarded signal reaches (see the module docs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SignalTarget {
-    /// CMD's whole process group.
-    #[default]
-    Group,
-    /// CMD's process only.
-    Child,
-}
-
-/// Longest accepted drain deadline: a day catches a value meant in
-/// milliseconds without limiting any real use.
-const MAX_DRAIN_DEADLINE_SECS: u64 = 86_400;
-
-fn default_drain_deadline() -> u64 {
-    30
-}
-
-fn default_console() -> String {
-    "var/trainer/runs/{run_id}/logs/init.{stream}.log".into()
-}
-
-fn default_run_id_wait() -> u64 {
-    60
-}
-
-impl Default for InitConfig {
-    fn default() -> Self {
-        InitConfig {
-            drain_deadline_secs: default_drain_deadline(),
-            signal_target: SignalTarget::default(),
-            console: default_console(),
-            run_id: None,
-            run_id_wait_secs: default_run_id_wait(),
-        }
-    }
-}
-
-impl InitConfig {
-    /// What serde cannot check; the message names the key.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.drain_deadline_secs > MAX_DRAIN_DEADLINE_SECS {
-            return Err(format!(
-                "init.drain_deadline_secs must be at most {MAX_DRAIN_DEADLINE_SECS} (it is in seconds)"
-            ));
-        }
-        if self.run_id_wait_secs > MAX_DRAIN_DEADLINE_SECS {
-            return Err(format!(
-                "init.run_id_wait_secs must be at most {MAX_DRAIN_DEADLINE_SECS} (it is in seconds)"
-            ));
-        }
-        if !self.console.is_empty() && !self.console.contains("{stream}") {
-            return Err(
-                "init.console must contain {stream} (stdout and stderr go to different files), or be \"\" to turn the copy off"
-                    .into(),
-            );
-        }
-        if let Some(id) = &self.run_id {
-            if !console::valid_run_id(id) {
-                return Err(format!(
-                    "init.run_id {id:?} cannot name a directory (1 to 128 of A-Z a-z 0-9 . _ -, not starting with a dot)"
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    pub fn drain_deadline(&self) -> Duration {
-        Duration::from_secs(self.drain_deadline_secs)
-    }
-}
 
 /// Runs CMD under the agent and returns CMD's exit code. `command` is not
 /// empty. Called by `main` before anything else has started a thread.
@@ -174,7 +75,7 @@ pub fn main(
         Some(reap::become_subreaper())
     };
 
-    let config = Config::load(config_path);
+    let config = crate::agent::load_config(config_path);
     let _log = match &config {
         Ok(c) => logging::init(
             logging::filter(log_level, &c.log.level),

@@ -15,6 +15,7 @@
 //! A crash anywhere leaves a destination that is at or beyond the committed
 //! state, and recovery cuts it back: each row arrives exactly once.
 
+pub mod enabled;
 pub mod health;
 pub mod jsonl;
 mod template;

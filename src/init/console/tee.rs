@@ -30,7 +30,6 @@ pub const HOLD_BYTES: usize = 1 << 20;
 const MAX_PARTIAL: usize = 1 << 20;
 
 /// Longest run id accepted into a path.
-const MAX_RUN_ID: usize = 128;
 
 /// One of CMD's output streams, named as in the copy's `{stream}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,17 +63,7 @@ pub struct TeeSettings {
     pub wait: Duration,
 }
 
-/// Whether `id` can name a directory: 1 to 128 of `A-Z a-z 0-9 . _ -`,
-/// not starting with a dot (so never `.` or `..`). MOSAIC's ULIDs and its
-/// custom-script ids (`cleanrl-ppo-20260201-143022`) pass.
-pub fn valid_run_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_RUN_ID
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
+pub use crate::config::valid_run_id;
 
 /// The copies of every stream, shared by the threads that pass them
 /// through.

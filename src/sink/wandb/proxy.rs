@@ -96,18 +96,7 @@ fn split_host_port(s: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// Replaces the user-info of a URL (proxy credentials) with `***`.
-pub fn mask_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    match authority.rsplit_once('@') {
-        Some((_, host)) => format!("{scheme}://***@{host}{tail}"),
-        None => url.to_string(),
-    }
-}
+pub use crate::util::mask_url;
 
 /// Chooses the proxy for `target`; `env` reads an environment variable
 /// (a parameter so that tests need not touch the process environment).

@@ -573,8 +573,10 @@ impl Tailer {
         // they are (a worker's or the agent's own), which decides how the
         // run's log lines are taken, so it is best known before them.
         ids.extend(self.order.iter().copied().filter(|id| {
-            let s = &self.files[id].state;
-            s.kind == SourceKind::Tfevents && s.offset == 0 && s.ignored.is_none()
+            self.files.get(id).is_some_and(|t| {
+                let s = &t.state;
+                s.kind == SourceKind::Tfevents && s.offset == 0 && s.ignored.is_none()
+            })
         }));
         ids.extend(self.order.iter().copied());
         for id in ids {
