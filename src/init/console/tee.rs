@@ -29,8 +29,6 @@ pub const HOLD_BYTES: usize = 1 << 20;
 /// progress bar redrawn with `\r` forever must not grow in memory.
 const MAX_PARTIAL: usize = 1 << 20;
 
-/// Longest run id accepted into a path.
-
 /// One of CMD's output streams, named as in the copy's `{stream}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
