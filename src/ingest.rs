@@ -1,4 +1,4 @@
-//! The ingest loop: tail, extract, commit. One thread, synchronous I/O.
+//! The ingest loop: follow, frame, extract, commit. One thread, synchronous I/O.
 //!
 //! It is the only writer of rows and file checkpoints, which is what lets
 //! each commit be a single transaction that moves both together.

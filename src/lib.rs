@@ -1,27 +1,31 @@
-//! mosaic-shipper: ships training metrics from RL workers' structured JSON
-//! logs to TensorBoard and Weights & Biases, exactly once.
+//! mosaic-shipper: ships training metrics from what RL workers write
+//! (text and JSON logs, their own TensorBoard event files, RLlib's
+//! `result.json`, configuration documents) to TensorBoard and Weights &
+//! Biases, exactly once.
 //!
-//! The pipeline, one way from source to sinks:
+//! The pipeline, one way from sources to sinks:
 //!
 //! ```text
-//!   log files --tail--> lines --extract--> rows --journal (sled)--> sinks
-//!               offsets ------------------------^         cursors --^
+//!   files --source--> records --extract--> rows --journal (sled)--> sinks
+//!           offsets -----------------------------^        cursors --^
 //! ```
 //!
-//! - [`tail`] follows files through rotation and truncation and proposes
-//!   batches of complete lines with byte offsets.
-//! - [`extract`] turns JSON lines into [`row::Row`]s with configurable rules.
-//! - [`journal`] commits rows and offsets in one transaction.
+//! - [`source`] reads what workers write: line files (JSON and text),
+//!   TensorBoard event files and whole documents, as records with exact
+//!   offsets, through rotation and truncation.
+//! - [`extract`] turns records into [`row::Row`]s with configurable rules
+//!   (and event records with no rules at all).
+//! - [`journal`] commits rows and offsets in one transaction; it owns the
+//!   types it stores (file checkpoints, the per-file memo).
 //! - [`sink`] delivers rows behind per-sink durable cursors.
-//! - [`agent`] wires them together with explicit shutdown.
+//! - [`ingest`] is the loop from sources to the journal; [`agent`] wires
+//!   everything together with explicit shutdown.
+//! - [`config`] is the configuration's schema; each room reads its section.
 //! - [`init`] runs a command under the agent as a container's init process.
 //! - [`sync`] uploads what was staged for W&B (journal rows, offline run
 //!   directories) from a connected machine.
 //! - [`format`] holds wire formats shared by readers and writers
 //!   (TFRecord framing, TensorBoard's event protos).
-//! - [`source`] reads what workers write: line files (JSON and text),
-//!   TensorBoard event files and whole documents, as records with exact
-//!   offsets.
 //! - [`metrics`] serves `/metrics`, `/health` and `/ready` (`[metrics]`).
 //! - [`bundle`] carries rows staged for W&B between machines
 //!   (`export`/`import`).
