@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Read a TensorBoard logdir with TensorBoard's own loaders; print JSON.
 
-    tb_read.py LOGDIR
+    tb_read.py LOGDIR [--scalars-only]
 
 Two views, so that a test sees both what TensorBoard shows and every
 record that is on disk:
@@ -12,6 +12,9 @@ record that is on disk:
 - "raw": every event of every event file, read with EventFileLoader:
   per run, the number of file_version events and of summary values, and
   the event file names.
+
+--scalars-only leaves out the tags of other plugins (a worker's text and
+histogram summaries) instead of failing on them.
 
 Values are reported as the bits of the float32 TensorBoard holds, so the
 caller can compare exactly (and see NaN and infinities) without a JSON
@@ -35,6 +38,7 @@ def f32_bits(x):
 
 def main():
     logdir = sys.argv[1]
+    scalars_only = "--scalars-only" in sys.argv[2:]
     mux = pem.EventMultiplexer(
         size_guidance=pea.STORE_EVERYTHING_SIZE_GUIDANCE,
         tensor_size_guidance={"scalars": 0},
@@ -47,6 +51,8 @@ def main():
         meta = out["metadata"][run] = {}
         for tag in sorted(tags.get("tensors", [])):
             md = mux.SummaryMetadata(run, tag)
+            if scalars_only and md.plugin_data.plugin_name != "scalars":
+                continue
             meta[tag] = {
                 "plugin": md.plugin_data.plugin_name,
                 "data_class": summary_pb2.DataClass.Name(md.data_class),
