@@ -95,11 +95,168 @@ fn jsonl_lines(root: &std::path::Path, run: &str) -> Option<String> {
     std::fs::read_to_string(root.join(format!("var/trainer/runs/{run}/shipper/rows.jsonl"))).ok()
 }
 
+/// The committed sample runs: the `!/var/trainer/runs/<id>/` lines of
+/// .gitignore (everything else there is generated and ignored).
+fn sample_runs(repo: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(repo.join(".gitignore"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("!/var/trainer/runs/"))
+        .filter_map(|l| l.strip_suffix('/'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every file under `dir`, relative, with its bytes.
+fn files(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(
+        base: &std::path::Path,
+        d: &std::path::Path,
+        out: &mut std::collections::BTreeMap<String, Vec<u8>>,
+    ) {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                let rel = p.strip_prefix(base).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = Default::default();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// (run, metric, step, value) -> count of the jsonl files of `runs`.
+type Points = std::collections::BTreeMap<(String, String, i64, String), usize>;
+
+fn value_text(v: &serde_json::Value) -> String {
+    match v.as_f64() {
+        Some(f) => format!("{f:?}"),
+        None => v.as_str().unwrap().to_string(),
+    }
+}
+
+fn jsonl_points(root: &std::path::Path, runs: &[String]) -> Points {
+    let mut out = Points::new();
+    for run in runs {
+        let text = jsonl_lines(root, run).unwrap_or_else(|| panic!("{run} not shipped"));
+        for line in text.lines() {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            for (k, v) in row["values"].as_object().unwrap() {
+                let key = (
+                    run.clone(),
+                    k.clone(),
+                    row["step"].as_i64().unwrap(),
+                    value_text(v),
+                );
+                *out.entry(key).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The committed samples are what scripts/gen-mosaic-runs.py writes
+/// with the seed and time .gitignore names (in UTC: local times are in
+/// the files, as the workers write them), byte for byte; returns the
+/// points it says jsonl must receive for them.
+fn regenerate_samples(python: &str, repo: &std::path::Path, samples: &[String]) -> Points {
+    let gitignore = std::fs::read_to_string(repo.join(".gitignore")).unwrap();
+    let how = gitignore
+        .lines()
+        .find_map(|l| l.split("`TZ=UTC scripts/gen-mosaic-runs.py . ").nth(1))
+        .and_then(|l| l.split('`').next())
+        .expect(".gitignore says how the samples are made");
+    let tmp = tempfile::tempdir().unwrap();
+    let expect = tmp.path().join("expect.json");
+    let out = std::process::Command::new(python)
+        .arg(repo.join("scripts/gen-mosaic-runs.py"))
+        .arg(tmp.path())
+        .args(how.split_whitespace())
+        .arg("--expect")
+        .arg(&expect)
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut made: Vec<String> = made["runs"].as_object().unwrap().keys().cloned().collect();
+    let mut committed = samples.to_vec();
+    made.sort();
+    committed.sort();
+    assert_eq!(
+        made, committed,
+        "the committed samples are the generator's runs"
+    );
+    for run in samples {
+        for sub in [format!("var/trainer/runs/{run}"), String::new()] {
+            let (mut ours, theirs) = if sub.is_empty() {
+                let name = format!("config-{run}.json");
+                let read = |d: &std::path::Path| {
+                    [(
+                        name.clone(),
+                        std::fs::read(d.join("var/trainer/configs").join(&name)).unwrap(),
+                    )]
+                    .into_iter()
+                    .collect::<std::collections::BTreeMap<_, _>>()
+                };
+                (read(repo), read(tmp.path()))
+            } else {
+                (files(&repo.join(&sub)), files(&tmp.path().join(&sub)))
+            };
+            // What the agent writes when the quick start runs in the repository.
+            ours.retain(|k, _| !k.starts_with("shipper/") && !theirs_lacks_agent(k, &theirs));
+            assert_eq!(
+                ours.keys().collect::<Vec<_>>(),
+                theirs.keys().collect::<Vec<_>>(),
+                "{run}: the committed files are the generator's"
+            );
+            for (k, v) in &ours {
+                assert!(
+                    v == &theirs[k],
+                    "{run}/{k} differs from what the generator writes now"
+                );
+            }
+        }
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&expect).unwrap()).unwrap();
+    let mut want = Points::new();
+    for p in doc["points"].as_array().unwrap() {
+        if p["sinks"].as_array().unwrap().iter().any(|s| s == "jsonl") {
+            let key = (
+                p["run"].as_str().unwrap().to_string(),
+                p["metric"].as_str().unwrap().to_string(),
+                p["step"].as_i64().unwrap(),
+                value_text(&p["value"]),
+            );
+            *want.entry(key).or_default() += 1;
+        }
+    }
+    want
+}
+
+/// An event file directly in a run's tensorboard/ that the generator did
+/// not write: the agent's own, from a quick start run in the repository.
+fn theirs_lacks_agent(k: &str, theirs: &std::collections::BTreeMap<String, Vec<u8>>) -> bool {
+    k.starts_with("tensorboard/events.out.tfevents.")
+        && !k["tensorboard/".len()..].contains('/')
+        && !theirs.contains_key(k)
+}
+
 /// The quick start, command by command as the README writes it (in a
 /// copy of the sample runs; `cargo run --release --` is the binary this
 /// test was built with; `scripts/test` is what runs this): the samples
-/// ship, `status` reports, a second `run --once` ships nothing twice, and
-/// a run `gen-worker-logs.py` adds ships with the next `run --once`.
+/// ship, every point of them once (as scripts/gen-mosaic-runs.py says),
+/// `status` reports, a second `run --once` ships nothing twice, and the
+/// runs the generators add ship with the next `run --once`.
 #[test]
 fn the_quick_start_works_as_written() {
     let python = std::env::var("MOSAIC_TEST_PYTHON")
@@ -111,45 +268,46 @@ fn the_quick_start_works_as_written() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let samples = sample_runs(repo);
+    assert!(samples.len() >= 5, "{samples:?}");
+    let sample_points = regenerate_samples(&python, repo, &samples);
     std::fs::create_dir_all(root.join("var/trainer/runs")).unwrap();
-    let samples: Vec<String> = std::fs::read_dir(repo.join("var/trainer/runs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|run| {
-            repo.join("var/trainer/runs")
-                .join(run)
-                .join("logs")
-                .is_dir()
-        })
-        .collect();
-    assert!(!samples.is_empty());
+    std::fs::create_dir_all(root.join("var/trainer/configs")).unwrap();
     for run in &samples {
         let dest = root.join("var/trainer/runs").join(run);
-        std::fs::create_dir_all(&dest).unwrap();
         let ok = std::process::Command::new("cp")
             .arg("-a")
-            .arg(repo.join("var/trainer/runs").join(run).join("logs"))
+            .arg(repo.join("var/trainer/runs").join(run))
             .arg(&dest)
             .status()
             .unwrap();
         assert!(ok.success());
+        // Not what the agent wrote in the repository, if it ran there.
+        let _ = std::fs::remove_dir_all(dest.join("shipper"));
+        let name = format!("config-{run}.json");
+        std::fs::copy(
+            repo.join("var/trainer/configs").join(&name),
+            root.join("var/trainer/configs").join(&name),
+        )
+        .unwrap();
     }
     std::fs::create_dir_all(root.join("scripts")).unwrap();
-    std::fs::copy(
-        repo.join("scripts/gen-worker-logs.py"),
-        root.join("scripts/gen-worker-logs.py"),
-    )
-    .unwrap();
+    for script in ["gen-worker-logs.py", "gen-mosaic-runs.py"] {
+        std::fs::copy(
+            repo.join("scripts").join(script),
+            root.join("scripts").join(script),
+        )
+        .unwrap();
+    }
 
     let bin = env!("CARGO_BIN_EXE_mosaic-shipper");
     let mut shipped: std::collections::BTreeMap<String, String> = Default::default();
-    for (i, cmd) in cmds
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| *c != "scripts/test")
-    {
+    let mut pending: Vec<String> = Vec::new();
+    let mut first = true;
+    for cmd in cmds.iter().filter(|c| *c != "scripts/test") {
         let line = cmd
             .replace("cargo run --release --", bin)
+            .replace(".venv/bin/python ", &format!("{python} "))
             .replace("python3 ", &format!("{python} "));
         let mut c = std::process::Command::new("sh");
         c.args(["-c", &line]).current_dir(root);
@@ -170,33 +328,48 @@ fn the_quick_start_works_as_written() {
         if cmd.contains(" status") {
             assert!(said.contains("sinks:") && said.contains("jsonl"), "{said}");
         }
-        if cmd.contains("gen-worker-logs.py") {
+        if cmd.contains("gen-worker-logs.py") || cmd.contains("gen-mosaic-runs.py") {
             let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let run = made["run_id"].as_str().unwrap().to_string();
-            let rows = made["records"]["flat"].as_u64().unwrap()
-                + made["records"]["nested"].as_u64().unwrap();
-            // Shipped by the command after it, and the others stay as they were.
-            let next = &cmds[i + 1];
-            assert!(
-                next.ends_with("run --once"),
-                "the README ships the new run: {cmds:?}"
-            );
-            assert!(jsonl_lines(root, &run).is_none());
-            shipped.insert(run, format!("{rows} rows"));
+            let runs: Vec<String> = match made.get("runs") {
+                Some(r) => r.as_object().unwrap().keys().cloned().collect(),
+                None => vec![made["run_id"].as_str().unwrap().to_string()],
+            };
+            assert!(!runs.is_empty(), "`{cmd}` made no run");
+            for run in runs {
+                assert!(
+                    jsonl_lines(root, &run).is_none(),
+                    "{run} shipped before `run --once`"
+                );
+                assert!(!samples.contains(&run), "`{cmd}` made a sample's run id");
+                pending.push(run);
+            }
         }
         if cmd.ends_with("run --once") {
-            for (run, before) in shipped.clone() {
-                let now = jsonl_lines(root, &run).unwrap_or_else(|| panic!("{run} not shipped"));
-                if let Some(rows) = before.strip_suffix(" rows") {
-                    assert_eq!(now.lines().count().to_string(), rows, "{run}");
-                } else {
-                    assert_eq!(now, before, "`{cmd}` shipped {run}'s rows again");
-                }
+            if first {
+                // Every point of every sample run, once.
+                let got = jsonl_points(root, &samples);
+                assert!(
+                    got == sample_points,
+                    "the samples' jsonl differs from the generator's points: {} received, {} expected; missing {:?}; extra {:?}",
+                    got.values().sum::<usize>(),
+                    sample_points.values().sum::<usize>(),
+                    sample_points.keys().filter(|k| !got.contains_key(*k)).take(5).collect::<Vec<_>>(),
+                    got.keys().filter(|k| !sample_points.contains_key(*k)).take(5).collect::<Vec<_>>(),
+                );
+                first = false;
+            }
+            for run in pending.drain(..) {
+                let now =
+                    jsonl_lines(root, &run).unwrap_or_else(|| panic!("`{cmd}` did not ship {run}"));
+                assert!(now.lines().count() > 0, "{run}");
                 shipped.insert(run, now);
+            }
+            for (run, before) in shipped.clone() {
+                let now = jsonl_lines(root, &run).unwrap();
+                assert_eq!(now, before, "`{cmd}` shipped {run}'s rows again");
             }
             for run in &samples {
                 let now = jsonl_lines(root, run).unwrap_or_else(|| panic!("{run} not shipped"));
-                assert!(now.lines().count() > 0);
                 if let Some(before) = shipped.get(run) {
                     assert_eq!(&now, before, "`{cmd}` shipped {run}'s rows again");
                 }
@@ -205,7 +378,11 @@ fn the_quick_start_works_as_written() {
         }
     }
     assert!(
-        shipped.len() > samples.len(),
-        "the quick start adds a run: {cmds:?}"
+        pending.is_empty(),
+        "runs made but never shipped: {pending:?}"
+    );
+    assert!(
+        shipped.len() > samples.len() + 5,
+        "the quick start adds runs with both generators: {cmds:?}"
     );
 }
