@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Write RL worker logs the way MOSAIC's Python workers do, for the demo,
-the tests and the benchmarks.
+"""Write JSON-lines worker logs through Python's logging and
+RotatingFileHandler, for the load, rotation and W&B tests and the
+benchmarks (stdlib only). This is one synthetic shape, not what MOSAIC's
+workers write: scripts/gen-mosaic-runs.py writes those.
 
 Lines go through the standard `logging` module, formatted as JSON and
 rotated by `RotatingFileHandler`, under ROOT/var/trainer/runs/<run_id>/logs/.

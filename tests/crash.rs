@@ -203,3 +203,129 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
     assert_eq!(status["counters"]["rows"], 2500);
     assert_eq!(status["counters"]["lines"], 2500);
 }
+
+/// The SIGKILL storm while a CleanRL text log and TensorBoard event files
+/// grow in small pieces (tests/py/grow_worker.py: the real logging module
+/// and TensorBoard's record framing, each write split anywhere, records
+/// cut mid-frame): a text-only run, an event-file-only run and a run that
+/// writes each episode to both. At the end every point is in jsonl once;
+/// the twin run's text lines gave way to its event file.
+#[test]
+fn sigkill_while_text_logs_and_event_files_grow_loses_and_repeats_nothing() {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("crash test seed {seed}");
+    let t = Tree::new();
+    t.write_config_with(&[("poll_interval_ms = 1000", "poll_interval_ms = 50")]);
+    let expect = t.root().join("expect.json");
+    let mut writer = std::process::Command::new(common::python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/grow_worker.py"))
+        .arg(t.root())
+        .arg((seed % 1_000_000).to_string())
+        .arg("2400")
+        .arg(&expect)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let mut rng = Rng(seed);
+    let (mut kills, mut kills_while_writing) = (0, 0);
+    let started = Instant::now();
+    let status = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "crash loop ran too long"
+        );
+        let finished = writer.try_wait().unwrap();
+        if finished.is_none() {
+            kills_while_writing = kills;
+        }
+        if kills >= 25 {
+            if let Some(status) = finished {
+                break status;
+            }
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(t.root().join("agents.log"))
+            .unwrap();
+        let mut child = t
+            .shipper(&["run", "--log-level", "mosaic_shipper=debug"])
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20 + rng.below(300)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(writer.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "grow_worker.py failed: {err}");
+    eprintln!("{kills} kills, {kills_while_writing} while the files grew");
+    assert!(
+        kills_while_writing >= 10,
+        "the storm must hit growing files: {kills_while_writing} kills while writing"
+    );
+
+    t.run_once();
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&expect).unwrap()).unwrap();
+    for (name, run) in doc["runs"].as_object().unwrap() {
+        let run = run.as_str().unwrap();
+        let mut want: Vec<(String, i64, String)> = doc["points"][run]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p[0].as_str().unwrap().to_string(),
+                    p[1].as_i64().unwrap(),
+                    format!("{:?}", p[2].as_f64().unwrap()),
+                )
+            })
+            .collect();
+        let mut got: Vec<(String, i64, String)> = t
+            .delivered(run)
+            .iter()
+            .flat_map(|row| {
+                let step = row["step"].as_i64().unwrap();
+                row["values"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), step, format!("{:?}", v.as_f64().unwrap())))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        want.sort();
+        got.sort();
+        if got != want {
+            let keep = std::env::temp_dir().join(format!("mosaic-crash-kinds-{seed}"));
+            let _ = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(t.root())
+                .arg(&keep)
+                .status();
+            let missing: Vec<_> = want.iter().filter(|p| !got.contains(p)).take(5).collect();
+            let mut extra = got.clone();
+            for p in &want {
+                if let Some(i) = extra.iter().position(|g| g == p) {
+                    extra.swap_remove(i);
+                }
+            }
+            panic!(
+                "{name} run {run} (seed {seed}, tree kept at {}): {} points delivered, {} written; missing {missing:?}; extra {:?}",
+                keep.display(),
+                got.len(),
+                want.len(),
+                &extra[..extra.len().min(5)]
+            );
+        }
+        assert!(!want.is_empty(), "{name}: no points written");
+    }
+}

@@ -54,6 +54,10 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// TensorBoard's view: run directory (relative to var/trainer/runs) ->
+/// tag -> multiset of (step, f32 bits of the value).
+type Series = BTreeMap<String, BTreeMap<String, BTreeMap<(i64, u32), usize>>>;
+
 /// What the generator wrote and the sinks must receive.
 struct Expected {
     doc: Value,
@@ -90,11 +94,9 @@ impl Expected {
         out
     }
 
-    /// TensorBoard: run directory (relative to var/trainer/runs) -> tag ->
-    /// multiset of (step, f32 bits).
-    fn tensorboard(&self) -> BTreeMap<String, BTreeMap<String, BTreeMap<(i64, u32), usize>>> {
-        let mut out: BTreeMap<String, BTreeMap<String, BTreeMap<(i64, u32), usize>>> =
-            BTreeMap::new();
+    /// The points TensorBoard must show.
+    fn tensorboard(&self) -> Series {
+        let mut out = Series::new();
         for p in self.points() {
             if !p["sinks"]
                 .as_array()
@@ -216,14 +218,8 @@ fn jsonl_points(dir: &Path, runs: &BTreeMap<String, Value>) -> BTreeMap<Point, u
     out
 }
 
-/// What TensorBoard's own loaders read under var/trainer/runs:
-/// (series, event files per run directory).
-fn tensorboard_read(
-    dir: &Path,
-) -> (
-    BTreeMap<String, BTreeMap<String, BTreeMap<(i64, u32), usize>>>,
-    Value,
-) {
+/// What TensorBoard's own loaders read under var/trainer/runs.
+fn tensorboard_read(dir: &Path) -> Series {
     let out = Command::new(sdk::python())
         .arg(harness::repo().join("tests/py/tb_read.py"))
         .arg(dir.join("var/trainer/runs"))
@@ -236,8 +232,7 @@ fn tensorboard_read(
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut series: BTreeMap<String, BTreeMap<String, BTreeMap<(i64, u32), usize>>> =
-        BTreeMap::new();
+    let mut series = Series::new();
     for (run, tags) in v["series"].as_object().unwrap() {
         for (tag, points) in tags.as_object().unwrap() {
             for p in points.as_array().unwrap() {
@@ -257,7 +252,7 @@ fn tensorboard_read(
         tags.retain(|_, p| !p.is_empty());
         !tags.is_empty()
     });
-    (series, v["raw"].clone())
+    series
 }
 
 /// The one offline run directory of `run` under var/wandb.
@@ -341,7 +336,7 @@ fn a_mosaic_tree_reaches_every_sink_point_by_point() {
 
     // TensorBoard: each directory holds what its writer wrote, the agent
     // added a file only where the worker wrote none.
-    let (series, _raw) = tensorboard_read(dir);
+    let series = tensorboard_read(dir);
     let want = expected.tensorboard();
     let got_dirs: BTreeSet<&String> = series.keys().collect();
     let want_dirs: BTreeSet<&String> = want.keys().collect();
