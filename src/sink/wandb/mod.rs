@@ -390,6 +390,9 @@ impl WandbSink {
                 continue;
             }
             let announce = !self.upserted.contains(id);
+            if announce && !self.settings.revive_open_runs {
+                continue;
+            }
             let quiet = self
                 .last_sent
                 .get(id)

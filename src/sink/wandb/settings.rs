@@ -52,6 +52,10 @@ pub struct WandbSettings {
     /// request when nothing else was sent: core's 30 s
     /// (`defaultHeartbeatInterval`); shorter only in tests.
     pub heartbeat: Duration,
+    /// Whether open runs of the saved state that get no rows are announced
+    /// again and heartbeated after a start: the agent, which follows their
+    /// workers, yes; `sync`, which uploads what is staged and leaves, no.
+    pub revive_open_runs: bool,
     pub compress: bool,
     /// wandb offline sink (issue 5): where offline run directories go.
     pub offline_dir: std::path::PathBuf,
@@ -156,6 +160,7 @@ pub fn resolve(cfg: &WandbSinkConfig, env: &dyn Fn(&str) -> Option<String>) -> W
         flush_interval: Duration::from_millis(cfg.flush_interval_ms),
         idle_finish: Duration::from_secs(cfg.idle_finish_secs),
         heartbeat: super::HEARTBEAT,
+        revive_open_runs: true,
         compress: cfg.compress,
         offline_dir: cfg
             .offline_dir
