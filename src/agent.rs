@@ -165,7 +165,6 @@ impl Agent {
                     dir: wandb.offline_dir.clone(),
                     project: wandb.project.clone(),
                     entity: wandb.entity.clone(),
-                    idle_finish: wandb.idle_finish,
                 },
             );
             wandb_finish = Some(finish);

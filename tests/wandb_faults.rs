@@ -59,7 +59,7 @@ fn faults_and_sigkill_lose_and_duplicate_nothing() {
     standin.inject(On::Graphql, Fault::Status(500));
     standin.inject(On::Graphql, Fault::ResetMidRequest);
     standin.set_latency(Duration::from_millis(40));
-    let config = write_config(dir, &standin.base_url(), "idle_finish_secs = 2\n");
+    let config = write_config(dir, &standin.base_url(), "");
 
     // First agent: killed (SIGKILL) while rows are on their way.
     let mut first = harness::spawn(&mut agent(dir, &config, &[]));
@@ -89,18 +89,24 @@ fn faults_and_sigkill_lose_and_duplicate_nothing() {
     standin.set_latency(Duration::ZERO);
     let seen_before_restart = standin.requests().len();
     let mut second = harness::spawn(&mut agent(dir, &config, &[]));
-    wait_for(
-        dir,
-        Duration::from_secs(120),
-        "every row and both completions",
-        || {
-            let got = standin.runs();
-            runs.iter().zip(&expected).all(|(r, e)| {
-                got.get(&harness::wandb_id(r))
-                    .is_some_and(|g| g.history.len() >= e.len() && g.exit_code.is_some())
-            })
-        },
-    );
+    wait_for(dir, Duration::from_secs(120), "every row", || {
+        let got = standin.runs();
+        runs.iter().zip(&expected).all(|(r, e)| {
+            got.get(&harness::wandb_id(r))
+                .is_some_and(|g| g.history.len() >= e.len())
+        })
+    });
+    // Then the workers report their end.
+    for r in &runs {
+        harness::lifecycle(dir, r, "run_completed", None);
+    }
+    wait_for(dir, Duration::from_secs(120), "both completions", || {
+        let got = standin.runs();
+        runs.iter().all(|r| {
+            got.get(&harness::wandb_id(r))
+                .is_some_and(|g| g.exit_code.is_some())
+        })
+    });
     unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
     let status = wait_child(&mut second, Duration::from_secs(60));
     let stderr = harness::stderr_logs(dir);

@@ -618,8 +618,12 @@ fn a_file_cut_short_by_hand_continues_in_a_new_directory() {
     assert_eq!(steps, want, "after {first_lines} lines");
 }
 
+/// A run without rows for longer than `idle_finish_secs` is not known to
+/// have ended: it gets no exit record (real `wandb sync` would mark it
+/// failed, and rows arriving later would have to start a new directory).
+/// The worker's `run_failed` then writes the exit record with its code.
 #[test]
-fn an_idle_run_gets_its_exit_record() {
+fn an_idle_run_gets_no_exit_record_until_the_worker_ends() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let run = "01JD9X2K7M3N4P5Q6R7S8T9IDL";
@@ -631,16 +635,34 @@ fn an_idle_run_gets_its_exit_record() {
     let cfg = harness::write_config(dir, "http://127.0.0.1:9", &extra);
     let mut agent = harness::spawn(harness::agent(dir, &cfg, &[]).current_dir(dir));
     let id = harness::wandb_id(run);
-    harness::wait_for(dir, Duration::from_secs(60), "the idle finish", || {
-        run_dirs(dir).iter().any(|d| {
-            let f = d.join(format!("run-{id}.wandb"));
-            f.exists() && last_type(&f).as_deref() == Some("exit")
-        })
+    let history = |dir: &Path| {
+        run_dirs(dir)
+            .iter()
+            .map(|d| d.join(format!("run-{id}.wandb")))
+            .filter(|f| f.exists())
+            .map(|f| read(&f).iter().filter(|r| r["type"] == "history").count())
+            .sum::<usize>()
+    };
+    harness::wait_for(dir, Duration::from_secs(60), "every row", || {
+        history(dir) == expected.len()
+    });
+    // Several idle periods (and ticks) pass: still no exit record.
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, file) = the_file(dir, run);
+    assert_eq!(last_type(&file).as_deref(), Some("history"));
+    harness::lifecycle(
+        dir,
+        run,
+        "run_failed",
+        Some(serde_json::json!({"exit_code": 2})),
+    );
+    harness::wait_for(dir, Duration::from_secs(60), "the exit record", || {
+        last_type(&file).as_deref() == Some("exit")
     });
     unsafe {
         libc::kill(agent.0.id() as i32, libc::SIGTERM);
     }
     harness::wait_child(&mut agent.0, Duration::from_secs(30));
-    let (_, file) = the_file(dir, run);
-    assert_records(&read(&file), &expected, Some(0));
+    assert_eq!(run_dirs(dir).len(), 1, "the run continued in its directory");
+    assert_records(&read(&file), &expected, Some(2));
 }

@@ -101,14 +101,17 @@ fn agent_requests_match_the_wandb_sdk() {
     let sdk = StandIn::start();
     run_sdk(dir, &sdk, &expect_file, &run, ulid);
 
-    // The agent; idle_finish completes the run.
+    // The agent; once every row is there the worker reports that it
+    // completed (the SDK script's `finish(exit_code=0)`).
     let ours = StandIn::start();
-    let config = write_config(
-        dir,
-        &ours.base_url(),
-        "idle_finish_secs = 1\nrows_per_request = 40\n",
-    );
+    let config = write_config(dir, &ours.base_url(), "rows_per_request = 40\n");
     let mut child = harness::spawn(&mut agent(dir, &config, &[]));
+    wait_for(dir, Duration::from_secs(60), "every row", || {
+        ours.runs()
+            .get(&run)
+            .is_some_and(|r| r.history.len() == expected.len())
+    });
+    harness::lifecycle(dir, ulid, "run_completed", None);
     wait_for(
         dir,
         Duration::from_secs(60),
@@ -411,6 +414,88 @@ fn sdk_steps_recording_is_current() {
         got,
         sdk::steps_fixture(),
         "the SDK no longer sends what {} recorded: run scripts/record-wandb-sdk and review the change",
+        path.display()
+    );
+}
+
+/// What the SDK sends to end a run: `finish(exit_code=0)`,
+/// `finish(exit_code=1)`, and a process killed by SIGKILL (nothing more
+/// can be sent; the server marks the run crashed once heartbeats stop).
+fn record_sdk_state(dir: &std::path::Path) -> Value {
+    let script = harness::repo().join("tests/py/sdk_state.py");
+    let mut out = serde_json::Map::new();
+    for code in ["0", "1"] {
+        let run = format!("01jdas00000000000000exit{code}");
+        let standin = StandIn::start();
+        sdk::run_script(
+            dir,
+            &format!("exit{code}"),
+            &script,
+            &[&run, "R", "exit", code],
+            Some(&standin),
+        );
+        out.insert(
+            format!("finish_exit_code_{code}"),
+            sdk::run_end(&standin.requests()),
+        );
+    }
+    // Killed: the rows reach the stand-in first, then SIGKILL.
+    let run = "01jdas00000000000000000kill";
+    let standin = StandIn::start();
+    let go = dir.join("go");
+    let go_arg = go.display().to_string();
+    let (mut c, _) = sdk::script_command(
+        dir,
+        "sigkill",
+        &script,
+        &[run, "R", "sigkill", &go_arg],
+        Some(&standin),
+    );
+    let mut child = harness::spawn(&mut c);
+    let pid = child.id();
+    wait_for(dir, Duration::from_secs(120), "the SDK's rows", || {
+        standin
+            .runs()
+            .get(run)
+            .is_some_and(|r| r.history.len() == 3)
+    });
+    std::fs::write(&go, b"").unwrap();
+    let status = wait_child(&mut child, Duration::from_secs(60));
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    }
+    // Whatever the SDK's service still sends, it sends before it exits.
+    wait_for(dir, Duration::from_secs(60), "wandb-core to exit", || {
+        sdk::core_processes(pid).is_empty()
+    });
+    out.insert("sigkill".into(), sdk::run_end(&standin.requests()));
+    serde_json::json!({
+        "made_by": "scripts/record-wandb-sdk (tests/wandb_sdk.rs, record_sdk_state; SDK script tests/py/sdk_state.py)",
+        "wandb": "0.31.0",
+        "ends": out,
+    })
+}
+
+/// The committed recording of run ends is what the SDK sends today; with
+/// `MOSAIC_RECORD_FIXTURES=1` (scripts/record-wandb-sdk) it is rewritten.
+#[test]
+fn sdk_state_recording_is_current() {
+    sdk::python();
+    let tmp = tempfile::tempdir().unwrap();
+    let got = record_sdk_state(tmp.path());
+    let path = harness::repo().join(sdk::STATE_FIXTURE);
+    if std::env::var_os("MOSAIC_RECORD_FIXTURES").is_some_and(|v| v == "1") {
+        let mut text = serde_json::to_string_pretty(&got).unwrap();
+        text.push('\n');
+        std::fs::write(&path, text).unwrap();
+        eprintln!("wrote {}", path.display());
+        return;
+    }
+    assert_eq!(
+        got,
+        sdk::state_fixture(),
+        "the SDK no longer ends runs as {} recorded: run scripts/record-wandb-sdk and review the change",
         path.display()
     );
 }

@@ -202,7 +202,7 @@ fn offline_points_keep_their_steps_through_wandb_sync() {
         .collect();
     append(dir, run, "worker.log", &text);
     let cfg_text = format!(
-        "mode = \"offline\"\noffline_dir = \"{}\"\nidle_finish_secs = 1",
+        "mode = \"offline\"\noffline_dir = \"{}\"",
         dir.join("wandb").display()
     );
     let cfg = write_config(dir, "http://127.0.0.1:9", &cfg_text);
@@ -211,16 +211,17 @@ fn offline_points_keep_their_steps_through_wandb_sync() {
     let late: Vec<(i64, f64, f64)> = (0..5)
         .map(|i| (64 + i * 128, 1.0 + i as f64 * 0.1, 0.25))
         .collect();
-    append(
-        dir,
-        run,
-        "late.log",
-        &late
-            .iter()
-            .map(|(s, t, v)| metric(run, *s, *t, *v))
-            .collect::<String>(),
-    );
-    // Runs until the idle finish writes the exit record.
+    // ...and then the worker's end, after them in the same file.
+    let mut late_text: String = late
+        .iter()
+        .map(|(s, t, v)| metric(run, *s, *t, *v))
+        .collect();
+    late_text.push_str(&format!(
+        "{{\"event\": \"run_completed\", \"run_id\": \"{run}\", \"timestamp\": {}}}\n",
+        T0 + 10.0
+    ));
+    append(dir, run, "late.log", &late_text);
+    // Runs until the run-finished record writes the exit record.
     let mut child = harness::spawn(harness::agent(dir, &cfg, &[]).current_dir(dir));
     let run_dir = wait_for_exit(dir, &id);
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };

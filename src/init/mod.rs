@@ -85,8 +85,12 @@ pub fn main(
         Err(_) => logging::init_stderr(logging::filter(log_level, "info")),
     };
     let (mut config, init) = match config {
-        Ok(c) => {
+        Ok(mut c) => {
             let init = c.init.clone();
+            // While CMD runs the agent knows its runs are alive, however
+            // long the worker is silent: they keep their W&B heartbeat and
+            // end with CMD's exit code, not with an idle timeout.
+            c.sinks.wandb.idle_finish_secs = 0;
             (Some(c), init)
         }
         Err(e) => {

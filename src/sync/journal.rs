@@ -127,6 +127,10 @@ pub async fn sync(
         .map(|(run, total)| progress.run(run, *total, "rows"))
         .collect();
 
+    // Runs of the saved state without rows here are left as they are: no
+    // worker vouches for them (the agent announces and heartbeats them).
+    let mut settings = settings.clone();
+    settings.revive_open_runs = false;
     let (sink, _finish) = WandbSink::new(settings.clone()).context("cannot start the W&B sink")?;
     let options = RunOptions {
         batch_rows: settings.rows_per_request,

@@ -316,3 +316,26 @@ pub fn assert_history(run: &RunRecord, expected: &[Expected]) {
         }
     }
 }
+
+/// Appends one MOSAIC lifecycle event (`run_completed`, `run_failed`,
+/// `run_cancelled`; `payload` e.g. `{"exit_code": 2}`) for `run_id` to
+/// the run's `logs/lifecycle.log` under `root`, as a worker prints it.
+pub fn lifecycle(root: &Path, run_id: &str, event: &str, payload: Option<Value>) {
+    use std::io::Write;
+    let logs = root.join("var/trainer/runs").join(run_id).join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut line = serde_json::json!({
+        "event": event,
+        "run_id": run_id,
+        "timestamp": 1_795_000_000.5,
+    });
+    if let Some(p) = payload {
+        line["payload"] = p;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(logs.join("lifecycle.log"))
+        .unwrap();
+    writeln!(f, "{line}").unwrap();
+}

@@ -15,6 +15,9 @@ use super::standin::{Recorded, StandIn};
 /// The recording of the SDK's steps and `define_metric`.
 pub const STEPS_FIXTURE: &str = "tests/fixtures/wandb-sdk-steps.json";
 
+/// The recording of how the SDK ends a run (finished, failed, killed).
+pub const STATE_FIXTURE: &str = "tests/fixtures/wandb-sdk-state.json";
+
 /// `MOSAIC_TEST_PYTHON`, checked to have wandb 0.31.0; fails without it.
 pub fn python() -> PathBuf {
     let py = std::env::var_os("MOSAIC_TEST_PYTHON").unwrap_or_else(|| {
@@ -76,6 +79,26 @@ pub fn run_script(
     args: &[&str],
     standin: Option<&StandIn>,
 ) -> PathBuf {
+    let (mut c, wdir) = script_command(dir, name, script, args, standin);
+    let mut child = harness::spawn(&mut c);
+    let status = harness::wait_child(&mut child, Duration::from_secs(240));
+    assert!(
+        status.success(),
+        "the wandb SDK script {} failed",
+        script.display()
+    );
+    wdir
+}
+
+/// The command [`run_script`] runs, and the SDK's working directory, for
+/// a test that runs the script itself (one that kills itself).
+pub fn script_command(
+    dir: &Path,
+    name: &str,
+    script: &Path,
+    args: &[&str],
+    standin: Option<&StandIn>,
+) -> (Command, PathBuf) {
     let wdir = dir.join(name);
     std::fs::create_dir_all(&wdir).unwrap();
     let mut c = Command::new(python());
@@ -105,14 +128,35 @@ pub fn run_script(
         .env("HTTP_PROXY", "http://127.0.0.1:9")
         .env("HTTPS_PROXY", "http://127.0.0.1:9")
         .env("NO_PROXY", "127.0.0.1");
-    let mut child = harness::spawn(&mut c);
-    let status = harness::wait_child(&mut child, Duration::from_secs(240));
-    assert!(
-        status.success(),
-        "the wandb SDK script {} failed",
-        script.display()
-    );
-    wdir
+    (c, wdir)
+}
+
+/// The `wandb-core` processes the SDK process `pid` started (their
+/// command line carries `--pid <pid>`), from /proc.
+pub fn core_processes(pid: u32) -> Vec<u32> {
+    let want = pid.to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let core = args.first().is_some_and(|a| a.ends_with(b"wandb-core"));
+        let parent = args
+            .windows(2)
+            .any(|w| w[0] == b"--pid" && w[1] == want.as_bytes());
+        if core && parent {
+            found.push(p);
+        }
+    }
+    found
 }
 
 /// The one `offline-run-*` directory under `wdir/wandb`.
@@ -202,9 +246,18 @@ pub fn metric_records(records: &[Value]) -> Value {
     )
 }
 
-/// The committed recording.
+/// The committed recording of steps.
 pub fn steps_fixture() -> Value {
-    let path = harness::repo().join(STEPS_FIXTURE);
+    fixture(STEPS_FIXTURE)
+}
+
+/// The committed recording of run ends.
+pub fn state_fixture() -> Value {
+    fixture(STATE_FIXTURE)
+}
+
+fn fixture(name: &str) -> Value {
+    let path = harness::repo().join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "cannot read {}: {e} (scripts/record-wandb-sdk makes it)",
@@ -212,4 +265,31 @@ pub fn steps_fixture() -> Value {
         )
     });
     serde_json::from_str(&text).unwrap()
+}
+
+/// What decides the state W&B shows for a run, from its file_stream
+/// requests: every request that sets `complete` (with its `exitcode`),
+/// how many requests came after the first of them, and whether any said
+/// `preempting`. No `complete` at all: the run stays running while
+/// heartbeats come, then the server shows it crashed.
+pub fn run_end(reqs: &[Recorded]) -> Value {
+    let fs: Vec<Value> = reqs
+        .iter()
+        .filter(|r| r.is_file_stream())
+        .map(Recorded::json)
+        .collect();
+    let completes: Vec<Value> = fs
+        .iter()
+        .filter(|v| v.get("complete").is_some())
+        .map(|v| serde_json::json!({"complete": v["complete"], "exitcode": v["exitcode"]}))
+        .collect();
+    let after = fs
+        .iter()
+        .position(|v| v.get("complete").is_some())
+        .map(|i| fs.len() - 1 - i);
+    serde_json::json!({
+        "complete_requests": completes,
+        "requests_after_complete": after,
+        "preempting": fs.iter().any(|v| v.get("preempting").is_some()),
+    })
 }

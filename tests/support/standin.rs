@@ -31,6 +31,8 @@ pub struct Recorded {
     /// Body, gunzipped when `Content-Encoding: gzip`.
     pub body: Vec<u8>,
     pub gzipped: bool,
+    /// When the request was read (for tests of what a client stops doing).
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -45,6 +47,11 @@ impl Recorded {
     }
     pub fn is_file_stream(&self) -> bool {
         self.path.ends_with("/file_stream")
+    }
+    /// An empty file_stream request: core's heartbeat, which keeps a run
+    /// "running" on the server.
+    pub fn is_heartbeat(&self) -> bool {
+        self.is_file_stream() && self.json() == serde_json::json!({})
     }
 }
 
@@ -382,6 +389,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         headers,
         body,
         gzipped,
+        at: std::time::Instant::now(),
     };
     let on = if path.ends_with("/file_stream") {
         Some(On::FileStream)

@@ -4,6 +4,18 @@
 //! `wandb-history.jsonl` lines over file_stream with the latest values as
 //! `wandb-summary.json`; a finished run gets `complete` with its exit code.
 //!
+//! A run's state on W&B ([`ending`]): `complete` goes out only when the
+//! worker ended, with the code it ended with: a run-finished record (the
+//! lifecycle `run_completed` / `run_failed` / `run_cancelled`) or, in init
+//! mode, the worker's exit status (a kill by signal N is 128 + N). Exit
+//! code 0 shows the run finished, any other failed. Until then the run is
+//! open and gets a heartbeat every 30 s, as the SDK sends, also after an
+//! agent restart (the saved state lists the open runs; each is announced
+//! again and heartbeats resume without new rows). An open run without rows
+//! for `idle_finish_secs` is not ended: its heartbeats stop, so the server
+//! shows it crashed, which is all the agent knows; rows arriving later
+//! announce it again and continue its history at the next offset.
+//!
 //! Steps and time ([`step_metric`], [`state::RunState::take_row`]): every
 //! row is its own history line, `_step` counts the run's lines in delivery
 //! order, the worker's step travels as `global_step`, declared the x-axis
@@ -21,6 +33,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod ending;
 pub mod filestream;
 pub mod graphql;
 pub mod http;
@@ -146,11 +159,16 @@ pub struct WandbSink {
     /// Run states including rows written since.
     working: State,
     pending: BTreeMap<String, Pending>,
-    /// Last time a row of the run reached the sink, for the idle finish.
-    active: HashMap<String, Instant>,
+    /// Runs this process delivered rows or records to: init mode's exit
+    /// code is theirs.
+    delivered: HashSet<String>,
     /// Runs upserted by this process: like the SDK on resume, a restarted
-    /// agent announces each run once before streaming to it again.
+    /// agent announces each run once before streaming to it again. A run
+    /// that went idle leaves the set, so its next rows announce it again.
     upserted: HashSet<String>,
+    /// Open runs whose heartbeats stopped because they went idle (logged
+    /// once per idle spell).
+    idle: HashSet<String>,
     /// Last file_stream request per run, for the heartbeat.
     last_sent: HashMap<String, Instant>,
     finish_inbox: FinishInbox,
@@ -185,8 +203,9 @@ impl WandbSink {
                 committed: State::default(),
                 working: State::default(),
                 pending: BTreeMap::new(),
-                active: HashMap::new(),
+                delivered: HashSet::new(),
                 upserted: HashSet::new(),
+                idle: HashSet::new(),
                 last_sent: HashMap::new(),
                 finish_inbox: inbox,
                 evented: HashSet::new(),
@@ -248,7 +267,9 @@ impl WandbSink {
                         "W&B run exists; appending after its history"
                     );
                 }
-                RunState::new(&bucket, mosaic_run)
+                let mut run = RunState::new(&bucket, mosaic_run);
+                run.active_at = crate::util::now_secs();
+                run
             }
         };
         tracing::info!(run = mosaic_run, wandb_run = %run.name, entity = %run.entity, project = %run.project, offset = run.next_offset, "W&B run opened");
@@ -282,19 +303,19 @@ impl WandbSink {
         Ok(())
     }
 
-    /// Sends `complete` for runs asked to finish or idle too long; only
-    /// called when everything written is acknowledged.
+    /// Sends `complete` for runs whose worker ended (a run-finished record,
+    /// init mode's exit code); only called when everything written is
+    /// acknowledged. Idle runs are not ended here ([`Self::heartbeat`]).
     async fn finish_due(&mut self) -> Result<bool, SinkError> {
         self.finish_inbox
-            .gather(&mut self.finishing, str::to_string, self.active.keys());
-        let idle = self.settings.idle_finish;
-        let now = Instant::now();
+            .gather(&mut self.finishing, str::to_string, self.delivered.iter());
         let mut due: Vec<(String, i32, &'static str)> = Vec::new();
         for (id, run) in &self.committed.runs {
-            // A known exit code wins, also over an idle finish sent before.
-            if let Some(&code) = self.finishing.get(id) {
+            // The worker's exit status, with what its records said.
+            if let Some(&exit) = self.finishing.get(id) {
+                let code = ending::exit_code(run.finish_requested, exit);
                 if run.finished != Some(code) {
-                    due.push((id.clone(), code, "the run finished"));
+                    due.push((id.clone(), code, "the worker exited"));
                 } else {
                     self.finishing.remove(id);
                 }
@@ -304,16 +325,6 @@ impl WandbSink {
             if let Some(code) = run.finish_requested {
                 if run.finished != Some(code) {
                     due.push((id.clone(), code, "a run-finished record"));
-                }
-                continue;
-            }
-            if run.finished.is_some() {
-                continue;
-            }
-            if !idle.is_zero() {
-                let last = *self.active.entry(id.clone()).or_insert(now);
-                if now.duration_since(last) >= idle {
-                    due.push((id.clone(), 0, "no rows for idle_finish_secs"));
                 }
             }
         }
@@ -329,7 +340,7 @@ impl WandbSink {
                 exit_code: Some(code),
             };
             self.send(&run, &update).await?;
-            tracing::info!(run = %id, exit_code = code, reason = why, "W&B run marked complete");
+            tracing::info!(run = %id, exit_code = code, state = ending::shown(code), reason = why, "W&B run marked complete");
             for s in [&mut self.committed, &mut self.working] {
                 if let Some(r) = s.runs.get_mut(&id) {
                     r.finished = Some(code);
@@ -339,31 +350,63 @@ impl WandbSink {
         }
         Ok(changed)
     }
+
+    /// Whether `run` had no rows for `idle_finish_secs` at `now`.
+    fn is_idle(&self, run: &RunState, now: f64) -> bool {
+        let idle = self.settings.idle_finish;
+        !idle.is_zero() && now - run.active_at >= idle.as_secs_f64()
+    }
 }
 
 /// W&B core sends an empty file_stream request when it has sent nothing
 /// for 30 s (`defaultHeartbeatInterval`), so that the server keeps the run
 /// "running"; the agent does the same for runs it has not finished.
-const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl WandbSink {
+    /// Keeps open runs alive: an empty file_stream request when nothing
+    /// was sent for [`HEARTBEAT`]. An open run this process has not
+    /// announced yet (the agent restarted) is announced first, so its
+    /// heartbeats resume without new rows. An idle run gets none: the
+    /// server then shows it crashed, and its next rows resume it.
     async fn heartbeat(&mut self) -> Result<(), SinkError> {
         let now = Instant::now();
-        let due: Vec<RunState> = self
-            .committed
-            .runs
-            .iter()
-            .filter(|(id, r)| {
-                r.finished.is_none()
-                    && self.upserted.contains(*id)
-                    && self
-                        .last_sent
-                        .get(*id)
-                        .map_or(true, |t| now.duration_since(*t) >= HEARTBEAT)
-            })
-            .map(|(_, r)| r.clone())
-            .collect();
-        for run in due {
+        let wall = crate::util::now_secs();
+        let mut due: Vec<(String, bool)> = Vec::new();
+        for (id, run) in &self.committed.runs {
+            if !run.is_open() {
+                continue;
+            }
+            if self.is_idle(run, wall) {
+                if self.idle.insert(id.clone()) {
+                    tracing::info!(
+                        run = %id,
+                        idle_secs = self.settings.idle_finish.as_secs(),
+                        "no rows for idle_finish_secs: heartbeats stop, W&B will show the run crashed; rows arriving later resume it"
+                    );
+                    // Its next rows announce it again.
+                    self.upserted.remove(id);
+                }
+                continue;
+            }
+            let announce = !self.upserted.contains(id);
+            if announce && !self.settings.revive_open_runs {
+                continue;
+            }
+            let quiet = self
+                .last_sent
+                .get(id)
+                .map_or(true, |t| now.duration_since(*t) >= self.settings.heartbeat);
+            if announce || quiet {
+                due.push((id.clone(), announce));
+            }
+        }
+        for (id, announce) in due {
+            if announce {
+                self.open_run(&id).await?;
+                tracing::info!(run = %id, "open run announced again after a restart; heartbeats resume");
+            }
+            let run = self.committed.runs[&id].clone();
             self.send(&run, &Update::default()).await?;
         }
         Ok(())
@@ -378,14 +421,38 @@ impl Sink for WandbSink {
     async fn recover(&mut self, state: &[u8]) -> Result<(), SinkError> {
         self.pending.clear();
         self.committed = State::decode(state)?;
+        // A state saved before activity was kept: one idle period from now.
+        let now = crate::util::now_secs();
+        for run in self.committed.runs.values_mut() {
+            if run.active_at == 0.0 {
+                run.active_at = now;
+            }
+        }
         self.working = self.committed.clone();
         Ok(())
     }
 
     async fn write(&mut self, entries: &[Entry], checkpoint: &Checkpoint) -> Result<(), SinkError> {
         let mut opened = false;
+        let now = crate::util::now_secs();
         for entry in entries {
             let id = entry.row.run_id.as_str();
+            if self.idle.remove(id) {
+                // Its heartbeats had stopped: announce it again, continue
+                // its history where it ended.
+                self.upserted.remove(id);
+                tracing::info!(run = id, "rows again for an idle run; it resumes");
+            }
+            // Idle but not yet noticed by a tick: the same.
+            if self
+                .working
+                .runs
+                .get(id)
+                .is_some_and(|r| self.is_idle(r, now))
+            {
+                self.upserted.remove(id);
+            }
+            self.delivered.insert(id.to_string());
             let open = self.upserted.contains(id)
                 && self
                     .working
@@ -397,6 +464,7 @@ impl Sink for WandbSink {
                 opened = true;
             }
             let run = self.working.runs.get_mut(id).expect("opened above");
+            run.active_at = now;
             match &entry.row.event {
                 None => {}
                 Some(RunEvent::Config(text)) => {
@@ -414,7 +482,6 @@ impl Sink for WandbSink {
                 Some(RunEvent::Finished(code)) => {
                     run.finish_requested = Some(*code);
                     self.evented.insert(id.to_string());
-                    self.active.insert(id.to_string(), Instant::now());
                     continue;
                 }
             }
@@ -427,7 +494,6 @@ impl Sink for WandbSink {
                     lines: Vec::new(),
                 });
             p.lines.push(line);
-            self.active.insert(id.to_string(), Instant::now());
         }
         if opened {
             checkpoint.save(self.committed.encode())?;

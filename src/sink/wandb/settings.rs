@@ -45,7 +45,17 @@ pub struct WandbSettings {
     pub http: HttpOptions,
     pub rows_per_request: usize,
     pub flush_interval: Duration,
+    /// An open run without rows for this long stops heartbeating (W&B then
+    /// shows it crashed) until rows arrive again; zero: never.
     pub idle_finish: Duration,
+    /// How often an open run is kept alive with an empty file_stream
+    /// request when nothing else was sent: core's 30 s
+    /// (`defaultHeartbeatInterval`); shorter only in tests.
+    pub heartbeat: Duration,
+    /// Whether open runs of the saved state that get no rows are announced
+    /// again and heartbeated after a start: the agent, which follows their
+    /// workers, yes; `sync`, which uploads what is staged and leaves, no.
+    pub revive_open_runs: bool,
     pub compress: bool,
     /// wandb offline sink (issue 5): where offline run directories go.
     pub offline_dir: std::path::PathBuf,
@@ -149,6 +159,8 @@ pub fn resolve(cfg: &WandbSinkConfig, env: &dyn Fn(&str) -> Option<String>) -> W
         rows_per_request: cfg.rows_per_request,
         flush_interval: Duration::from_millis(cfg.flush_interval_ms),
         idle_finish: Duration::from_secs(cfg.idle_finish_secs),
+        heartbeat: super::HEARTBEAT,
+        revive_open_runs: true,
         compress: cfg.compress,
         offline_dir: cfg
             .offline_dir

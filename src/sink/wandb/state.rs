@@ -75,6 +75,12 @@ pub struct RunState {
     /// record's acknowledgement and `complete` does not lose the code.
     #[serde(default)]
     pub finish_requested: Option<i32>,
+    /// When (the agent's clock, Unix seconds) a row or record of the run
+    /// last reached the sink; 0: not known (a state saved before this was
+    /// kept). Saved so that the idle rule spans agent restarts: an agent
+    /// restarted in a loop must not keep a dead worker's run "running".
+    #[serde(default)]
+    pub active_at: f64,
 }
 
 impl RunState {
@@ -97,7 +103,14 @@ impl RunState {
             finished: None,
             config: None,
             finish_requested: None,
+            active_at: 0.0,
         }
+    }
+
+    /// Whether the run is open: not completed and no end waiting to be
+    /// sent. Open runs are the ones the sink keeps alive with heartbeats.
+    pub fn is_open(&self) -> bool {
+        self.finished.is_none() && self.finish_requested.is_none()
     }
 
     /// Takes the metric row `row`: fixes its line's offset (= `_step`) and

@@ -35,11 +35,10 @@
 pub mod records;
 pub mod txlog;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -58,9 +57,6 @@ pub struct OfflineSettings {
     pub dir: PathBuf,
     pub project: String,
     pub entity: Option<String>,
-    /// A run without rows for this long gets its exit record (code 0);
-    /// zero: never.
-    pub idle_finish: Duration,
 }
 
 /// One run's file, as committed with the cursor.
@@ -112,9 +108,9 @@ pub struct WandbOfflineSink {
     working: State,
     /// Bytes framed but not yet on disk, per file.
     pending: BTreeMap<PathBuf, Vec<u8>>,
-    /// Last time a row of the run reached the sink (this process), for
-    /// the idle finish and init mode's "all runs finished".
-    active: HashMap<String, Instant>,
+    /// Runs this process wrote rows or records for: init mode's exit code
+    /// is theirs.
+    delivered: HashSet<String>,
     finish_inbox: FinishInbox,
     /// Finish requests (W&B run id to exit code) waiting for a tick.
     finishing: BTreeMap<String, i32>,
@@ -182,7 +178,7 @@ impl WandbOfflineSink {
             committed: State::default(),
             working: State::default(),
             pending: BTreeMap::new(),
-            active: HashMap::new(),
+            delivered: HashSet::new(),
             finish_inbox: inbox,
             finishing: BTreeMap::new(),
         };
@@ -317,7 +313,7 @@ impl WandbOfflineSink {
 
     fn take(&mut self, row: &Row, checkpoint: &Checkpoint) -> Result<(), SinkError> {
         let id = wandb_run_id(&row.run_id);
-        self.active.insert(id.clone(), Instant::now());
+        self.delivered.insert(id.clone());
         let finish = matches!(row.event, Some(RunEvent::Finished(_)));
         let reopen = match self.working.runs.get(&id) {
             None => true,
@@ -415,16 +411,17 @@ impl Sink for WandbOfflineSink {
         "wandb-offline"
     }
 
-    /// Writes exit records for runs that finished by the handle (init
-    /// mode) or went idle. Runs only with everything acknowledged, so the
-    /// exit records are appended at committed lengths and committed with
-    /// the unchanged cursor. Unlike online, an exit record cannot be
-    /// replaced: a later exit code for an idle-finished run is ignored.
+    /// Writes exit records for runs whose worker exited (init mode's exit
+    /// code, through the handle). Runs only with everything acknowledged,
+    /// so the exit records are appended at committed lengths and committed
+    /// with the unchanged cursor. A run without rows for a while gets no
+    /// exit record: it is not known to have ended, and rows arriving later
+    /// continue its file. Unlike online, an exit record cannot be
+    /// replaced: the first end the worker reported stays (a later exit
+    /// code of a run whose run-finished record was written is ignored).
     async fn tick(&mut self) -> Result<Option<Vec<u8>>, SinkError> {
         self.finish_inbox
-            .gather(&mut self.finishing, wandb_run_id, self.active.keys());
-        let idle = self.settings.idle_finish;
-        let now = Instant::now();
+            .gather(&mut self.finishing, wandb_run_id, self.delivered.iter());
         let mut due = Vec::new();
         for (id, run) in &self.working.runs {
             if run.finished.is_some() {
@@ -432,19 +429,14 @@ impl Sink for WandbOfflineSink {
                 continue;
             }
             if let Some(&code) = self.finishing.get(id) {
-                due.push((id.clone(), code, "the run finished"));
-            } else if !idle.is_zero() {
-                let last = *self.active.entry(id.clone()).or_insert(now);
-                if now.duration_since(last) >= idle {
-                    due.push((id.clone(), 0, "no rows for idle_finish_secs"));
-                }
+                due.push((id.clone(), code));
             }
         }
         if due.is_empty() {
             return Ok(None);
         }
-        for (id, code, why) in due {
-            tracing::info!(run = %id, exit_code = code, reason = why, "writing the offline run's exit record");
+        for (id, code) in due {
+            tracing::info!(run = %id, exit_code = code, state = super::ending::shown(code), reason = "the worker exited", "writing the offline run's exit record");
             self.write_exit(&id, code);
             self.finishing.remove(&id);
         }
