@@ -39,23 +39,30 @@ impl Plugins {
     /// of the same tag. `None` for non-scalars and for an empty tag (W&B
     /// drops those: `withNamespace`, "empty key").
     pub fn scalar(&mut self, v: &Value) -> Option<f64> {
-        let plugin = match &v.plugin {
-            Some(p) => {
-                if self.by_tag.get(&v.tag) != Some(p) {
-                    self.by_tag.insert(v.tag.clone(), p.clone());
-                }
-                Some(p.as_str())
+        if let Some(p) = &v.plugin {
+            if self.by_tag.get(&v.tag) != Some(p) {
+                self.by_tag.insert(v.tag.clone(), p.clone());
             }
-            None => self.by_tag.get(&v.tag).map(String::as_str),
-        };
+        }
+        self.value_of(v)
+    }
+
+    /// The scalar that `v` holds given what is known of its tag so far.
+    fn value_of(&self, v: &Value) -> Option<f64> {
         if v.tag.is_empty() {
             return None;
         }
+        let plugin = v.plugin.as_deref().or_else(|| self.plugin_of(&v.tag));
         match v.data {
             Data::Simple(x) => Some(f64::from(x)),
             Data::Tensor(x) if plugin.map_or(true, |p| p == SCALARS_PLUGIN) => Some(x),
-            Data::Tensor(_) | Data::Other => None,
+            Data::Tensor(_) | Data::Image | Data::Histogram | Data::Audio | Data::Other => None,
         }
+    }
+
+    /// The plugin that owns `tag`, as far as this file has said.
+    pub fn plugin_of(&self, tag: &str) -> Option<&str> {
+        self.by_tag.get(tag).map(String::as_str)
     }
 
     /// The scalars of a decoded record as `(tag, value)` in file order, and
@@ -72,6 +79,68 @@ impl Plugins {
         }
         let ignored = values.len() - out.len();
         (out, ignored)
+    }
+}
+
+/// What a record that holds no scalar holds, for `explain` and the
+/// "no rows" warning: one short description per part ("header", "histogram
+/// `weights`", ...). Read after [`Plugins::scalars`] has seen the record,
+/// so that a tag's plugin is known.
+pub fn held(d: &Decoded, plugins: &Plugins) -> Vec<Held> {
+    match &d.content {
+        Content::FileVersion(v) => vec![Held {
+            what: "header".into(),
+            tag: Some(v.clone()),
+        }],
+        Content::Other => vec![Held {
+            what: "graph, session log or run metadata".into(),
+            tag: None,
+        }],
+        Content::Summary(values) if values.is_empty() => vec![Held {
+            what: "empty summary".into(),
+            tag: None,
+        }],
+        Content::Summary(values) => values
+            .iter()
+            .filter(|v| plugins.value_of(v).is_none())
+            .map(|v| Held {
+                what: kind_of(v, plugins),
+                tag: Some(v.tag.clone()),
+            })
+            .collect(),
+    }
+}
+
+/// One non-scalar part of a record: what it is and its tag (for a header,
+/// the file version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub what: String,
+    pub tag: Option<String>,
+}
+
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.tag, self.what.as_str()) {
+            (Some(v), "header") => write!(f, "header ({v})"),
+            (Some(t), _) if t.is_empty() => write!(f, "{} with an empty tag", self.what),
+            (Some(t), _) => write!(f, "{} {t:?}", self.what),
+            (None, _) => f.write_str(&self.what),
+        }
+    }
+}
+
+/// What a value that is not a scalar is.
+fn kind_of(v: &Value, plugins: &Plugins) -> String {
+    let plugin = v.plugin.as_deref().or_else(|| plugins.plugin_of(&v.tag));
+    match (v.data, plugin) {
+        (Data::Image, _) | (_, Some("images")) => "image".into(),
+        (Data::Histogram, _) | (_, Some("histograms")) => "histogram".into(),
+        (Data::Audio, _) | (_, Some("audio")) => "audio".into(),
+        (_, Some("text")) => "text".into(),
+        (_, Some(p)) if p != SCALARS_PLUGIN => format!("{p} plugin value"),
+        (Data::Simple(_) | Data::Tensor(_), _) => "scalar with an empty tag".into(),
+        _ => "tensor that is not one number".into(),
     }
 }
 
