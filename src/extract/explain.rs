@@ -124,8 +124,7 @@ impl fmt::Display for Explanation {
     }
 }
 
-/// One row on one line: run, step, wall time and values (or the event).
-pub struct RowText<'a>(pub &'a Row);
+struct RowText<'a>(&'a Row);
 
 impl fmt::Display for RowText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

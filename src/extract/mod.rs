@@ -20,7 +20,7 @@ pub mod silence;
 mod text;
 mod time;
 
-pub use self::explain::{Explanation, Outcome, RowText};
+pub use self::explain::{Explanation, Outcome};
 pub use self::time::{parse_timestamp, parse_timestamp_as};
 pub use crate::journal::Memo;
 pub use pyjson::parse as parse_python_json;
