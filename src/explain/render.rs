@@ -80,14 +80,14 @@ pub fn text(r: &Report) -> String {
         .count();
     let _ = writeln!(
         s,
-        "{} {unit}s shown{}: {made} made rows ({} rows), {} made none.",
-        r.records.len(),
+        "{} shown{}: {made} made rows ({}), {} made none.",
+        count(r.records.len(), unit),
         if r.more {
             " (the file has more: --lines N)"
         } else {
             ""
         },
-        r.rows(),
+        count(r.rows(), "row"),
         r.records.len() - made,
     );
     s
@@ -191,6 +191,15 @@ fn row(r: &Row) -> Value {
         None => {}
     }
     o
+}
+
+/// `1 line`, `2 lines`.
+fn count(n: usize, unit: &str) -> String {
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
 }
 
 /// What one record of this report is called.

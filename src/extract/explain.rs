@@ -49,7 +49,8 @@ pub(super) fn closest(
 ) -> (Option<String>, Vec<String>) {
     // The most conditions met, then the most of its fields present (with
     // other values), then the fewest missed; the first on a tie.
-    let mut best: Option<(&Rule, (usize, usize, std::cmp::Reverse<usize>), Vec<String>)> = None;
+    type Score = (usize, usize, std::cmp::Reverse<usize>);
+    let mut best: Option<(&Rule, Score, Vec<String>)> = None;
     for rule in rules.iter().filter(|r| r.reads(line, document)) {
         let missed = rule.misses(line);
         let met = rule.conditions().saturating_sub(missed.len());
