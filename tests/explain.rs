@@ -194,6 +194,13 @@ fn explain_names_the_rule_or_the_reason_for_every_kind_of_input() {
         "{why}"
     );
     assert_eq!(got[3]["why"], records[3]["why"]);
+    // Its scalar makes no row there: no run id in that path.
+    assert_eq!(got[1]["outcome"], "rejected", "{}", got[1]);
+    assert!(
+        got[1]["why"].as_str().unwrap().contains("no run id"),
+        "{}",
+        got[1]
+    );
 
     // (d) The run's configuration document.
     let doc = format!("var/trainer/configs/config-{RUN}.json");

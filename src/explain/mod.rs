@@ -433,3 +433,67 @@ impl Reading<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EMBEDDED_DEFAULT;
+
+    fn config(max_line: usize, window: usize) -> Config {
+        let mut c = Config::parse(EMBEDDED_DEFAULT, "t").unwrap();
+        c.tail.max_line_bytes = max_line;
+        c.tail.read_batch_bytes = window;
+        c
+    }
+
+    fn whys(r: &Report) -> Vec<(u64, String)> {
+        r.records
+            .iter()
+            .map(|e| (e.offset, e.explanation.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn skipped_lines_are_shown_where_they_are_and_the_tail_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs/R/logs/w.log");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let long = "x".repeat(300); // longer than the window: found by scanning
+        let mid = "y".repeat(80); // longer than the limit, within the window
+        let text = format!("SPS: 1\n{long}\n\u{ff}\n{mid}\nglobal_step=3, SPS=2\npart");
+        let mut bytes = text.into_bytes();
+        let bad = bytes.iter().position(|&b| b == 0xc3).unwrap();
+        bytes[bad] = 0xff; // invalid UTF-8
+        std::fs::write(&path, &bytes).unwrap();
+        let r = explain(&config(64, 100), &path, 10).unwrap();
+        assert_eq!(r.source, None, "the default patterns are relative");
+        assert_eq!(r.kind, SourceKind::Lines);
+        let got = whys(&r);
+        assert_eq!(got.len(), 5, "{got:#?}");
+        assert!(got[0].1.contains("no integer step"), "{got:#?}");
+        assert_eq!(got[1].0, 7);
+        assert!(got[1].1.contains("a line of 300 bytes"), "{got:#?}");
+        assert!(got[2].1.contains("invalid UTF-8"), "{got:#?}");
+        assert!(got[3].1.contains("a line of 80 bytes"), "{got:#?}");
+        assert!(got[4].1.contains("1 row(s)"), "{got:#?}");
+        let waiting = r.waiting.as_deref().unwrap();
+        assert!(
+            waiting.contains("unterminated last line of 4 bytes"),
+            "{waiting}"
+        );
+        assert!(!r.more);
+        // The limit: more is said.
+        let r = explain(&config(64, 100), &path, 2).unwrap();
+        assert_eq!((r.records.len(), r.more), (2, true));
+    }
+
+    #[test]
+    fn a_path_is_matched_in_any_of_its_spellings() {
+        let cwd = std::env::current_dir().unwrap();
+        let c = candidates(Path::new("./a/../b/c.log"));
+        assert!(c.contains(&PathBuf::from("b/c.log")), "{c:?}");
+        assert!(c.contains(&cwd.join("b/c.log")), "{c:?}");
+        let c = candidates(&cwd.join("d/e.log"));
+        assert!(c.contains(&PathBuf::from("d/e.log")), "{c:?}");
+    }
+}

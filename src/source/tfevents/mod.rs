@@ -139,7 +139,8 @@ fn kind_of(v: &Value, plugins: &Plugins) -> String {
         (Data::Audio, _) | (_, Some("audio")) => "audio".into(),
         (_, Some("text")) => "text".into(),
         (_, Some(p)) if p != SCALARS_PLUGIN => format!("{p} plugin value"),
-        (Data::Simple(_) | Data::Tensor(_), _) => "scalar with an empty tag".into(),
+        // Only an empty tag keeps a scalar from being one.
+        (Data::Simple(_) | Data::Tensor(_), _) => "scalar".into(),
         _ => "tensor that is not one number".into(),
     }
 }
@@ -199,5 +200,51 @@ mod tests {
             writer: None,
         };
         assert_eq!(p.scalars(&header), (vec![], 0));
+    }
+
+    #[test]
+    fn what_a_record_holds_besides_scalars() {
+        let d = Decoded {
+            wall_time: 1.0,
+            step: 2,
+            content: Content::Summary(vec![
+                v("a", None, Data::Simple(1.5)),
+                v("w", None, Data::Histogram),
+                v("img", None, Data::Image),
+                v("h2", Some("histograms"), Data::Other),
+                v("t", Some("text"), Data::Other),
+                v("pr", Some("pr_curves"), Data::Other),
+                v("m", None, Data::Other),
+                v("", None, Data::Simple(1.0)),
+            ]),
+            writer: None,
+        };
+        let mut p = Plugins::default();
+        p.scalars(&d);
+        // A later tensor of a tag whose plugin was said earlier.
+        let later = Decoded {
+            content: Content::Summary(vec![v("h2", None, Data::Tensor(1.0))]),
+            ..d.clone()
+        };
+        let said =
+            |d: &Decoded| -> Vec<String> { held(d, &p).iter().map(ToString::to_string).collect() };
+        assert_eq!(
+            said(&d),
+            [
+                r#"histogram "w""#,
+                r#"image "img""#,
+                r#"histogram "h2""#,
+                r#"text "t""#,
+                r#"pr_curves plugin value "pr""#,
+                r#"tensor that is not one number "m""#,
+                "scalar with an empty tag",
+            ]
+        );
+        assert_eq!(said(&later), [r#"histogram "h2""#]);
+        let header = Decoded {
+            content: Content::FileVersion("brain.Event:2".into()),
+            ..d
+        };
+        assert_eq!(said(&header), ["header (brain.Event:2)"]);
     }
 }
