@@ -14,6 +14,11 @@ use common::{python, Tree};
 use serde_json::{json, Value};
 
 const RUN: &str = "01JEXPLAINRUN";
+/// The run of the event file: alone, so the text logs of RUN do not give
+/// way to it.
+const TB_RUN: &str = "01JEXPLAINTBRUN";
+/// The run of the file that makes no row, alone.
+const QUIET_RUN: &str = "01JEXPLAINQUIETRUN";
 
 /// A tree holding every input, with the embedded default moved into it,
 /// and what the script says each file holds.
@@ -25,6 +30,8 @@ fn inputs() -> (Tree, Value) {
         .arg(script)
         .arg(tree.root())
         .arg(RUN)
+        .arg(TB_RUN)
+        .arg(QUIET_RUN)
         .output()
         .expect("run tests/py/explain_inputs.py");
     assert!(
@@ -158,6 +165,7 @@ fn explain_names_the_rule_or_the_reason_for_every_kind_of_input() {
     assert!(records[0]["why"].as_str().unwrap().starts_with("header"));
     assert_eq!(records[1]["outcome"], "rows");
     assert_eq!(records[1]["rows"][0]["step"], 5);
+    assert_eq!(records[1]["rows"][0]["run_id"], TB_RUN);
     assert_eq!(
         records[1]["rows"][0]["values"],
         json!({"charts/episodic_return": 11.0})
@@ -257,6 +265,26 @@ fn explain_names_the_rule_or_the_reason_for_every_kind_of_input() {
     assert!(said.stderr.contains("is a directory"), "{}", said.stderr);
 }
 
+/// Log text without terminal colours.
+fn plain(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ ... final byte in @..~
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The source each input belongs to under the embedded default.
 fn source_of(rel: &str) -> &'static str {
     if rel.contains("/logs/") {
@@ -272,11 +300,28 @@ fn source_of(rel: &str) -> &'static str {
 fn run_once_warns_once_about_a_silent_file_and_status_counts_per_source() {
     let (tree, expected) = inputs();
     let out = tree.run_once();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("no rows")).collect();
+    let stderr = plain(&out.stderr);
+    let said: Vec<&str> = stderr.lines().filter(|l| l.contains("no rows")).collect();
+    let warnings: Vec<&str> = said
+        .iter()
+        .copied()
+        .filter(|l| l.contains(" WARN "))
+        .collect();
     assert_eq!(warnings.len(), 1, "{stderr}");
+    assert_eq!(said.len(), 2, "{stderr}");
+    // setup.log is beside files of its run that make rows: only noted.
+    let setup = tree.root().join(logs("setup.log"));
+    let note = said.iter().find(|l| !l.contains(" WARN ")).unwrap();
+    assert!(
+        note.contains(" INFO ")
+            && note.contains(&format!("3 lines but no rows from {}", setup.display()))
+            && note.contains(&format!("Other files of run {RUN} made rows")),
+        "{note}"
+    );
     let w = warnings[0];
-    let chatter = tree.root().join(logs("chatter.jsonl"));
+    let chatter = tree
+        .root()
+        .join(format!("var/trainer/runs/{QUIET_RUN}/logs/chatter.jsonl"));
     for part in [
         format!("200 lines but no rows from {}", chatter.display()),
         r#"source "worker-logs""#.to_string(),
@@ -295,7 +340,7 @@ fn run_once_warns_once_about_a_silent_file_and_status_counts_per_source() {
         e.2 += rows;
         e.3 += u64::from(rows == 0);
     }
-    assert_eq!(want["worker-logs"], (3, 206, 2, 1));
+    assert_eq!(want["worker-logs"], (4, 209, 2, 2));
     let status = tree.status_json();
     for (name, (files, lines, rows, silent)) in &want {
         let s = &status["sources"][name];
@@ -326,7 +371,7 @@ fn run_once_warns_once_about_a_silent_file_and_status_counts_per_source() {
     // wrote it in the run's tensorboard/): ignored, not "no rows", and no
     // new warning for a file with nothing new.
     let out = tree.run_once();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = plain(&out.stderr);
     assert!(!stderr.contains("no rows"), "{stderr}");
     let status = tree.status_json();
     let tb = &status["sources"]["worker-tensorboard"];
@@ -352,7 +397,7 @@ fn run_once_warns_once_about_a_silent_file_and_status_counts_per_source() {
     );
     assert_eq!(
         text.matches("[lines but no rows").count(),
-        1,
-        "only chatter.jsonl: {text}"
+        2,
+        "chatter.jsonl and setup.log: {text}"
     );
 }

@@ -23,13 +23,17 @@
 //!   record and no row is named, whatever its age.
 //!
 //! One warning per file per process: a file warned about is not watched
-//! again until a restart. The bookkeeping is per batch, not per record: a
+//! again until a restart. When other files of the same run (by the run id
+//! in the path) have made rows, the dashboard is not empty and the file
+//! most likely holds no metrics at all (XuanCe's and RLlib's text logs:
+//! their metrics are in event files): the same message is then logged at
+//! info level, not as a warning. The bookkeeping is per batch, not per record: a
 //! file that makes rows is dropped at its first batch with rows; a silent
 //! one keeps its counters and explanations of its last few lines
 //! ([`SAMPLES`], each line cut to [`SAMPLE_BYTES`] for display) or, for an
 //! event file, a tally of what its records held.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -66,6 +70,9 @@ pub struct Silence {
     /// Files still silent and not yet warned about: `idle` has nothing to
     /// look at when this is 0.
     waiting: usize,
+    /// Runs (by the run id in their files' paths) some file of which made
+    /// rows.
+    productive: HashSet<String>,
 }
 
 enum Watch {
@@ -77,6 +84,8 @@ enum Watch {
 /// What is known of a file that has made no row yet.
 struct Quiet {
     path: String,
+    /// The run id in the path, if any.
+    run: Option<String>,
     source: String,
     kind: SourceKind,
     since: Instant,
@@ -112,6 +121,9 @@ pub struct Warning {
     /// The latest line that made no row, cut to [`SAMPLE_BYTES`], and its
     /// offset.
     pub sample: Option<(u64, String)>,
+    /// The file's run, when other files of it made rows (then this is
+    /// logged at info level: the run's metrics arrive by another path).
+    pub run_with_rows: Option<String>,
 }
 
 impl Silence {
@@ -162,13 +174,17 @@ impl Silence {
         readers: &Readers,
         now: Instant,
     ) -> Option<Warning> {
+        let productive = &mut self.productive;
         let watch = self.files.entry(state.id).or_insert_with(|| {
             let made_rows = state.counters.rows > 0 || state.counters.duplicates > 0;
+            if made_rows {
+                productive.extend(readers.run_of(state));
+            }
             if made_rows || state.ignored.is_some() {
                 Watch::Done
             } else {
                 self.waiting += 1;
-                Watch::Silent(Box::new(Quiet::new(state, now)))
+                Watch::Silent(Box::new(Quiet::new(state, readers.run_of(state), now)))
             }
         });
         let quiet = match watch {
@@ -181,6 +197,9 @@ impl Silence {
             }
         };
         if delta.rows > 0 || delta.duplicates > 0 || state.ignored.is_some() {
+            if state.ignored.is_none() {
+                productive.extend(quiet.run.take());
+            }
             *watch = Watch::Done;
             self.waiting -= 1;
             if forget {
@@ -207,7 +226,7 @@ impl Silence {
         }
         // A file that is gone was read to its end.
         let due = quiet.due(now, forget, false);
-        let warning = due.then(|| quiet.warning());
+        let warning = due.then(|| quiet.warning(productive));
         if warning.is_some() || forget {
             self.waiting -= 1;
             *watch = Watch::Done;
@@ -229,7 +248,7 @@ impl Silence {
                 continue;
             };
             if quiet.due(now, true, to_end) {
-                out.push(quiet.warning());
+                out.push(quiet.warning(&self.productive));
                 *watch = Watch::Done;
                 self.waiting -= 1;
             }
@@ -240,9 +259,10 @@ impl Silence {
 }
 
 impl Quiet {
-    fn new(state: &FileState, now: Instant) -> Quiet {
+    fn new(state: &FileState, run: Option<String>, now: Instant) -> Quiet {
         Quiet {
             path: state.path.clone(),
+            run,
             source: state.source.clone(),
             kind: state.kind,
             since: now,
@@ -333,7 +353,7 @@ impl Quiet {
         }
     }
 
-    fn warning(&self) -> Warning {
+    fn warning(&self, productive: &HashSet<String>) -> Warning {
         let c = &self.counters;
         let latest = self.samples.back();
         let (closest, why) = match (self.kind, latest) {
@@ -356,6 +376,7 @@ impl Quiet {
             closest,
             why,
             sample: latest.map(|s| (s.offset, s.text.clone())),
+            run_with_rows: self.run.clone().filter(|r| productive.contains(r)),
         }
     }
 
@@ -422,14 +443,12 @@ pub fn cut(text: &str, max: usize) -> String {
 
 impl Warning {
     fn log(&self) {
-        tracing::warn!(
-            file = %self.file,
-            source = %self.source,
-            kind = self.kind.as_str(),
-            lines = self.lines,
-            rule = self.closest.as_deref().unwrap_or(""),
-            "{self}"
-        );
+        let rule = self.closest.as_deref().unwrap_or("");
+        if self.run_with_rows.is_some() {
+            tracing::info!(file = %self.file, source = %self.source, kind = self.kind.as_str(), lines = self.lines, rule, "{self}");
+        } else {
+            tracing::warn!(file = %self.file, source = %self.source, kind = self.kind.as_str(), lines = self.lines, rule, "{self}");
+        }
     }
 }
 
@@ -450,6 +469,12 @@ impl fmt::Display for Warning {
         )?;
         if let Some((offset, text)) = &self.sample {
             write!(f, "; latest such {one} (byte {offset}): {text:?}")?;
+        }
+        if let Some(run) = &self.run_with_rows {
+            write!(
+                f,
+                ". Other files of run {run} made rows: this one may hold no metrics"
+            )?;
         }
         write!(
             f,
@@ -640,6 +665,36 @@ mod tests {
         d.ignored = Some("written by mosaic-shipper".into());
         assert_eq!(s.at(&d, &rows, false, &[], 100), None);
         assert_eq!(s.due(1000, true), []);
+    }
+
+    #[test]
+    fn a_silent_file_beside_files_of_its_run_that_make_rows_is_only_noted() {
+        let mut s = setup();
+        let quiet = state(1, RUN, SourceKind::Lines);
+        let other_run = state(2, "var/trainer/runs/02R/logs/worker.log", SourceKind::Lines);
+        let mut events = state(
+            3,
+            "var/trainer/runs/01R/tensorboard/events.out.tfevents.1.h",
+            SourceKind::Tfevents,
+        );
+        assert_eq!(s.lines(&quiet, "starting", 3, 0), None);
+        assert_eq!(s.lines(&other_run, "starting", 3, 0), None);
+        // Rows from the run's event file, in an earlier process.
+        events.counters.rows = 40;
+        let none = Counters::default();
+        assert_eq!(s.at(&events, &none, false, &[], 0), None);
+        let w = s.due(1, true);
+        assert_eq!(w.len(), 2);
+        // Sorted by path: 01R's first.
+        assert_eq!(w[0].file, RUN);
+        assert_eq!(w[0].run_with_rows.as_deref(), Some("01R"));
+        assert!(
+            w[0].to_string()
+                .contains("Other files of run 01R made rows: this one may hold no metrics"),
+            "{}",
+            w[0]
+        );
+        assert_eq!(w[1].run_with_rows, None, "{}", w[1]);
     }
 
     #[test]
