@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::SourceKind;
 pub use crate::extract::events::{EventOutcome, Readers};
+use crate::extract::silence::Silence;
 use crate::extract::Extractor;
 use crate::journal::Journal;
 use crate::row::Origin;
@@ -59,6 +60,8 @@ pub struct Ingest {
     /// Runs whose worker-written TensorBoard event files are being read
     /// (see `Origin::LogBesideEvents`).
     worker_tensorboard: HashSet<String>,
+    /// Files that yield lines but no rows, warned about once.
+    silence: Silence,
     stop: Arc<AtomicBool>,
     finish: Arc<AtomicBool>,
 }
@@ -102,6 +105,7 @@ impl Ingest {
             poll_interval,
             max_bytes,
             unreadable: Unreadable::default(),
+            silence: Silence::default(),
             stop: Arc::new(AtomicBool::new(false)),
             finish: Arc::new(AtomicBool::new(false)),
         }
@@ -151,6 +155,7 @@ impl Ingest {
                 _ => {}
             }
             let Some(batch) = self.tailer.read() else {
+                self.silence.idle(once || finishing);
                 if once || finishing {
                     break;
                 }
@@ -275,6 +280,7 @@ impl Ingest {
         match result {
             Ok(()) => {
                 self.tailer.committed(&batch);
+                self.silence.observe(&batch, &self.extractor, &self.readers);
                 Ok(())
             }
             Err(e) => {

@@ -29,10 +29,13 @@
 //! - [`metrics`] serves `/metrics`, `/health` and `/ready` (`[metrics]`).
 //! - [`bundle`] carries rows staged for W&B between machines
 //!   (`export`/`import`).
+//! - [`explain`] says what the agent makes of one file, record by record
+//!   (`explain`).
 
 pub mod agent;
 pub mod bundle;
 pub mod config;
+pub mod explain;
 pub mod extract;
 pub mod format;
 pub mod ingest;

@@ -78,6 +78,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Say what the agent makes of FILE: which source reads it, and for each
+    /// of its first lines or records which rule took it and what row(s) it
+    /// made, or why none did.
+    ///
+    /// The first thing to run when a dashboard stays empty. It reads FILE
+    /// the way the agent does (the same framing, rules and event-file
+    /// reader, from the start of the file with nothing remembered), needs
+    /// no store and changes nothing, so it works while the agent runs. A
+    /// path that no source lists is said to be so, with the patterns, and
+    /// read as its name suggests. Exits 0 whatever the file makes, 2 when
+    /// FILE cannot be read or the configuration is not valid.
+    Explain {
+        /// The file: a log, a TensorBoard event file or a JSON document.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// How many lines (records) to explain from the start.
+        #[arg(long, short = 'n', value_name = "N", default_value_t = mosaic_shipper::explain::DEFAULT_RECORDS)]
+        lines: usize,
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// JSON lines for tools: a `file` object, one object per record
+        /// (`outcome`: rows, no_match, rejected, invalid, repeated,
+        /// gave_way, skipped), a `summary` object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the configuration and print it as it takes effect.
     ///
     /// Exits 2 with a message naming the problem (unknown key, bad glob or
@@ -196,6 +222,15 @@ fn main() -> ExitCode {
             };
             sync(config, options)
         }
+        Command::Explain {
+            file,
+            lines,
+            config,
+            json,
+        } => {
+            let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "off"));
+            explain(config, &file, lines, json)
+        }
         Command::Status { config, json } => {
             let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "warn"));
             report(status(config, json))
@@ -307,6 +342,31 @@ fn sync(config: Config, options: SyncOptions) -> ExitCode {
     } else {
         eprintln!("mosaic-shipper: sync: {} failed", result.failures.len());
         ExitCode::FAILURE
+    }
+}
+
+fn explain(config: Option<PathBuf>, file: &Path, lines: usize, json: bool) -> ExitCode {
+    let config = match Config::load(config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mosaic-shipper: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match mosaic_shipper::explain::explain(&config, file, lines) {
+        Ok(report) => {
+            use mosaic_shipper::explain::render;
+            if json {
+                print!("{}", render::json_lines(&report));
+            } else {
+                print!("{}", render::text(&report));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mosaic-shipper: explain: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

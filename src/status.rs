@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::SourceKind;
 use crate::journal::{ImportRecord, Journal, JournalError};
 use crate::sink::RunnerStatus;
 use crate::stats::Counters;
@@ -31,6 +32,40 @@ pub struct Status {
     /// Bundles imported into this store (`import`), in import order.
     #[serde(default)]
     pub imports: Vec<ImportRecord>,
+    /// The followed files' figures by source name.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceSummary>,
+    /// The followed files' figures by source kind (`lines`, `tfevents`,
+    /// `document`).
+    #[serde(default)]
+    pub kinds: BTreeMap<String, KindSummary>,
+}
+
+/// What the files of one source gave. Over the files followed now (a
+/// deleted file's figures stay in the totals only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SourceSummary {
+    pub kind: SourceKind,
+    pub files: u64,
+    /// Lines (records) taken from its files.
+    pub lines: u64,
+    pub rows: u64,
+    /// Files followed but not read (the agent's own event files).
+    pub ignored_files: u64,
+    /// Files that yielded lines and no row: the ones to `explain`.
+    pub files_without_rows: u64,
+}
+
+/// What the files of one kind gave.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KindSummary {
+    pub files: u64,
+    pub lines: u64,
+    pub rows: u64,
+    pub ignored_files: u64,
+    pub files_without_rows: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,6 +88,27 @@ pub struct FileStatus {
     /// Committed byte offset: just past the last complete line taken.
     pub offset: u64,
     pub counters: Counters,
+    /// The source that found the file (empty in checkpoints older than
+    /// sources) and its kind.
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub kind: SourceKind,
+    /// Why the file is followed but not read (e.g. an event file the
+    /// agent wrote itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
+}
+
+impl FileStatus {
+    /// It yielded lines and never a row (nor a point another source of
+    /// its run delivered first), and is not ignored.
+    pub fn without_rows(&self) -> bool {
+        self.ignored.is_none()
+            && self.counters.lines > 0
+            && self.counters.rows == 0
+            && self.counters.duplicates == 0
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,13 +195,43 @@ impl Status {
                     fingerprint_crc32c: f.fp,
                     offset: f.offset,
                     counters: f.counters,
+                    source: f.source,
+                    kind: f.kind,
+                    ignored: f.ignored,
                 })
                 .collect(),
             sinks,
             counters: journal.counters()?,
             unreadable,
             imports,
-        })
+            sources: BTreeMap::new(),
+            kinds: BTreeMap::new(),
+        }
+        .summarized())
+    }
+
+    /// Fills in the per-source and per-kind figures from the files.
+    fn summarized(mut self) -> Status {
+        self.sources.clear();
+        self.kinds.clear();
+        for f in &self.files {
+            let s = self.sources.entry(f.source.clone()).or_default();
+            s.kind = f.kind;
+            let k = self.kinds.entry(f.kind.as_str().to_string()).or_default();
+            let ignored = u64::from(f.ignored.is_some());
+            let silent = u64::from(f.without_rows());
+            s.files += 1;
+            s.lines += f.counters.lines;
+            s.rows += f.counters.rows;
+            s.ignored_files += ignored;
+            s.files_without_rows += silent;
+            k.files += 1;
+            k.lines += f.counters.lines;
+            k.rows += f.counters.rows;
+            k.ignored_files += ignored;
+            k.files_without_rows += silent;
+        }
+        self
     }
 
     /// Adds the running agent's runner figures to the sinks it runs.
@@ -173,8 +259,14 @@ impl Status {
 
     pub fn read_snapshot(store: &Path) -> std::io::Result<Status> {
         let bytes = std::fs::read(store.join(SNAPSHOT_FILE))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        let status: Status = serde_json::from_slice(&bytes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        // A snapshot written before the summaries existed has none.
+        Ok(if status.sources.is_empty() {
+            status.summarized()
+        } else {
+            status
+        })
     }
 
     /// The human-readable form.
@@ -211,12 +303,45 @@ impl Status {
             }
             let _ = writeln!(s);
         }
+        if !self.sources.is_empty() {
+            let _ = writeln!(s, "\nsources:");
+            let width = self
+                .sources
+                .keys()
+                .map(|n| n.len().max(6))
+                .max()
+                .unwrap_or(6);
+            for (name, x) in &self.sources {
+                let name = if name.is_empty() { "(none)" } else { name };
+                let _ = write!(
+                    s,
+                    "  {name:<width$}  {:<8}  {:>5} files  {:>10} lines  {:>10} rows",
+                    x.kind.as_str(),
+                    x.files,
+                    x.lines,
+                    x.rows
+                );
+                let _ = writeln!(s, "{}", notes(x.ignored_files, x.files_without_rows));
+            }
+            let _ = writeln!(s, "\nby kind:");
+            for (kind, x) in &self.kinds {
+                let _ = write!(
+                    s,
+                    "  {kind:<width$}  {:<8}  {:>5} files  {:>10} lines  {:>10} rows",
+                    "", x.files, x.lines, x.rows
+                );
+                let _ = writeln!(s, "{}", notes(x.ignored_files, x.files_without_rows));
+            }
+        }
         let _ = writeln!(s, "\nfiles:");
         for f in &self.files {
-            let _ = writeln!(
+            let _ = write!(
                 s,
-                "  {}\n    dev {} ino {} fingerprint {:08x}/{}  offset {}  lines {} rows {}",
+                "  {}\n    source {} ({})  dev {} ino {} fingerprint {:08x}/{}  offset {}  lines {} \
+                 rows {}",
                 f.path,
+                if f.source.is_empty() { "(none)" } else { &f.source },
+                f.kind.as_str(),
                 f.dev,
                 f.ino,
                 f.fingerprint_crc32c,
@@ -225,6 +350,15 @@ impl Status {
                 f.counters.lines,
                 f.counters.rows
             );
+            if let Some(why) = &f.ignored {
+                let _ = write!(s, "  [ignored: {why}]");
+            } else if f.without_rows() {
+                let _ = write!(
+                    s,
+                    "  [lines but no rows: see `mosaic-shipper explain FILE`]"
+                );
+            }
+            let _ = writeln!(s);
         }
         let c = &self.counters;
         let _ = writeln!(
@@ -264,5 +398,23 @@ impl Status {
             );
         }
         s
+    }
+}
+
+/// The tail of a summary line: files ignored, files without rows.
+fn notes(ignored: u64, without_rows: u64) -> String {
+    let mut parts = Vec::new();
+    if ignored > 0 {
+        parts.push(format!("{ignored} ignored (the agent's own)"));
+    }
+    if without_rows > 0 {
+        parts.push(format!(
+            "{without_rows} with lines but no rows: `mosaic-shipper explain FILE` says why"
+        ));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("  ({})", parts.join("; "))
     }
 }

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use regex::Regex;
 
+use super::{Explanation, Outcome};
 use crate::config::{SourceConfig, SourceKind};
 use crate::journal::FileState;
 use crate::row::{Origin, Row};
@@ -92,9 +93,78 @@ impl Readers {
         reader.run_of(&state.path).map(|(run, _)| run.to_string())
     }
 
+    /// What [`event`](Self::event) makes of one record, and if no row,
+    /// why: the record is read exactly as the agent reads it (same plugin
+    /// memory, same run id and naming), then, when it gave no row, decoded
+    /// once more to say what it holds. An event file the agent wrote
+    /// itself gets `state.ignored` set, as the ingest loop sets it.
+    pub fn explain(
+        &mut self,
+        state: &mut FileState,
+        offset: u64,
+        payload: &[u8],
+        counters: &mut Counters,
+    ) -> Explanation {
+        let before = *counters;
+        let rows = match self.event(state, offset, payload, counters) {
+            EventOutcome::Rows(rows) => rows,
+            EventOutcome::OwnFile => {
+                state.ignored = Some("written by mosaic-shipper".into());
+                return skipped(
+                    "an event file written by mosaic-shipper itself (its first record says so): \
+                     never read"
+                        .into(),
+                );
+            }
+        };
+        if !rows.is_empty() {
+            return Explanation {
+                rule: None,
+                outcome: Outcome::Rows(rows),
+            };
+        }
+        let decoded = match tfevents::decode(payload) {
+            Ok(d) => d,
+            Err(e) => {
+                return Explanation {
+                    rule: None,
+                    outcome: Outcome::Invalid(e.to_string()),
+                }
+            }
+        };
+        if counters.rejected > before.rejected {
+            return Explanation {
+                rule: None,
+                outcome: Outcome::Rejected(format!(
+                    "step {} holds scalars, but the file's path has no run id (the source's \
+                     run_id_from_path, default {DEFAULT_RUN_ID_FROM_PATH:?})",
+                    decoded.step
+                )),
+            };
+        }
+        let plugins = self.plugins.entry(state.id).or_default();
+        let held: Vec<String> = tfevents::held(&decoded, plugins)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        skipped(match decoded.content {
+            tfevents::Content::Summary(_) => {
+                format!("step {}: {} (not a scalar)", decoded.step, held.join(", "))
+            }
+            _ => held.join(", "),
+        })
+    }
+
     /// Forgets the per-file memory of a file no longer followed.
     pub fn forget(&mut self, id: u64) {
         self.plugins.remove(&id);
+    }
+}
+
+fn skipped(why: String) -> Explanation {
+    Explanation {
+        rule: None,
+        outcome: Outcome::Skipped(why),
     }
 }
 

@@ -35,6 +35,10 @@ pub enum Outcome {
     /// Taken, but its run's worker writes the same points to its own
     /// TensorBoard event files, which are read instead.
     GaveWay,
+    /// A record that is not for rules and makes no row: an event-file
+    /// record that holds no scalar, a damaged frame, a skipped line; what
+    /// it is, in words.
+    Skipped(String),
 }
 
 /// The rule nearest to taking `line` and what it missed.
@@ -43,20 +47,20 @@ pub(super) fn closest(
     line: &Line,
     document: bool,
 ) -> (Option<String>, Vec<String>) {
-    // The most conditions met, then the fewest missed; the first on a tie.
-    let mut best: Option<(&Rule, usize, Vec<String>)> = None;
+    // The most conditions met, then the most of its fields present (with
+    // other values), then the fewest missed; the first on a tie.
+    type Score = (usize, usize, std::cmp::Reverse<usize>);
+    let mut best: Option<(&Rule, Score, Vec<String>)> = None;
     for rule in rules.iter().filter(|r| r.reads(line, document)) {
         let missed = rule.misses(line);
         let met = rule.conditions().saturating_sub(missed.len());
-        let better = match &best {
-            None => true,
-            Some((_, best_met, best_missed)) => {
-                (met, std::cmp::Reverse(missed.len()))
-                    > (*best_met, std::cmp::Reverse(best_missed.len()))
-            }
-        };
-        if better {
-            best = Some((rule, met, missed));
+        let score = (
+            met,
+            rule.fields_present(line),
+            std::cmp::Reverse(missed.len()),
+        );
+        if best.as_ref().map_or(true, |(_, b, _)| score > *b) {
+            best = Some((rule, score, missed));
         }
     }
     match best {
@@ -116,6 +120,7 @@ impl fmt::Display for Explanation {
                 write!(f, ": {why}")
             }
             Outcome::Invalid(why) => write!(f, "{why}"),
+            Outcome::Skipped(why) => write!(f, "no row: {why}"),
         }
     }
 }

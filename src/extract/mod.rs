@@ -16,6 +16,7 @@ pub mod events;
 mod explain;
 pub mod pyjson;
 mod rule;
+pub mod silence;
 mod text;
 mod time;
 

@@ -240,6 +240,21 @@ impl Rule {
         }
     }
 
+    /// How many of the rule's `match` fields the line has, whatever their
+    /// value: of two rules that miss as much, the one whose fields the
+    /// record carries (python-json-logger's `message` with another text)
+    /// is the nearer.
+    pub fn fields_present(&self, line: &Line) -> usize {
+        match (&self.body, line) {
+            (Body::Json(r), Line::Json(obj)) => r
+                .match_fields
+                .iter()
+                .filter(|(path, _)| lookup(obj, path).is_some())
+                .count(),
+            _ => 0,
+        }
+    }
+
     /// How many conditions decide whether the rule takes a line (JSON:
     /// `match` and `present` entries; text: one, a metric key).
     pub fn conditions(&self) -> usize {

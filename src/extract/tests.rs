@@ -518,6 +518,17 @@ fn explain_says_why() {
         (x.rule.as_deref(), &x.outcome),
         (Some("mosaic-config"), &Outcome::Repeated)
     );
+    // python-json-logger's `message` with another text: its rule is the
+    // nearest, not the first rule that misses as much.
+    let x = ex(r#"{"asctime": "2026-01-01 00:00:00,000", "message": "epoch done", "loss": 1}"#);
+    let Outcome::NoMatch { closest, missed } = &x.outcome else {
+        panic!("{x:?}")
+    };
+    assert_eq!(closest.as_deref(), Some("python-json-logger-metrics"));
+    assert_eq!(
+        missed,
+        &[r#"message = "metrics" (the record has "epoch done")"#]
+    );
     let x = ex(r#"{"training_iteration": 1}"#);
     let Outcome::NoMatch { closest, missed } = &x.outcome else {
         panic!("{x:?}")

@@ -9,8 +9,9 @@
 //! compiled descriptors). Only the fields the sink writes and the reader
 //! decodes are declared; the field numbers are the real ones, so any
 //! protobuf reader decodes these messages as the full ones, and decoding a
-//! full message here skips the undeclared fields (images, histograms, graph
-//! defs: an undeclared member of a `oneof` decodes as `None`). Fields are
+//! full message here skips the undeclared fields (graph defs, the contents
+//! of images and histograms: an undeclared member of a `oneof` decodes as
+//! `None`). Fields are
 //! declared in field number order because prost encodes them in
 //! declaration order and the byte-for-byte comparison with TensorBoard's
 //! own writer relies on the canonical (ascending) order that the Python
@@ -66,7 +67,7 @@ pub struct Summary {
 pub struct SummaryValue {
     #[prost(string, tag = "1")]
     pub tag: String,
-    #[prost(oneof = "summary_value::Value", tags = "2, 8")]
+    #[prost(oneof = "summary_value::Value", tags = "2, 4, 5, 6, 8")]
     pub value: Option<summary_value::Value>,
     #[prost(message, optional, tag = "9")]
     pub metadata: Option<SummaryMetadata>,
@@ -77,17 +78,31 @@ pub mod summary_value {
     /// The payload of a summary value: the TF 1.x `simple_value` (what
     /// torch's and tensorboardX's `add_scalar` write; TensorBoard converts
     /// it on load) or a tensor (what the sink writes, the form current
-    /// TensorBoard treats as first-class). The other members of the real
-    /// oneof (obsolete_old_style_histogram 3, image 4, histo 5, audio 6) are
-    /// not declared and decode as `None`.
+    /// TensorBoard treats as first-class). The TF 1.x image, histogram and
+    /// audio members (torch's `add_image`, `add_histogram`, `add_audio`
+    /// write them, without plugin metadata) are declared with their
+    /// contents skipped, only so that `explain` can say what a record that
+    /// holds no scalar holds; obsolete_old_style_histogram (3) is not
+    /// declared and decodes as `None`.
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Value {
         #[prost(float, tag = "2")]
         SimpleValue(f32),
+        #[prost(message, tag = "4")]
+        Image(super::Skipped),
+        #[prost(message, tag = "5")]
+        Histo(super::Skipped),
+        #[prost(message, tag = "6")]
+        Audio(super::Skipped),
         #[prost(message, tag = "8")]
         Tensor(super::TensorProto),
     }
 }
+
+/// A message whose fields are all skipped: what a value is, not what it
+/// holds (an image's pixels, a histogram's buckets).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Skipped {}
 
 /// `tensorflow.SummaryMetadata`: which plugin owns a time series.
 #[derive(Clone, PartialEq, prost::Message)]

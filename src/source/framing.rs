@@ -30,6 +30,16 @@ pub struct Cut {
     pub skip_to: Option<u64>,
     /// Skipped records, counted.
     pub delta: Counters,
+    /// Skipped records, each with its offset and why (rare: bad lines,
+    /// damaged frames), for `explain`.
+    pub skipped: Vec<Skip>,
+}
+
+/// A record the framing skipped: where it starts and why, in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    pub offset: u64,
+    pub why: String,
 }
 
 /// Lines: every `\n`-terminated line of at most `max_line` bytes that is
@@ -56,9 +66,17 @@ pub fn lines(buf: &[u8], base: u64, max_line: usize, path: &str) -> Cut {
                 max_line,
                 "skipping line longer than tail.max_line_bytes"
             );
+            cut.skipped.push(Skip {
+                offset,
+                why: oversized(end - start, max_line),
+            });
         } else if let Err(e) = std::str::from_utf8(&buf[start..end]) {
             cut.delta.invalid_utf8 += 1;
             tracing::warn!(file = path, offset, error = %e, "skipping line: invalid UTF-8");
+            cut.skipped.push(Skip {
+                offset,
+                why: format!("invalid UTF-8 ({e}): skipped"),
+            });
         } else {
             cut.records.push(Record { offset, start, end });
         }
@@ -100,8 +118,17 @@ pub fn tfrecords(buf: &[u8], base: u64, max_record: usize, len: u64, path: &str)
             offset = damage.offset,
             "skipping damaged TensorBoard record: {damage}"
         );
+        cut.skipped.push(Skip {
+            offset: damage.offset,
+            why: format!("damaged record: {damage}"),
+        });
     }
     cut
+}
+
+/// Why a line of `bytes` is skipped, when the limit is `max_line`.
+pub fn oversized(bytes: usize, max_line: usize) -> String {
+    format!("a line of {bytes} bytes, longer than tail.max_line_bytes ({max_line}): skipped")
 }
 
 #[cfg(test)]
@@ -122,6 +149,13 @@ mod tests {
         assert_eq!(
             (cut.delta.lines, cut.delta.invalid_utf8, cut.delta.oversized),
             (4, 1, 1)
+        );
+        let skipped: Vec<_> = cut.skipped.iter().map(|s| s.offset).collect();
+        assert_eq!(skipped, [103, 105]);
+        assert!(
+            cut.skipped[1].why.contains("longer than"),
+            "{:?}",
+            cut.skipped
         );
     }
 }

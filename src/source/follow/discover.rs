@@ -102,6 +102,41 @@ impl Sources {
         out
     }
 
+    /// The source that [`expand`](Self::expand) would list `path` under,
+    /// with the pattern that matched it (a rotated-sibling pattern shows
+    /// as `<pattern>.[0-9]*`), or `None` when no source reads it. Matching
+    /// is by name only, as the listing sees it: `*` stays within one
+    /// directory, `**` crosses them, a leading dot must be literal.
+    pub fn source_of(&self, path: &Path) -> Option<(usize, &str)> {
+        let opts = glob::MatchOptions {
+            require_literal_separator: true,
+            require_literal_leading_dot: true,
+            ..glob::MatchOptions::new()
+        };
+        self.patterns
+            .iter()
+            .find(|(pattern, source, rotated)| {
+                let Ok(p) = glob::Pattern::new(pattern) else {
+                    return false;
+                };
+                p.matches_path_with(path, opts)
+                    && !(*rotated && rotation_number(path).is_none())
+                    && !self
+                        .excludes
+                        .iter()
+                        .any(|(x, i)| i == source && x.matches_path_with(path, opts))
+            })
+            .map(|(pattern, source, _)| (*source, pattern.as_str()))
+    }
+
+    /// Every pattern with the name of its source, in the order they are
+    /// tried (to say what a path did not match).
+    pub fn patterns(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.patterns
+            .iter()
+            .map(|(p, i, _)| (self.sources[*i].name.as_str(), p.as_str()))
+    }
+
     /// Directories whose changes may bring new matches: the longest
     /// wildcard-free prefix of each pattern.
     pub fn roots(&self) -> Vec<PathBuf> {
@@ -211,6 +246,15 @@ mod tests {
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
         assert_eq!(got, want);
+        // Asked about one path, the answer is the listing's.
+        for f in s.expand() {
+            assert_eq!(s.source_of(&f.path).map(|(i, _)| i), Some(f.source));
+        }
+        assert_eq!(s.source_of(&dir.path().join("runs/R1/other.txt")), None);
+        assert_eq!(
+            s.source_of(&tb.join("deeper/dir/x.y")).map(|(i, _)| i),
+            Some(1)
+        );
     }
 
     #[test]
@@ -242,5 +286,12 @@ mod tests {
             ["a.jsonl", "w.log.10", "w.log.2", "w.log.1", "w.log"]
         );
         assert_eq!(s.roots(), vec![dir.path().join("runs")]);
+        let found = |name: &str| s.source_of(&logs.join(name)).map(|(_, p)| p.to_string());
+        assert_eq!(found("w.log.2"), Some(format!("{pat}.[0-9]*")));
+        assert_eq!(found("w.log"), Some(pat.clone()));
+        assert_eq!(found("w.log.1.gz"), None);
+        assert_eq!(found(".hidden.log"), None);
+        // `*` does not cross a directory.
+        assert_eq!(found("sub/w.log"), None);
     }
 }

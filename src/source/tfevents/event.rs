@@ -61,7 +61,14 @@ pub enum Data {
     /// A one-element `DT_FLOAT`/`DT_DOUBLE`/`DT_HALF` tensor: a scalar
     /// unless its series belongs to a plugin other than `scalars`.
     Tensor(f64),
-    /// Images, histograms, text, audio, other tensors.
+    /// A TF 1.x image (`add_image`): not a scalar.
+    Image,
+    /// A TF 1.x histogram (`add_histogram`): not a scalar.
+    Histogram,
+    /// A TF 1.x audio clip (`add_audio`): not a scalar.
+    Audio,
+    /// Tensors that are not one-element floats (text, TF 2 histograms and
+    /// images: their plugin says which), or no value at all.
     Other,
 }
 
@@ -95,6 +102,9 @@ pub fn decode(payload: &[u8]) -> Result<Decoded, DecodeError> {
                         Some(summary_value::Value::Tensor(t)) => {
                             tensor_scalar(t).map_or(Data::Other, Data::Tensor)
                         }
+                        Some(summary_value::Value::Image(_)) => Data::Image,
+                        Some(summary_value::Value::Histo(_)) => Data::Histogram,
+                        Some(summary_value::Value::Audio(_)) => Data::Audio,
                         None => Data::Other,
                     },
                     tag: v.tag,
@@ -302,6 +312,19 @@ mod tests {
             decode(&header.encode_to_vec()).unwrap().content,
             Content::FileVersion("brain.Event:2".into())
         );
+        // TF 1.x histogram (Summary.Value field 5) and image (field 4), as
+        // torch writes them: tag, then the message (a double `min` here).
+        let histo = [
+            0x0a, 0x01, b'h', 0x2a, 0x09, 0x09, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f,
+        ];
+        let image = [0x0a, 0x01, b'i', 0x22, 0x02, 0x08, 0x01];
+        for (value, want) in [(&histo[..], Data::Histogram), (&image[..], Data::Image)] {
+            let mut summary = vec![0x0a, value.len() as u8];
+            summary.extend_from_slice(value);
+            let mut event = vec![0x2a, summary.len() as u8];
+            event.extend_from_slice(&summary);
+            assert_eq!(one(&event).data, want);
+        }
         // graph_def (field 4): other.
         assert_eq!(decode(&[0x22, 0x01, 0x00]).unwrap().content, Content::Other);
         // Not a protobuf.

@@ -39,23 +39,30 @@ impl Plugins {
     /// of the same tag. `None` for non-scalars and for an empty tag (W&B
     /// drops those: `withNamespace`, "empty key").
     pub fn scalar(&mut self, v: &Value) -> Option<f64> {
-        let plugin = match &v.plugin {
-            Some(p) => {
-                if self.by_tag.get(&v.tag) != Some(p) {
-                    self.by_tag.insert(v.tag.clone(), p.clone());
-                }
-                Some(p.as_str())
+        if let Some(p) = &v.plugin {
+            if self.by_tag.get(&v.tag) != Some(p) {
+                self.by_tag.insert(v.tag.clone(), p.clone());
             }
-            None => self.by_tag.get(&v.tag).map(String::as_str),
-        };
+        }
+        self.value_of(v)
+    }
+
+    /// The scalar that `v` holds given what is known of its tag so far.
+    fn value_of(&self, v: &Value) -> Option<f64> {
         if v.tag.is_empty() {
             return None;
         }
+        let plugin = v.plugin.as_deref().or_else(|| self.plugin_of(&v.tag));
         match v.data {
             Data::Simple(x) => Some(f64::from(x)),
             Data::Tensor(x) if plugin.map_or(true, |p| p == SCALARS_PLUGIN) => Some(x),
-            Data::Tensor(_) | Data::Other => None,
+            Data::Tensor(_) | Data::Image | Data::Histogram | Data::Audio | Data::Other => None,
         }
+    }
+
+    /// The plugin that owns `tag`, as far as this file has said.
+    pub fn plugin_of(&self, tag: &str) -> Option<&str> {
+        self.by_tag.get(tag).map(String::as_str)
     }
 
     /// The scalars of a decoded record as `(tag, value)` in file order, and
@@ -72,6 +79,69 @@ impl Plugins {
         }
         let ignored = values.len() - out.len();
         (out, ignored)
+    }
+}
+
+/// What a record that holds no scalar holds, for `explain` and the
+/// "no rows" warning: one short description per part ("header", "histogram
+/// `weights`", ...). Read after [`Plugins::scalars`] has seen the record,
+/// so that a tag's plugin is known.
+pub fn held(d: &Decoded, plugins: &Plugins) -> Vec<Held> {
+    match &d.content {
+        Content::FileVersion(v) => vec![Held {
+            what: "header".into(),
+            tag: Some(v.clone()),
+        }],
+        Content::Other => vec![Held {
+            what: "graph, session log or run metadata".into(),
+            tag: None,
+        }],
+        Content::Summary(values) if values.is_empty() => vec![Held {
+            what: "empty summary".into(),
+            tag: None,
+        }],
+        Content::Summary(values) => values
+            .iter()
+            .filter(|v| plugins.value_of(v).is_none())
+            .map(|v| Held {
+                what: kind_of(v, plugins),
+                tag: Some(v.tag.clone()),
+            })
+            .collect(),
+    }
+}
+
+/// One non-scalar part of a record: what it is and its tag (for a header,
+/// the file version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub what: String,
+    pub tag: Option<String>,
+}
+
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.tag, self.what.as_str()) {
+            (Some(v), "header") => write!(f, "header ({v})"),
+            (Some(t), _) if t.is_empty() => write!(f, "{} with an empty tag", self.what),
+            (Some(t), _) => write!(f, "{} {t:?}", self.what),
+            (None, _) => f.write_str(&self.what),
+        }
+    }
+}
+
+/// What a value that is not a scalar is.
+fn kind_of(v: &Value, plugins: &Plugins) -> String {
+    let plugin = v.plugin.as_deref().or_else(|| plugins.plugin_of(&v.tag));
+    match (v.data, plugin) {
+        (Data::Image, _) | (_, Some("images")) => "image".into(),
+        (Data::Histogram, _) | (_, Some("histograms")) => "histogram".into(),
+        (Data::Audio, _) | (_, Some("audio")) => "audio".into(),
+        (_, Some("text")) => "text".into(),
+        (_, Some(p)) if p != SCALARS_PLUGIN => format!("{p} plugin value"),
+        // Only an empty tag keeps a scalar from being one.
+        (Data::Simple(_) | Data::Tensor(_), _) => "scalar".into(),
+        _ => "tensor that is not one number".into(),
     }
 }
 
@@ -130,5 +200,51 @@ mod tests {
             writer: None,
         };
         assert_eq!(p.scalars(&header), (vec![], 0));
+    }
+
+    #[test]
+    fn what_a_record_holds_besides_scalars() {
+        let d = Decoded {
+            wall_time: 1.0,
+            step: 2,
+            content: Content::Summary(vec![
+                v("a", None, Data::Simple(1.5)),
+                v("w", None, Data::Histogram),
+                v("img", None, Data::Image),
+                v("h2", Some("histograms"), Data::Other),
+                v("t", Some("text"), Data::Other),
+                v("pr", Some("pr_curves"), Data::Other),
+                v("m", None, Data::Other),
+                v("", None, Data::Simple(1.0)),
+            ]),
+            writer: None,
+        };
+        let mut p = Plugins::default();
+        p.scalars(&d);
+        // A later tensor of a tag whose plugin was said earlier.
+        let later = Decoded {
+            content: Content::Summary(vec![v("h2", None, Data::Tensor(1.0))]),
+            ..d.clone()
+        };
+        let said =
+            |d: &Decoded| -> Vec<String> { held(d, &p).iter().map(ToString::to_string).collect() };
+        assert_eq!(
+            said(&d),
+            [
+                r#"histogram "w""#,
+                r#"image "img""#,
+                r#"histogram "h2""#,
+                r#"text "t""#,
+                r#"pr_curves plugin value "pr""#,
+                r#"tensor that is not one number "m""#,
+                "scalar with an empty tag",
+            ]
+        );
+        assert_eq!(said(&later), [r#"histogram "h2""#]);
+        let header = Decoded {
+            content: Content::FileVersion("brain.Event:2".into()),
+            ..d
+        };
+        assert_eq!(said(&header), ["header (brain.Event:2)"]);
     }
 }
