@@ -240,6 +240,7 @@ fn main() -> ExitCode {
                 logging::filter(cli.log_level.as_deref(), &config.log.level),
                 &config.log_dir(),
                 config.log.max_files,
+                config.log.max_bytes,
             );
             report(run(config, once))
         }
