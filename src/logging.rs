@@ -19,7 +19,6 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 use crate::sink::wandb::redact;
-pub use rolling::create_private_dir;
 
 /// How long repeats of one warning are held back before a count of them
 /// is logged.

@@ -15,7 +15,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+use crate::util::create_private_dir;
 use std::path::{Path, PathBuf};
 
 const PREFIX: &str = "mosaic-shipper.";
@@ -172,20 +174,6 @@ impl Write for Rolling {
             None => Ok(()),
         }
     }
-}
-
-/// Creates `dir` (and its parents as usual) and makes `dir` itself 0700,
-/// also when it existed.
-pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-        Err(e) => return Err(e),
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 fn today() -> String {
