@@ -156,14 +156,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The commands that print (and --help): `status --json | head -c 100`
+    // ends them quietly (141, as any Unix tool) instead of a panic on
+    // EPIPE. The agent itself goes back to ignoring SIGPIPE: a closed
+    // stderr must not stop shipping.
+    // SAFETY: sets a disposition before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run { .. }) {
-        // The commands that print: `status --json | head -c 100` ends them
-        // quietly (141, as any Unix tool) instead of a panic on EPIPE. The
-        // agent itself keeps ignoring SIGPIPE: a closed stderr must not
-        // stop shipping.
-        // SAFETY: restores the default disposition before any thread starts.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    if matches!(cli.command, Command::Run { .. }) {
+        // SAFETY: as above.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     }
     match cli.command {
         Command::CheckConfig { config } => {

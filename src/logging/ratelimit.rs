@@ -47,6 +47,8 @@ struct Window {
     opened: Instant,
     held: u64,
     level: Level,
+    /// The other fields of the last repeat held back (its error, say).
+    last: String,
 }
 
 /// A summary due: `held` repeats of `kind` in `window`.
@@ -54,6 +56,7 @@ struct Due {
     kind: Kind,
     held: u64,
     level: Level,
+    last: String,
 }
 
 #[derive(Default)]
@@ -96,6 +99,7 @@ impl RateLimit {
                         kind: kind.clone(),
                         held: w.held,
                         level: w.level,
+                        last: std::mem::take(&mut w.last),
                     });
                     w.held = 0;
                 }
@@ -105,11 +109,14 @@ impl RateLimit {
         };
         let secs = self.window.as_secs_f64();
         for d in due {
-            let what = if d.kind.fields.is_empty() {
+            let mut what = if d.kind.fields.is_empty() {
                 d.kind.message.clone()
             } else {
                 format!("{} ({})", d.kind.message, d.kind.fields)
             };
+            if !d.last.is_empty() {
+                let _ = write!(what, "; the last: {}", d.last);
+            }
             if d.level == Level::ERROR {
                 tracing::error!(target: TARGET, repeats = d.held, window_secs = secs, "{} more like this within {secs}s, not logged: {what}", d.held);
             } else {
@@ -138,6 +145,7 @@ impl RateLimit {
         }
         let mut v = KeyVisitor::default();
         event.record(&mut v);
+        let rest = std::mem::take(&mut v.rest);
         let kind = Kind {
             callsite: meta.callsite(),
             message: v.message,
@@ -148,15 +156,22 @@ impl RateLimit {
         if let Some(w) = st.windows.get_mut(&kind) {
             if now.duration_since(w.opened) < self.window {
                 w.held += 1;
+                w.last = rest;
                 return false;
             }
             // The window closed without the flusher noticing yet: its
             // summary is due, and this event opens a new window.
             let held = std::mem::take(&mut w.held);
+            let last = std::mem::take(&mut w.last);
             w.opened = now;
             if held > 0 {
                 let level = w.level;
-                st.due.push(Due { kind, held, level });
+                st.due.push(Due {
+                    kind,
+                    held,
+                    level,
+                    last,
+                });
             }
             return true;
         }
@@ -167,6 +182,7 @@ impl RateLimit {
                     opened: now,
                     held: 0,
                     level: *meta.level(),
+                    last: String::new(),
                 },
             );
         }
@@ -184,6 +200,30 @@ impl<S: Subscriber> Layer<S> for RateLimit {
 struct KeyVisitor {
     message: String,
     fields: String,
+    /// The fields that are not part of the key, at most [`REST_MAX`] bytes.
+    rest: String,
+}
+
+const REST_MAX: usize = 400;
+
+impl KeyVisitor {
+    fn push_rest(&mut self, name: &str, value: &dyn std::fmt::Display) {
+        if self.rest.len() >= REST_MAX {
+            return;
+        }
+        if !self.rest.is_empty() {
+            self.rest.push(' ');
+        }
+        let _ = write!(self.rest, "{name}={value}");
+        if self.rest.len() > REST_MAX {
+            let mut cut = REST_MAX;
+            while !self.rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.rest.truncate(cut);
+            self.rest.push('…');
+        }
+    }
 }
 
 impl Visit for KeyVisitor {
@@ -195,6 +235,8 @@ impl Visit for KeyVisitor {
                 self.fields.push(' ');
             }
             let _ = write!(self.fields, "{}={value:?}", field.name());
+        } else {
+            self.push_rest(field.name(), &format_args!("{value:?}"));
         }
     }
 
@@ -206,6 +248,8 @@ impl Visit for KeyVisitor {
                 self.fields.push(' ');
             }
             let _ = write!(self.fields, "{}={value}", field.name());
+        } else {
+            self.push_rest(field.name(), &value);
         }
     }
 }
@@ -253,7 +297,8 @@ mod tests {
         assert!(
             warns.iter().any(|m| m.contains("999 more like this")
                 && m.contains("invalid UTF-8")
-                && m.contains("file=a.log")),
+                && m.contains("file=a.log")
+                && m.contains("the last: offset=999 error=999")),
             "{warns:?}"
         );
         assert!(warns.iter().any(|m| m.contains("file=b.log")));
