@@ -54,7 +54,7 @@ pub fn filter(cli_level: Option<&str>, config_level: &str) -> EnvFilter {
 /// to anything (no-color.org). Pipes, files and the systemd journal get
 /// plain text.
 pub fn stderr_colours() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty())
 }
 
 /// Logs to stderr only (commands other than `run`).

@@ -121,7 +121,12 @@ fn secrets_echoed_by_server_and_proxy_reach_no_log_file_or_output() {
     let dead = harness::free_port();
     standin.inject(On::Graphql, Fault::Status(500));
     standin.inject(On::FileStream, Fault::Status(503));
-    standin.inject(On::FileStream, Fault::TooMany { retry_after_secs: 0 });
+    standin.inject(
+        On::FileStream,
+        Fault::TooMany {
+            retry_after_secs: 0,
+        },
+    );
     standin.inject(On::FileStream, Fault::Status(403)); // final: a WARN
     standin.inject(
         On::FileStream,
@@ -140,7 +145,7 @@ fn secrets_echoed_by_server_and_proxy_reach_no_log_file_or_output() {
     let echoed = standin
         .requests()
         .iter()
-        .any(|r| r.headers.get("proxy-authorization").is_some());
+        .any(|r| r.headers.contains_key("proxy-authorization"));
     assert!(echoed, "no request went through the proxy with credentials");
     // ...and the agent saw the echo (logged scrubbed at debug level).
     assert!(
@@ -161,7 +166,10 @@ fn secrets_echoed_by_server_and_proxy_reach_no_log_file_or_output() {
                 && l.contains(&format!("{}/files/", standin.base_url())),
             "{l}"
         );
-        assert!(!l.contains("ECHO POST"), "the body is in the WARN line: {l}");
+        assert!(
+            !l.contains("ECHO POST"),
+            "the body is in the WARN line: {l}"
+        );
     }
 
     // `export` and `sync` of staged rows (separate stores: a failed sync
@@ -194,7 +202,10 @@ fn secrets_echoed_by_server_and_proxy_reach_no_log_file_or_output() {
     standin.set_sticky_file_stream_status(Some(401));
     let (status, out, err) = command_output(dir3, "sync", &staged, &["--log-level", "trace"]);
     assert!(!status.success(), "sync against a 401 succeeded:\n{err}");
-    assert!(err.contains("HTTP 401") && err.contains("ECHO POST"), "{err}");
+    assert!(
+        err.contains("HTTP 401") && err.contains("ECHO POST"),
+        "{err}"
+    );
     assert_no_secret(&format!("{out}{err}"), "sync output");
     assert_no_secret_in_files(&dir3.join("store"));
 }
@@ -221,9 +232,12 @@ fn requests_in_window(fault: Fault, window: Duration) -> (usize, String) {
             .filter(|r| r.is_file_stream())
             .count()
     };
-    wait_for(dir, Duration::from_secs(60), "a file_stream request", || {
-        count() >= 1
-    });
+    wait_for(
+        dir,
+        Duration::from_secs(60),
+        "a file_stream request",
+        || count() >= 1,
+    );
     let first = count();
     std::thread::sleep(window);
     let n = count() - first;
@@ -319,8 +333,17 @@ fn random_bytes_give_few_warnings_and_every_line_is_counted() {
     assert!(stderr.contains("more like this"), "no count of repeats");
     // Every skipped line is still counted.
     let s = status_json(dir, &config);
-    assert_eq!(s["counters"]["lines"], lines.len() as u64, "{}", s["counters"]);
-    assert_eq!(s["counters"]["invalid_utf8"], invalid_utf8, "{}", s["counters"]);
+    assert_eq!(
+        s["counters"]["lines"],
+        lines.len() as u64,
+        "{}",
+        s["counters"]
+    );
+    assert_eq!(
+        s["counters"]["invalid_utf8"], invalid_utf8,
+        "{}",
+        s["counters"]
+    );
 }
 
 fn mode(p: &Path) -> u32 {
@@ -379,10 +402,7 @@ fn a_fifo_named_like_a_log_is_skipped_once_and_listed() {
     let snap = std::fs::read_to_string(dir.join("store/status.json")).unwrap();
     let snap: serde_json::Value = serde_json::from_str(&snap).unwrap();
     let listed = snap["unreadable"].as_object().unwrap();
-    assert!(
-        listed.keys().any(|k| k.ends_with("pipe.log")),
-        "{listed:?}"
-    );
+    assert!(listed.keys().any(|k| k.ends_with("pipe.log")), "{listed:?}");
 }
 
 #[test]
@@ -417,6 +437,22 @@ fn a_missing_config_is_exit_2_and_named_once_by_every_command() {
     }
 }
 
+/// The write end of a pipe whose read end is closed.
+fn closed_pipe() -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: pipe(2) just returned these two open descriptors.
+    let (reader, writer) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    drop(reader);
+    writer
+}
+
 #[test]
 fn printing_into_a_closed_pipe_ends_quietly() {
     use std::os::unix::process::ExitStatusExt;
@@ -435,8 +471,7 @@ fn printing_into_a_closed_pipe_ends_quietly() {
     ] {
         // The reader is gone before the first byte is written: EPIPE for
         // sure, whatever the output's size.
-        let (reader, writer) = std::io::pipe().unwrap();
-        drop(reader);
+        let writer = closed_pipe();
         let mut c = Command::new(env!("CARGO_BIN_EXE_mosaic-shipper"));
         c.args(args);
         if args[0] != "--help" {
@@ -468,7 +503,10 @@ fn status_as_a_user_who_cannot_read_the_store_says_so() {
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     let root = unsafe { libc::geteuid() } == 0;
     let mut c = Command::new(env!("CARGO_BIN_EXE_mosaic-shipper"));
-    c.arg("status").arg("--config").arg(&config).current_dir(dir);
+    c.arg("status")
+        .arg("--config")
+        .arg(&config)
+        .current_dir(dir);
     if root {
         // SAFETY: setgid/setuid are async-signal-safe.
         unsafe {
@@ -480,7 +518,8 @@ fn status_as_a_user_who_cannot_read_the_store_says_so() {
             })
         };
     } else {
-        std::fs::set_permissions(dir.join("store"), std::fs::Permissions::from_mode(0)).unwrap();
+        std::fs::set_permissions(dir.join("store"), std::fs::Permissions::from_mode(0o000))
+            .unwrap();
     }
     let out = c.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

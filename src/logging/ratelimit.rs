@@ -268,7 +268,10 @@ mod tests {
         fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
             let mut v = KeyVisitor::default();
             event.record(&mut v);
-            self.0.lock().unwrap().push(format!("{} {}", v.message, v.fields));
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", v.message, v.fields));
         }
     }
 

@@ -225,7 +225,11 @@ mod tests {
         let dir = tmp.path().join("logs");
         std::fs::create_dir(&dir).unwrap();
         for day in 1..=9 {
-            std::fs::write(dir.join(format!("mosaic-shipper.2020-01-0{day}.log")), "old\n").unwrap();
+            std::fs::write(
+                dir.join(format!("mosaic-shipper.2020-01-0{day}.log")),
+                "old\n",
+            )
+            .unwrap();
         }
         std::fs::write(dir.join("unrelated.txt"), "keep").unwrap();
         let mut r = Rolling::new(&dir, 3, 1 << 20).unwrap();

@@ -438,9 +438,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         tokio::time::sleep(latency).await;
     }
     match fault {
-        Some(Fault::Status(s)) => {
-            return respond(&mut stream, s, &echo_headers, &echo_body).await
-        }
+        Some(Fault::Status(s)) => return respond(&mut stream, s, &echo_headers, &echo_body).await,
         Some(Fault::TooMany { retry_after_secs }) => {
             let mut h = echo_headers.clone();
             h.push(("Retry-After", retry_after_secs.to_string()));
@@ -507,7 +505,9 @@ fn echo(rec: &Recorded) -> (Vec<u8>, Vec<(&'static str, String)>) {
             headers.push(("WWW-Authenticate", format!("Basic realm=\"{decoded}\"")));
         }
     }
-    body.push_str(&String::from_utf8_lossy(&rec.body[..rec.body.len().min(2048)]));
+    body.push_str(&String::from_utf8_lossy(
+        &rec.body[..rec.body.len().min(2048)],
+    ));
     (body.into_bytes(), headers)
 }
 

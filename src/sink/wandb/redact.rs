@@ -47,7 +47,10 @@ fn patterns() -> &'static [(Regex, &'static str)] {
                 r#"(?i)\b((?:proxy-)?authori[sz]ation\\?["']?\s*[:=]\s*\\?["']?)[^\r\n"'\\,;}]+"#,
                 "${1}***",
             ),
-            (r"(?i)\b(basic|bearer)(\s+)[A-Za-z0-9+/=._~-]{6,}", "${1}${2}***"),
+            (
+                r"(?i)\b(basic|bearer)(\s+)[A-Za-z0-9+/=._~-]{6,}",
+                "${1}${2}***",
+            ),
             // URL user-info: scheme://user:password@host
             (r#"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@"'<>]+@"#, "${1}***@"),
         ]

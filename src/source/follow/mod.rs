@@ -220,7 +220,8 @@ impl Tailer {
                     if !self.unreadable.contains_key(&key) {
                         tracing::warn!(file = %key, "skipping: not a regular file (a FIFO, socket or device)");
                     }
-                    self.unreadable.insert(key, "not a regular file; skipped".into());
+                    self.unreadable
+                        .insert(key, "not a regular file; skipped".into());
                 }
                 Ok(_) => {}
                 // Vanished between the listing and the stat: next scan.
