@@ -559,6 +559,9 @@ pub struct LogConfig {
     pub dir: Option<PathBuf>,
     #[serde(default = "default_max_files")]
     pub max_files: usize,
+    /// Cap on the log files' total size (bytes); the oldest go first.
+    #[serde(default = "default_log_max_bytes")]
+    pub max_bytes: u64,
 }
 
 fn default_level() -> String {
@@ -567,6 +570,9 @@ fn default_level() -> String {
 fn default_max_files() -> usize {
     7
 }
+fn default_log_max_bytes() -> u64 {
+    64 << 20
+}
 
 impl Default for LogConfig {
     fn default() -> Self {
@@ -574,6 +580,7 @@ impl Default for LogConfig {
             level: default_level(),
             dir: None,
             max_files: default_max_files(),
+            max_bytes: default_log_max_bytes(),
         }
     }
 }

@@ -14,6 +14,7 @@ use mosaic_shipper::config::Config;
 use mosaic_shipper::init;
 use mosaic_shipper::journal::{Journal, JournalError};
 use mosaic_shipper::logging;
+use mosaic_shipper::sink::wandb::redact;
 use mosaic_shipper::status::Status;
 use mosaic_shipper::sync::SyncOptions;
 
@@ -181,19 +182,26 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The commands that print (and --help): `status --json | head -c 100`
+    // ends them quietly (141, as any Unix tool) instead of a panic on
+    // EPIPE. The agent itself goes back to ignoring SIGPIPE: a closed
+    // stderr must not stop shipping.
+    // SAFETY: sets a disposition before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run { .. }) {
+        // SAFETY: as above.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    }
     match cli.command {
         Command::CheckConfig { config } => {
             let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "warn"));
-            match agent::load_config(config.as_deref()) {
+            match load(config.as_deref()) {
                 Ok(c) => {
                     print!("{}", c.render());
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    eprintln!("mosaic-shipper: {e}");
-                    ExitCode::from(2)
-                }
+                Err(code) => code,
             }
         }
         Command::Sync {
@@ -209,12 +217,9 @@ fn main() -> ExitCode {
                 "info"
             };
             let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), default));
-            let config = match agent::load_config(config.as_deref()) {
+            let config = match load(config.as_deref()) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("mosaic-shipper: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let options = SyncOptions {
                 paths,
@@ -233,13 +238,19 @@ fn main() -> ExitCode {
         }
         Command::Status { config, json } => {
             let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "warn"));
-            report(status(config, json))
+            match load(config.as_deref()) {
+                Ok(c) => report(status(c, json)),
+                Err(code) => code,
+            }
         }
         // Their results and warnings are printed as such; log lines would
         // only repeat them (ask with --log-level).
         Command::Export { config, to } => {
             let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "off"));
-            report(export(config, &to))
+            match load(config.as_deref()) {
+                Ok(c) => report(export(c, &to)),
+                Err(code) => code,
+            }
         }
         Command::Import {
             config,
@@ -247,7 +258,10 @@ fn main() -> ExitCode {
             allow_gap,
         } => {
             let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "off"));
-            report(import(config, &dir, allow_gap))
+            match load(config.as_deref()) {
+                Ok(c) => report(import(c, &dir, allow_gap)),
+                Err(code) => code,
+            }
         }
         Command::Run {
             config,
@@ -264,32 +278,68 @@ fn main() -> ExitCode {
             init::main(config.as_deref(), command, cli.log_level.as_deref())
         }
         Command::Run { config, once, .. } => {
-            let config = match agent::load_config(config.as_deref()) {
+            let config = match load(config.as_deref()) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("mosaic-shipper: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let _log = logging::init(
                 logging::filter(cli.log_level.as_deref(), &config.log.level),
                 &config.log_dir(),
                 config.log.max_files,
+                config.log.max_bytes,
             );
-            report(run(config, once))
+            match run(config, once) {
+                Ok(()) => ExitCode::SUCCESS,
+                // The agent's errors belong in its log files too; one line
+                // on stderr either way.
+                Err(e) if tracing::enabled!(tracing::Level::ERROR) => {
+                    tracing::error!("{}", message(&e));
+                    ExitCode::FAILURE
+                }
+                Err(e) => report(Err(e)),
+            }
         }
     }
 }
 
+/// The configuration, or exit code 2 after one line naming the problem
+/// (the same for every command: a missing file, a bad key).
+/// The configuration, checked by every room (`agent::load_config`); a
+/// mistake in it is exit 2 for every command, named once.
+fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
+    agent::load_config(path).map_err(|e| {
+        eprintln!("mosaic-shipper: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Prints a command's error once, as a plain line, and exits 1.
 fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("mosaic-shipper: {e:#}");
+            eprintln!("mosaic-shipper: {}", message(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once (errors that quote their
+/// cause in their own message are not followed by it again), scrubbed of
+/// secrets: a W&B failure may carry a server's words.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    redact::scrubbed(&out)
 }
 
 fn run(config: Config, once: bool) -> anyhow::Result<()> {
@@ -332,10 +382,10 @@ fn sync(config: Config, options: SyncOptions) -> ExitCode {
         Err(e) => return report(Err(e)),
     };
     for line in &result.lines {
-        eprintln!("{line}");
+        eprintln!("{}", redact::scrub(line));
     }
     for line in &result.failures {
-        eprintln!("FAILED: {line}");
+        eprintln!("FAILED: {}", redact::scrub(line));
     }
     if result.failures.is_empty() {
         ExitCode::SUCCESS
@@ -346,12 +396,9 @@ fn sync(config: Config, options: SyncOptions) -> ExitCode {
 }
 
 fn explain(config: Option<PathBuf>, file: &Path, lines: usize, json: bool) -> ExitCode {
-    let config = match Config::load(config.as_deref()) {
+    let config = match load(config.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("mosaic-shipper: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match mosaic_shipper::explain::explain(&config, file, lines) {
         Ok(report) => {
@@ -370,9 +417,20 @@ fn explain(config: Option<PathBuf>, file: &Path, lines: usize, json: bool) -> Ex
     }
 }
 
-fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
-    let config = agent::load_config(config.as_deref())?;
+fn status(config: Config, json: bool) -> anyhow::Result<()> {
     let store = &config.store.path;
+    // "Not run yet" would be a lie to a user who may not look inside.
+    for dir in [store.clone(), store.join("journal")] {
+        if let Err(e) = std::fs::read_dir(&dir) {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                anyhow::bail!(
+                    "permission denied reading {}: the store is readable only by the agent's \
+                     user; run status as that user (or root)",
+                    dir.display()
+                );
+            }
+        }
+    }
     let status = match Journal::open_existing(store) {
         Ok(journal) => Status::collect(&journal, &config.enabled_sinks(), Default::default())?,
         Err(JournalError::Locked { .. }) => Status::read_snapshot(store).with_context(|| {
@@ -391,8 +449,7 @@ fn status(config: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn export(config: Option<PathBuf>, to: &Path) -> anyhow::Result<()> {
-    let config = agent::load_config(config.as_deref())?;
+fn export(config: Config, to: &Path) -> anyhow::Result<()> {
     match bundle::export(&config, to)? {
         Exported::Nothing {
             store,
@@ -434,8 +491,7 @@ fn export(config: Option<PathBuf>, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn import(config: Option<PathBuf>, dir: &Path, allow_gap: bool) -> anyhow::Result<()> {
-    let config = agent::load_config(config.as_deref())?;
+fn import(config: Config, dir: &Path, allow_gap: bool) -> anyhow::Result<()> {
     let done = bundle::import(&config, dir, allow_gap)?;
     for w in &done.warnings {
         eprintln!("mosaic-shipper: warning: {w}");

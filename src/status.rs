@@ -250,9 +250,9 @@ impl Status {
         let mut snap = self.clone();
         snap.source = "snapshot".into();
         let tmp = store.join(format!("{SNAPSHOT_FILE}.tmp"));
-        std::fs::write(
+        crate::util::write_private(
             &tmp,
-            serde_json::to_vec_pretty(&snap).expect("status serialises"),
+            &serde_json::to_vec_pretty(&snap).expect("status serialises"),
         )?;
         std::fs::rename(&tmp, store.join(SNAPSHOT_FILE))
     }

@@ -81,6 +81,7 @@ pub fn main(
             logging::filter(log_level, &c.log.level),
             &c.log_dir(),
             c.log.max_files,
+            c.log.max_bytes,
         ),
         Err(_) => logging::init_stderr(logging::filter(log_level, "info")),
     };

@@ -111,11 +111,16 @@ impl Journal {
     /// Opens (or creates) the store at `path`. A store that exists but
     /// cannot be read is an error, never silently recreated.
     pub fn open(path: &Path, enabled_sinks: &[&str]) -> Result<Journal, JournalError> {
-        std::fs::create_dir_all(path).map_err(|e| JournalError::Open {
-            path: path.to_path_buf(),
-            detail: format!("cannot create the directory: {e}"),
-        })?;
+        // The store is the agent's alone (rows, workers' config records):
+        // 0700 directories and 0600 files, whatever the umask.
+        crate::util::create_private_dir(path)
+            .and_then(|()| crate::util::create_private_dir(&path.join("journal")))
+            .map_err(|e| JournalError::Open {
+                path: path.to_path_buf(),
+                detail: format!("cannot create the directory: {e}"),
+            })?;
         let journal = Self::open_db(path, enabled_sinks, true)?;
+        crate::util::restrict_tree(&path.join("journal"));
         for name in enabled_sinks {
             journal.init_cursor(name)?;
         }

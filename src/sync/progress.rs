@@ -89,11 +89,12 @@ impl RunProgress {
         tracing::info!(run = %self.label, done = self.done, unit = self.unit, "{message}");
     }
 
-    /// Ends the run's progress with a failure (logged as a warning).
+    /// Ends the run's progress with a failure.
     pub fn fail(self, error: &str) {
         if let Some(bar) = &self.bar {
             bar.abandon_with_message(format!("FAILED: {error}"));
         }
-        tracing::warn!(run = %self.label, done = self.done, unit = self.unit, error, "upload failed");
+        // Debug only: the failure is printed once, in the FAILED lines at the end.
+        tracing::debug!(run = %self.label, done = self.done, unit = self.unit, error, "upload failed");
     }
 }

@@ -82,6 +82,10 @@ pub enum Fault {
     ResetMidRequest,
     /// Apply the request, then drop the connection without answering.
     DropAfterApply,
+    /// 429 with this `Retry-After` value (`None`: no header at all).
+    TooManyRaw(Option<String>),
+    /// 307 to `location` (not applied).
+    Redirect(String),
 }
 
 /// Which requests a fault applies to.
@@ -102,6 +106,10 @@ struct Inner {
     sticky_file_stream_status: Option<u16>,
     /// Optional server features announced by ServerFeaturesQuery.
     features: Vec<String>,
+    /// Answer every file_stream request with this fault until cleared.
+    sticky_file_stream: Option<Fault>,
+    /// Error answers echo the request (see [`echo`]).
+    echo: bool,
 }
 
 /// The running stand-in, on its own thread and runtime (tests stay
@@ -223,6 +231,19 @@ impl StandIn {
         self.inner.lock().unwrap().sticky_file_stream_status = status;
     }
 
+    pub fn set_sticky_file_stream_fault(&self, fault: Option<Fault>) {
+        self.inner.lock().unwrap().sticky_file_stream = fault;
+    }
+
+    /// Every error answer (injected faults, 404) echoes the request in its
+    /// body and headers, as a careless server or proxy page does: the
+    /// request line, every header (Authorization and Proxy-Authorization
+    /// included), the body, and the Basic credentials decoded and
+    /// percent-encoded.
+    pub fn set_echo(&self, on: bool) {
+        self.inner.lock().unwrap().echo = on;
+    }
+
     pub fn set_features(&self, features: &[&str]) {
         self.inner.lock().unwrap().features = features.iter().map(|s| s.to_string()).collect();
     }
@@ -340,6 +361,7 @@ async fn respond<S: AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
+        307 => "Temporary Redirect",
         404 => "Not Found",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
@@ -398,6 +420,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     } else {
         None
     };
+    let echoing = inner.lock().unwrap().echo;
+    let (echo_body, echo_headers) = if echoing {
+        echo(&rec)
+    } else {
+        (b"{\"error\":\"injected\"}".to_vec(), Vec::new())
+    };
     let (fault, latency) = {
         let mut g = inner.lock().unwrap();
         g.requests.push(rec.clone());
@@ -405,6 +433,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let mut fault = idx.and_then(|i| g.faults.remove(i)).map(|(_, f)| f);
         if on == Some(On::FileStream) && fault.is_none() {
             fault = g.sticky_file_stream_status.map(Fault::Status);
+        }
+        if on == Some(On::FileStream) && fault.is_none() {
+            fault = g.sticky_file_stream.clone();
         }
         if let Some(f) = &fault {
             g.faults_done.push(f.clone());
@@ -415,17 +446,23 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         tokio::time::sleep(latency).await;
     }
     match fault {
-        Some(Fault::Status(s)) => {
-            return respond(&mut stream, s, &[], b"{\"error\":\"injected\"}").await
-        }
+        Some(Fault::Status(s)) => return respond(&mut stream, s, &echo_headers, &echo_body).await,
         Some(Fault::TooMany { retry_after_secs }) => {
-            return respond(
-                &mut stream,
-                429,
-                &[("Retry-After", retry_after_secs.to_string())],
-                b"{}",
-            )
-            .await
+            let mut h = echo_headers.clone();
+            h.push(("Retry-After", retry_after_secs.to_string()));
+            return respond(&mut stream, 429, &h, &echo_body).await;
+        }
+        Some(Fault::TooManyRaw(value)) => {
+            let mut h = echo_headers.clone();
+            if let Some(v) = value {
+                h.push(("Retry-After", v));
+            }
+            return respond(&mut stream, 429, &h, &echo_body).await;
+        }
+        Some(Fault::Redirect(location)) => {
+            let mut h = echo_headers.clone();
+            h.push(("Location", location));
+            return respond(&mut stream, 307, &h, &echo_body).await;
         }
         Some(Fault::ResetMidRequest) => {
             // The body was read already; what matters is that the client
@@ -446,8 +483,68 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
     match answer {
         Some(body) => respond(&mut stream, 200, &[], body.to_string().as_bytes()).await,
+        None if echoing => respond(&mut stream, 404, &echo_headers, &echo_body).await,
         None => respond(&mut stream, 404, &[], b"{}").await,
     }
+}
+
+/// What an echoing server answers with: the request in the body, its
+/// credentials in the headers.
+fn echo(rec: &Recorded) -> (Vec<u8>, Vec<(&'static str, String)>) {
+    let mut body = format!("ECHO {} {}\n", rec.method, rec.target);
+    let mut headers = Vec::new();
+    for (k, v) in &rec.headers {
+        body.push_str(&format!("{k}: {v}\n"));
+    }
+    for (name, echo_name) in [
+        ("authorization", "X-Echo-Authorization"),
+        ("proxy-authorization", "X-Echo-Proxy-Authorization"),
+    ] {
+        let Some(v) = rec.headers.get(name) else {
+            continue;
+        };
+        headers.push((echo_name, v.clone()));
+        if let Some(decoded) = v.strip_prefix("Basic ").and_then(base64_decode) {
+            let (_, secret) = decoded.split_once(':').unwrap_or(("", &decoded));
+            body.push_str(&format!(
+                "{name} decoded: {decoded} secret={} url=http://{decoded}@example.invalid/\n",
+                percent_encode(secret)
+            ));
+            headers.push(("WWW-Authenticate", format!("Basic realm=\"{decoded}\"")));
+        }
+    }
+    body.push_str(&String::from_utf8_lossy(
+        &rec.body[..rec.body.len().min(2048)],
+    ));
+    (body.into_bytes(), headers)
+}
+
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn base64_decode(s: &str) -> Option<String> {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.trim().bytes().filter(|&c| c != b'=') {
+        bits = (bits << 6) | T.iter().position(|&t| t == c)? as u32;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Applies a request to the stored runs; the JSON answer, or `None` (404).

@@ -73,7 +73,7 @@ pub fn parse_upsert(body: &[u8], run: &str) -> Result<Bucket, WandbError> {
     let err = |message: String| WandbError::Protocol {
         what: "UpsertBucket",
         run: run.to_string(),
-        message,
+        message: super::redact::scrubbed(&message),
     };
     let v: Value =
         serde_json::from_slice(body).map_err(|e| err(format!("answer is not JSON: {e}")))?;
@@ -239,7 +239,7 @@ pub async fn create_run_files(
     let err = |message: String| WandbError::Protocol {
         what: "CreateRunFiles",
         run: run.to_string(),
-        message,
+        message: super::redact::scrubbed(&message),
     };
     let v: Value =
         serde_json::from_slice(&answer).map_err(|e| err(format!("answer is not JSON: {e}")))?;

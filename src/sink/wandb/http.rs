@@ -5,8 +5,12 @@
 //! `RetryMostFailures`, `core/internal/clients/retry_policy.go`):
 //! connection errors, timeouts, 5xx, 408 and 409 are retried with
 //! exponential backoff and jitter; 429 waits for `Retry-After` when the
-//! server gives one; any other 4xx is final for the request and reported
-//! with the run, the URL and the status (never the key). A request that is
+//! server gives one, but never less than a floor (`retry_initial`, at
+//! least 1 s: a `Retry-After: 0` must not turn into hundreds of requests a
+//! second); any other 4xx is final for the request and reported with the
+//! run, the URL and the status, never the body (a server or proxy page may
+//! echo the request, key included: bodies go to debug logs only, and only
+//! as a scrubbed excerpt, see redact.rs). A request that is
 //! still failing after `give_up_after` is reported as an error too; the
 //! sink runner then recovers and tries again later, so rows stay in the
 //! journal and nothing is dropped.
@@ -20,6 +24,7 @@ use thiserror::Error;
 
 use super::auth::ApiKey;
 use super::proxy::{mask_url, ProxyChoice};
+use super::redact;
 
 /// How the client connects and how hard it retries.
 #[derive(Debug, Clone)]
@@ -40,13 +45,12 @@ pub struct HttpOptions {
 /// A W&B request failure, with the run, URL (no credentials) and status.
 #[derive(Debug, Error)]
 pub enum WandbError {
-    #[error("W&B refused {what} for run {run}: HTTP {status} from {url}{detail} (not retried)")]
+    #[error("W&B refused {what} for run {run}: HTTP {status} from {url} (not retried)")]
     Rejected {
         what: &'static str,
         run: String,
         url: String,
         status: u16,
-        detail: String,
     },
     #[error("W&B {what} for run {run} at {url} still failing after {attempts} attempts: {last}")]
     Unavailable {
@@ -101,12 +105,20 @@ enum Outcome {
     Retry {
         why: String,
         after: Option<Duration>,
+        /// The server asked us to slow down (429, or a `Retry-After`):
+        /// wait at least the floor, whatever it said.
+        slow_down: bool,
     },
     Final(WandbError),
 }
 
 impl Http {
     pub fn new(key: ApiKey, opts: HttpOptions) -> Result<Http, WandbError> {
+        // Before anything is sent: whatever echoes these back is scrubbed.
+        redact::register_key(key.expose());
+        if let Some(url) = &opts.proxy.url {
+            redact::register_proxy(url);
+        }
         // Proxy selection is ours (proxy.rs), so reqwest must not apply the
         // environment on its own.
         let mut builder = reqwest::Client::builder()
@@ -174,26 +186,38 @@ impl Http {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let (why, after) = match self.attempt(req, body.clone()).await {
+            let (why, after, slow_down) = match self.attempt(req, body.clone()).await {
                 Outcome::Done(b) => return Ok(b),
                 Outcome::Final(e) => return Err(e),
-                Outcome::Retry { why, after } => (why, after),
+                Outcome::Retry {
+                    why,
+                    after,
+                    slow_down,
+                } => (why, after, slow_down),
             };
-            let wait = after
+            let mut wait = after
                 .map(|d| d.min(Duration::from_secs(600)))
                 .unwrap_or_else(|| backoff.next_backoff().unwrap_or(self.opts.retry_max));
+            if slow_down {
+                wait = wait.max(self.slow_down_floor());
+            }
             if started.elapsed() + wait > self.opts.give_up_after {
                 return Err(WandbError::Unavailable {
                     what: req.what,
                     run: req.run.to_string(),
-                    url: mask_url(req.url),
+                    url: redact::url(req.url),
                     attempts,
                     last: why,
                 });
             }
-            tracing::warn!(what = req.what, run = req.run, url = %mask_url(req.url), error = %why, retry_in = ?wait, "W&B request failed; retrying");
+            tracing::warn!(what = req.what, run = req.run, url = %redact::url(req.url), error = %why, retry_in = ?wait, "W&B request failed; retrying");
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// The least a server that asks us to slow down is given.
+    fn slow_down_floor(&self) -> Duration {
+        self.opts.retry_initial.max(Duration::from_secs(1))
     }
 
     async fn attempt(&self, req: &Request<'_>, body: Vec<u8>) -> Outcome {
@@ -225,7 +249,7 @@ impl Http {
         }
         let resp = match rb.send().await {
             Ok(r) => r,
-            Err(e) => return classify_transport(&e),
+            Err(e) => return self.classify_transport(&e),
         };
         let status = resp.status().as_u16();
         let retry_after = resp
@@ -235,60 +259,81 @@ impl Http {
             .and_then(parse_retry_after);
         let bytes = match resp.bytes().await {
             Ok(b) => b.to_vec(),
-            Err(e) => return classify_transport(&e),
+            Err(e) => return self.classify_transport(&e),
         };
         // W&B core accepts 200..=300 from file_stream; any 2xx is success.
         if (200..300).contains(&status) {
             return Outcome::Done(bytes);
         }
+        if !bytes.is_empty() {
+            tracing::debug!(what = req.what, run = req.run, status, url = %redact::url(req.url), body = %redact::excerpt(&bytes), "W&B error answer");
+        }
         match status {
             429 => Outcome::Retry {
                 why: "HTTP 429 (rate limited)".into(),
                 after: retry_after,
+                slow_down: true,
             },
             408 | 409 => Outcome::Retry {
                 why: format!("HTTP {status}"),
                 after: None,
+                slow_down: false,
             },
-            s if s >= 500 => Outcome::Retry {
-                why: format!("HTTP {status}"),
-                after: if s == 503 { retry_after } else { None },
-            },
+            s if s >= 500 => {
+                let after = if s == 503 { retry_after } else { None };
+                Outcome::Retry {
+                    why: format!("HTTP {status}"),
+                    after,
+                    slow_down: after.is_some(),
+                }
+            }
             _ => Outcome::Final(WandbError::Rejected {
                 what: req.what,
                 run: req.run.to_string(),
-                url: mask_url(req.url),
+                url: redact::url(req.url),
                 status,
-                detail: excerpt(&bytes),
             }),
         }
     }
-}
 
-fn classify_transport(e: &reqwest::Error) -> Outcome {
-    // Without the URL (it is logged separately, masked) but with the
-    // cause chain, which says "connection refused", "timed out", ...
-    let mut why = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        why.push_str(": ");
-        why.push_str(&s.to_string());
-        source = s.source();
+    fn classify_transport(&self, e: &reqwest::Error) -> Outcome {
+        // Without the URL (it is logged separately, masked) but with the
+        // cause chain, which says "connection refused", "timed out", ...
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            why.push_str(": ");
+            why.push_str(&s.to_string());
+            source = s.source();
+        }
+        if let Some(url) = e.url() {
+            why = why.replace(url.as_str(), &redact::url(url.as_str()));
+        }
+        let why = redact::scrubbed(&why);
+        if e.is_builder() {
+            return Outcome::Final(WandbError::Setup(why));
+        }
+        // An untrusted certificate will not become trusted by retrying (W&B
+        // core does not retry TLS errors either); say what to do instead.
+        if why.contains("invalid peer certificate") {
+            return Outcome::Final(WandbError::Setup(format!(
+                "TLS certificate not trusted ({why}); if a proxy re-signs TLS, set sinks.wandb.ca_file to its CA"
+            )));
+        }
+        // Through a proxy, a connection that cannot be made is one to the
+        // proxy: name it, or the user looks for a dead W&B server.
+        let why = match &self.opts.proxy.url {
+            Some(proxy) if e.is_connect() => {
+                format!("cannot connect to proxy {}: {why}", mask_url(proxy))
+            }
+            _ => why,
+        };
+        Outcome::Retry {
+            why,
+            after: None,
+            slow_down: false,
+        }
     }
-    if let Some(url) = e.url() {
-        why = why.replace(url.as_str(), &mask_url(url.as_str()));
-    }
-    if e.is_builder() {
-        return Outcome::Final(WandbError::Setup(why));
-    }
-    // An untrusted certificate will not become trusted by retrying (W&B
-    // core does not retry TLS errors either); say what to do instead.
-    if why.contains("invalid peer certificate") {
-        return Outcome::Final(WandbError::Setup(format!(
-            "TLS certificate not trusted ({why}); if a proxy re-signs TLS, set sinks.wandb.ca_file to its CA"
-        )));
-    }
-    Outcome::Retry { why, after: None }
 }
 
 /// `Retry-After`: delay-seconds (fractions accepted, as W&B core does) or
@@ -302,16 +347,6 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
         time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
     let now = time::OffsetDateTime::now_utc();
     Some(Duration::try_from(when - now).unwrap_or(Duration::ZERO))
-}
-
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
-        return String::new();
-    }
-    let cut: String = text.chars().take(300).collect();
-    format!(": {cut}")
 }
 
 #[cfg(test)]

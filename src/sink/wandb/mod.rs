@@ -39,6 +39,7 @@ pub mod graphql;
 pub mod http;
 pub mod offline; // wandb offline sink (issue 5)
 pub mod proxy;
+pub mod redact;
 pub mod settings;
 pub mod state;
 pub mod step_metric;

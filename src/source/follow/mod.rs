@@ -212,6 +212,17 @@ impl Tailer {
         for Found { path, source } in self.stable_listing() {
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_file() => found.push((path, meta, source)),
+                // A FIFO, socket or device named like a log: reading would
+                // block or never end. Skipped, logged once, listed (and
+                // counted) with the unreadable files.
+                Ok(meta) if !meta.is_dir() => {
+                    let key = path.display().to_string();
+                    if !self.unreadable.contains_key(&key) {
+                        tracing::warn!(file = %key, "skipping: not a regular file (a FIFO, socket or device)");
+                    }
+                    self.unreadable
+                        .insert(key, "not a regular file; skipped".into());
+                }
                 Ok(_) => {}
                 // Vanished between the listing and the stat: next scan.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
