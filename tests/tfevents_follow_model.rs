@@ -3,8 +3,9 @@
 //! to real files in random chunk sizes (so frames are cut at the end of
 //! the file between looks), some frames with a flipped byte (a bad
 //! checksum), new event files appear (another writer, an `add_scalars`
-//! sub-directory), finished files are deleted, and the agent is killed at
-//! random points (everything but the committed checkpoints is lost).
+//! sub-directory), files are renamed while their writer goes on, finished
+//! files are deleted, and the agent is killed at random points
+//! (everything but the committed checkpoints is lost).
 //!
 //! The rules checked, once the writers are done (each file ends with a
 //! good frame, so damage at the end is resolved):
@@ -37,6 +38,9 @@ enum Op {
     Flush { w: usize, n: usize },
     /// A new writer (a new event file in another directory).
     NewWriter,
+    /// The file is renamed (still matching the pattern) and the writer
+    /// goes on appending to it: the follower keeps it by identity.
+    Rename { w: usize },
     /// Delete a writer's file that is fully written and was read to its end.
     DeleteDone { w: usize },
     /// The agent looks: scans and reads everything it can, committing.
@@ -52,6 +56,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(w, len, flip)| Op::Frame { w, len, flip }),
         6 => (0usize..4, prop_oneof![1usize..30, 30usize..2000]).prop_map(|(w, n)| Op::Flush { w, n }),
         1 => Just(Op::NewWriter),
+        1 => (0usize..4).prop_map(|w| Op::Rename { w }),
         1 => (0usize..4).prop_map(|w| Op::DeleteDone { w }),
         4 => Just(Op::Look),
         1 => Just(Op::Kill),
@@ -218,6 +223,20 @@ impl Harness {
         panic!("the follower never ran dry");
     }
 
+    fn rename(&mut self, w: usize) {
+        let wr = &mut self.writers[w];
+        if wr.deleted {
+            return;
+        }
+        let to = PathBuf::from(format!("{}.moved", wr.path.display()));
+        fs::rename(&wr.path, &to).unwrap();
+        // What was delivered under the old name stays the file's.
+        if let Some(got) = self.out.remove(&wr.path) {
+            self.out.insert(to.clone(), got);
+        }
+        wr.path = to;
+    }
+
     fn delete_done(&mut self, w: usize) {
         let Some(wr) = self.writers.get(w) else {
             return;
@@ -241,6 +260,7 @@ impl Harness {
             Op::NewWriter if n < 4 => self.new_writer(),
             Op::NewWriter => {}
             Op::DeleteDone { w } => self.delete_done(w % n),
+            Op::Rename { w } => self.rename(w % n),
             Op::Look => self.look(),
             Op::Kill => self.tailer = None,
         }
