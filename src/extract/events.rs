@@ -30,9 +30,21 @@ use crate::format::tensorboard_proto::WRITER as OWN_WRITER;
 pub struct Readers {
     by_source: BTreeMap<String, EventReader>,
     fallback: EventReader,
-    /// Per followed event file (by checkpoint id): which plugin owns each
-    /// tag seen so far (see `tfevents::Plugins`).
-    plugins: std::collections::HashMap<u64, Plugins>,
+    /// Per followed event file (by checkpoint id): what its earlier
+    /// records taught.
+    files: std::collections::HashMap<u64, FileMemo>,
+}
+
+/// What the reader keeps about one event file between its records.
+#[derive(Debug, Default)]
+struct FileMemo {
+    /// Which plugin owns each tag seen so far (see `tfevents::Plugins`).
+    plugins: Plugins,
+    /// The path the run below was found in, and the run id with the end of
+    /// the run's directory in it: a file holds thousands of records, and
+    /// matching the path's regex for each was a seventh of the reading
+    /// time (scripts/bench-sources).
+    run: Option<(String, Option<(String, usize)>)>,
 }
 
 /// One source's reading settings.
@@ -63,7 +75,7 @@ impl Readers {
         Ok(Readers {
             by_source,
             fallback: EventReader::new(None).expect("the default regex compiles"),
-            plugins: Default::default(),
+            files: Default::default(),
         })
     }
 
@@ -83,8 +95,8 @@ impl Readers {
         counters: &mut Counters,
     ) -> EventOutcome {
         let reader = self.by_source.get(&state.source).unwrap_or(&self.fallback);
-        let plugins = self.plugins.entry(state.id).or_default();
-        reader.event(state, offset, payload, plugins, counters)
+        let memo = self.files.entry(state.id).or_default();
+        reader.event(state, offset, payload, memo, counters)
     }
 
     /// The run an event file belongs to, by its path.
@@ -142,7 +154,7 @@ impl Readers {
                 )),
             };
         }
-        let plugins = self.plugins.entry(state.id).or_default();
+        let plugins = &mut self.files.entry(state.id).or_default().plugins;
         let held: Vec<String> = tfevents::held(&decoded, plugins)
             .iter()
             .map(ToString::to_string)
@@ -157,7 +169,7 @@ impl Readers {
 
     /// Forgets the per-file memory of a file no longer followed.
     pub fn forget(&mut self, id: u64) {
-        self.plugins.remove(&id);
+        self.files.remove(&id);
     }
 }
 
@@ -185,17 +197,27 @@ impl EventReader {
         Some((m.as_str(), caps.get(0).map_or(m.end(), |all| all.end())))
     }
 
+    /// [`run_of`](Self::run_of), remembered in `memo` while the file's
+    /// path stays the same.
+    fn run_of_memo<'m>(&self, path: &str, memo: &'m mut FileMemo) -> Option<(&'m str, usize)> {
+        if memo.run.as_ref().map_or(true, |(p, _)| p != path) {
+            let run = self.run_of(path).map(|(r, end)| (r.to_string(), end));
+            memo.run = Some((path.to_string(), run));
+        }
+        let (_, run) = memo.run.as_ref().expect("just set");
+        run.as_ref().map(|(r, end)| (r.as_str(), *end))
+    }
+
     /// The rows of one event record of the file whose checkpoint is `state`.
     fn event(
         &self,
         state: &mut FileState,
         offset: u64,
         payload: &[u8],
-        plugins: &mut Plugins,
+        memo: &mut FileMemo,
         counters: &mut Counters,
     ) -> EventOutcome {
-        let path = state.path.clone();
-        let path = path.as_str();
+        let path = state.path.as_str();
         let event = match tfevents::decode(payload) {
             Ok(e) => e,
             Err(e) => {
@@ -207,14 +229,14 @@ impl EventReader {
         if event.writer.as_deref() == Some(OWN_WRITER) {
             return EventOutcome::OwnFile;
         }
-        let (scalars, ignored) = plugins.scalars(&event);
+        let (scalars, ignored) = memo.plugins.scalars(&event);
         if scalars.is_empty() {
             // Headers, graphs, images, histograms, text: not metrics.
             counters.unmatched += 1;
             return EventOutcome::Rows(Vec::new());
         }
         counters.skipped_values += ignored as u64;
-        let Some((run_id, run_end)) = self.run_of(path) else {
+        let Some((run_id, run_end)) = self.run_of_memo(path, memo) else {
             counters.rejected += 1;
             tracing::warn!(file = path, offset, "skipping TensorBoard record: no run id in the file's path (sources.run_id_from_path)");
             return EventOutcome::Rows(Vec::new());
@@ -242,5 +264,56 @@ impl EventReader {
             event: None,
             origin: Origin::Tfevents,
         }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::tensorboard_proto::{event, summary_value, Event, Summary, SummaryValue};
+    use prost::Message;
+
+    fn scalar(step: i64) -> Vec<u8> {
+        Event {
+            wall_time: 1.0,
+            step,
+            what: Some(event::What::Summary(Summary {
+                value: vec![SummaryValue {
+                    tag: "loss".into(),
+                    value: Some(summary_value::Value::SimpleValue(0.5)),
+                    metadata: None,
+                }],
+            })),
+            source_metadata: None,
+        }
+        .encode_to_vec()
+    }
+
+    fn run_ids(readers: &mut Readers, state: &mut FileState, step: i64) -> Vec<String> {
+        let mut counters = Counters::default();
+        match readers.event(state, 0, &scalar(step), &mut counters) {
+            EventOutcome::Rows(rows) => rows.into_iter().map(|r| r.run_id).collect(),
+            EventOutcome::OwnFile => panic!("not an own file"),
+        }
+    }
+
+    /// The run id is remembered per file, but not past a change of the
+    /// file's path.
+    #[test]
+    fn the_run_id_follows_the_files_path() {
+        let mut readers = Readers::new(&[]).unwrap();
+        let mut state = FileState {
+            id: 7,
+            path: "/x/runs/A/tensorboard/events.out.tfevents.1".into(),
+            ..FileState::default()
+        };
+        assert_eq!(run_ids(&mut readers, &mut state, 1), ["A"]);
+        assert_eq!(run_ids(&mut readers, &mut state, 2), ["A"]);
+        state.path = "/x/runs/B/tensorboard/events.out.tfevents.1".into();
+        assert_eq!(run_ids(&mut readers, &mut state, 3), ["B"]);
+        state.path = "/x/elsewhere/events.out.tfevents.1".into();
+        assert!(run_ids(&mut readers, &mut state, 4).is_empty());
+        readers.forget(7);
+        assert!(readers.files.is_empty());
     }
 }
