@@ -535,18 +535,82 @@ fn delivered_up_to(journal: &Journal, config: &Config) -> anyhow::Result<u64> {
     Ok(upto)
 }
 
+/// Keeps `<store>/status.json` current without paying for it at rest.
+///
+/// A report lists every followed file, so it costs in proportion to the
+/// files known (about a megabyte per thousand runs): it is made again only
+/// when something it shows moved (rows, counters, cursors, unreadable
+/// files, the sinks' health), and at least every [`SNAPSHOT_AT_LEAST_EVERY`];
+/// while things keep moving, no more often than every [`SNAPSHOT_EVERY`] nor
+/// than [`SNAPSHOT_COST_SHARE`] times what the last one took, so that
+/// reporting stays a small share of the agent's work at any size.
 async fn snapshots(probe: Probe) {
+    let mut last: Option<(String, Instant)> = None;
+    let mut wait = SNAPSHOT_EVERY;
     loop {
-        match probe.status() {
-            Ok(status) => {
-                if let Err(e) = status.write_snapshot(&probe.config.store.path) {
-                    tracing::debug!(error = %e, "cannot write status snapshot");
+        let signature = change_signature(&probe);
+        let due = match &last {
+            None => true,
+            Some((seen, at)) => *seen != signature || at.elapsed() >= SNAPSHOT_AT_LEAST_EVERY,
+        };
+        if due {
+            let started = Instant::now();
+            match probe.status() {
+                Ok(status) => {
+                    if let Err(e) = status.write_snapshot(&probe.config.store.path) {
+                        tracing::debug!(error = %e, "cannot write status snapshot");
+                    }
                 }
+                Err(e) => tracing::debug!(error = %e, "cannot collect status"),
             }
-            Err(e) => tracing::debug!(error = %e, "cannot collect status"),
+            wait = SNAPSHOT_EVERY.max(started.elapsed() * SNAPSHOT_COST_SHARE);
+            last = Some((signature, Instant::now()));
         }
-        tokio::time::sleep(SNAPSHOT_EVERY).await;
+        tokio::time::sleep(wait).await;
     }
+}
+
+/// How long a snapshot may stand when nothing it shows moved (`status`
+/// prints its age; at 10,000 runs rewriting it costs a few hundred ms).
+const SNAPSHOT_AT_LEAST_EVERY: Duration = Duration::from_secs(300);
+
+/// A snapshot is made at most once per this many times its own cost.
+const SNAPSHOT_COST_SHARE: u32 = 50;
+
+/// What a status report shows that can move, read cheaply (a few journal
+/// keys, no file checkpoint): equal signatures, equal reports but the time.
+fn change_signature(probe: &Probe) -> String {
+    let journal = &probe.journal;
+    let cursors: Vec<(String, u64)> = journal
+        .cursors()
+        .map(|c| c.into_iter().map(|(n, c)| (n, c.seq)).collect())
+        .unwrap_or_default();
+    // Not `last_progress_at`: an idle sink that ticks (W&B) renews it
+    // every second without anything to show.
+    let runners: Vec<_> = probe
+        .runners
+        .iter()
+        .map(|(n, h)| {
+            let r = h.report();
+            (*n, r.running, r.retries, r.consecutive_failures)
+        })
+        .collect();
+    let unreadable = probe
+        .unreadable
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    format!(
+        "{:?}",
+        (
+            journal.last_seq().ok(),
+            journal.stored_bytes().ok(),
+            journal.counters().ok(),
+            cursors,
+            runners,
+            unreadable,
+        )
+    )
 }
 
 #[cfg(test)]

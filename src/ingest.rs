@@ -65,6 +65,8 @@ pub struct Ingest {
     /// every source root (`tail.rescan_interval_ms`); between such scans,
     /// events drive targeted ones.
     pub rescan_interval: Duration,
+    /// What the last full scan took (see [`FULL_SCAN_COST_SHARE`]).
+    full_scan_cost: Duration,
     pub max_bytes: u64,
     pub unreadable: Unreadable,
     /// Runs whose worker-written TensorBoard event files are being read
@@ -75,8 +77,17 @@ pub struct Ingest {
     at_cap: Arc<AtomicBool>,
 }
 
-/// How often idle file handles are closed in the daemon.
-const CLOSE_IDLE_EVERY: Duration = Duration::from_secs(60);
+/// How often idle file handles are closed in the daemon: files read to
+/// their end are closed as soon as they have been quiet for a few seconds
+/// (see `Tailer::read`); this catches those still being written then.
+const CLOSE_IDLE_EVERY: Duration = Duration::from_secs(10);
+
+/// While events cover every root, full scans (the check for lost events)
+/// are spaced to at least this many times what the last one took, so that
+/// they cost at most a fraction of a percent of a core however many runs
+/// there are (listing 10,000 run directories takes a second or two on a
+/// loaded machine: one every several minutes).
+const FULL_SCAN_COST_SHARE: u32 = 400;
 
 use crate::util::now_secs;
 
@@ -115,6 +126,7 @@ impl Ingest {
             rescan_interval: poll_interval.max(Duration::from_millis(
                 crate::config::TailConfig::default().rescan_interval_ms,
             )),
+            full_scan_cost: Duration::ZERO,
             max_bytes,
             unreadable: Unreadable::default(),
             stop: Arc::new(AtomicBool::new(false)),
@@ -178,7 +190,7 @@ impl Ingest {
                     self.tailer.close_idle();
                     last_close = Instant::now();
                 }
-                self.watch_and_scan(&mut last_full_scan);
+                self.watch_and_scan(&mut last_full_scan, CLOSE_IDLE_EVERY);
                 continue;
             };
             match self.commit(batch) {
@@ -197,16 +209,17 @@ impl Ingest {
     /// Sleeps until something changes or a full scan is due, then looks:
     /// at what the events named, or at everything when one is due, events
     /// were lost, or roots are not all watched (then every poll interval).
-    fn watch_and_scan(&mut self, last_full_scan: &mut Instant) {
+    fn watch_and_scan(&mut self, last_full_scan: &mut Instant, at_most: Duration) {
         let every = |w: &Watcher| {
             if w.reliable() {
                 self.rescan_interval
+                    .max(self.full_scan_cost * FULL_SCAN_COST_SHARE)
             } else {
                 self.poll_interval
             }
         };
         let due = every(&self.watcher).saturating_sub(last_full_scan.elapsed());
-        self.watcher.wait(due);
+        self.watcher.wait(due.min(at_most));
         self.watcher.refresh();
         let changes = self.watcher.take();
         if changes.rescan || last_full_scan.elapsed() >= every(&self.watcher) {
@@ -220,7 +233,9 @@ impl Ingest {
     }
 
     fn scan(&mut self) {
+        let started = Instant::now();
         self.tailer.scan();
+        self.full_scan_cost = started.elapsed();
         self.publish_unreadable();
     }
 

@@ -99,15 +99,13 @@ impl Watcher {
         w
     }
 
-    /// Whether every root is watched recursively, so that only lost events
-    /// (which notify reports) can hide a change: then full scans can be rare.
+    /// Whether every root is watched (recursively, or through its nearest
+    /// existing ancestor until it exists), so that only lost events, which
+    /// notify reports, can hide a change: then full scans can be rare. A
+    /// root being created is heard at its ancestor; the watches then
+    /// change, which brings a full scan (see [`Watcher::refresh`]).
     pub fn reliable(&self) -> bool {
-        self.watcher.is_some()
-            && self.watching.len() == self.roots.len()
-            && self
-                .watching
-                .iter()
-                .all(|(_, mode)| *mode == RecursiveMode::Recursive)
+        self.watcher.is_some() && self.watching.len() == self.roots.len()
     }
 
     /// What changed since the last call (and forgets it).
