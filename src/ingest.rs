@@ -3,7 +3,7 @@
 //! It is the only writer of rows and file checkpoints, which is what lets
 //! each commit be a single transaction that moves both together.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -70,9 +70,6 @@ pub struct Ingest {
     full_scan_cost: Duration,
     pub max_bytes: u64,
     pub unreadable: Unreadable,
-    /// Runs whose worker-written TensorBoard event files are being read
-    /// (see `Origin::LogBesideEvents`).
-    worker_tensorboard: HashSet<String>,
     /// Files that yield lines but no rows, warned about once.
     silence: Silence,
     stop: Arc<AtomicBool>,
@@ -109,17 +106,15 @@ impl Ingest {
         let watcher = Watcher::new(tailer.sources().roots());
         // Event files read before this start: worker-written unless the
         // checkpoint says they are the agent's own.
-        let worker_tensorboard: HashSet<String> = tailer
+        let runs = tailer
             .states()
-            .iter()
+            .into_iter()
             .filter(|s| s.kind == SourceKind::Tfevents && s.ignored.is_none() && s.offset > 0)
-            .filter_map(|s| readers.run_of(s))
-            .collect();
-        for run in &worker_tensorboard {
-            extractor.note_worker_tensorboard(run);
+            .filter_map(|s| readers.run_of(&s));
+        for run in runs {
+            extractor.note_worker_tensorboard(&run);
         }
         Ingest {
-            worker_tensorboard,
             tailer,
             extractor,
             readers,
@@ -313,14 +308,13 @@ impl Ingest {
                     // is left to it.
                     if let Some(run) = self.readers.run_of(&batch.state) {
                         self.extractor.note_worker_tensorboard(&run);
-                        self.worker_tensorboard.insert(run);
                     }
                 }
             }
         }
-        if batch.state.kind != SourceKind::Tfevents && !self.worker_tensorboard.is_empty() {
+        if batch.state.kind != SourceKind::Tfevents {
             for row in &mut rows {
-                if self.worker_tensorboard.contains(&row.run_id) {
+                if self.extractor.worker_writes_tensorboard(&row.run_id) {
                     row.origin = Origin::LogBesideEvents;
                 }
             }

@@ -76,6 +76,12 @@ impl Extractor {
         }
     }
 
+    /// Whether `run_id`'s worker-written event files are being read (see
+    /// [`note_worker_tensorboard`](Self::note_worker_tensorboard)).
+    pub fn worker_writes_tensorboard(&self, run_id: &str) -> bool {
+        self.worker_tensorboard.contains(run_id)
+    }
+
     /// Drops the rows `out[from..]` that rule `i` made, when it yields to
     /// the worker's own event files of their run; returns how many.
     fn give_way(&self, i: usize, out: &mut Vec<Row>, from: usize) -> usize {
