@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::harness::{self, Expected, KEY};
+use support::harness::{self, Expected};
 use support::standin::StandIn;
 
 /// The test venv's Python (wandb 0.31.0 installed); these tests cannot run
@@ -316,36 +316,11 @@ fn offline_run_reads_back_and_wandb_sync_uploads_it() {
 
     // The real `wandb sync` uploads it to the stand-in.
     let standin = StandIn::start();
-    let wandb = python().parent().unwrap().join("wandb");
-    let out = Command::new(&wandb)
-        .args(["sync", "--yes"])
-        .arg(&run_dir)
-        .env_clear()
-        .current_dir(dir)
-        .env("WANDB_DIR", dir)
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("NETRC", dir.join("no-netrc"))
-        .env("WANDB_BASE_URL", standin.base_url())
-        .env("WANDB_API_KEY", KEY)
-        .env("WANDB_ERROR_REPORTING", "false")
-        .env("WANDB_SILENT", "true")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", wandb.display()));
-    assert!(
-        out.status.success(),
-        "wandb sync failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::sdk::wandb_sync(dir, &run_dir, &standin);
     let runs = standin.runs();
-    let got = runs.get(&harness::wandb_id(run)).unwrap_or_else(|| {
-        panic!(
-            "no run uploaded: {:?}\n{}",
-            runs.keys().collect::<Vec<_>>(),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let got = runs
+        .get(&harness::wandb_id(run))
+        .unwrap_or_else(|| panic!("no run uploaded: {:?}", runs.keys().collect::<Vec<_>>()));
     harness::assert_history(got, &expected);
     assert_eq!(got.exit_code, Some(0));
     // The summary records reach W&B: the last row's values are the summary.
