@@ -78,7 +78,11 @@ impl Agent {
     /// the ingest stops by itself when the files are read to their end.
     pub fn start(config: Config, once: bool) -> anyhow::Result<Agent> {
         let enabled = config.enabled_sinks();
-        let journal = Arc::new(Journal::open(&config.store.path, &enabled)?);
+        let journal = Arc::new(Journal::open_with_cache(
+            &config.store.path,
+            &enabled,
+            config.store.cache_bytes,
+        )?);
         let metrics = if config.metrics.enabled {
             Some(crate::metrics::bind(&config.metrics)?)
         } else {
@@ -89,7 +93,7 @@ impl Agent {
         let sources = config.sources();
         let tailer = Tailer::new(&config.tail, &sources, states);
         let extractor = Extractor::new(&config.extract).map_err(anyhow::Error::msg)?;
-        let ingest = Ingest::new(
+        let mut ingest = Ingest::new(
             tailer,
             extractor,
             Readers::new(&sources).map_err(anyhow::Error::msg)?,
@@ -97,6 +101,7 @@ impl Agent {
             Duration::from_millis(config.tail.poll_interval_ms),
             config.store.max_bytes,
         );
+        ingest.rescan_interval = Duration::from_millis(config.tail.rescan_interval_ms);
         let control = ingest.control();
         let unreadable = ingest.unreadable.clone();
         let ingest_done = tokio::task::spawn_blocking(move || ingest.run(once));
@@ -256,20 +261,77 @@ impl Agent {
     }
 
     /// `run --once`: read everything, deliver everything, then return.
-    pub async fn run_once(mut self) -> anyhow::Result<()> {
-        self.ingest_finished().await?;
+    ///
+    /// It returns early, with a [`OnceStopped`] error, in two cases: the
+    /// journal is full (`store.max_bytes`) while a sink that holds the
+    /// oldest rows cannot take them in this process (W&B rows are staged,
+    /// or a sink gave up after repeated failures): reading stops, what is
+    /// read is delivered to the other sinks and kept; or `interrupt`
+    /// resolves (SIGINT/SIGTERM): reading stops after the commit in
+    /// progress and the sinks drain as `run` does on a signal.
+    pub async fn run_once(mut self, interrupt: impl Future<Output = i32>) -> anyhow::Result<()> {
+        tokio::pin!(interrupt);
+        let mut stopped: Option<OnceStopped> = None;
+        let mut check = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                joined = &mut self.ingest_done => {
+                    joined.context("the ingest thread panicked")?;
+                    break;
+                }
+                signal = &mut interrupt, if stopped.is_none() => {
+                    tracing::info!(signal, "interrupted: committing and delivering what is read");
+                    self.ingest.stop();
+                    stopped = Some(OnceStopped::Interrupted { signal });
+                }
+                _ = check.tick(), if stopped.is_none() => {
+                    if let Some(sink) = self.cannot_drain() {
+                        tracing::error!(sink = %sink, cap = self.config.store.max_bytes, "the journal is full (store.max_bytes) and this sink cannot take its rows now; stopping (what was read is kept)");
+                        self.ingest.stop();
+                        stopped = Some(OnceStopped::Full { sink });
+                    }
+                }
+            }
+        }
         let last = self.journal.last_seq()?;
         let (journal, config) = (self.journal.clone(), self.config.clone());
-        // No deadline: `once` waits for every sink (each gives up after
-        // repeated failures, which is reported as an error).
-        self.drain(Instant::now() + Duration::from_secs(365 * 24 * 3600))
-            .await?;
+        let until = match stopped {
+            // As `run` does on a signal.
+            Some(OnceStopped::Interrupted { .. }) => Instant::now() + Duration::from_secs(5),
+            // No deadline: `once` waits for every sink (each gives up after
+            // repeated failures, which is reported as an error).
+            _ => Instant::now() + Duration::from_secs(365 * 24 * 3600),
+        };
+        let drained = self.drain(until).await;
+        if let Some(stopped) = stopped {
+            if let Err(e) = drained {
+                tracing::error!("{e:#}");
+            }
+            return Err(stopped.into());
+        }
+        drained?;
         let acked = delivered_up_to(&journal, &config)?;
         anyhow::ensure!(
             acked >= last,
             "not every row was delivered (acknowledged up to #{acked} of #{last}); they stay in the journal for the next run"
         );
         Ok(())
+    }
+
+    /// With reading paused at the journal's cap: a sink whose rows keep
+    /// it full and that will not take them in this process.
+    fn cannot_drain(&self) -> Option<String> {
+        if !self.ingest.at_cap() {
+            return None;
+        }
+        if self.config.wandb().is_staged() {
+            return Some("wandb (staged for `sync`)".into());
+        }
+        self.probe
+            .runners
+            .iter()
+            .find(|(_, health)| !health.report().running)
+            .map(|(name, _)| format!("{name} (gave up after repeated failures)"))
     }
 
     /// Init mode, when CMD has exited: reads every file to its current end,
@@ -439,6 +501,29 @@ impl Agent {
     }
 }
 
+/// Why `run --once` returned before reading everything; each has its own
+/// exit status (see the README's "Exit status").
+#[derive(Debug, thiserror::Error)]
+pub enum OnceStopped {
+    #[error(
+        "stopped at the journal's cap (store.max_bytes): {sink} cannot take the oldest rows; \
+         what was read is kept for the next run or `sync`"
+    )]
+    Full { sink: String },
+    #[error("interrupted by signal {signal}: what was read is committed and ships next time")]
+    Interrupted { signal: i32 },
+}
+
+impl OnceStopped {
+    /// The process exit status: 3 at the cap, 128 + the signal's number.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            OnceStopped::Full { .. } => 3,
+            OnceStopped::Interrupted { signal } => (128 + signal).clamp(0, 255) as u8,
+        }
+    }
+}
+
 /// The last row every sink the agent runs has acknowledged (a staged
 /// `wandb` cursor holds rows but never delivers: not waited for).
 fn delivered_up_to(journal: &Journal, config: &Config) -> anyhow::Result<u64> {
@@ -449,18 +534,82 @@ fn delivered_up_to(journal: &Journal, config: &Config) -> anyhow::Result<u64> {
     Ok(upto)
 }
 
+/// Keeps `<store>/status.json` current without paying for it at rest.
+///
+/// A report lists every followed file, so it costs in proportion to the
+/// files known (about a megabyte per thousand runs): it is made again only
+/// when something it shows moved (rows, counters, cursors, unreadable
+/// files, the sinks' health), and at least every [`SNAPSHOT_AT_LEAST_EVERY`];
+/// while things keep moving, no more often than every [`SNAPSHOT_EVERY`] nor
+/// than [`SNAPSHOT_COST_SHARE`] times what the last one took, so that
+/// reporting stays a small share of the agent's work at any size.
 async fn snapshots(probe: Probe) {
+    let mut last: Option<(String, Instant)> = None;
+    let mut wait = SNAPSHOT_EVERY;
     loop {
-        match probe.status() {
-            Ok(status) => {
-                if let Err(e) = status.write_snapshot(&probe.config.store.path) {
-                    tracing::debug!(error = %e, "cannot write status snapshot");
+        let signature = change_signature(&probe);
+        let due = match &last {
+            None => true,
+            Some((seen, at)) => *seen != signature || at.elapsed() >= SNAPSHOT_AT_LEAST_EVERY,
+        };
+        if due {
+            let started = Instant::now();
+            match probe.status() {
+                Ok(status) => {
+                    if let Err(e) = status.write_snapshot(&probe.config.store.path) {
+                        tracing::debug!(error = %e, "cannot write status snapshot");
+                    }
                 }
+                Err(e) => tracing::debug!(error = %e, "cannot collect status"),
             }
-            Err(e) => tracing::debug!(error = %e, "cannot collect status"),
+            wait = SNAPSHOT_EVERY.max(started.elapsed() * SNAPSHOT_COST_SHARE);
+            last = Some((signature, Instant::now()));
         }
-        tokio::time::sleep(SNAPSHOT_EVERY).await;
+        tokio::time::sleep(wait).await;
     }
+}
+
+/// How long a snapshot may stand when nothing it shows moved (`status`
+/// prints its age; at 10,000 runs rewriting it costs a few hundred ms).
+const SNAPSHOT_AT_LEAST_EVERY: Duration = Duration::from_secs(300);
+
+/// A snapshot is made at most once per this many times its own cost.
+const SNAPSHOT_COST_SHARE: u32 = 50;
+
+/// What a status report shows that can move, read cheaply (a few journal
+/// keys, no file checkpoint): equal signatures, equal reports but the time.
+fn change_signature(probe: &Probe) -> String {
+    let journal = &probe.journal;
+    let cursors: Vec<(String, u64)> = journal
+        .cursors()
+        .map(|c| c.into_iter().map(|(n, c)| (n, c.seq)).collect())
+        .unwrap_or_default();
+    // Not `last_progress_at`: an idle sink that ticks (W&B) renews it
+    // every second without anything to show.
+    let runners: Vec<_> = probe
+        .runners
+        .iter()
+        .map(|(n, h)| {
+            let r = h.report();
+            (*n, r.running, r.retries, r.consecutive_failures)
+        })
+        .collect();
+    let unreadable = probe
+        .unreadable
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    format!(
+        "{:?}",
+        (
+            journal.last_seq().ok(),
+            journal.stored_bytes().ok(),
+            journal.counters().ok(),
+            cursors,
+            runners,
+            unreadable,
+        )
+    )
 }
 
 #[cfg(test)]

@@ -66,6 +66,13 @@ pub struct Config {
 pub struct StoreConfig {
     pub path: PathBuf,
     pub max_bytes: u64,
+    /// sled's page cache: what the journal may keep in memory.
+    #[serde(default = "default_cache_bytes")]
+    pub cache_bytes: u64,
+}
+
+fn default_cache_bytes() -> u64 {
+    crate::journal::DEFAULT_CACHE_BYTES
 }
 
 impl Default for StoreConfig {
@@ -73,6 +80,7 @@ impl Default for StoreConfig {
         StoreConfig {
             path: PathBuf::from("var/shipper"),
             max_bytes: 1 << 30,
+            cache_bytes: default_cache_bytes(),
         }
     }
 }
@@ -91,6 +99,10 @@ pub struct TailConfig {
     pub max_line_bytes: usize,
     #[serde(default = "default_poll")]
     pub poll_interval_ms: u64,
+    /// How often every source is listed again while file-system events
+    /// cover every root (between such scans, events drive targeted ones).
+    #[serde(default = "default_rescan")]
+    pub rescan_interval_ms: u64,
     #[serde(default = "default_batch")]
     pub read_batch_bytes: usize,
 }
@@ -103,6 +115,9 @@ fn default_max_line() -> usize {
 }
 fn default_poll() -> u64 {
     1000
+}
+fn default_rescan() -> u64 {
+    60_000
 }
 fn default_batch() -> usize {
     1 << 20
@@ -128,6 +143,7 @@ impl Default for TailConfig {
             follow_rotated: true,
             max_line_bytes: default_max_line(),
             poll_interval_ms: default_poll(),
+            rescan_interval_ms: default_rescan(),
             read_batch_bytes: default_batch(),
         }
     }
@@ -710,8 +726,18 @@ impl Config {
         if self.tail.poll_interval_ms == 0 || self.tail.poll_interval_ms > 60_000 {
             return Err(self.invalid("tail.poll_interval_ms must be between 1 and 60000"));
         }
+        if self.tail.rescan_interval_ms < self.tail.poll_interval_ms
+            || self.tail.rescan_interval_ms > 3_600_000
+        {
+            return Err(self.invalid(
+                "tail.rescan_interval_ms must be at least tail.poll_interval_ms and at most 3600000",
+            ));
+        }
         if self.store.max_bytes < 1 << 20 {
             return Err(self.invalid("store.max_bytes must be at least 1048576 (1 MiB)"));
+        }
+        if self.store.cache_bytes < 1 << 20 {
+            return Err(self.invalid("store.cache_bytes must be at least 1048576 (1 MiB)"));
         }
         if self.extract.rules.is_empty() {
             return Err(

@@ -24,6 +24,7 @@ use crate::stats::Counters;
 pub struct IngestControl {
     stop: Arc<AtomicBool>,
     finish: Arc<AtomicBool>,
+    at_cap: Arc<AtomicBool>,
     waker: Waker,
 }
 
@@ -45,6 +46,12 @@ impl IngestControl {
     pub fn wake(&self) {
         self.waker.wake();
     }
+
+    /// Whether reading is paused because the journal is full
+    /// (`store.max_bytes`) until sinks catch up.
+    pub fn at_cap(&self) -> bool {
+        self.at_cap.load(Ordering::SeqCst)
+    }
 }
 
 /// Ingest settings taken from the configuration.
@@ -55,16 +62,32 @@ pub struct Ingest {
     pub journal: Arc<Journal>,
     pub watcher: Watcher,
     pub poll_interval: Duration,
+    /// How often everything is scanned while file-system events cover
+    /// every source root (`tail.rescan_interval_ms`); between such scans,
+    /// events drive targeted ones.
+    pub rescan_interval: Duration,
+    /// What the last full scan took (see [`FULL_SCAN_COST_SHARE`]).
+    full_scan_cost: Duration,
     pub max_bytes: u64,
     pub unreadable: Unreadable,
     /// Files that yield lines but no rows, warned about once.
     silence: Silence,
     stop: Arc<AtomicBool>,
     finish: Arc<AtomicBool>,
+    at_cap: Arc<AtomicBool>,
 }
 
-/// How often idle file handles are closed in the daemon.
-const CLOSE_IDLE_EVERY: Duration = Duration::from_secs(60);
+/// How often idle file handles are closed in the daemon: files read to
+/// their end are closed as soon as they have been quiet for a few seconds
+/// (see `Tailer::read`); this catches those still being written then.
+const CLOSE_IDLE_EVERY: Duration = Duration::from_secs(10);
+
+/// While events cover every root, full scans (the check for lost events)
+/// are spaced to at least this many times what the last one took, so that
+/// they cost at most a fraction of a percent of a core however many runs
+/// there are (listing 10,000 run directories takes a second or two on a
+/// loaded machine: one every several minutes).
+const FULL_SCAN_COST_SHARE: u32 = 400;
 
 use crate::util::now_secs;
 
@@ -98,11 +121,16 @@ impl Ingest {
             journal,
             watcher,
             poll_interval,
+            rescan_interval: poll_interval.max(Duration::from_millis(
+                crate::config::TailConfig::default().rescan_interval_ms,
+            )),
+            full_scan_cost: Duration::ZERO,
             max_bytes,
             unreadable: Unreadable::default(),
             silence: Silence::default(),
             stop: Arc::new(AtomicBool::new(false)),
             finish: Arc::new(AtomicBool::new(false)),
+            at_cap: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -110,6 +138,7 @@ impl Ingest {
         IngestControl {
             stop: self.stop.clone(),
             finish: self.finish.clone(),
+            at_cap: self.at_cap.clone(),
             waker: self.watcher.waker(),
         }
     }
@@ -124,6 +153,7 @@ impl Ingest {
         let mut backoff = Duration::from_millis(100);
         let mut paused = false;
         let mut last_close = Instant::now();
+        let mut last_full_scan = Instant::now();
         let mut finishing = false;
         self.scan();
         while !self.stopping() {
@@ -139,6 +169,7 @@ impl Ingest {
                     if !paused {
                         tracing::warn!(bytes, cap = self.max_bytes, "journal is full (store.max_bytes): reading paused until sinks catch up; nothing is dropped");
                         paused = true;
+                        self.at_cap.store(true, Ordering::SeqCst);
                     }
                     self.watcher.wait(Duration::from_millis(200));
                     continue;
@@ -146,6 +177,7 @@ impl Ingest {
                 Ok(_) if paused => {
                     tracing::info!("journal has room again: reading resumed");
                     paused = false;
+                    self.at_cap.store(false, Ordering::SeqCst);
                 }
                 _ => {}
             }
@@ -158,9 +190,7 @@ impl Ingest {
                     self.tailer.close_idle();
                     last_close = Instant::now();
                 }
-                self.watcher.wait(self.poll_interval);
-                self.watcher.refresh();
-                self.scan();
+                self.watch_and_scan(&mut last_full_scan, CLOSE_IDLE_EVERY);
                 continue;
             };
             match self.commit(batch) {
@@ -176,8 +206,40 @@ impl Ingest {
         }
     }
 
+    /// Sleeps until something changes or a full scan is due, then looks:
+    /// at what the events named, or at everything when one is due, events
+    /// were lost, or roots are not all watched (then every poll interval).
+    fn watch_and_scan(&mut self, last_full_scan: &mut Instant, at_most: Duration) {
+        let every = |w: &Watcher| {
+            if w.reliable() {
+                self.rescan_interval
+                    .max(self.full_scan_cost * FULL_SCAN_COST_SHARE)
+            } else {
+                self.poll_interval
+            }
+        };
+        let due = every(&self.watcher).saturating_sub(last_full_scan.elapsed());
+        self.watcher.wait(due.min(at_most));
+        self.watcher.refresh();
+        let changes = self.watcher.take();
+        if changes.rescan || last_full_scan.elapsed() >= every(&self.watcher) {
+            self.scan();
+            *last_full_scan = Instant::now();
+        } else if !changes.paths.is_empty() {
+            let paths: Vec<_> = changes.paths.into_iter().collect();
+            self.tailer.scan_paths(&paths);
+            self.publish_unreadable();
+        }
+    }
+
     fn scan(&mut self) {
+        let started = Instant::now();
         self.tailer.scan();
+        self.full_scan_cost = started.elapsed();
+        self.publish_unreadable();
+    }
+
+    fn publish_unreadable(&mut self) {
         let mut shared = self.unreadable.lock().unwrap_or_else(|p| p.into_inner());
         if *shared != *self.tailer.unreadable() {
             *shared = self.tailer.unreadable().clone();

@@ -319,7 +319,10 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mosaic-shipper: {}", message(&e));
-            ExitCode::FAILURE
+            match e.downcast_ref::<agent::OnceStopped>() {
+                Some(stopped) => ExitCode::from(stopped.exit_code()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -350,7 +353,15 @@ fn run(config: Config, once: bool) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let agent = Agent::start(config, once)?;
         if once {
-            return agent.run_once().await;
+            return agent
+                .run_once(async {
+                    match wait_for_signal().await {
+                        Ok(signal) => signal,
+                        // No signal handling: never interrupted.
+                        Err(_) => std::future::pending().await,
+                    }
+                })
+                .await;
         }
         wait_for_signal().await?;
         tracing::info!("stopping: committing and delivering what is read");
@@ -358,15 +369,15 @@ fn run(config: Config, once: bool) -> anyhow::Result<()> {
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT; returns which (its number).
+async fn wait_for_signal() -> anyhow::Result<i32> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(tokio::select! {
+        _ = term.recv() => libc::SIGTERM,
+        _ = int.recv() => libc::SIGINT,
+    })
 }
 
 fn sync(config: Config, options: SyncOptions) -> ExitCode {

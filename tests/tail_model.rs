@@ -54,6 +54,9 @@ enum Op {
     DeleteOldest,
     /// The agent looks: scans and reads everything it can.
     Look,
+    /// The agent looks where a file-system event says something changed
+    /// (a targeted scan of the logs directory), then reads.
+    LookAt,
     /// The agent is killed (uncommitted state lost); the next look starts it.
     Kill,
 }
@@ -65,7 +68,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Rotate),
         1 => (0usize..3, any::<bool>()).prop_map(|(window, look_between)| Op::CopyTruncate { window, look_between }),
         1 => Just(Op::DeleteOldest),
-        4 => Just(Op::Look),
+        3 => Just(Op::Look),
+        2 => Just(Op::LookAt),
         1 => Just(Op::Kill),
     ]
 }
@@ -113,6 +117,7 @@ impl Harness {
             follow_rotated: true,
             max_line_bytes: 4096,
             poll_interval_ms: 1000,
+            rescan_interval_ms: 60_000,
             // Small batches, so that reads stop mid-file and resume.
             read_batch_bytes: 4096,
         };
@@ -277,6 +282,7 @@ impl Harness {
                 }
             }
             Op::Look => self.look(),
+            Op::LookAt => self.look_with(true),
             Op::Kill => {
                 self.tailer = None;
                 for f in &mut self.files {
@@ -289,6 +295,13 @@ impl Harness {
     }
 
     fn look(&mut self) {
+        self.look_with(false)
+    }
+
+    /// A look with a full scan, or (`targeted`) a scan of only the logs
+    /// directory, as an event there would ask for.
+    fn look_with(&mut self, targeted: bool) {
+        let logs = self.dir.path().join("runs/R/logs");
         if self.tailer.is_none() {
             let states = self.committed.values().cloned().collect();
             self.tailer = Some(Tailer::new(
@@ -298,7 +311,11 @@ impl Harness {
             ));
         }
         let tailer = self.tailer.as_mut().unwrap();
-        tailer.scan();
+        if targeted {
+            tailer.scan_paths(&[logs]);
+        } else {
+            tailer.scan();
+        }
         let mut guard = 0;
         while let Some(batch) = tailer.read() {
             guard += 1;
@@ -470,6 +487,7 @@ fn an_older_rotation_found_late_is_read_first() {
         follow_rotated: true,
         max_line_bytes: 4096,
         poll_interval_ms: 1000,
+        rescan_interval_ms: 60_000,
         read_batch_bytes: 4096,
     };
     fs::write(logs.join("x.log"), b"newer\n").unwrap();

@@ -98,6 +98,7 @@ impl Harness {
             follow_rotated: true,
             max_line_bytes: 1024,
             poll_interval_ms: 1000,
+            rescan_interval_ms: 60_000,
             read_batch_bytes: 4096,
         };
         let mut h = Harness {

@@ -91,6 +91,12 @@ pub struct Journal {
     compact_lock: Mutex<()>,
 }
 
+/// sled's page cache when the configuration does not say
+/// (`store.cache_bytes`). sled's own default, 1 GiB, is what the agent's
+/// memory grew to while rows were pending; the journal is read in order,
+/// once per sink, so a small cache costs little.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+
 const NEXT_SEQ: &[u8] = b"next_seq";
 const STORED_BYTES: &[u8] = b"stored_bytes";
 const COUNTERS: &[u8] = b"counters";
@@ -111,6 +117,15 @@ impl Journal {
     /// Opens (or creates) the store at `path`. A store that exists but
     /// cannot be read is an error, never silently recreated.
     pub fn open(path: &Path, enabled_sinks: &[&str]) -> Result<Journal, JournalError> {
+        Self::open_with_cache(path, enabled_sinks, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Journal::open`] with sled's page cache bounded to `cache_bytes`.
+    pub fn open_with_cache(
+        path: &Path,
+        enabled_sinks: &[&str],
+        cache_bytes: u64,
+    ) -> Result<Journal, JournalError> {
         // The store is the agent's alone (rows, workers' config records):
         // 0700 directories and 0600 files, whatever the umask.
         crate::util::create_private_dir(path)
@@ -119,7 +134,7 @@ impl Journal {
                 path: path.to_path_buf(),
                 detail: format!("cannot create the directory: {e}"),
             })?;
-        let journal = Self::open_db(path, enabled_sinks, true)?;
+        let journal = Self::open_db(path, enabled_sinks, true, cache_bytes)?;
         crate::util::restrict_tree(&path.join("journal"));
         for name in enabled_sinks {
             journal.init_cursor(name)?;
@@ -138,19 +153,20 @@ impl Journal {
                 path: path.to_path_buf(),
             });
         }
-        Self::open_db(path, &[], false)
+        Self::open_db(path, &[], false, DEFAULT_CACHE_BYTES)
     }
 
     /// Opens sled, waiting a moment for a lock that is being let go: a
     /// store closed in this process is unlocked by sled's flusher thread
     /// shortly after the handle is dropped. A store another process holds
     /// is reported as `Locked` after that moment.
-    fn open_sled(path: &Path) -> Result<sled::Db, JournalError> {
+    fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, JournalError> {
         let mut tries = 0;
         loop {
             let opened = sled::Config::new()
                 .path(path.join("journal"))
                 .flush_every_ms(Some(200))
+                .cache_capacity(cache_bytes)
                 .open();
             match opened {
                 Ok(db) => return Ok(db),
@@ -177,9 +193,14 @@ impl Journal {
         }
     }
 
-    fn open_db(path: &Path, enabled_sinks: &[&str], create: bool) -> Result<Journal, JournalError> {
+    fn open_db(
+        path: &Path,
+        enabled_sinks: &[&str],
+        create: bool,
+        cache_bytes: u64,
+    ) -> Result<Journal, JournalError> {
         drop_unpublished_snapshots(&path.join("journal"));
-        let db = Self::open_sled(path)?;
+        let db = Self::open_sled(path, cache_bytes)?;
         let open_err = |e: sled::Error| JournalError::Open {
             path: path.to_path_buf(),
             detail: e.to_string(),

@@ -126,8 +126,25 @@ impl Sink for JsonlSink {
 
     async fn write(&mut self, entries: &[Entry], checkpoint: &Checkpoint) -> Result<(), SinkError> {
         let mut new_files = false;
+        // Rows come in runs of the same run id: the file is looked up once
+        // per run of rows, and its rows gathered before going to `pending`.
+        let mut current: Option<(&str, PathBuf)> = None;
+        let mut gathered = Vec::new();
         // Run events (configuration, end) are not metric rows.
         for entry in entries.iter().filter(|e| e.row.event.is_none()) {
+            if let Some((run, _)) = &current {
+                if *run == entry.row.run_id.as_str() {
+                    write_row(&mut gathered, &entry.row);
+                    continue;
+                }
+            }
+            if let Some((_, path)) = current.take() {
+                self.pending
+                    .entry(path)
+                    .or_default()
+                    .extend_from_slice(&gathered);
+                gathered.clear();
+            }
             let path = self.template.render(&entry.row.run_id);
             if !self.committed.contains_key(&path) && !self.pending.contains_key(&path) {
                 // Record the file's current length before writing to it,
@@ -143,7 +160,14 @@ impl Sink for JsonlSink {
                 self.committed.insert(path.clone(), len);
                 new_files = true;
             }
-            write_row(self.pending.entry(path).or_default(), &entry.row);
+            write_row(&mut gathered, &entry.row);
+            current = Some((entry.row.run_id.as_str(), path));
+        }
+        if let Some((_, path)) = current {
+            self.pending
+                .entry(path)
+                .or_default()
+                .extend_from_slice(&gathered);
         }
         if new_files {
             checkpoint.save(self.state())?;

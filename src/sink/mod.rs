@@ -103,9 +103,12 @@ pub struct RunOptions {
     /// Consecutive failures after which the runner gives up (`--once`);
     /// `None`: retry forever (the daemon).
     pub give_up_after: Option<u32>,
-    /// Flush as soon as the journal is caught up (`true`, the default), or
-    /// only once `batch_rows` rows or `flush_interval` have accumulated
-    /// (remote sinks that should not send a request per row).
+    /// Formerly: flush whenever the journal is caught up. Every sink now
+    /// flushes when `batch_rows` rows or `flush_interval` have accumulated
+    /// (the first rows after a quiet spell go out at once, as the interval
+    /// has passed), so that a trickle, which catches up on every commit,
+    /// does not fsync on every commit. Kept so callers still build; it no
+    /// longer changes anything.
     pub flush_when_caught_up: bool,
     /// How often [`Sink::tick`] runs; `None`: never.
     pub tick_interval: Option<Duration>,
@@ -257,9 +260,12 @@ async fn deliver<S: Sink>(
         }
         let caught_up = batch.len() < options.batch_rows;
         let draining = matches!(*mode.borrow(), Mode::Drain { .. });
-        let flush_due = (caught_up && (options.flush_when_caught_up || draining))
-            || unflushed >= options.batch_rows
-            || last_flush.elapsed() >= options.flush_interval;
+        // Caught up after a quiet spell: at once. While rows keep coming
+        // (a trickle catches up on every commit), at most once per
+        // interval: each flush is an fsync.
+        let interval_passed = last_flush.elapsed() >= options.flush_interval;
+        let flush_due =
+            (caught_up && draining) || unflushed >= options.batch_rows || interval_passed;
         if written > acked && flush_due {
             let state = sink.flush().await?;
             journal.ack(name, written, state)?;

@@ -184,6 +184,8 @@ impl Sink for TensorBoardSink {
 
     async fn write(&mut self, entries: &[Entry], checkpoint: &Checkpoint) -> Result<(), SinkError> {
         let mut new_files = false;
+        let mut current: Option<(&str, PathBuf)> = None;
+        let mut gathered = Vec::new();
         for entry in entries {
             let row = &entry.row;
             // Run events have no values; the worker's own event files
@@ -191,19 +193,31 @@ impl Sink for TensorBoardSink {
             if row.values.is_empty() || !row.origin.for_tensorboard() {
                 continue;
             }
-            let dir = self.dir_for(&row.run_id);
-            let fresh = !self.committed.contains_key(&dir);
-            if fresh {
-                let ef = self.new_file(&dir);
-                self.committed.insert(dir.clone(), ef);
-                new_files = true;
+            // Rows come in runs of the same run id: the run's file is
+            // looked up once per run of rows, not once per row.
+            let same = current.as_ref().is_some_and(|(run, _)| *run == row.run_id);
+            if !same {
+                if let Some((_, dir)) = current.take() {
+                    self.pending.entry(dir).or_default().append(&mut gathered);
+                }
+                let dir = self.dir_for(&row.run_id);
+                let fresh = !self.committed.contains_key(&dir);
+                if fresh {
+                    let ef = self.new_file(&dir);
+                    self.committed.insert(dir.clone(), ef);
+                    new_files = true;
+                }
+                let committed_len = self.committed[&dir].len;
+                let out = self.pending.entry(dir.clone()).or_default();
+                if committed_len == 0 && out.is_empty() {
+                    self.encoder.file_version(out, (self.now)());
+                }
+                current = Some((row.run_id.as_str(), dir));
             }
-            let committed_len = self.committed[&dir].len;
-            let out = self.pending.entry(dir).or_default();
-            if committed_len == 0 && out.is_empty() {
-                self.encoder.file_version(out, (self.now)());
-            }
-            self.encoder.row(out, row);
+            self.encoder.row(&mut gathered, row);
+        }
+        if let Some((_, dir)) = current {
+            self.pending.entry(dir).or_default().append(&mut gathered);
         }
         if new_files || self.unsaved {
             // Recovery must know of a file before its first byte exists.

@@ -12,6 +12,9 @@ pub struct Sources {
     /// Each pattern with the index of its source in `sources`, and whether
     /// it is a derived rotated-sibling pattern.
     patterns: Vec<(String, usize, bool)>,
+    /// `patterns` compiled, to test single paths that file-system events
+    /// name without listing whole trees (see [`Sources::expand_paths`]).
+    compiled: Vec<Option<glob::Pattern>>,
     excludes: Vec<(glob::Pattern, usize)>,
     sources: Vec<SourceConfig>,
 }
@@ -52,8 +55,13 @@ impl Sources {
                     .filter_map(move |p| glob::Pattern::new(p).ok().map(|p| (p, i)))
             })
             .collect();
+        let compiled = patterns
+            .iter()
+            .map(|(p, ..)| glob::Pattern::new(p).ok())
+            .collect();
         Sources {
             patterns,
+            compiled,
             excludes,
             sources: sources.to_vec(),
         }
@@ -96,37 +104,65 @@ impl Sources {
                 }
             }
         }
-        // Stable: of duplicates, the first source's entry stays first.
-        out.sort_by_key(|f| order_key(&f.path));
-        out.dedup_by(|b, a| a.path == b.path);
-        out
+        sort_found(out)
     }
 
-    /// The source that [`expand`](Self::expand) would list `path` under,
-    /// with the pattern that matched it (a rotated-sibling pattern shows
-    /// as `<pattern>.[0-9]*`), or `None` when no source reads it. Matching
-    /// is by name only, as the listing sees it: `*` stays within one
-    /// directory, `**` crosses them, a leading dot must be literal.
+    /// What [`Sources::expand`] would list at or below `paths` (files, or
+    /// directories walked to [`MAX_WALK_DEPTH`]), without listing anything
+    /// else: the targeted look that a file-system event asks for.
+    pub fn expand_paths(&self, paths: &[PathBuf]) -> Vec<Found> {
+        let mut candidates = Vec::new();
+        for p in paths {
+            match std::fs::symlink_metadata(p) {
+                Ok(m) if m.is_dir() => walk(p, MAX_WALK_DEPTH, &mut candidates),
+                Ok(_) => candidates.push(p.clone()),
+                Err(_) => {} // gone: the scan notices what it held there
+            }
+        }
+        let mut out = Vec::new();
+        for path in candidates {
+            if let Some((source, _)) = self.source_of(&path) {
+                out.push(Found { path, source });
+            }
+        }
+        sort_found(out)
+    }
+
+    /// The source that [`expand`](Self::expand) would list `path` under
+    /// (the first whose patterns match it), with the pattern that matched
+    /// (a rotated-sibling pattern shows as `<pattern>.[0-9]*`); `None`
+    /// when no source reads it. Matching is by name only, as the listing
+    /// sees it: `*` stays within one directory, `**` crosses them, a
+    /// leading dot must be literal.
     pub fn source_of(&self, path: &Path) -> Option<(usize, &str)> {
+        // What glob's directory walk does: `*` stays within one component
+        // and does not match a leading dot.
         let opts = glob::MatchOptions {
+            require_literal_leading_dot: true,
             require_literal_separator: true,
+            ..glob::MatchOptions::new()
+        };
+        let exclude_opts = glob::MatchOptions {
             require_literal_leading_dot: true,
             ..glob::MatchOptions::new()
         };
-        self.patterns
-            .iter()
-            .find(|(pattern, source, rotated)| {
-                let Ok(p) = glob::Pattern::new(pattern) else {
-                    return false;
-                };
-                p.matches_path_with(path, opts)
-                    && !(*rotated && rotation_number(path).is_none())
-                    && !self
-                        .excludes
-                        .iter()
-                        .any(|(x, i)| i == source && x.matches_path_with(path, opts))
-            })
-            .map(|(pattern, source, _)| (*source, pattern.as_str()))
+        for ((text, source, rotated), pattern) in self.patterns.iter().zip(&self.compiled) {
+            let Some(pattern) = pattern else { continue };
+            if !pattern.matches_path_with(path, opts) {
+                continue;
+            }
+            if *rotated && rotation_number(path).is_none() {
+                continue;
+            }
+            let excluded = self
+                .excludes
+                .iter()
+                .any(|(p, i)| i == source && p.matches_path_with(path, exclude_opts));
+            if !excluded {
+                return Some((*source, text.as_str()));
+            }
+        }
+        None
     }
 
     /// Every pattern with the name of its source, in the order they are
@@ -169,6 +205,39 @@ impl Sources {
         roots.dedup();
         roots
     }
+}
+
+/// How deep a targeted look walks below a directory an event names (a new
+/// run directory holds its files a few levels down).
+const MAX_WALK_DEPTH: usize = 8;
+
+/// Every non-directory entry at or below `dir`, real directories only
+/// (a symlinked directory is left to the periodic full scan).
+fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => {
+                if depth > 0 {
+                    walk(&path, depth - 1, out);
+                }
+            }
+            Ok(_) => out.push(path),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Oldest rotation first within a family; of duplicates (a path matched by
+/// several sources, or named twice) the first entry stays.
+fn sort_found(mut out: Vec<Found>) -> Vec<Found> {
+    // Stable: of duplicates, the first source's entry stays first.
+    out.sort_by_key(|f| order_key(&f.path));
+    out.dedup_by(|b, a| a.path == b.path);
+    out
 }
 
 /// `Some(n)` for `name.N`, the numbering of Python's RotatingFileHandler
@@ -293,5 +362,58 @@ mod tests {
         assert_eq!(found(".hidden.log"), None);
         // `*` does not cross a directory.
         assert_eq!(found("sub/w.log"), None);
+    }
+
+    #[test]
+    fn a_targeted_look_lists_what_the_full_listing_has_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for run in ["R1", "R2"] {
+            let logs = root.join("runs").join(run).join("logs");
+            std::fs::create_dir_all(logs.join("deeper")).unwrap();
+            for name in [
+                "w.log",
+                "w.log.1",
+                "w.log.1.gz",
+                ".h.log",
+                "deeper/x.log",
+                "o.txt",
+            ] {
+                std::fs::write(logs.join(name), b"x\n").unwrap();
+            }
+            let tb = root.join("runs").join(run).join("tensorboard/sub");
+            std::fs::create_dir_all(&tb).unwrap();
+            std::fs::write(tb.join("events.out.tfevents.1.h"), b"x").unwrap();
+        }
+        let r = root.display();
+        let mut events = lines(
+            "events",
+            &[&format!("{r}/runs/*/tensorboard/**/events.out.tfevents.*")],
+        );
+        events.kind = SourceKind::Tfevents;
+        let s = Sources::new(
+            &[lines("a", &[&format!("{r}/runs/*/logs/*.log")]), events],
+            true,
+        );
+        let r1: Vec<Found> = s
+            .expand()
+            .into_iter()
+            .filter(|f| f.path.starts_with(root.join("runs/R1")))
+            .collect();
+        assert_eq!(r1.len(), 3, "{r1:?}");
+        assert_eq!(s.expand_paths(&[root.join("runs/R1")]), r1);
+        let one = root.join("runs/R2/logs/w.log.1");
+        assert_eq!(
+            s.expand_paths(&[
+                one.clone(),
+                root.join("runs/R2/logs/o.txt"),
+                root.join("gone")
+            ]),
+            vec![Found {
+                path: one,
+                source: 0
+            }]
+        );
+        assert_eq!(s.expand_paths(&[root.join("runs")]), s.expand());
     }
 }

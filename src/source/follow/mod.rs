@@ -103,6 +103,39 @@ struct Tracked {
     /// A copy that starts past 0: its checkpoint must be committed even
     /// if there is nothing to read, or a restart would read it from 0.
     needs_commit: bool,
+    /// Length and modification time when its handle was closed at its
+    /// end: a scan that finds both unchanged need not open it again.
+    closed: Option<(u64, i64)>,
+}
+
+/// How long a file read to its end must have gone unmodified before its
+/// handle is closed as soon as it is found at its end (a finished run's
+/// log); a file still being written keeps its handle.
+const CLOSE_UNMODIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What a scan looks at: everything the sources match, or only what is at
+/// or below some paths (the ones file-system events named).
+enum Scope<'a> {
+    All,
+    Paths(&'a [PathBuf]),
+}
+
+impl Scope<'_> {
+    fn covers(&self, path: &Path) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Paths(paths) => paths.iter().any(|p| path.starts_with(p)),
+        }
+    }
+}
+
+/// Where a file stands in [`Tailer::read`]'s order: copies' starting
+/// points (by id), then event files not read yet, then everything (both by
+/// reading order); the id last.
+type ReadyKey = (u8, u64, u64);
+
+fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
 }
 
 /// The file follower. See the module documentation.
@@ -119,8 +152,19 @@ pub struct Tailer {
     replaced: Vec<(Replaced, u32)>,
     /// Checkpoints dropped by the tailer that the journal still holds.
     to_forget: Vec<FileState>,
-    /// The ids of `files` in reading order (see [`Tailer::reorder`]).
-    order: Vec<u64>,
+    /// Each file's place in reading order (see [`Tailer::reorder`]).
+    rank: HashMap<u64, u64>,
+    /// Files that may have something to take, in the order `read` takes
+    /// them: filled by scans and commits, emptied as files are found to
+    /// have nothing, so that a read costs what is ready, not what is known.
+    ready: BTreeSet<ReadyKey>,
+    ready_key: HashMap<u64, ReadyKey>,
+    /// Followed files by identity, by path and by rotation family, kept
+    /// with the order (see [`Tailer::reorder`]), for targeted scans and
+    /// copy detection that do not visit every file.
+    by_inode: HashMap<(u64, u64), u64>,
+    by_path: BTreeMap<PathBuf, u64>,
+    families: HashMap<PathBuf, Vec<u64>>,
     /// What the last scan listed, to tell a listing that races with a
     /// rotation from a settled one.
     last_listing: Vec<Found>,
@@ -164,6 +208,7 @@ impl Tailer {
                         skipping: None,
                         pending_truncation: false,
                         needs_commit: false,
+                        closed: None,
                     },
                 )
             })
@@ -177,7 +222,12 @@ impl Tailer {
             unreadable: BTreeMap::new(),
             replaced: Vec::new(),
             to_forget: Vec::new(),
-            order: Vec::new(),
+            rank: HashMap::new(),
+            ready: BTreeSet::new(),
+            ready_key: HashMap::new(),
+            by_inode: HashMap::new(),
+            by_path: BTreeMap::new(),
+            families: HashMap::new(),
             last_listing: Vec::new(),
         };
         tailer.reorder();
@@ -193,7 +243,9 @@ impl Tailer {
     pub fn ignore(&mut self, id: u64, why: &str) -> Option<FileState> {
         let t = self.files.get_mut(&id)?;
         t.state.ignored = Some(why.to_string());
-        Some(t.state.clone())
+        let state = t.state.clone();
+        self.mark_ready(id);
+        Some(state)
     }
 
     /// Checkpoints of every followed file, as the tailer has them.
@@ -206,10 +258,41 @@ impl Tailer {
         &self.unreadable
     }
 
-    /// Looks for new, rotated, truncated and deleted files.
+    /// Looks for new, rotated, truncated and deleted files: everything the
+    /// sources match. Also the periodic check that catches what events
+    /// missed.
     pub fn scan(&mut self) {
+        self.scan_in(&Scope::All);
+    }
+
+    /// A scan of only what is at or below `paths` (those file-system
+    /// events named): the files there are judged as a full scan would
+    /// judge them, files elsewhere are left as they are. Paths that no
+    /// source matches and no followed file is at are dropped first, so
+    /// events about the agent's own outputs cost a pattern match.
+    pub fn scan_paths(&mut self, paths: &[PathBuf]) {
+        let wanted: Vec<PathBuf> = paths
+            .iter()
+            .filter(|p| {
+                self.by_path.contains_key(*p)
+                    || self.sources.source_of(p).is_some()
+                    || p.is_dir()
+                    || self
+                        .by_path
+                        .range(p.to_path_buf()..)
+                        .next()
+                        .is_some_and(|(q, _)| q.starts_with(p))
+            })
+            .cloned()
+            .collect();
+        if !wanted.is_empty() {
+            self.scan_in(&Scope::Paths(&wanted));
+        }
+    }
+
+    fn scan_in(&mut self, scope: &Scope) {
         let mut found: Vec<(PathBuf, std::fs::Metadata, usize)> = Vec::new();
-        for Found { path, source } in self.stable_listing() {
+        for Found { path, source } in self.stable_listing(scope) {
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_file() => found.push((path, meta, source)),
                 // A FIFO, socket or device named like a log: reading would
@@ -233,19 +316,49 @@ impl Tailer {
         for (i, (_, meta, _)) in found.iter().enumerate() {
             by_inode.entry(dev_ino(meta)).or_insert(i);
         }
+        // The followed files this scan judges: all of them, or those found
+        // in its listing and those last seen where it looked.
+        let ids: Vec<u64> = match scope {
+            Scope::All => self.files.keys().copied().collect(),
+            Scope::Paths(paths) => {
+                let mut ids: BTreeSet<u64> = by_inode
+                    .keys()
+                    .filter_map(|k| self.by_inode.get(k).copied())
+                    .collect();
+                for p in paths.iter() {
+                    ids.extend(
+                        self.by_path
+                            .range(p.clone()..)
+                            .take_while(|(q, _)| q.starts_with(p))
+                            .map(|(_, &id)| id),
+                    );
+                }
+                ids.into_iter().collect()
+            }
+        };
+        let mut changed = false;
+        let mut touched = Vec::new();
 
         // 1. Followed files: where are they now, and are they still whole?
         let mut claimed = BTreeSet::new();
-        self.replaced.retain_mut(|(_, left)| {
-            *left -= 1;
+        self.replaced.retain_mut(|(r, left)| {
+            if scope.covers(Path::new(&r.path)) {
+                *left -= 1;
+            }
             *left > 0
         });
         let mut replaced = std::mem::take(&mut self.replaced);
         let mut forget = Vec::new();
         let mut dropped = Vec::new();
-        for (&id, t) in self.files.iter_mut() {
+        for id in ids {
+            let Some(t) = self.files.get_mut(&id) else {
+                continue;
+            };
             let key = (t.state.dev, t.state.ino);
             let Some(&i) = by_inode.get(&key) else {
+                if !scope.covers(Path::new(&t.state.path)) {
+                    continue; // moved out of where this scan looked: a later one
+                }
                 t.seen = false;
                 let deleted = t
                     .file
@@ -265,17 +378,33 @@ impl Tailer {
                         forget.push(id);
                     }
                 }
+                touched.push(id);
                 continue;
             };
             let (path, meta, _) = &found[i];
             t.seen = true;
             t.unseen_scans = 0;
             t.deleted = false;
+            let path_str = path.display().to_string();
+            let len = meta.len();
+            if t.file.is_none() && t.closed == Some((len, mtime_ns(meta))) {
+                // Closed at its end and untouched since: nothing to look at.
+                claimed.insert(i);
+                if t.state.path != path_str {
+                    tracing::info!(id, from = %t.state.path, to = %path_str, "file renamed (rotation)");
+                    t.state.path = path_str;
+                    changed = true;
+                }
+                continue;
+            }
             let reopened = t.file.is_none();
             if reopened {
                 match File::open(path) {
                     Ok(f) => match f.metadata() {
-                        Ok(m) if dev_ino(&m) == key => t.file = Some(f),
+                        Ok(m) if dev_ino(&m) == key => {
+                            t.file = Some(f);
+                            t.closed = None;
+                        }
                         _ => continue, // replaced between stat and open: next scan
                     },
                     Err(e) => {
@@ -284,8 +413,8 @@ impl Tailer {
                     }
                 }
             }
+            touched.push(id);
             let file = t.file.as_ref().expect("opened above");
-            let len = meta.len();
             let whole =
                 len >= t.state.offset && t.state.fingerprint().matches(file, len).unwrap_or(false);
             let was = Replaced {
@@ -311,10 +440,10 @@ impl Tailer {
                 continue;
             }
             claimed.insert(i);
-            let path_str = path.display().to_string();
             if t.state.path != path_str {
                 tracing::info!(id, from = %t.state.path, to = %path_str, "file renamed (rotation)");
                 t.state.path = path_str;
+                changed = true;
             }
             if whole && u64::from(t.state.fp_len) < FINGERPRINT_BYTES.min(len) {
                 // Widen the fingerprint now that the file is longer, so a
@@ -332,12 +461,19 @@ impl Tailer {
             if let Some(t) = self.files.remove(&id) {
                 tracing::info!(file = %t.state.path, offset = t.state.offset, "file is gone; forgetting it");
                 self.to_forget.push(t.state);
+                changed = true;
             }
         }
         for id in dropped {
             if let Some(t) = self.files.remove(&id) {
                 self.to_forget.push(t.state);
+                changed = true;
             }
+        }
+        if changed {
+            // Copy detection below looks files up by family and path.
+            self.reorder();
+            changed = false;
         }
 
         // 2. New files. Copies of followed files wait for their original.
@@ -364,6 +500,15 @@ impl Tailer {
             };
             fresh.push((path.clone(), file, meta, bytes, *source));
         }
+        // New files by rotation family: a copy is looked for among its own
+        // family only, not among every file.
+        let mut fresh_families: HashMap<PathBuf, Vec<usize>> = HashMap::new();
+        for (i, (path, ..)) in fresh.iter().enumerate() {
+            fresh_families
+                .entry(rotation_family(path))
+                .or_default()
+                .push(i);
+        }
         // Decide for all before following any: a copy and its original may
         // both be new in this scan.
         let decisions: Vec<Option<u64>> = fresh
@@ -372,8 +517,11 @@ impl Tailer {
                 if self.sources.get(*source).kind != SourceKind::Lines {
                     return Some(0); // only line files are rotated by copying
                 }
-                let others = fresh
-                    .iter()
+                let others = fresh_families
+                    .get(&rotation_family(path))
+                    .into_iter()
+                    .flatten()
+                    .map(|&j| &fresh[j])
                     .filter(|(p, ..)| p != path)
                     .map(|(p, f, m, ..)| (p.as_path(), f, m.len()));
                 match self.copy_of(path, file, meta.len(), others) {
@@ -422,10 +570,20 @@ impl Tailer {
                     skipping: None,
                     pending_truncation: false,
                     needs_commit: offset > 0,
+                    closed: None,
                 },
             );
+            touched.push(id);
+            changed = true;
         }
-        self.reorder();
+        if changed {
+            self.reorder();
+        }
+        for id in touched {
+            if self.files.get(&id).is_some_and(|t| t.file.is_some()) {
+                self.mark_ready(id);
+            }
+        }
     }
 
     /// The paths matching the sources, listed again while they keep
@@ -434,20 +592,36 @@ impl Tailer {
     /// file being renamed; found in a later scan it would be read after
     /// the newer files of its family, out of order. A listing equal to the
     /// previous scan's is taken at once, so an idle scan lists once.
-    fn stable_listing(&mut self) -> Vec<Found> {
-        let mut listing = self.sources.expand();
+    fn stable_listing(&mut self, scope: &Scope) -> Vec<Found> {
+        let paths = match scope {
+            Scope::All => None,
+            Scope::Paths(p) => Some(*p),
+        };
+        let list = |s: &Sources| match paths {
+            None => s.expand(),
+            Some(p) => s.expand_paths(p),
+        };
+        let mut listing = list(&self.sources);
+        let mut previous = match paths {
+            None => std::mem::take(&mut self.last_listing),
+            // A targeted look is listed twice: it has no previous scan.
+            Some(_) => Vec::new(),
+        };
         let mut tries = 0;
-        while listing != self.last_listing && tries < MAX_RELISTS {
-            self.last_listing = listing;
-            listing = self.sources.expand();
+        while listing != previous && tries < MAX_RELISTS {
+            previous = listing;
+            listing = list(&self.sources);
             tries += 1;
         }
-        self.last_listing.clone_from(&listing);
+        if paths.is_none() {
+            self.last_listing.clone_from(&listing);
+        }
         listing
     }
 
-    /// Rebuilds the reading order: by rotation family, oldest file first,
-    /// whatever order the files were discovered in.
+    /// Rebuilds the reading order (by rotation family, oldest file first,
+    /// whatever order the files were discovered in) and the indexes kept
+    /// with it; the ready files are placed anew in it.
     fn reorder(&mut self) {
         let mut order: Vec<(u64, (PathBuf, std::cmp::Reverse<u64>))> = self
             .files
@@ -455,9 +629,54 @@ impl Tailer {
             .map(|(&id, t)| (id, order_key(Path::new(&t.state.path))))
             .collect();
         order.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
-        self.order = order.into_iter().map(|(id, _)| id).collect();
+        self.rank.clear();
+        self.families.clear();
+        for (rank, (id, (family, _))) in order.into_iter().enumerate() {
+            self.rank.insert(id, rank as u64);
+            self.families.entry(family).or_default().push(id);
+        }
+        self.by_inode = self
+            .files
+            .iter()
+            .map(|(&id, t)| ((t.state.dev, t.state.ino), id))
+            .collect();
+        self.by_path = self
+            .files
+            .iter()
+            .map(|(&id, t)| (PathBuf::from(&t.state.path), id))
+            .collect();
+        let ready: Vec<u64> = self.ready_key.keys().copied().collect();
+        for id in ready {
+            self.mark_ready(id);
+        }
     }
 
+    /// Puts a file among those `read` looks at, at its place in the order.
+    fn mark_ready(&mut self, id: u64) {
+        let Some(t) = self.files.get(&id) else {
+            self.unready(id);
+            return;
+        };
+        let rank = self.rank.get(&id).copied().unwrap_or(u64::MAX);
+        let s = &t.state;
+        let key = if t.needs_commit {
+            (0, id, id)
+        } else if s.kind == SourceKind::Tfevents && s.offset == 0 && s.ignored.is_none() {
+            (1, rank, id)
+        } else {
+            (2, rank, id)
+        };
+        if let Some(old) = self.ready_key.insert(id, key) {
+            self.ready.remove(&old);
+        }
+        self.ready.insert(key);
+    }
+
+    fn unready(&mut self, id: u64) {
+        if let Some(old) = self.ready_key.remove(&id) {
+            self.ready.remove(&old);
+        }
+    }
     /// For a file we hold open: if it was truncated or rewritten in place,
     /// start it again from 0 and return what it was.
     fn check_whole(t: &mut Tracked) -> Option<Replaced> {
@@ -540,11 +759,20 @@ impl Tailer {
         }
         // A whole original is compared byte for byte over the prefix both
         // have (the copy may be shorter: the original grew after the copy).
-        let followed = self.files.values().filter_map(|t| {
-            let f = t.file.as_ref()?;
-            let len = f.metadata().ok()?.len();
-            Some((Path::new(t.state.path.as_str()), f, len))
-        });
+        let followed = self
+            .families
+            .get(&family)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| {
+                let t = self.files.get(id)?;
+                if !is_sibling(Path::new(t.state.path.as_str())) {
+                    return None;
+                }
+                let f = t.file.as_ref()?;
+                let len = f.metadata().ok()?.len();
+                Some((Path::new(t.state.path.as_str()), f, len))
+            });
         for (p, f, orig_len) in followed.chain(fresh) {
             if is_sibling(p) && same_prefix(file, len, f, orig_len).unwrap_or(false) {
                 return Some((p.display().to_string(), None));
@@ -574,36 +802,66 @@ impl Tailer {
         }
         // Copies' starting points go first: committed before the truncation
         // of their original, a crash between the two cannot lose the link.
-        let mut ids: Vec<u64> = self
-            .files
-            .iter()
-            .filter(|(_, t)| t.needs_commit)
-            .map(|(&id, _)| id)
-            .collect();
         // Event files not read yet go next: their first record says whose
         // they are (a worker's or the agent's own), which decides how the
-        // run's log lines are taken, so it is best known before them.
-        ids.extend(self.order.iter().copied().filter(|id| {
-            self.files.get(id).is_some_and(|t| {
-                let s = &t.state;
-                s.kind == SourceKind::Tfevents && s.offset == 0 && s.ignored.is_none()
-            })
-        }));
-        ids.extend(self.order.iter().copied());
-        for id in ids {
+        // run's log lines are taken, so it is best known before them. Then
+        // the rest in reading order. Only files that may have something
+        // are visited (`ready`, see `mark_ready`); one found to have
+        // nothing leaves the set until a scan or an event brings it back.
+        while let Some(&(_, _, id)) = self.ready.first() {
             if !self.files.contains_key(&id) {
-                continue; // forgotten since the last scan
+                self.unready(id); // forgotten since the last scan
+                continue;
             }
             match self.read_file(id) {
                 Ok(Some(batch)) => return Some(batch),
-                Ok(None) => {}
+                Ok(None) => {
+                    self.unready(id);
+                    self.close_if_finished(id);
+                }
                 Err(e) => {
+                    self.unready(id);
                     let t = &self.files[&id];
                     tracing::error!(file = %t.state.path, offset = t.state.offset, error = %e, "read failed; will retry");
                 }
             }
         }
         None
+    }
+
+    /// Closes the handle of a file that has nothing to read and has not
+    /// been modified for a while (a finished run's log), so that open
+    /// descriptors stay bounded by the files being written; a scan opens
+    /// it again if its length or modification time moves.
+    fn close_if_finished(&mut self, id: u64) {
+        let Some(t) = self.files.get_mut(&id) else {
+            return;
+        };
+        let Some(meta) = t.file.as_ref().and_then(|f| f.metadata().ok()) else {
+            return;
+        };
+        let quiet = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|d| d >= CLOSE_UNMODIFIED_FOR);
+        if quiet && Self::at_rest(t, &meta) {
+            t.closed = Some((meta.len(), mtime_ns(&meta)));
+            t.file = None;
+        }
+    }
+
+    /// Whether a file's handle can go: everything in it is taken (or it is
+    /// not read at all) and it is still where a scan will find it.
+    fn at_rest(t: &Tracked, meta: &std::fs::Metadata) -> bool {
+        let taken = t.state.ignored.is_some() || meta.len() == t.state.offset;
+        t.seen
+            && !t.deleted
+            && meta.nlink() > 0
+            && taken
+            && t.skipping.is_none()
+            && !t.pending_truncation
+            && !t.needs_commit
     }
 
     fn read_file(&mut self, id: u64) -> io::Result<Option<Batch>> {
@@ -870,6 +1128,7 @@ impl Tailer {
         if batch.forget {
             if let Some(t) = self.files.remove(&id) {
                 tracing::info!(file = %t.state.path, offset = batch.state.offset, "file deleted and read to its end; forgetting it");
+                self.unready(id);
             }
             return;
         }
@@ -880,6 +1139,9 @@ impl Tailer {
             t.state = state;
             t.pending_truncation = false;
             t.needs_commit = false;
+            // Its class in the reading order may have changed; it stays
+            // ready until a read finds nothing more in it.
+            self.mark_ready(id);
         }
     }
 
@@ -896,12 +1158,11 @@ impl Tailer {
     /// thousands of descriptors; a later scan reopens one that grows.
     pub fn close_idle(&mut self) {
         for t in self.files.values_mut() {
-            let at_end = t
-                .file
-                .as_ref()
-                .and_then(|f| f.metadata().ok())
-                .is_some_and(|m| m.len() == t.state.offset && m.nlink() > 0);
-            if t.seen && at_end && t.skipping.is_none() && !t.pending_truncation {
+            let Some(meta) = t.file.as_ref().and_then(|f| f.metadata().ok()) else {
+                continue;
+            };
+            if Self::at_rest(t, &meta) {
+                t.closed = Some((meta.len(), mtime_ns(&meta)));
                 t.file = None;
             }
         }
@@ -943,4 +1204,120 @@ fn read_at_most(file: &File, offset: u64, want: u64) -> io::Result<Vec<u8>> {
 
 fn memchr(hay: &[u8]) -> Option<usize> {
     memchr::memchr(b'\n', hay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::{Duration, SystemTime};
+
+    fn tailer(root: &Path) -> Tailer {
+        let source = SourceConfig {
+            name: "logs".into(),
+            kind: SourceKind::Lines,
+            paths: vec![format!("{}/runs/*/logs/*.log", root.display())],
+            exclude: Vec::new(),
+            run_id_from_path: None,
+        };
+        Tailer::new(&TailConfig::default(), &[source], Vec::new())
+    }
+
+    fn append(path: &Path, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Everything readable now, as (path's run, line) pairs.
+    fn drain(t: &mut Tailer) -> Vec<String> {
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            let Some(batch) = t.read() else { return out };
+            for r in &batch.records {
+                out.push(batch.text(r).to_string());
+            }
+            t.committed(&batch);
+        }
+        panic!("the tailer never ran dry");
+    }
+
+    fn age(path: &Path) {
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        let f = File::options().write(true).open(path).unwrap();
+        f.set_modified(old).unwrap();
+    }
+
+    #[test]
+    fn a_targeted_scan_takes_what_changed_where_it_looked_and_leaves_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            dir.path().join("runs/A/logs"),
+            dir.path().join("runs/B/logs"),
+        );
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        append(&a.join("w.log"), "a1\n");
+        append(&b.join("w.log"), "b1\n");
+        let mut t = tailer(dir.path());
+        t.scan();
+        assert_eq!(drain(&mut t), ["a1", "b1"]);
+        append(&a.join("w.log"), "a2\n");
+        append(&b.join("w.log"), "b2\n");
+        // A new run directory, and a path no source matches.
+        let c = dir.path().join("runs/C/logs");
+        std::fs::create_dir_all(&c).unwrap();
+        append(&c.join("w.log"), "c1\n");
+        t.scan_paths(&[
+            a.join("w.log"),
+            dir.path().join("runs/C"),
+            dir.path().join("runs/A/shipper/rows.jsonl"),
+        ]);
+        assert_eq!(drain(&mut t), ["a2", "c1"], "B was not looked at");
+        // A rotation seen through its events: the renamed file keeps its
+        // identity, the new one starts at 0.
+        std::fs::rename(a.join("w.log"), a.join("w.log.1")).unwrap();
+        append(&a.join("w.log.1"), "a3\n");
+        append(&a.join("w.log"), "a4\n");
+        t.scan_paths(&[a.join("w.log"), a.join("w.log.1")]);
+        assert_eq!(drain(&mut t), ["a3", "a4"]);
+        t.scan();
+        assert_eq!(drain(&mut t), ["b2"], "the full scan finds the rest");
+    }
+
+    #[test]
+    fn a_finished_file_is_closed_and_opened_again_only_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("runs/A/logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let done = logs.join("done.log");
+        let live = logs.join("live.log");
+        append(&done, "d1\n");
+        append(&live, "l1\n");
+        age(&done);
+        let mut t = tailer(dir.path());
+        t.scan();
+        assert_eq!(drain(&mut t), ["d1", "l1"]);
+        assert_eq!(t.open_files(), 1, "the finished file's handle is closed");
+        for _ in 0..3 {
+            t.scan();
+            assert_eq!(drain(&mut t), Vec::<String>::new());
+            assert_eq!(t.open_files(), 1, "an unchanged file is not reopened");
+        }
+        append(&done, "d2\n");
+        t.scan();
+        assert_eq!(t.open_files(), 2);
+        assert_eq!(drain(&mut t), ["d2"]);
+        // Replaced in place by other content of the same length while
+        // closed: judged as a new file, read from its start.
+        age(&done);
+        t.close_idle();
+        assert_eq!(t.open_files(), 0);
+        std::fs::write(&done, "x1\nx2\n").unwrap();
+        t.scan();
+        assert_eq!(drain(&mut t), ["x1", "x2"]);
+    }
 }
