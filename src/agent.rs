@@ -154,7 +154,6 @@ impl Agent {
                 RunOptions {
                     batch_rows: wandb.rows_per_request,
                     flush_interval: wandb.flush_interval,
-                    flush_when_caught_up: false,
                     tick_interval: Some(Duration::from_secs(1)),
                     ..options.clone()
                 },

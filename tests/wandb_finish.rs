@@ -68,7 +68,6 @@ impl Session {
         let options = RunOptions {
             batch_rows: 100,
             flush_interval: Duration::from_millis(50),
-            flush_when_caught_up: false,
             tick_interval: Some(Duration::from_millis(50)),
             give_up_after: None,
             ..RunOptions::default()

@@ -99,17 +99,14 @@ pub struct RunOptions {
     /// Rows handed to one `write`.
     pub batch_rows: usize,
     /// Longest time written rows wait for a flush while more keep coming.
+    /// Every sink flushes when `batch_rows` rows or this interval have
+    /// accumulated, and when caught up while draining; the first rows
+    /// after a quiet spell go out at once. A trickle catches up on every
+    /// commit, so flushing whenever caught up would fsync per commit.
     pub flush_interval: Duration,
     /// Consecutive failures after which the runner gives up (`--once`);
     /// `None`: retry forever (the daemon).
     pub give_up_after: Option<u32>,
-    /// Formerly: flush whenever the journal is caught up. Every sink now
-    /// flushes when `batch_rows` rows or `flush_interval` have accumulated
-    /// (the first rows after a quiet spell go out at once, as the interval
-    /// has passed), so that a trickle, which catches up on every commit,
-    /// does not fsync on every commit. Kept so callers still build; it no
-    /// longer changes anything.
-    pub flush_when_caught_up: bool,
     /// How often [`Sink::tick`] runs; `None`: never.
     pub tick_interval: Option<Duration>,
     /// Where the runner records failures and progress (the agent shares
@@ -123,7 +120,6 @@ impl Default for RunOptions {
             batch_rows: 2048,
             flush_interval: Duration::from_secs(1),
             give_up_after: None,
-            flush_when_caught_up: true,
             tick_interval: None,
             health: Arc::default(),
         }
@@ -284,6 +280,12 @@ async fn deliver<S: Sink>(
         }
         let current = *mode.borrow_and_update();
         if let Mode::Drain { until } = current {
+            // Draining may have begun after this round's flush decision:
+            // rows written but not flushed go round once more, where
+            // `draining` makes the flush due, instead of being left behind.
+            if written > acked && Instant::now() < until {
+                continue;
+            }
             if written >= *rows.borrow() || Instant::now() >= until {
                 // A last tick with everything acknowledged: what a sink
                 // does when idle (W&B: mark finished runs complete) must

@@ -135,7 +135,6 @@ pub async fn sync(
     let options = RunOptions {
         batch_rows: settings.rows_per_request,
         flush_interval: settings.flush_interval,
-        flush_when_caught_up: false,
         tick_interval: Some(Duration::from_secs(1)),
         // As `run --once`: an unreachable W&B fails the sync after five
         // rounds of the retry policy; the rows stay in the journal.
