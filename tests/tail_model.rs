@@ -702,3 +702,24 @@ fn a_new_file_in_place_of_a_followed_one_is_read_whole() {
     h.look();
     assert_eq!(h.out, [0, 1, 900, 901]);
 }
+
+/// A restored file whose path another followed file (a copy deleted but
+/// not yet forgotten) was last seen at: it is still known for what it is.
+#[test]
+fn a_restored_rotation_is_known_where_a_deleted_copy_was() {
+    run_ops(&[
+        write(vec![1]),
+        Op::CopyTruncate {
+            window: 0,
+            cut: 1,
+            looks: 17,
+            targeted: false,
+        },
+        Op::DeleteOldest,
+        write(vec![1]),
+        Op::Rotate,
+        Op::Look,
+        Op::Restore { n: 1 },
+        Op::LookAt,
+    ]);
+}

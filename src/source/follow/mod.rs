@@ -750,11 +750,18 @@ impl Tailer {
             .iter()
             .map(|(&id, t)| ((t.state.dev, t.state.ino), id))
             .collect();
-        self.by_path = self
-            .files
-            .iter()
-            .map(|(&id, t)| (PathBuf::from(&t.state.path), id))
-            .collect();
+        // One file per path: a file renamed onto the path of one deleted
+        // but not yet read to its end is the one there.
+        self.by_path = BTreeMap::new();
+        for (&id, t) in &self.files {
+            let path = PathBuf::from(&t.state.path);
+            match self.by_path.get(&path) {
+                Some(other) if !self.files[other].deleted && t.deleted => {}
+                _ => {
+                    self.by_path.insert(path, id);
+                }
+            }
+        }
         let ready: Vec<u64> = self.ready_key.keys().copied().collect();
         for id in ready {
             self.mark_ready(id);
@@ -1194,6 +1201,9 @@ impl Tailer {
             if let Some(t) = self.files.remove(&id) {
                 tracing::info!(file = %t.state.path, offset = batch.state.offset, "file deleted and read to its end; forgetting it");
                 self.unready(id);
+                // Its path may be another file's now (a rotation renamed
+                // one onto it): the indexes must say so.
+                self.reorder();
                 // A copy of it found later starts where it was left.
                 self.replaced
                     .push((Replaced::of(&batch.state), UNSEEN_SCANS_BEFORE_FORGET));
