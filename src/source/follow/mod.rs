@@ -15,6 +15,7 @@
 
 mod discover;
 mod identity;
+mod kinship;
 pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -29,6 +30,7 @@ pub use crate::source::framing::Record;
 use crate::stats::Counters;
 pub use discover::{order_key, rotation_number, Found, Sources};
 use identity::{dev_ino, head, CheckpointIdentity, Fingerprint, FINGERPRINT_BYTES};
+use kinship::Copy;
 
 pub use crate::journal::FileState;
 
@@ -168,6 +170,13 @@ pub struct Tailer {
     /// What the last scan listed, to tell a listing that races with a
     /// rotation from a settled one.
     last_listing: Vec<Found>,
+    /// Run between a scan's look at the followed files and its look at
+    /// the new ones, so that tests can make a rotation race with a scan.
+    #[cfg(test)]
+    mid_scan: Option<Box<dyn FnMut() + Send>>,
+    /// Rotation families where a read found its file truncated: the next
+    /// scan, even a targeted one, looks there for the copy.
+    look_for_copies: BTreeSet<PathBuf>,
 }
 
 /// How many times one scan lists the sources again while they change.
@@ -180,6 +189,20 @@ struct Replaced {
     head: Vec<u8>,
     fp: Fingerprint,
     offset: u64,
+    kind: SourceKind,
+}
+
+impl Replaced {
+    /// What a checkpoint says its file was.
+    fn of(state: &FileState) -> Replaced {
+        Replaced {
+            path: state.path.clone(),
+            head: state.head.clone(),
+            fp: state.fingerprint(),
+            offset: state.offset,
+            kind: state.kind,
+        }
+    }
 }
 
 /// `x.log` for `x.log`, `x.log.1`, `x.log.2`: the files one log rotates through.
@@ -229,6 +252,9 @@ impl Tailer {
             by_path: BTreeMap::new(),
             families: HashMap::new(),
             last_listing: Vec::new(),
+            #[cfg(test)]
+            mid_scan: None,
+            look_for_copies: BTreeSet::new(),
         };
         tailer.reorder();
         tailer
@@ -341,13 +367,16 @@ impl Tailer {
 
         // 1. Followed files: where are they now, and are they still whole?
         let mut claimed = BTreeSet::new();
-        self.replaced.retain_mut(|(r, left)| {
-            if scope.covers(Path::new(&r.path)) {
+        // Kept for full scans only: targeted ones (every write to the
+        // original is an event) may not look where the copy is.
+        self.replaced.retain_mut(|(_, left)| {
+            if matches!(scope, Scope::All) {
                 *left -= 1;
             }
             *left > 0
         });
         let mut replaced = std::mem::take(&mut self.replaced);
+        let known_replaced = replaced.len();
         let mut forget = Vec::new();
         let mut dropped = Vec::new();
         for id in ids {
@@ -417,17 +446,19 @@ impl Tailer {
             let file = t.file.as_ref().expect("opened above");
             let whole =
                 len >= t.state.offset && t.state.fingerprint().matches(file, len).unwrap_or(false);
-            let was = Replaced {
-                path: t.state.path.clone(),
-                head: t.state.head.clone(),
-                fp: t.state.fingerprint(),
-                offset: t.state.offset,
-            };
+            let was = Replaced::of(&t.state);
             // A checkpoint of an empty file (offset 0, nothing fingerprinted)
             // cannot tell its file from a newcomer on a reused inode, and
             // has nothing to lose: judge the path as new.
             let unverifiable = reopened && t.state.fp_len == 0;
-            if (!whole || unverifiable) && reopened {
+            // Reopened under another name while the file at its own path
+            // has its content too: the inode was reused (by a copy of a
+            // restored file, say), the file is the one at its path.
+            let displaced = reopened
+                && whole
+                && t.state.path != path_str
+                && kinship::held_at_own_path(&t.state, key);
+            if (!whole || unverifiable || displaced) && reopened {
                 // A checkpoint whose inode now holds other content: the file
                 // was replaced (inode reuse after delete) or truncated while
                 // we held no handle. Either way it is a new file: drop the
@@ -460,6 +491,8 @@ impl Tailer {
         for id in forget {
             if let Some(t) = self.files.remove(&id) {
                 tracing::info!(file = %t.state.path, offset = t.state.offset, "file is gone; forgetting it");
+                // A copy of it found later starts where it was left.
+                replaced.push((Replaced::of(&t.state), UNSEEN_SCANS_BEFORE_FORGET));
                 self.to_forget.push(t.state);
                 changed = true;
             }
@@ -470,13 +503,53 @@ impl Tailer {
                 changed = true;
             }
         }
+        let mut families = std::mem::take(&mut self.look_for_copies);
+        families.extend(
+            replaced[known_replaced..]
+                .iter()
+                .map(|(r, _)| rotation_family(Path::new(&r.path))),
+        );
+        if matches!(scope, Scope::Paths(_)) && !families.is_empty() {
+            // A truncation seen by a targeted scan (events named only the
+            // original) or by a read: look for its copy now, in its family.
+            let dirs: Vec<PathBuf> = families
+                .iter()
+                .filter_map(|f| f.parent().map(Path::to_path_buf))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            for Found { path, source } in self.sources.expand_paths(&dirs) {
+                if !families.contains(&rotation_family(&path))
+                    || found.iter().any(|(p, ..)| *p == path)
+                {
+                    continue;
+                }
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                let key = dev_ino(&meta);
+                if meta.is_file()
+                    && !self.by_inode.contains_key(&key)
+                    && !by_inode.contains_key(&key)
+                {
+                    by_inode.insert(key, found.len());
+                    found.push((path, meta, source));
+                }
+            }
+        }
         if changed {
             // Copy detection below looks files up by family and path.
             self.reorder();
             changed = false;
         }
 
-        // 2. New files. Copies of followed files wait for their original.
+        #[cfg(test)]
+        if let Some(f) = self.mid_scan.as_mut() {
+            f();
+        }
+
+        // 2. New files. Copies of followed files wait for their original;
+        // a followed file restored under a new inode goes on where it was.
         self.replaced = replaced;
         let mut fresh = Vec::new();
         for (i, (path, meta, source)) in found.iter().enumerate() {
@@ -500,6 +573,34 @@ impl Tailer {
             };
             fresh.push((path.clone(), file, meta, bytes, *source));
         }
+        // Restored files: those found where the file they restore was
+        // first, so that a copy of a restored file is not taken for it.
+        for same_path in [true, false] {
+            let mut i = 0;
+            while i < fresh.len() {
+                let (path, file, meta, bytes, _) = &fresh[i];
+                match self.restored(path, file, meta.len(), bytes, same_path) {
+                    Some(id) => {
+                        let (path, file, meta, bytes, _) = fresh.remove(i);
+                        self.adopt(id, &path, file, &meta, bytes);
+                        touched.push(id);
+                        changed = true;
+                    }
+                    None => i += 1,
+                }
+            }
+        }
+        // Restored where a dropped checkpoint's file was (its inode was
+        // reused by the time the agent looked): a new checkpoint, at the
+        // old one's offset.
+        let mut restored_at: HashMap<PathBuf, u64> = HashMap::new();
+        for (path, file, meta, bytes, _) in &fresh {
+            if let Some(index) = self.restored_replaced(path, file, meta.len(), bytes) {
+                let (r, _) = self.replaced.remove(index);
+                tracing::info!(file = %path.display(), offset = r.offset, "file with the content of one followed there before (restored from a backup?): reading it from where that one was left");
+                restored_at.insert(path.clone(), r.offset);
+            }
+        }
         // New files by rotation family: a copy is looked for among its own
         // family only, not among every file.
         let mut fresh_families: HashMap<PathBuf, Vec<usize>> = HashMap::new();
@@ -511,32 +612,41 @@ impl Tailer {
         }
         // Decide for all before following any: a copy and its original may
         // both be new in this scan.
-        let decisions: Vec<Option<u64>> = fresh
-            .iter()
-            .map(|(path, file, meta, _, source)| {
-                if self.sources.get(*source).kind != SourceKind::Lines {
-                    return Some(0); // only line files are rotated by copying
-                }
-                let others = fresh_families
-                    .get(&rotation_family(path))
-                    .into_iter()
-                    .flatten()
-                    .map(|&j| &fresh[j])
-                    .filter(|(p, ..)| p != path)
-                    .map(|(p, f, m, ..)| (p.as_path(), f, m.len()));
-                match self.copy_of(path, file, meta.len(), others) {
-                    Some((of, Some(from))) => {
-                        tracing::info!(file = %path.display(), of = %of, offset = from, "copy of a truncated file: reading it from where the original was left");
-                        Some(from.min(meta.len()))
+        let mut decisions: Vec<Option<u64>> = Vec::with_capacity(fresh.len());
+        for (path, file, meta, bytes, source) in &fresh {
+            if let Some(&offset) = restored_at.get(path) {
+                decisions.push(Some(offset));
+                continue;
+            }
+            if self.sources.get(*source).kind != SourceKind::Lines {
+                decisions.push(Some(0)); // only line files are rotated by copying
+                continue;
+            }
+            let others = fresh_families
+                .get(&rotation_family(path))
+                .into_iter()
+                .flatten()
+                .map(|&j| &fresh[j])
+                .filter(|(p, ..)| p != path)
+                .map(|(p, _, _, b, _)| (p.as_path(), b.as_slice()));
+            decisions.push(match self.copy_of(path, bytes, file, meta.len(), others) {
+                Copy::From { of, offset, index } => {
+                    tracing::info!(file = %path.display(), of = %of, offset, "copy of a truncated file: reading it from where the original was left");
+                    // One truncation, one copy: a second file beginning
+                    // alike (a copy still being made of the original's
+                    // new content) is not this copy.
+                    if let Some(index) = index {
+                        self.replaced.remove(index);
                     }
-                    Some((of, None)) => {
-                        tracing::debug!(file = %path.display(), of = %of, "copy of a followed file; waiting for the original to be truncated");
-                        None
-                    }
-                    None => Some(0),
+                    Some(offset.min(meta.len()))
                 }
-            })
-            .collect();
+                Copy::Wait(of) => {
+                    tracing::debug!(file = %path.display(), of = %of, "rotated file that is, or may become, a copy of a followed one: waiting for the original to be truncated");
+                    None
+                }
+                Copy::No => Some(0),
+            });
+        }
         for ((path, file, meta, bytes, source), decision) in fresh.into_iter().zip(decisions) {
             let Some(offset) = decision else { continue };
             let id = self.next_id;
@@ -640,11 +750,18 @@ impl Tailer {
             .iter()
             .map(|(&id, t)| ((t.state.dev, t.state.ino), id))
             .collect();
-        self.by_path = self
-            .files
-            .iter()
-            .map(|(&id, t)| (PathBuf::from(&t.state.path), id))
-            .collect();
+        // One file per path: a file renamed onto the path of one deleted
+        // but not yet read to its end is the one there.
+        self.by_path = BTreeMap::new();
+        for (&id, t) in &self.files {
+            let path = PathBuf::from(&t.state.path);
+            match self.by_path.get(&path) {
+                Some(other) if !self.files[other].deleted && t.deleted => {}
+                _ => {
+                    self.by_path.insert(path, id);
+                }
+            }
+        }
         let ready: Vec<u64> = self.ready_key.keys().copied().collect();
         for id in ready {
             self.mark_ready(id);
@@ -687,12 +804,7 @@ impl Tailer {
         if whole {
             return None;
         }
-        let was = Replaced {
-            path: t.state.path.clone(),
-            head: t.state.head.clone(),
-            fp: t.state.fingerprint(),
-            offset: t.state.offset,
-        };
+        let was = Replaced::of(&t.state);
         Self::restart_file(t, len);
         Some(was)
     }
@@ -716,69 +828,6 @@ impl Tailer {
         t.state.offset = 0;
         t.skipping = None;
         t.pending_truncation = true;
-    }
-
-    /// Whether an untracked `path` is a copy of another file (a
-    /// copytruncate rotation: named `<original>.<suffix>` beside it, and
-    /// starting with the original's fingerprinted bytes). The original may
-    /// be followed already or be new in this scan (`fresh`). Returns the
-    /// original's path, with `Some(offset)` when the original has been
-    /// truncated, so the copy's unread part starts there; with `None` while
-    /// the original is whole and still holds everything the copy does.
-    fn copy_of<'a>(
-        &'a self,
-        path: &Path,
-        file: &File,
-        len: u64,
-        fresh: impl Iterator<Item = (&'a Path, &'a File, u64)>,
-    ) -> Option<(String, Option<u64>)> {
-        // Rotations rename the copy and the original alike (x.log.1 may be
-        // x.log.2 by the next look), so kinship is by rotation family.
-        // The copy is the older, higher-numbered file of the two.
-        let family = rotation_family(path);
-        let number = rotation_number(path).unwrap_or(0);
-        let is_sibling = |orig: &Path| {
-            rotation_family(orig) == family && rotation_number(orig).unwrap_or(0) < number
-        };
-        // A truncated original survives as its first bytes, compared over
-        // what both files have.
-        for (r, _) in &self.replaced {
-            if !is_sibling(Path::new(&r.path)) {
-                continue;
-            }
-            let same = if r.head.len() != r.fp.len as usize {
-                // A checkpoint without its head bytes: the fingerprint.
-                r.fp.len > 0 && r.fp.matches(file, len).unwrap_or(false)
-            } else {
-                let n = r.head.len().min(len as usize);
-                n > 0 && head(file, n as u64).is_ok_and(|b| b[..] == r.head[..n])
-            };
-            if same {
-                return Some((r.path.clone(), Some(r.offset)));
-            }
-        }
-        // A whole original is compared byte for byte over the prefix both
-        // have (the copy may be shorter: the original grew after the copy).
-        let followed = self
-            .families
-            .get(&family)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| {
-                let t = self.files.get(id)?;
-                if !is_sibling(Path::new(t.state.path.as_str())) {
-                    return None;
-                }
-                let f = t.file.as_ref()?;
-                let len = f.metadata().ok()?.len();
-                Some((Path::new(t.state.path.as_str()), f, len))
-            });
-        for (p, f, orig_len) in followed.chain(fresh) {
-            if is_sibling(p) && same_prefix(file, len, f, orig_len).unwrap_or(false) {
-                return Some((p.display().to_string(), None));
-            }
-        }
-        None
     }
 
     fn note_unreadable(&mut self, path: &Path, e: &io::Error) {
@@ -889,6 +938,15 @@ impl Tailer {
                 true,
             )));
         }
+        if t.needs_commit {
+            // A new identity (see `Tailer::adopt`) to commit.
+            let state = t.state.clone();
+            return Ok(Some(Batch::without_lines(
+                state,
+                Counters::default(),
+                false,
+            )));
+        }
         Ok(None)
     }
 
@@ -910,7 +968,7 @@ impl Tailer {
             if gone {
                 return Ok(Some(self.finish(id, len)));
             }
-            if t.pending_truncation {
+            if t.pending_truncation || t.needs_commit {
                 return Ok(Some(Batch::without_lines(state, delta, false)));
             }
             return Ok(None);
@@ -925,7 +983,7 @@ impl Tailer {
             if gone {
                 return Ok(Some(self.finish(id, len)));
             }
-            if !t.pending_truncation {
+            if !t.pending_truncation && !t.needs_commit {
                 return Ok(None);
             }
         }
@@ -1020,6 +1078,20 @@ impl Tailer {
             return Ok(None);
         };
         let len = file.metadata()?.len();
+        if len > t.state.offset && t.skipping.is_none() {
+            // Truncated and written past our offset again since the last
+            // scan (copytruncate under a busy writer): reading on at the
+            // old offset would take the middle of other lines. So the
+            // file's first bytes are checked before each read.
+            if let Some(was) = Self::check_whole(t) {
+                self.look_for_copies
+                    .insert(rotation_family(Path::new(&was.path)));
+                self.replaced.push((was, UNSEEN_SCANS_BEFORE_FORGET));
+                return self.read_lines(id);
+            }
+        }
+        let t = self.files.get_mut(&id).expect("id from keys");
+        let file = t.file.as_ref().expect("checked above");
         let mut state = t.state.clone();
         let mut delta = Counters::default();
         if t.pending_truncation {
@@ -1129,6 +1201,12 @@ impl Tailer {
             if let Some(t) = self.files.remove(&id) {
                 tracing::info!(file = %t.state.path, offset = batch.state.offset, "file deleted and read to its end; forgetting it");
                 self.unready(id);
+                // Its path may be another file's now (a rotation renamed
+                // one onto it): the indexes must say so.
+                self.reorder();
+                // A copy of it found later starts where it was left.
+                self.replaced
+                    .push((Replaced::of(&batch.state), UNSEEN_SCANS_BEFORE_FORGET));
             }
             return;
         }
@@ -1172,19 +1250,6 @@ impl Tailer {
     pub fn open_files(&self) -> usize {
         self.files.values().filter(|t| t.file.is_some()).count()
     }
-}
-
-/// Whether two files begin with the same bytes over the fingerprint
-/// length, or over the shorter file when it is shorter (never empty).
-fn same_prefix(a: &File, a_len: u64, b: &File, b_len: u64) -> io::Result<bool> {
-    let n = a_len.min(b_len).min(FINGERPRINT_BYTES) as usize;
-    if n == 0 {
-        return Ok(false);
-    }
-    let (mut x, mut y) = (vec![0u8; n], vec![0u8; n]);
-    a.read_exact_at(&mut x, 0)?;
-    b.read_exact_at(&mut y, 0)?;
-    Ok(x == y)
 }
 
 /// Up to `want` bytes of `file` from `offset` (fewer if it is shorter).
@@ -1286,6 +1351,43 @@ mod tests {
         assert_eq!(drain(&mut t), ["a3", "a4"]);
         t.scan();
         assert_eq!(drain(&mut t), ["b2"], "the full scan finds the rest");
+    }
+
+    /// logrotate finishes the copy and truncates the original between a
+    /// scan's look at the original (still whole) and its look at the copy
+    /// (listed while empty): the copy is still known for one, and read
+    /// from where the original was left once the truncation is seen.
+    #[test]
+    fn a_copy_completed_during_a_scan_is_not_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("runs/A/logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let (log, copy) = (logs.join("w.log"), logs.join("w.log.1"));
+        let old: String = (0..20)
+            .map(|i| format!("line {i:04} of the original, long enough to matter\n"))
+            .collect();
+        append(&log, &old);
+        let mut t = tailer(dir.path());
+        t.scan();
+        assert_eq!(drain(&mut t).len(), 20);
+        std::fs::write(&copy, "").unwrap();
+        let (l, c) = (log.clone(), copy.clone());
+        t.mid_scan = Some(Box::new(move || {
+            std::fs::write(&c, &old).unwrap();
+            File::options()
+                .write(true)
+                .open(&l)
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+            append(&l, "new 1\n");
+        }));
+        t.scan();
+        t.mid_scan = None;
+        let mut got = drain(&mut t);
+        t.scan();
+        got.extend(drain(&mut t));
+        assert_eq!(got, ["new 1"]);
     }
 
     #[test]
