@@ -46,14 +46,30 @@ const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
 /// is in before it is aborted. Aborting is safe (a sink's cursor and state
 /// move in one journal write, and recovery cuts its destination back to
 /// them); the grace only spares redoing a nearly finished flush.
-const DRAIN_GRACE: Duration = Duration::from_secs(1);
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a stopping daemon (and an interrupted `run --once`) delivers
+/// what is journaled, counted from the stop signal. Under docker's 10 s
+/// stop timeout with the hard bound's margin
+/// ([`crate::signals::watchdog::MARGIN`]).
+pub const STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How a stop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// The sinks were given until the deadline, the journal is flushed.
+    Drained,
+    /// A second stop signal (its number) cut the wait short.
+    Aborted(i32),
+}
 
 /// A running pipeline.
 pub struct Agent {
     config: Config,
     journal: Arc<Journal>,
     ingest: IngestControl,
-    ingest_done: tokio::task::JoinHandle<()>,
+    /// The ingest thread until it has been joined.
+    ingest_done: Option<tokio::task::JoinHandle<()>>,
     sinks: JoinSet<(&'static str, Result<(), SinkError>)>,
     mode: watch::Sender<Mode>,
     background: JoinSet<()>,
@@ -221,7 +237,7 @@ impl Agent {
             config,
             journal,
             ingest: control,
-            ingest_done,
+            ingest_done: Some(ingest_done),
             sinks,
             mode,
             background,
@@ -245,18 +261,84 @@ impl Agent {
         &self.journal
     }
 
-    /// Waits until the ingest has read every file to its end (`once`).
-    async fn ingest_finished(&mut self) -> anyhow::Result<()> {
-        (&mut self.ingest_done)
-            .await
-            .context("the ingest thread panicked")
+    /// What status reports are made from (the daemon's SIGUSR1).
+    pub fn probe(&self) -> Probe {
+        self.probe.clone()
     }
 
-    /// Stops reading, delivers what is journaled until `deadline`, commits.
-    pub async fn shutdown(mut self, deadline: Duration) -> anyhow::Result<()> {
+    /// Waits for the ingest thread to return, but not past `until`.
+    /// Returns whether it did: a commit in progress is not waited for past
+    /// the deadline (it lands whole or not at all).
+    async fn join_ingest(&mut self, until: Instant) -> anyhow::Result<bool> {
+        let Some(handle) = self.ingest_done.as_mut() else {
+            return Ok(true);
+        };
+        match tokio::time::timeout_at(until.into(), handle).await {
+            Ok(joined) => {
+                self.ingest_done = None;
+                joined.context("the ingest thread panicked")?;
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Stops reading, delivers what is journaled until `until`, commits.
+    ///
+    /// Every step is bounded by `until` (the ingest thread's commit in
+    /// progress, the sinks, which get [`DRAIN_GRACE`] more to finish a
+    /// flush); `abort` (a second stop signal, resolving with its number)
+    /// cuts it short: see [`Agent::abort`].
+    pub async fn shutdown(
+        mut self,
+        until: Instant,
+        abort: impl Future<Output = i32>,
+    ) -> anyhow::Result<Stopped> {
+        tokio::pin!(abort);
         self.ingest.stop();
-        self.ingest_finished().await?;
-        self.drain(Instant::now() + deadline).await
+        let joined = tokio::select! {
+            joined = self.join_ingest(until) => Ok(joined?),
+            sig = &mut abort => Err(sig),
+        };
+        match joined {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "the stop deadline passed while a commit of the logs was in progress; not waiting for it (it lands whole or not at all)"
+            ),
+            Err(sig) => return self.abort(sig).await,
+        }
+        let failed = tokio::select! {
+            failed = self.drain_sinks(until) => Ok(failed),
+            sig = &mut abort => Err(sig),
+        };
+        let failed = match failed {
+            Ok(failed) => failed,
+            Err(sig) => return self.abort(sig).await,
+        };
+        self.close().await?;
+        anyhow::ensure!(failed.is_empty(), "sinks failed: {}", failed.join("; "));
+        tracing::info!("mosaic-shipper stopped; everything read is committed");
+        Ok(Stopped::Drained)
+    }
+
+    /// A second stop signal: stop now. Reading stops after the commit in
+    /// progress (waited for briefly), the sinks are stopped where they are
+    /// (a sink's cursor moves with its output, so nothing is delivered
+    /// twice), the journal is flushed. Everything committed and not yet
+    /// delivered ships on the next start with this store.
+    async fn abort(mut self, sig: i32) -> anyhow::Result<Stopped> {
+        tracing::warn!(
+            signal = %crate::signals::SigName(sig),
+            "second stop signal: stopping at once; the rows not delivered yet stay in the journal and ship on the next start"
+        );
+        self.ingest.stop();
+        let _ = self
+            .join_ingest(Instant::now() + Duration::from_millis(500))
+            .await;
+        self.sinks.shutdown().await;
+        self.background.shutdown().await;
+        self.journal.flush()?;
+        Ok(Stopped::Aborted(sig))
     }
 
     /// `run --once`: read everything, deliver everything, then return.
@@ -266,22 +348,35 @@ impl Agent {
     /// oldest rows cannot take them in this process (W&B rows are staged,
     /// or a sink gave up after repeated failures): reading stops, what is
     /// read is delivered to the other sinks and kept; or `interrupt`
-    /// resolves (SIGINT/SIGTERM): reading stops after the commit in
-    /// progress and the sinks drain as `run` does on a signal.
-    pub async fn run_once(mut self, interrupt: impl Future<Output = i32>) -> anyhow::Result<()> {
+    /// resolves (a stop signal, and when it came): reading stops after the
+    /// commit in progress and the sinks drain as the daemon's do on a
+    /// signal, bounded by [`STOP_DEADLINE`] from the signal; `abort` (a
+    /// second one) stops at once.
+    pub async fn run_once(
+        mut self,
+        interrupt: impl Future<Output = (i32, Instant)>,
+        abort: impl Future<Output = i32>,
+    ) -> anyhow::Result<()> {
         tokio::pin!(interrupt);
+        tokio::pin!(abort);
+        // No deadline: `once` waits for every sink (each gives up after
+        // repeated failures, which is reported as an error).
+        let mut until = Instant::now() + Duration::from_secs(365 * 24 * 3600);
         let mut stopped: Option<OnceStopped> = None;
         let mut check = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
-                joined = &mut self.ingest_done => {
-                    joined.context("the ingest thread panicked")?;
+                joined = self.join_ingest(until) => {
+                    if !joined? {
+                        tracing::warn!("the stop deadline passed while a commit of the logs was in progress; not waiting for it (it lands whole or not at all)");
+                    }
                     break;
                 }
-                signal = &mut interrupt, if stopped.is_none() => {
-                    tracing::info!(signal, "interrupted: committing and delivering what is read");
+                (signal, at) = &mut interrupt, if stopped.is_none() => {
+                    tracing::info!(signal = %crate::signals::SigName(signal), deadline_secs = STOP_DEADLINE.as_secs(), "interrupted: committing and delivering what is read (a second SIGTERM/SIGINT stops at once)");
                     self.ingest.stop();
                     stopped = Some(OnceStopped::Interrupted { signal });
+                    until = at + STOP_DEADLINE;
                 }
                 _ = check.tick(), if stopped.is_none() => {
                     if let Some(sink) = self.cannot_drain() {
@@ -294,14 +389,25 @@ impl Agent {
         }
         let last = self.journal.last_seq()?;
         let (journal, config) = (self.journal.clone(), self.config.clone());
-        let until = match stopped {
-            // As `run` does on a signal.
-            Some(OnceStopped::Interrupted { .. }) => Instant::now() + Duration::from_secs(5),
-            // No deadline: `once` waits for every sink (each gives up after
-            // repeated failures, which is reported as an error).
-            _ => Instant::now() + Duration::from_secs(365 * 24 * 3600),
+        if matches!(stopped, Some(OnceStopped::Full { .. })) {
+            until = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        }
+        let failed = tokio::select! {
+            failed = self.drain_sinks(until) => Ok(failed),
+            sig = &mut abort => Err(sig),
         };
-        let drained = self.drain(until).await;
+        let failed = match failed {
+            Ok(failed) => failed,
+            Err(signal) => {
+                self.abort(signal).await?;
+                return Err(OnceStopped::Interrupted { signal }.into());
+            }
+        };
+        let closed = self.close().await;
+        let drained = closed.and_then(|()| {
+            anyhow::ensure!(failed.is_empty(), "sinks failed: {}", failed.join("; "));
+            Ok(())
+        });
         if let Some(stopped) = stopped {
             if let Err(e) = drained {
                 tracing::error!("{e:#}");
@@ -335,22 +441,21 @@ impl Agent {
 
     /// Init mode, when CMD has exited: reads every file to its current end,
     /// then delivers until every sink has acknowledged everything or
-    /// `deadline` (counted from now, for reading and delivering together)
-    /// passes. `exit_code` is recorded for the sinks first (see `run_exit`).
+    /// `until` passes (for reading and delivering together; init mode
+    /// counts it from CMD's exit). `exit_code` is recorded for the sinks
+    /// first (see `run_exit`).
     ///
     /// When `abort` resolves (a second SIGTERM/SIGINT), it stops waiting at
-    /// once: reading stops after the commit in progress, the sinks are
-    /// stopped, the journal is flushed. Nothing committed is lost; it ships
-    /// on the next start with this store.
+    /// once (see [`Agent::abort`]). Nothing committed is lost; it ships on
+    /// the next start with this store.
     ///
     /// Returns whether every row read was acknowledged by every sink.
     pub async fn finish(
         mut self,
-        deadline: Duration,
+        until: Instant,
         exit_code: Option<i32>,
-        abort: impl Future<Output = ()>,
+        abort: impl Future<Output = i32>,
     ) -> anyhow::Result<bool> {
-        let until = Instant::now() + deadline;
         if let Some(code) = exit_code {
             self.run_exit.send_replace(Some(code));
             if let Some(f) = &self.wandb_finish {
@@ -361,26 +466,24 @@ impl Agent {
         tokio::pin!(abort);
         self.ingest.finish();
         let read = tokio::select! {
-            r = tokio::time::timeout_at(until.into(), &mut self.ingest_done) => Some(r),
-            _ = &mut abort => None,
+            read = self.join_ingest(until) => Ok(read?),
+            sig = &mut abort => Err(sig),
         };
         let mut complete = true;
         match read {
-            Some(Ok(joined)) => joined.context("the ingest thread panicked")?,
-            Some(Err(_)) => {
+            Ok(true) => {}
+            Ok(false) => {
                 tracing::warn!("drain deadline passed while still reading the logs; stopping");
                 complete = false;
                 self.ingest.stop();
-                self.ingest_finished().await?;
+                // The commit in progress lands whole or not at all: a
+                // short wait, not a long one.
+                let _ = self
+                    .join_ingest(Instant::now() + Duration::from_millis(500))
+                    .await?;
             }
-            None => {
-                // Let the commit in progress land if it is quick; its
-                // transaction is atomic either way.
-                self.ingest.stop();
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(500), self.ingest_finished()).await;
-                self.sinks.shutdown().await;
-                self.close().await?;
+            Err(sig) => {
+                self.abort(sig).await?;
                 return Ok(false);
             }
         }
@@ -389,13 +492,15 @@ impl Agent {
         }
         let last = self.journal.last_seq()?;
         let failed = tokio::select! {
-            failed = self.drain_sinks(until) => Some(failed),
-            _ = &mut abort => None,
+            failed = self.drain_sinks(until) => Ok(failed),
+            sig = &mut abort => Err(sig),
         };
-        let Some(failed) = failed else {
-            self.sinks.shutdown().await;
-            self.close().await?;
-            return Ok(false);
+        let failed = match failed {
+            Ok(failed) => failed,
+            Err(sig) => {
+                self.abort(sig).await?;
+                return Ok(false);
+            }
         };
         self.close().await?;
         anyhow::ensure!(failed.is_empty(), "sinks failed: {}", failed.join("; "));
@@ -442,14 +547,6 @@ impl Agent {
                 "the worker's exit code is staged for W&B with its runs"
             );
         }
-        Ok(())
-    }
-
-    async fn drain(mut self, until: Instant) -> anyhow::Result<()> {
-        let failed = self.drain_sinks(until).await;
-        self.close().await?;
-        anyhow::ensure!(failed.is_empty(), "sinks failed: {}", failed.join("; "));
-        tracing::info!("mosaic-shipper stopped; everything read is committed");
         Ok(())
     }
 

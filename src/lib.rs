@@ -22,6 +22,9 @@
 //!   everything together with explicit shutdown.
 //! - [`config`] is the configuration's schema; each room reads its section.
 //! - [`init`] runs a command under the agent as a container's init process.
+//! - [`signals`] takes the agent's signals from the start of `main`
+//!   (blocked, then taken by a thread) and bounds a stop's drain;
+//!   [`daemon`] is `run` without a command and what its signals do.
 //! - [`sync`] uploads what was staged for W&B (journal rows, offline run
 //!   directories) from a connected machine.
 //! - [`format`] holds wire formats shared by readers and writers
@@ -35,6 +38,7 @@
 pub mod agent;
 pub mod bundle;
 pub mod config;
+pub mod daemon;
 pub mod explain;
 pub mod extract;
 pub mod format;
@@ -44,6 +48,7 @@ pub mod journal;
 pub mod logging;
 pub mod metrics;
 pub mod row;
+pub mod signals;
 pub mod sink;
 pub mod source;
 pub mod stats;

@@ -8,6 +8,10 @@
 mod ratelimit;
 mod rolling;
 
+/// The daemon's SIGHUP: the log files are opened again by name before
+/// their next line (see `rolling`).
+pub use rolling::reopen as reopen_files;
+
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;

@@ -3,17 +3,17 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use mosaic_shipper::agent::{self, Agent};
+use mosaic_shipper::agent;
 use mosaic_shipper::bundle::{self, Exported};
 use mosaic_shipper::config::Config;
 use mosaic_shipper::init;
 use mosaic_shipper::journal::{Journal, JournalError};
 use mosaic_shipper::logging;
+use mosaic_shipper::signals::{self, Startup, Watchdog};
 use mosaic_shipper::sink::wandb::redact;
 use mosaic_shipper::status::Status;
 use mosaic_shipper::sync::SyncOptions;
@@ -43,17 +43,18 @@ struct Cli {
 enum Command {
     /// Run the agent: follow the logs and deliver rows until SIGINT/SIGTERM.
     ///
-    /// On a signal it stops reading, delivers what it can for a few
-    /// seconds, commits, and exits 0. Whatever was not delivered is kept
-    /// in the journal and ships on the next start.
+    /// On SIGTERM, SIGINT or SIGQUIT it stops reading, delivers what it can
+    /// for 5 seconds, commits, and exits 0; a second one stops at once
+    /// (exit 128+N). Whatever was not delivered is kept in the journal and
+    /// ships on the next start. SIGHUP reopens its log files, SIGUSR1 logs
+    /// its status.
     ///
     /// With `-- CMD [ARGS...]` it is an init process (a container's
-    /// ENTRYPOINT): it starts CMD in its own process group, forwards
-    /// SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH to
-    /// it, reaps orphaned processes, and when CMD exits reads the logs to
-    /// their end, delivers (up to init.drain_deadline_secs) and exits with
-    /// CMD's exit code (128+N if it died of signal N). CMD runs even if
-    /// shipping cannot start.
+    /// ENTRYPOINT): it starts CMD in its own process group, forwards every
+    /// signal tini forwards to it, reaps orphaned processes, and when CMD
+    /// exits reads the logs to their end, delivers (up to
+    /// init.drain_deadline_secs) and exits with CMD's exit code (128+N if
+    /// it died of signal N). CMD runs even if shipping cannot start.
     Run {
         /// Configuration file (TOML). Default: $MOSAIC_SHIPPER_CONFIG, else
         /// the embedded default.
@@ -182,20 +183,115 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // The commands that print (and --help): `status --json | head -c 100`
-    // ends them quietly (141, as any Unix tool) instead of a panic on
-    // EPIPE. The agent itself goes back to ignoring SIGPIPE: a closed
-    // stderr must not stop shipping.
-    // SAFETY: sets a disposition before any thread starts.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // Before anything else (see `signals`): a signal from now on waits
+    // for the thread meant to take it, and none can kill the agent by
+    // default in a window before that thread exists.
+    let startup = match Startup::block() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("mosaic-shipper: cannot block signals: {e}");
+            None
+        }
+    };
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Run { .. }) {
-        // SAFETY: as above.
+    let running = matches!(cli.command, Command::Run { .. });
+    if running {
+        // The agent ignores SIGPIPE: a closed stderr must not stop
+        // shipping. (Init mode takes it, to forward a sent one, as tini.)
+        // SAFETY: sets a disposition before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    } else {
+        // The commands that print (and --help): `status --json | head -c
+        // 100` ends them quietly (141, as any Unix tool) instead of a
+        // panic on EPIPE, and Ctrl-C ends them as it ends any tool.
+        // SAFETY: as above.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        if let Some(s) = startup {
+            s.release();
+        }
+        return command(cli.command, cli.log_level.as_deref());
     }
     match cli.command {
+        Command::Run {
+            config,
+            once,
+            command,
+        } if !command.is_empty() => {
+            if once {
+                eprintln!(
+                    "mosaic-shipper: --once cannot be combined with a command: `run --once` exits \
+                     when the files are read, `run -- CMD` when CMD exits; use one or the other"
+                );
+                return ExitCode::from(2);
+            }
+            init::main(config.as_deref(), command, cli.log_level.as_deref())
+        }
+        Command::Run { config, once, .. } => {
+            daemon(config.as_deref(), once, startup, cli.log_level.as_deref())
+        }
+        other => command(other, cli.log_level.as_deref()),
+    }
+}
+
+/// `run` without a command: the daemon, or `--once`.
+fn daemon(
+    config: Option<&Path>,
+    once: bool,
+    startup: Option<Startup>,
+    log_level: Option<&str>,
+) -> ExitCode {
+    // Job control and the ignored-by-default signals keep their usual
+    // effect; the rest go to the daemon's signal thread, started now,
+    // before the configuration is read or the journal opened.
+    if let Some(s) = &startup {
+        s.unblock(&signals::daemon::LEFT_ALONE);
+    }
+    let dog = Watchdog::start(|| {}).unwrap_or_else(|_| Watchdog::inert());
+    let policy = signals::daemon::Policy {
+        deadline: agent::STOP_DEADLINE,
+        code_after_stop: if once {
+            signals::daemon::code_of
+        } else {
+            |_| 0
+        },
+    };
+    let signals = match signals::daemon::spawn(dog, policy) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mosaic-shipper: cannot start the signal thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let _log = logging::init(
+        logging::filter(log_level, &config.log.level),
+        &config.log_dir(),
+        config.log.max_files,
+        config.log.max_bytes,
+    );
+    match mosaic_shipper::daemon::run(config, once, signals) {
+        Ok(code) => ExitCode::from(code),
+        // The agent's errors belong in its log files too; one line
+        // on stderr either way.
+        Err(e) if tracing::enabled!(tracing::Level::ERROR) => {
+            tracing::error!("{}", message(&e));
+            match e.downcast_ref::<agent::OnceStopped>() {
+                Some(stopped) => ExitCode::from(stopped.exit_code()),
+                None => ExitCode::FAILURE,
+            }
+        }
+        Err(e) => report(Err(e)),
+    }
+}
+
+/// The commands other than `run`.
+fn command(command: Command, log_level: Option<&str>) -> ExitCode {
+    match command {
         Command::CheckConfig { config } => {
-            let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "warn"));
+            let _log = logging::init_stderr(logging::filter(log_level, "warn"));
             match load(config.as_deref()) {
                 Ok(c) => {
                     print!("{}", c.render());
@@ -216,7 +312,7 @@ fn main() -> ExitCode {
             } else {
                 "info"
             };
-            let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), default));
+            let _log = logging::init_stderr(logging::filter(log_level, default));
             let config = match load(config.as_deref()) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -233,11 +329,11 @@ fn main() -> ExitCode {
             config,
             json,
         } => {
-            let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "off"));
+            let _log = logging::init_stderr(logging::filter(log_level, "off"));
             explain(config, &file, lines, json)
         }
         Command::Status { config, json } => {
-            let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "warn"));
+            let _log = logging::init_stderr(logging::filter(log_level, "warn"));
             match load(config.as_deref()) {
                 Ok(c) => report(status(c, json)),
                 Err(code) => code,
@@ -246,7 +342,7 @@ fn main() -> ExitCode {
         // Their results and warnings are printed as such; log lines would
         // only repeat them (ask with --log-level).
         Command::Export { config, to } => {
-            let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "off"));
+            let _log = logging::init_stderr(logging::filter(log_level, "off"));
             match load(config.as_deref()) {
                 Ok(c) => report(export(c, &to)),
                 Err(code) => code,
@@ -257,48 +353,14 @@ fn main() -> ExitCode {
             dir,
             allow_gap,
         } => {
-            let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "off"));
+            let _log = logging::init_stderr(logging::filter(log_level, "off"));
             match load(config.as_deref()) {
                 Ok(c) => report(import(c, &dir, allow_gap)),
                 Err(code) => code,
             }
         }
-        Command::Run {
-            config,
-            once,
-            command,
-        } if !command.is_empty() => {
-            if once {
-                eprintln!(
-                    "mosaic-shipper: --once cannot be combined with a command: `run --once` exits \
-                     when the files are read, `run -- CMD` when CMD exits; use one or the other"
-                );
-                return ExitCode::from(2);
-            }
-            init::main(config.as_deref(), command, cli.log_level.as_deref())
-        }
-        Command::Run { config, once, .. } => {
-            let config = match load(config.as_deref()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let _log = logging::init(
-                logging::filter(cli.log_level.as_deref(), &config.log.level),
-                &config.log_dir(),
-                config.log.max_files,
-                config.log.max_bytes,
-            );
-            match run(config, once) {
-                Ok(()) => ExitCode::SUCCESS,
-                // The agent's errors belong in its log files too; one line
-                // on stderr either way.
-                Err(e) if tracing::enabled!(tracing::Level::ERROR) => {
-                    tracing::error!("{}", message(&e));
-                    ExitCode::FAILURE
-                }
-                Err(e) => report(Err(e)),
-            }
-        }
+        // `main` takes these.
+        Command::Run { .. } => unreachable!("run is not one of the other commands"),
     }
 }
 
@@ -343,41 +405,6 @@ fn message(e: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     redact::scrubbed(&out)
-}
-
-fn run(config: Config, once: bool) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let agent = Agent::start(config, once)?;
-        if once {
-            return agent
-                .run_once(async {
-                    match wait_for_signal().await {
-                        Ok(signal) => signal,
-                        // No signal handling: never interrupted.
-                        Err(_) => std::future::pending().await,
-                    }
-                })
-                .await;
-        }
-        wait_for_signal().await?;
-        tracing::info!("stopping: committing and delivering what is read");
-        agent.shutdown(Duration::from_secs(5)).await
-    })
-}
-
-/// Waits for SIGTERM or SIGINT; returns which (its number).
-async fn wait_for_signal() -> anyhow::Result<i32> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    Ok(tokio::select! {
-        _ = term.recv() => libc::SIGTERM,
-        _ = int.recv() => libc::SIGINT,
-    })
 }
 
 fn sync(config: Config, options: SyncOptions) -> ExitCode {

@@ -61,6 +61,7 @@ impl Env {
         // come from the final read, not from a lucky poll.
         t["tail"]["poll_interval_ms"] = toml::Value::Integer(60_000);
         t["sinks"]["jsonl"]["path"] = s(root.join("var/trainer/runs/{run_id}/shipper/rows.jsonl"));
+        t["sinks"]["tensorboard"]["dir"] = s(root.join("var/trainer/runs/{run_id}/tensorboard"));
         t["init"].as_table_mut().unwrap().insert(
             "console".into(),
             s(root.join("var/trainer/runs/{run_id}/logs/init.{stream}.log")),
@@ -174,8 +175,12 @@ impl Agent {
     }
 
     /// Waits (bounded) for the agent to exit and returns its exit code.
-    fn wait(mut self, env: &Env) -> i32 {
-        let deadline = Instant::now() + Duration::from_secs(60);
+    fn wait(self, env: &Env) -> i32 {
+        self.wait_at_most(Duration::from_secs(60), env)
+    }
+
+    fn wait_at_most(mut self, limit: Duration, env: &Env) -> i32 {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return code_of(status, env);
@@ -184,7 +189,7 @@ impl Agent {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 panic!(
-                    "the agent did not exit within 60 s; stderr:\n{}",
+                    "the agent did not exit within {limit:?}; stderr:\n{}",
                     env.stderr()
                 );
             }
@@ -766,4 +771,317 @@ fn cmd_gets_the_terminal() {
     assert_eq!(f.len(), 3, "{tty}");
     assert_eq!(f[0], f[1], "CMD leads its own process group");
     assert_eq!(f[1], f[2], "CMD's group is the terminal's foreground group");
+}
+
+// ---------------------------------------------------------------- every signal
+
+/// CMD: a shell records the signal state it passes on (the mask and the
+/// ignored set, from /proc), then becomes a Python process that records
+/// its mask and
+/// catches every signal it can and appends each one's number to a file.
+/// It exits 3 when `stop` appears (bounded: 120 s).
+const CATCH_ALL: &str = r#"
+import os, signal, sys, time
+out = sys.argv[1]
+# CMD itself (this process, exec'd by sh): its mask before any handler.
+with open("/proc/self/status") as f, open(os.path.join(out, "pymask"), "w") as m:
+    m.write("".join(l for l in f if l.startswith("SigBlk:")))
+def record(sig, frame):
+    with open(os.path.join(out, "signals"), "a") as f:
+        f.write("%d\n" % sig)
+for sig in range(1, signal.SIGRTMAX + 1):
+    if sig in (signal.SIGKILL, signal.SIGSTOP):
+        continue
+    try:
+        signal.signal(sig, record)
+    except (OSError, ValueError):
+        pass  # glibc's own real-time signals
+open(os.path.join(out, "ready"), "w").close()
+deadline = time.time() + 120
+while time.time() < deadline and not os.path.exists(os.path.join(out, "stop")):
+    time.sleep(0.02)
+sys.exit(3)
+"#;
+
+/// Every signal tini forwards, as the agent must: all but SIGKILL and
+/// SIGSTOP (not catchable), SIGCHLD (the agent's own), the synchronous
+/// faults and SIGTTIN/SIGTTOU (ignored by the agent, as tini does).
+fn forwarded_signals() -> Vec<i32> {
+    let mut sigs = vec![
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGPIPE,
+        libc::SIGALRM,
+        libc::SIGTERM,
+        libc::SIGSTKFLT,
+        libc::SIGCONT,
+        libc::SIGTSTP,
+        libc::SIGURG,
+        libc::SIGXCPU,
+        libc::SIGXFSZ,
+        libc::SIGVTALRM,
+        libc::SIGPROF,
+        libc::SIGWINCH,
+        libc::SIGIO,
+        libc::SIGPWR,
+    ];
+    sigs.extend([libc::SIGRTMIN(), libc::SIGRTMIN() + 1, libc::SIGRTMAX()]);
+    sigs
+}
+
+/// The bits of a /proc/PID/status signal mask line (`SigBlk:`, ...).
+fn proc_mask(status: &str, field: &str) -> u64 {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in {status}"));
+    u64::from_str_radix(line[field.len()..].trim(), 16).unwrap()
+}
+
+fn bit(sig: i32) -> u64 {
+    1 << (sig - 1)
+}
+
+fn every_signal_reaches_cmd(mode: Mode) {
+    let env = Env::default();
+    let py = env.script("catch_all.py", CATCH_ALL);
+    let sh = env.script(
+        "catch_all.sh",
+        // sh's own mask cannot be read while it waits (dash blocks signals
+        // around a wait): its first child shows what sh passes on, which is
+        // what sh was given.
+        "grep -E '^Sig(Blk|Ign):' /proc/self/status > \"$2/state\"\nexec \"$1\" \"$3\" \"$2\"\n",
+    );
+    let agent = env.start(
+        mode,
+        &[
+            OsStr::new("sh"),
+            sh.as_ref(),
+            OsStr::new(&python()),
+            env.root().as_ref(),
+            py.as_ref(),
+        ],
+    );
+    env.wait_file("ready");
+    // CMD starts with nothing blocked and none of what the agent ignores
+    // (SIGPIPE, SIGTTIN, SIGTTOU) ignored.
+    let state = fs::read_to_string(env.path("state")).unwrap();
+    assert_eq!(
+        proc_mask(&state, "SigBlk:"),
+        0,
+        "{mode:?}: CMD's mask: {state}"
+    );
+    let pymask = fs::read_to_string(env.path("pymask")).unwrap();
+    assert_eq!(
+        proc_mask(&pymask, "SigBlk:"),
+        0,
+        "{mode:?}: CMD's mask: {pymask}"
+    );
+    let ignored = proc_mask(&state, "SigIgn:");
+    for sig in [libc::SIGPIPE, libc::SIGTTIN, libc::SIGTTOU] {
+        assert_eq!(
+            ignored & bit(sig),
+            0,
+            "{mode:?}: CMD ignores {sig}: {state}"
+        );
+    }
+    let got = || -> Vec<i32> {
+        fs::read_to_string(env.path("signals"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect()
+    };
+    let mut want = Vec::new();
+    for sig in forwarded_signals() {
+        agent.signal(sig);
+        want.push(sig);
+        wait_until(
+            Duration::from_secs(20),
+            &format!("{mode:?}: CMD to catch signal {sig}"),
+            || got().len() >= want.len(),
+        );
+        assert_eq!(got(), want, "{mode:?}; stderr:\n{}", env.stderr());
+    }
+    // SIGTTIN and SIGTTOU are ignored, as tini does: CMD does not get them
+    // and the agent is not stopped. (SIGUSR1 after them shows that they
+    // were handled: signals are taken in order.)
+    agent.signal(libc::SIGTTIN);
+    agent.signal(libc::SIGTTOU);
+    agent.signal(libc::SIGUSR1);
+    want.push(libc::SIGUSR1);
+    wait_until(Duration::from_secs(20), "CMD to catch SIGUSR1", || {
+        got().len() >= want.len()
+    });
+    assert_eq!(got(), want, "{mode:?}: SIGTTIN/SIGTTOU are not forwarded");
+    fs::write(env.path("stop"), "").unwrap();
+    assert_eq!(agent.wait(&env), 3, "{mode:?}; stderr:\n{}", env.stderr());
+}
+
+#[test]
+fn every_catchable_signal_reaches_cmd_as_pid1_and_as_subreaper() {
+    both_modes(every_signal_reaches_cmd);
+}
+
+/// Waits (bounded) until `pid` blocks every signal of `sigs`: the agent's
+/// first act in `main`, before the runtime, the journal or CMD exist.
+fn wait_blocked(pid: i32, sigs: &[i32]) {
+    let want = sigs.iter().fold(0, |m, &s| m | bit(s));
+    wait_until(
+        Duration::from_secs(20),
+        "the agent to block its signals",
+        || {
+            fs::read_to_string(format!("/proc/{pid}/status"))
+                .is_ok_and(|s| proc_mask(&s, "SigBlk:") & want == want)
+        },
+    );
+}
+
+/// A signal in the agent's first milliseconds (as soon as it has blocked
+/// them, before the pipeline or CMD exists) is neither fatal nor lost: it
+/// is forwarded to CMD once CMD runs. CMD (`sleep`) dies of it, and the
+/// agent, alive, exits with 128+N.
+fn early_signal_is_forwarded(mode: Mode) {
+    for (sig, code) in [(libc::SIGALRM, 142), (libc::SIGTERM, 143)] {
+        let env = Env::default();
+        let agent = env.start(mode, &["sleep", "300"]);
+        let pid = agent.pid();
+        wait_blocked(pid, &[sig]);
+        // SAFETY: kill has no memory arguments.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+        assert_eq!(
+            agent.wait(&env),
+            code,
+            "{mode:?}: signal {sig}; stderr:\n{}",
+            env.stderr()
+        );
+    }
+}
+
+#[test]
+fn a_signal_in_the_first_milliseconds_is_forwarded_as_pid1_and_as_subreaper() {
+    both_modes(early_signal_is_forwarded);
+}
+
+/// A second SIGINT during the drain stops it at once, with CMD's code.
+#[test]
+fn second_sigint_stops_the_drain() {
+    let env = Env::new(|t, root| blocked_sink(t, root, 600));
+    fs::write(env.path("blocked"), "").unwrap();
+    let cmd = log_rows_then_exit(&env, 30, "RUN5", 6);
+    let agent = env.start(Mode::Subreaper, &cmd);
+    env.wait_stderr("reading the logs to their end");
+    agent.signal(libc::SIGINT);
+    env.wait_stderr("draining: send SIGTERM/SIGINT again");
+    agent.signal(libc::SIGINT);
+    assert_eq!(agent.wait(&env), 6, "stderr:\n{}", env.stderr());
+    assert!(
+        env.stderr().contains("second stop signal"),
+        "{}",
+        env.stderr()
+    );
+}
+
+// ---------------------------------------------------------------- drain bound
+
+/// Writes `runs` runs of `rows` JSON metric lines each, fast (one write
+/// per file); returns the rows written.
+fn write_heavy_logs(root: &Path, runs: usize, rows: usize) -> usize {
+    let script = r#"
+import os, sys
+root, runs, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for r in range(runs):
+    d = os.path.join(root, "var/trainer/runs/HEAVY%d/logs" % r)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "worker.log"), "w") as f:
+        f.write("".join('{"event":"metrics","run_id":"HEAVY%d","global_step":%d,"episodic_return":%d.5}\n' % (r, i, i % 997) for i in range(1, rows + 1)))
+"#;
+    let out = Command::new(python())
+        .args(["-c", script])
+        .arg(root)
+        .args([runs.to_string(), rows.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    runs * rows
+}
+
+/// (run, step) of every row the jsonl sink wrote under `root`.
+fn heavy_rows_delivered(root: &Path, runs: usize) -> Vec<(String, i64)> {
+    let mut keys = Vec::new();
+    for r in 0..runs {
+        let path = root.join(format!("var/trainer/runs/HEAVY{r}/shipper/rows.jsonl"));
+        for line in fs::read_to_string(path).unwrap_or_default().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            keys.push((
+                v["run_id"].as_str().unwrap().to_string(),
+                v["step"].as_i64().unwrap(),
+            ));
+        }
+    }
+    keys
+}
+
+/// The drain's hard bound under heavy ingest: CMD exits while 600,000
+/// rows wait to be read, with `drain_deadline_secs = 2`; the agent must
+/// exit within the bound, and a later `run --once` on the same store
+/// delivers every row exactly once.
+///
+/// The bound is 2 s + the watchdog's margin (4 s) from CMD's exit; the
+/// assertion allows 30 s. That is not a timing measurement (the machine
+/// may be loaded): it catches a drain that waits for the whole ingest
+/// (about a minute at a debug build's pace) or hangs, which is the
+/// correctness property at stake; a docker stop timeout is exactly such
+/// a bound.
+#[test]
+fn drain_bound_holds_under_heavy_ingest() {
+    let env = Env::new(|t, _| {
+        t["init"]["drain_deadline_secs"] = toml::Value::Integer(2);
+    });
+    let (runs, per_run) = (6, 100_000);
+    let total = write_heavy_logs(env.root(), runs, per_run);
+    let agent = env.start(Mode::Subreaper, &["sh", "-c", "exit 4"]);
+    env.wait_stderr("reading the logs to their end");
+    let started = Instant::now();
+    let code = agent.wait(&env);
+    let took = started.elapsed();
+    eprintln!("exited {took:?} after the drain began");
+    assert_eq!(code, 4, "stderr:\n{}", env.stderr());
+    assert!(
+        took < Duration::from_secs(30),
+        "the drain took {took:?}, past its bound; stderr:\n{}",
+        env.stderr()
+    );
+    let shipped = heavy_rows_delivered(env.root(), runs).len();
+    assert!(
+        shipped < total,
+        "the test needs the ingest to be cut short: all {total} rows shipped within the deadline"
+    );
+
+    let once = Agent {
+        child: Command::new(BIN)
+            .args(["run", "--once", "--config"])
+            .arg(&env.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(env.stderr_path()).unwrap())
+            .spawn()
+            .unwrap(),
+        mode: Mode::Subreaper,
+    };
+    // 600,000 rows at a debug build's pace, on a loaded machine.
+    let code = once.wait_at_most(Duration::from_secs(900), &env);
+    assert_eq!(code, 0, "stderr:\n{}", env.stderr());
+    let mut keys = heavy_rows_delivered(env.root(), runs);
+    assert_eq!(keys.len(), total, "every row, once");
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), total, "no row twice");
 }

@@ -59,10 +59,13 @@ pub fn spawn(command: &[OsString], stdio: ChildStdio) -> io::Result<Spawned> {
     // only async-signal-safe functions (no allocation, no locks).
     unsafe {
         cmd.pre_exec(move || {
-            // The agent blocks the signals it forwards and ignores SIGTTIN
-            // and SIGTTOU; a mask and ignored dispositions survive exec, so
-            // CMD must start from the defaults. (std also clears the mask;
-            // doing it here does not depend on that.)
+            // The agent blocks every signal it takes and ignores SIGPIPE,
+            // SIGTTIN and SIGTTOU; a mask and ignored dispositions survive
+            // exec, so CMD must start from the defaults. (std also clears
+            // the mask and SIGPIPE; doing it here does not depend on that.)
+            // Dispositions the agent was started with are passed on, as
+            // tini does: `nohup mosaic-shipper run -- CMD` still ignores
+            // SIGHUP in CMD.
             let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
             libc::sigemptyset(empty.as_mut_ptr());
             libc::pthread_sigmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut());
@@ -83,6 +86,7 @@ pub fn spawn(command: &[OsString], stdio: ChildStdio) -> io::Result<Spawned> {
             }
             libc::signal(libc::SIGTTIN, libc::SIG_DFL);
             libc::signal(libc::SIGTTOU, libc::SIG_DFL);
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             Ok(())
         });
     }

@@ -42,7 +42,7 @@ mod signals;
 use std::ffi::OsString;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -50,11 +50,13 @@ use crate::agent::Agent;
 use crate::config::Config;
 pub use crate::config::{InitConfig, SignalTarget};
 use crate::logging;
+use crate::signals::Watchdog;
 pub use reap::ChildExit;
-use signals::{Blocked, Event};
+use signals::{is_stop, Blocked, Bound, Event};
 
 /// Runs CMD under the agent and returns CMD's exit code. `command` is not
-/// empty. Called by `main` before anything else has started a thread.
+/// empty. Called by `main` before anything else has started a thread
+/// (`main` has blocked the signals already: [`crate::signals::Startup`]).
 pub fn main(
     config_path: Option<&Path>,
     command: Vec<OsString>,
@@ -67,6 +69,12 @@ pub fn main(
             eprintln!("mosaic-shipper: cannot block signals for init mode: {e}");
             return ExitCode::from(1);
         }
+    };
+    // The hard bound of the drain (armed when CMD exits). Without its
+    // thread the drain is bounded by the runtime's timers alone.
+    let (dog, dog_error) = match Watchdog::start(console::restore_terminal) {
+        Ok(dog) => (dog, None),
+        Err(e) => (Watchdog::inert(), Some(e)),
     };
     let pid1 = std::process::id() == 1;
     let subreaper = if pid1 {
@@ -101,6 +109,9 @@ pub fn main(
             (None, InitConfig::default())
         }
     };
+    if let Some(e) = dog_error {
+        tracing::warn!(error = %e, "cannot start the drain's watchdog thread; the drain is bounded by its deadline alone");
+    }
     match subreaper {
         None => tracing::debug!("running as PID 1: orphaned processes are reaped here"),
         Some(Ok(())) => tracing::debug!("child subreaper: orphaned descendants are reaped here"),
@@ -154,7 +165,13 @@ pub fn main(
     };
 
     let (tx, rx) = mpsc::unbounded_channel();
-    if let Err(e) = signals::spawn_supervisor(blocked, child, init.signal_target, resizer, tx) {
+    let bound = Bound {
+        dog,
+        drain_deadline: init.drain_deadline(),
+    };
+    if let Err(e) =
+        signals::spawn_supervisor(blocked, child, init.signal_target, resizer, bound, tx)
+    {
         // Without the supervisor nothing forwards or reaps; CMD is running,
         // so the honest fallback is to wait for it plainly.
         tracing::error!(error = %e, "cannot start the signal/reaper thread; waiting for CMD without forwarding signals");
@@ -202,19 +219,17 @@ fn supervise(
             }
         });
         let mut stops = 0u32;
-        let Some(exit) = wait_for_exit(&mut rx, &mut stops).await else {
+        let Some((exit, exited_at)) = wait_for_exit(&mut rx, &mut stops).await else {
             tracing::error!("the signal/reaper thread stopped; cannot learn CMD's exit");
             return 1;
         };
         let code = exit.code();
+        // Counted from CMD's exit, as the hard bound the supervisor armed.
+        let until = exited_at + init.drain_deadline();
         // CMD's output must be in its copies before the final read.
-        let mut deadline = init.drain_deadline();
         if let Some(c) = console {
-            let wait = console::EOF_WAIT.min(deadline);
-            let spent = tokio::task::spawn_blocking(move || c.finish(wait))
-                .await
-                .unwrap_or(wait);
-            deadline = deadline.saturating_sub(spent);
+            let wait = console::EOF_WAIT.min(until.saturating_duration_since(Instant::now()));
+            let _ = tokio::task::spawn_blocking(move || c.finish(wait)).await;
         }
         if let Some(agent) = agent {
             let store = agent.journal().path().to_path_buf();
@@ -223,7 +238,7 @@ fn supervise(
                 "reading the logs to their end and delivering (a second SIGTERM/SIGINT stops waiting)"
             );
             let abort = second_stop(&mut rx, stops);
-            match agent.finish(deadline, Some(code), abort).await {
+            match agent.finish(until, Some(code), abort).await {
                 Ok(true) => tracing::info!("every row read was delivered"),
                 Ok(false) => tracing::warn!(store = %store.display(), "not every row was delivered; the rest is committed in the store and ships on the next start with it"),
                 Err(e) => tracing::error!(store = %store.display(), "finishing the pipeline failed: {e:#}"),
@@ -242,10 +257,6 @@ fn exit_code_u8(exit: ChildExit) -> u8 {
     u8::try_from(exit.code()).unwrap_or(255)
 }
 
-fn is_stop(sig: libc::c_int) -> bool {
-    sig == libc::SIGTERM || sig == libc::SIGINT
-}
-
 fn count_stop(sig: libc::c_int, stops: &mut u32) {
     if is_stop(sig) {
         *stops += 1;
@@ -256,10 +267,10 @@ fn count_stop(sig: libc::c_int, stops: &mut u32) {
 async fn wait_for_exit(
     rx: &mut mpsc::UnboundedReceiver<Event>,
     stops: &mut u32,
-) -> Option<ChildExit> {
+) -> Option<(ChildExit, Instant)> {
     loop {
         match rx.recv().await? {
-            Event::ChildExited(exit) => return Some(exit),
+            Event::ChildExited(exit, at) => return Some((exit, at)),
             Event::Signal(sig) => count_stop(sig, stops),
         }
     }
@@ -271,7 +282,7 @@ fn wait_for_exit_blocking(
 ) -> Option<ChildExit> {
     loop {
         match rx.blocking_recv()? {
-            Event::ChildExited(exit) => return Some(exit),
+            Event::ChildExited(exit, _) => return Some(exit),
             Event::Signal(sig) => count_stop(sig, stops),
         }
     }
@@ -281,14 +292,14 @@ fn wait_for_exit_blocking(
 /// agent's first (`stops` were received before the drain began); never if
 /// the supervisor thread is gone. So the SIGTERM that made CMD exit lets
 /// the drain run and the next one stops it; if CMD exited by itself, the
-/// first stop signal only warns.
-async fn second_stop(rx: &mut mpsc::UnboundedReceiver<Event>, mut stops: u32) {
+/// first stop signal only warns. Resolves with the signal's number.
+async fn second_stop(rx: &mut mpsc::UnboundedReceiver<Event>, mut stops: u32) -> i32 {
     loop {
         match rx.recv().await {
             Some(Event::Signal(sig)) if is_stop(sig) => {
                 stops += 1;
                 if stops >= 2 {
-                    break;
+                    return sig;
                 }
                 tracing::warn!("draining: send SIGTERM/SIGINT again to stop waiting");
             }
@@ -296,7 +307,6 @@ async fn second_stop(rx: &mut mpsc::UnboundedReceiver<Event>, mut stops: u32) {
             None => std::future::pending::<()>().await,
         }
     }
-    tracing::warn!("second stop signal: no longer waiting for the sinks");
 }
 
 /// Last resort when the supervisor thread cannot start: wait for CMD with

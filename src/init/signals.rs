@@ -1,27 +1,31 @@
-//! Signals: blocked everywhere, taken one at a time by one thread.
+//! Init mode's signal thread: forwards, reaps, and bounds the drain.
 //!
-//! Why a dedicated thread with `sigtimedwait` rather than async handlers
-//! (`tokio::signal`):
+//! Every signal the agent takes ([`crate::signals::taken`], the set tini
+//! forwards: all but SIGKILL and SIGSTOP, which cannot be caught, the
+//! synchronous faults and SIGTTIN/SIGTTOU) is blocked from the start of
+//! `main` and taken here with `sigtimedwait`. SIGCHLD means "reap"; every
+//! other one is forwarded to CMD while it runs: SIGTERM, SIGINT, SIGHUP,
+//! SIGQUIT, SIGUSR1/2, SIGALRM, SIGPWR, SIGXCPU, SIGXFSZ, SIGVTALRM,
+//! SIGPROF, SIGIO, SIGURG, SIGSTKFLT, SIGPIPE, SIGWINCH, the real-time
+//! signals, and job control as tini does it (SIGTSTP stops CMD, not the
+//! agent; SIGCONT continues both).
 //!
-//! - The signals are blocked in the main thread before any other thread
-//!   exists, so every thread inherits the mask and a signal that arrives
-//!   at any moment (before the runtime is up, while the pipeline starts, or
-//!   while the runtime is busy draining) stays pending until this thread
-//!   takes it. Nothing is lost and no default action can kill the agent
-//!   (and orphan CMD) in a window before handlers are installed.
+//! Why one dedicated thread (see also [`crate::signals`]):
+//!
 //! - As PID 1 the kernel discards signals whose disposition is the
 //!   default; a blocked signal is never discarded, so no dummy handlers
 //!   are needed.
 //! - Forwarding and reaping are plain syscalls made synchronously on this
 //!   thread: they keep working even if the async side is stuck, and the
 //!   reaper is the only caller of `waitpid`, so nothing races with it.
+//! - It sees CMD's exit the moment it happens, so the hard bound of the
+//!   drain ([`crate::signals::watchdog`]) is armed from here.
 //!
 //! This is the design of tini (sigtimedwait in its main loop).
 
 use std::io;
-use std::mem::MaybeUninit;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -29,44 +33,8 @@ use super::child::Spawned;
 use super::console::Resizer;
 use super::reap::{self, ChildExit};
 use super::SignalTarget;
-
-/// The signals forwarded to CMD, as the issue lists them. SIGKILL and
-/// SIGSTOP cannot be caught; SIGCHLD is ours; job-control signals
-/// (SIGTSTP, SIGCONT, SIGTTIN, SIGTTOU) come from the terminal driver to
-/// CMD's group directly when it is in the foreground.
-pub const FORWARDED: [libc::c_int; 7] = [
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGWINCH,
-];
-
-/// A signal number that prints as its name in the agent's logs.
-#[derive(Debug, Clone, Copy)]
-pub struct SigName(pub libc::c_int);
-
-impl std::fmt::Display for SigName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = match self.0 {
-            libc::SIGTERM => "SIGTERM",
-            libc::SIGINT => "SIGINT",
-            libc::SIGHUP => "SIGHUP",
-            libc::SIGQUIT => "SIGQUIT",
-            libc::SIGUSR1 => "SIGUSR1",
-            libc::SIGUSR2 => "SIGUSR2",
-            libc::SIGWINCH => "SIGWINCH",
-            libc::SIGKILL => "SIGKILL",
-            libc::SIGPIPE => "SIGPIPE",
-            libc::SIGSEGV => "SIGSEGV",
-            libc::SIGABRT => "SIGABRT",
-            n => return write!(f, "signal {n}"),
-        };
-        f.write_str(name)
-    }
-}
+pub use crate::signals::SigName;
+use crate::signals::{self as agent_signals, watchdog, SigSet, Watchdog};
 
 /// How often the thread wakes without a signal to reap anyway: a cheap
 /// guard against any SIGCHLD that was coalesced or consumed elsewhere.
@@ -75,47 +43,58 @@ const REAP_EVERY: Duration = Duration::from_secs(1);
 /// What the supervisor thread tells the async side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    /// A forwarded-kind signal reached the agent (already forwarded if
-    /// CMD was still running).
+    /// A signal reached the agent (already forwarded if CMD was still
+    /// running).
     Signal(libc::c_int),
-    /// CMD terminated (sent exactly once).
-    ChildExited(ChildExit),
+    /// CMD terminated (sent exactly once), and when it was reaped: the
+    /// drain's deadline counts from there.
+    ChildExited(ChildExit, Instant),
+}
+
+/// The signals that end the drain when they come twice (see [`super`]).
+pub fn is_stop(sig: libc::c_int) -> bool {
+    sig == libc::SIGTERM || sig == libc::SIGINT
 }
 
 /// Proof that the init signals are blocked in the calling thread (and so
 /// in every thread created after it); the set to wait on.
 #[derive(Clone, Copy)]
 pub struct Blocked {
-    set: libc::sigset_t,
+    set: SigSet,
 }
 
 impl Blocked {
-    /// Blocks [`FORWARDED`] and SIGCHLD, and ignores SIGTTIN and SIGTTOU
-    /// (so that the agent, outside the terminal's foreground group once
-    /// CMD has it, is never stopped for touching the terminal).
+    /// Blocks every signal the agent takes ([`crate::signals::taken`]: all
+    /// but the synchronous faults, as tini), which `main` has done already,
+    /// and ignores SIGTTIN and SIGTTOU (so that the agent, outside the
+    /// terminal's foreground group once CMD has it, is never stopped for
+    /// touching the terminal).
     ///
     /// Must run before any thread is started: threads inherit the mask of
     /// their creator, and a thread without the block would have the
     /// signals delivered to it, with their default action.
     pub fn install() -> io::Result<Blocked> {
-        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: the set is initialised by sigemptyset before any other
-        // use, and only valid signal numbers are added.
+        let set = agent_signals::taken();
+        // SAFETY: the set is initialised; the old mask is not wanted; the
+        // dispositions set are plain constants.
         unsafe {
-            libc::sigemptyset(set.as_mut_ptr());
-            for sig in FORWARDED.iter().chain(&[libc::SIGCHLD]) {
-                libc::sigaddset(set.as_mut_ptr(), *sig);
-            }
-            let set = set.assume_init();
-            let r = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            let r = libc::pthread_sigmask(libc::SIG_BLOCK, set.raw(), std::ptr::null_mut());
             if r != 0 {
                 return Err(io::Error::from_raw_os_error(r));
             }
             libc::signal(libc::SIGTTIN, libc::SIG_IGN);
             libc::signal(libc::SIGTTOU, libc::SIG_IGN);
-            Ok(Blocked { set })
         }
+        Ok(Blocked { set })
     }
+}
+
+/// The hard bound of init mode's drain, for the supervisor to arm.
+#[derive(Clone)]
+pub struct Bound {
+    pub dog: Watchdog,
+    /// `init.drain_deadline_secs`, counted from CMD's exit.
+    pub drain_deadline: Duration,
 }
 
 /// Starts the thread that forwards signals to CMD and reaps every child.
@@ -134,11 +113,12 @@ pub fn spawn_supervisor(
     child: Spawned,
     target: SignalTarget,
     resizer: Option<Resizer>,
+    bound: Bound,
     events: UnboundedSender<Event>,
 ) -> io::Result<thread::JoinHandle<()>> {
     thread::Builder::new()
         .name("init-supervisor".into())
-        .spawn(move || supervise(blocked, child, target, resizer, events))
+        .spawn(move || supervise(blocked, child, target, resizer, bound, events))
 }
 
 fn supervise(
@@ -146,18 +126,32 @@ fn supervise(
     child: Spawned,
     target: SignalTarget,
     resizer: Option<Resizer>,
+    bound: Bound,
     events: UnboundedSender<Event>,
 ) {
     let mut child_running = true;
-    let timeout = libc::timespec {
-        tv_sec: REAP_EVERY.as_secs() as libc::time_t,
-        tv_nsec: 0,
-    };
+    // CMD's exit code once it has exited, and the stop signals so far.
+    let mut exit_code = None;
+    let mut stops = 0u32;
     loop {
-        // SAFETY: `blocked.set` is an initialised set; a null siginfo is
-        // allowed; `timeout` is a valid timespec.
-        let sig = unsafe { libc::sigtimedwait(&blocked.set, std::ptr::null_mut(), &timeout) };
-        if sig > 0 && sig != libc::SIGCHLD {
+        let sig = agent_signals::take(&blocked.set, REAP_EVERY);
+        if let Some(sig) = sig.filter(|&s| s != libc::SIGCHLD) {
+            if is_stop(sig) {
+                stops += 1;
+                // The async side's rule (see `second_stop`): a stop signal
+                // during the drain that is not the agent's first ends it.
+                // Should closing then hang, this ends the process.
+                if let (Some(code), false, true) = (exit_code, child_running, stops >= 2) {
+                    bound.dog.arm(
+                        Instant::now() + agent_signals::daemon::ABORT_WAIT,
+                        code,
+                        format!(
+                            "closing after a second stop signal ({}) did not finish",
+                            SigName(sig)
+                        ),
+                    );
+                }
+            }
             let resized = sig == libc::SIGWINCH
                 && child_running
                 && resizer.as_ref().is_some_and(Resizer::sync);
@@ -172,24 +166,30 @@ fn supervise(
                 );
             }
             let _ = events.send(Event::Signal(sig));
-        } else if sig < 0 {
-            let err = io::Error::last_os_error();
-            if !matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) {
-                tracing::error!(error = %err, "sigtimedwait failed");
-                thread::sleep(Duration::from_millis(100));
-            }
         }
         // Reap on every wake-up, not only on SIGCHLD: cheap, and it makes
         // a lost SIGCHLD cost at most REAP_EVERY of zombie lifetime.
         for (pid, exit) in reap::reap_terminated() {
             if pid == child.pid && child_running {
                 child_running = false;
+                let now = Instant::now();
+                let code = u8::try_from(exit.code()).unwrap_or(255);
+                exit_code = Some(code);
+                bound.dog.arm(
+                    now + bound.drain_deadline + watchdog::MARGIN,
+                    code,
+                    format!(
+                        "the drain after CMD's exit has taken longer than its bound (init.drain_deadline_secs = {} s, then {} s to close)",
+                        bound.drain_deadline.as_secs(),
+                        watchdog::MARGIN.as_secs()
+                    ),
+                );
                 tracing::info!(pid, "CMD {exit}");
                 child.give_back_terminal();
                 if target == SignalTarget::Group {
                     terminate_rest_of_group(child.pid);
                 }
-                let _ = events.send(Event::ChildExited(exit));
+                let _ = events.send(Event::ChildExited(exit, now));
             } else {
                 tracing::debug!(pid, "reaped orphaned process that {exit}");
             }

@@ -12,13 +12,27 @@
 //!
 //! The directory is made 0700 and the files 0600 whatever the umask: the
 //! logs name files, runs and servers that are nobody else's business.
+//!
+//! [`reopen`] (the daemon's SIGHUP) makes the next line open its file by
+//! name again, so that an outside `logrotate` that moved the file away
+//! (`create`) gets the agent writing to a new one.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::util::create_private_dir;
 use std::path::{Path, PathBuf};
+
+/// Bumped by [`reopen`]; a segment opened under an older value is
+/// opened again by name before the next line.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every log file be opened again by name before its next line.
+pub fn reopen() {
+    GENERATION.fetch_add(1, Ordering::SeqCst);
+}
 
 const PREFIX: &str = "mosaic-shipper.";
 const SUFFIX: &str = ".log";
@@ -37,6 +51,7 @@ struct Segment {
     day: String,
     index: u32,
     size: u64,
+    generation: u64,
 }
 
 impl Rolling {
@@ -72,6 +87,7 @@ impl Rolling {
     }
 
     fn open(&mut self, day: String, index: u32) -> io::Result<()> {
+        let generation = GENERATION.load(Ordering::SeqCst);
         let path = self.path_of(&day, index);
         let file = OpenOptions::new()
             .create(true)
@@ -86,6 +102,7 @@ impl Rolling {
             day,
             index,
             size,
+            generation,
         });
         Ok(())
     }
@@ -146,6 +163,9 @@ impl Rolling {
         };
         let next = if c.day != day {
             Some((day, 0))
+        } else if c.generation != GENERATION.load(Ordering::SeqCst) {
+            // The same name: a new file if the old one was moved away.
+            Some((day, c.index))
         } else if c.size > 0 && c.size + incoming as u64 > self.segment_cap {
             Some((day, c.index + 1))
         } else {
@@ -249,5 +269,24 @@ mod tests {
         r.write_all(b"again\n").unwrap();
         let today = dir.join(format!("mosaic-shipper.{}.log", today()));
         assert_eq!(std::fs::read_to_string(today).unwrap(), "new\nagain\n");
+    }
+
+    #[test]
+    fn reopen_follows_a_file_moved_away() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("logs");
+        let mut r = Rolling::new(&dir, 7, 1 << 20).unwrap();
+        r.write_all(b"before\n").unwrap();
+        let name = dir.join(format!("mosaic-shipper.{}.log", today()));
+        let moved = dir.join("rotated-away");
+        std::fs::rename(&name, &moved).unwrap();
+        r.write_all(b"still the old file\n").unwrap();
+        reopen();
+        r.write_all(b"after\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&moved).unwrap(),
+            "before\nstill the old file\n"
+        );
+        assert_eq!(std::fs::read_to_string(&name).unwrap(), "after\n");
     }
 }

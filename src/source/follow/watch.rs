@@ -17,15 +17,29 @@ use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher as _};
 
-/// Sends a wake-up to the ingest loop (file events, shutdown requests).
+/// Why the ingest loop is woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// A file-system event: more tend to follow at once (a write, then
+    /// a rename), so the loop waits a moment for the burst to settle.
+    Event,
+    /// The agent asks (stop, finish, room in the journal): at once.
+    Asked,
+}
+
+/// Sends a wake-up to the ingest loop (shutdown requests, journal room).
 #[derive(Clone)]
-pub struct Waker(mpsc::Sender<()>);
+pub struct Waker(mpsc::Sender<Wake>);
 
 impl Waker {
     pub fn wake(&self) {
-        let _ = self.0.send(());
+        let _ = self.0.send(Wake::Asked);
     }
 }
+
+/// How long a burst of file-system events may take to settle before the
+/// loop looks, so that it costs one scan.
+const SETTLE: Duration = Duration::from_millis(20);
 
 /// More paths than this waiting for one look: a full scan is cheaper.
 const MAX_CHANGED_PATHS: usize = 4096;
@@ -47,8 +61,8 @@ pub struct Watcher {
     watcher: Option<notify::RecommendedWatcher>,
     watching: Vec<(PathBuf, RecursiveMode)>,
     changes: Arc<Mutex<Changes>>,
-    tx: mpsc::Sender<()>,
-    rx: mpsc::Receiver<()>,
+    tx: mpsc::Sender<Wake>,
+    rx: mpsc::Receiver<Wake>,
 }
 
 impl Watcher {
@@ -83,7 +97,7 @@ impl Watcher {
                 Err(_) => c.rescan = true,
             }
             drop(c);
-            let _ = event_tx.send(());
+            let _ = event_tx.send(Wake::Event);
         })
         .map_err(|e| tracing::warn!(error = %e, "file-system events unavailable; polling only"))
         .ok();
@@ -158,11 +172,27 @@ impl Watcher {
     }
 
     /// Sleeps until an event (then a short settle so that a burst of
-    /// events costs one scan) or `timeout`. Returns whether woken early.
+    /// events costs one scan), a request of the agent's (no settle: a
+    /// stop, or CMD's exit in init mode, is not kept waiting) or
+    /// `timeout`. Returns whether woken early.
     pub fn wait(&self, timeout: Duration) -> bool {
         match self.rx.recv_timeout(timeout) {
-            Ok(()) => {
-                std::thread::sleep(Duration::from_millis(20));
+            Ok(Wake::Event) => {
+                let settled = std::time::Instant::now() + SETTLE;
+                loop {
+                    let left = settled.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    match self.rx.recv_timeout(left) {
+                        Ok(Wake::Event) => continue,
+                        Ok(Wake::Asked) | Err(_) => break,
+                    }
+                }
+                while self.rx.try_recv().is_ok() {}
+                true
+            }
+            Ok(Wake::Asked) => {
                 while self.rx.try_recv().is_ok() {}
                 true
             }
