@@ -63,6 +63,13 @@ enum Command {
         /// acknowledged it, then exit 0 (batch use, tests, benchmarks).
         #[arg(long)]
         once: bool,
+        /// Move the store's journal aside (to <store.path>.broken-<time>)
+        /// and start with a new, empty one. For a store the agent refuses
+        /// (damaged, missing, deleted while running): the logs are then read
+        /// again from the start, and sinks may receive rows they already
+        /// have. Use it once, by hand, not in a service's command line.
+        #[arg(long)]
+        reset_store: bool,
         /// The command to run under the agent (init mode).
         #[arg(last = true, value_name = "CMD")]
         command: Vec<OsString>,
@@ -135,6 +142,10 @@ enum Command {
         /// Upload directories already marked synced again.
         #[arg(long)]
         include_synced: bool,
+        /// Move a refused store's journal aside and start a new one first
+        /// (see `run --reset-store`).
+        #[arg(long)]
+        reset_store: bool,
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
@@ -178,6 +189,10 @@ enum Command {
         /// same journal were not imported; their rows can then never be.
         #[arg(long)]
         allow_gap: bool,
+        /// Move a refused store's journal aside and start a new one first
+        /// (see `run --reset-store`).
+        #[arg(long)]
+        reset_store: bool,
     },
 }
 
@@ -207,6 +222,7 @@ fn main() -> ExitCode {
         Command::Sync {
             config,
             include_synced,
+            reset_store,
             paths,
         } => {
             use std::io::IsTerminal;
@@ -221,6 +237,11 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            if reset_store {
+                if let Err(e) = reset(&config) {
+                    return report(Err(e));
+                }
+            }
             let options = SyncOptions {
                 paths,
                 include_synced,
@@ -256,9 +277,11 @@ fn main() -> ExitCode {
             config,
             dir,
             allow_gap,
+            reset_store,
         } => {
             let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "off"));
             match load(config.as_deref()) {
+                Ok(c) if reset_store => report(reset(&c).and_then(|()| import(c, &dir, allow_gap))),
                 Ok(c) => report(import(c, &dir, allow_gap)),
                 Err(code) => code,
             }
@@ -266,6 +289,7 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             once,
+            reset_store,
             command,
         } if !command.is_empty() => {
             if once {
@@ -275,9 +299,19 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
-            init::main(config.as_deref(), command, cli.log_level.as_deref())
+            init::main(
+                config.as_deref(),
+                command,
+                cli.log_level.as_deref(),
+                reset_store,
+            )
         }
-        Command::Run { config, once, .. } => {
+        Command::Run {
+            config,
+            once,
+            reset_store,
+            ..
+        } => {
             let config = match load(config.as_deref()) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -288,6 +322,12 @@ fn main() -> ExitCode {
                 config.log.max_files,
                 config.log.max_bytes,
             );
+            if reset_store {
+                if let Err(e) = reset(&config) {
+                    tracing::error!("{}", message(&e));
+                    return ExitCode::FAILURE;
+                }
+            }
             match run(config, once) {
                 Ok(()) => ExitCode::SUCCESS,
                 // The agent's errors belong in its log files too; one line
@@ -345,6 +385,27 @@ fn message(e: &anyhow::Error) -> String {
     redact::scrubbed(&out)
 }
 
+/// `--reset-store`: moves the store's journal aside, saying where.
+fn reset(config: &Config) -> anyhow::Result<()> {
+    let store = &config.store.path;
+    match mosaic_shipper::journal::reset_store(store)? {
+        Some(aside) => {
+            let text = format!(
+                "--reset-store: the old store of {} is kept in {}; starting with a new store \
+                 (the logs are read again from the start, sinks may receive rows they already have)",
+                store.display(),
+                aside.display()
+            );
+            tracing::warn!("{text}");
+            if !tracing::enabled!(tracing::Level::WARN) {
+                eprintln!("mosaic-shipper: {text}");
+            }
+        }
+        None => tracing::info!(store = %store.display(), "--reset-store: there is no store yet"),
+    }
+    Ok(())
+}
+
 fn run(config: Config, once: bool) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -363,7 +424,11 @@ fn run(config: Config, once: bool) -> anyhow::Result<()> {
                 })
                 .await;
         }
-        wait_for_signal().await?;
+        let failed = agent.store_failed();
+        tokio::select! {
+            signal = wait_for_signal() => { signal?; }
+            error = failed => return Err(agent.stop_on_failure(error).await),
+        }
         tracing::info!("stopping: committing and delivering what is read");
         agent.shutdown(Duration::from_secs(5)).await
     })

@@ -11,6 +11,7 @@
 
 mod checkpoint;
 pub(crate) mod codec;
+pub mod marker;
 mod memo;
 mod transfer;
 
@@ -26,12 +27,15 @@ use tokio::sync::watch;
 use crate::row::{Entry, Row};
 use crate::stats::Counters;
 pub use checkpoint::FileState;
-use codec::{block_len, decode_block, encode_block, key_u64, u64_key};
+use codec::{block_len, decode_block, encode_block, key_u64, seal, u64_key, unseal};
+use marker::{Marker, Progress};
 pub use memo::Memo;
 pub use transfer::{ExportMark, ImportRecord, SourceMark};
 
-/// The journal's on-disk format version, refused when unknown.
-const FORMAT: u64 = 1;
+/// The journal's on-disk format version, refused when unknown. Format 2
+/// seals every value with a checksum (codec.rs); a format 1 journal is
+/// converted when it is opened.
+const FORMAT: u64 = 2;
 
 /// Errors of the store; each names the store path and what to do.
 #[derive(Debug, Error)]
@@ -41,26 +45,65 @@ pub enum JournalError {
          stop that process or point store.path elsewhere"
     )]
     Locked { path: PathBuf },
+    /// The store cannot be used as it is: sled refuses it, a record in it
+    /// is damaged, or it is missing, empty or behind what its marker says
+    /// was committed.
     #[error(
-        "store {path} cannot be opened: {detail}. It was left as it is. If it is damaged, \
-         move it aside (mv {path} {path}.broken) and start again: the logs will be re-read \
+        "store {path} cannot be used: {detail}. The agent did not start on it. To start over with a \
+         new store, run the agent once with --reset-store (it moves the journal aside to \
+         {path}.broken-<time>), or move {path} aside by hand; the logs are then read again \
          from the start and sinks may receive rows they already have"
     )]
     Open { path: PathBuf, detail: String },
     #[error("no store at {path}: the agent has not run with this configuration yet")]
     Missing { path: PathBuf },
+    /// sled failed (an I/O error: a full disk, a read error). Fatal: the
+    /// agent stops so that a supervisor restarts it.
     #[error("store {path}: {op} failed: {detail}")]
     Io {
         path: PathBuf,
         op: &'static str,
         detail: String,
     },
-    #[error("store {path}: damaged record in {what}: {detail}")]
+    /// A record read back is not what was stored (its checksum fails, it
+    /// does not decode). Fatal, and the store is refused from then on.
+    #[error(
+        "store {path}: damaged record in {what}: {detail}. The agent stops rather than skip \
+         it, and refuses this store from now on; start over with --reset-store (the logs are \
+         read again from the start) or move the store aside"
+    )]
     Corrupt {
         path: PathBuf,
         what: String,
         detail: String,
     },
+    /// An operation the journal declines (an import already done); nothing
+    /// is wrong with the store.
+    #[error("store {path}: {op} failed: {detail}")]
+    Refused {
+        path: PathBuf,
+        op: &'static str,
+        detail: String,
+    },
+    /// The store's files went away under the running agent. Fatal; the
+    /// marker records it, so the next start refuses the store.
+    #[error(
+        "store {path} was deleted while the agent was running ({detail}); stopping. The next \
+         start refuses it: start over with --reset-store (the logs are read again from the \
+         start and sinks may receive rows they already have)"
+    )]
+    Gone { path: PathBuf, detail: String },
+}
+
+impl JournalError {
+    /// Whether the agent must stop on this error (the store is failing or
+    /// damaged) rather than retry.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            JournalError::Io { .. } | JournalError::Corrupt { .. } | JournalError::Gone { .. }
+        )
+    }
 }
 
 /// A sink's durable position: the last sequence number it acknowledged and
@@ -89,6 +132,17 @@ pub struct Journal {
     acked: watch::Sender<u64>,
     /// Serialises deletions so that byte accounting stays exact.
     compact_lock: Mutex<()>,
+    /// The first fatal error ([`JournalError::is_fatal`]) met, in words;
+    /// the agent watches it and stops.
+    failed: watch::Sender<Option<String>>,
+    /// The marker as last written (`None` before the first write, and
+    /// for inspection, which never writes it).
+    marker: Mutex<Option<Marker>>,
+    /// Serialises [`Journal::record_progress`].
+    progress_lock: Mutex<()>,
+    /// Device and inode of sled's `db` file when opened: the store was
+    /// deleted or replaced under the agent when they change.
+    db_identity: Option<(u64, u64)>,
 }
 
 /// sled's page cache when the configuration does not say
@@ -101,21 +155,61 @@ const NEXT_SEQ: &[u8] = b"next_seq";
 const STORED_BYTES: &[u8] = b"stored_bytes";
 const COUNTERS: &[u8] = b"counters";
 const NEXT_FILE_ID: &[u8] = b"next_file_id";
+/// Stored as it is (8 bytes), not sealed: any other value is refused.
 const FORMAT_KEY: &[u8] = b"format";
 
-fn get_u64(tree: &sled::Tree, key: &[u8]) -> sled::Result<u64> {
-    Ok(tree.get(key)?.and_then(|v| key_u64(&v)).unwrap_or_default())
+/// sled's files that every store has: a marker without them is a store
+/// deleted or cut down.
+const SLED_FILES: [&str; 2] = ["db", "conf"];
+
+/// Why a transaction was aborted.
+#[derive(Debug, Clone)]
+pub(crate) enum TxAbort {
+    /// A value read inside it is damaged.
+    Damaged { what: String, detail: String },
+    /// The operation is declined (nothing is wrong with the store).
+    Refused(String),
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<String>>;
+type TxResult<T> = Result<T, ConflictableTransactionError<TxAbort>>;
+
+fn what_key(key: &[u8]) -> String {
+    match key_u64(key) {
+        Some(n) => format!("#{n}"),
+        None => String::from_utf8_lossy(key).into_owned(),
+    }
+}
+
+/// A sealed value read in a transaction, unsealed.
+fn tx_get(tree: &sled::transaction::TransactionalTree, key: &[u8]) -> TxResult<Option<Vec<u8>>> {
+    match tree.get(key)? {
+        None => Ok(None),
+        Some(v) => match unseal(key, &v) {
+            Ok(b) => Ok(Some(b.to_vec())),
+            Err(detail) => Err(ConflictableTransactionError::Abort(TxAbort::Damaged {
+                what: format!("journal key {}", what_key(key)),
+                detail,
+            })),
+        },
+    }
+}
 
 fn tx_u64(tree: &sled::transaction::TransactionalTree, key: &[u8]) -> TxResult<u64> {
-    Ok(tree.get(key)?.and_then(|v| key_u64(&v)).unwrap_or_default())
+    Ok(tx_get(tree, key)?
+        .and_then(|v| key_u64(&v))
+        .unwrap_or_default())
+}
+
+fn tx_put(tree: &sled::transaction::TransactionalTree, key: &[u8], value: &[u8]) -> TxResult<()> {
+    tree.insert(key, seal(key, value))?;
+    Ok(())
 }
 
 impl Journal {
     /// Opens (or creates) the store at `path`. A store that exists but
-    /// cannot be read is an error, never silently recreated.
+    /// cannot be read is an error, never silently recreated; so is one its
+    /// marker says was used before and that is now missing, empty,
+    /// damaged or behind the marker.
     pub fn open(path: &Path, enabled_sinks: &[&str]) -> Result<Journal, JournalError> {
         Self::open_with_cache(path, enabled_sinks, DEFAULT_CACHE_BYTES)
     }
@@ -128,13 +222,17 @@ impl Journal {
     ) -> Result<Journal, JournalError> {
         // The store is the agent's alone (rows, workers' config records):
         // 0700 directories and 0600 files, whatever the umask.
-        crate::util::create_private_dir(path)
-            .and_then(|()| crate::util::create_private_dir(&path.join("journal")))
-            .map_err(|e| JournalError::Open {
-                path: path.to_path_buf(),
-                detail: format!("cannot create the directory: {e}"),
-            })?;
-        let journal = Self::open_db(path, enabled_sinks, true, cache_bytes)?;
+        let cannot_create = |e: std::io::Error| JournalError::Open {
+            path: path.to_path_buf(),
+            detail: format!("cannot create the directory: {e}"),
+        };
+        crate::util::create_private_dir(path).map_err(cannot_create)?;
+        let marker = read_marker(path)?;
+        if let Some(m) = &marker {
+            expect_sled_files(path, m)?;
+        }
+        crate::util::create_private_dir(&path.join("journal")).map_err(cannot_create)?;
+        let journal = Self::open_db(path, enabled_sinks, true, cache_bytes, marker)?;
         crate::util::restrict_tree(&path.join("journal"));
         for name in enabled_sinks {
             journal.init_cursor(name)?;
@@ -142,18 +240,24 @@ impl Journal {
         journal.acked.send_replace(journal.min_cursor()?);
         // Sinks switched off since the last run may have held rows back.
         journal.compact()?;
+        journal.record_progress()?;
         Ok(journal)
     }
 
     /// Opens an existing store for inspection (`status`): nothing is
-    /// created, no cursor initialised, no row deleted.
+    /// created, no cursor initialised, no row deleted, the marker left as
+    /// it is (but checked as on any open).
     pub fn open_existing(path: &Path) -> Result<Journal, JournalError> {
+        let marker = read_marker(path)?;
+        if let Some(m) = &marker {
+            expect_sled_files(path, m)?;
+        }
         if !path.join("journal").is_dir() {
             return Err(JournalError::Missing {
                 path: path.to_path_buf(),
             });
         }
-        Self::open_db(path, &[], false, DEFAULT_CACHE_BYTES)
+        Self::open_db(path, &[], false, DEFAULT_CACHE_BYTES, marker)
     }
 
     /// Opens sled, waiting a moment for a lock that is being let go: a
@@ -186,7 +290,7 @@ impl Journal {
                 Err(e) => {
                     return Err(JournalError::Open {
                         path: path.to_path_buf(),
-                        detail: e.to_string(),
+                        detail: format!("sled cannot open it: {e}"),
                     })
                 }
             }
@@ -198,36 +302,53 @@ impl Journal {
         enabled_sinks: &[&str],
         create: bool,
         cache_bytes: u64,
+        marker: Option<Marker>,
     ) -> Result<Journal, JournalError> {
         drop_unpublished_snapshots(&path.join("journal"));
         let db = Self::open_sled(path, cache_bytes)?;
-        let open_err = |e: sled::Error| JournalError::Open {
+        let refuse = |detail: String| JournalError::Open {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            detail,
         };
+        let open_err = |e: sled::Error| refuse(format!("sled cannot read it: {e}"));
         let meta = db.open_tree("meta").map_err(open_err)?;
+        let mut fresh = false;
+        let mut convert = false;
         match meta.get(FORMAT_KEY).map_err(open_err)? {
+            None if marker.is_some() => {
+                let m = marker.as_ref().expect("checked");
+                return Err(refuse(format!(
+                    "it came back empty (sled opened it with no journal in it), but its marker \
+                     {} records a store used before, with rows up to #{}",
+                    marker::path(path).display(),
+                    m.progress.next_seq.saturating_sub(1)
+                )));
+            }
             None if create && db.tree_names().len() <= 2 => {
                 meta.insert(FORMAT_KEY, &u64_key(FORMAT))
                     .map_err(open_err)?;
+                fresh = true;
             }
             None => {
-                return Err(JournalError::Open {
-                    path: path.to_path_buf(),
-                    detail: "it is not a mosaic-shipper journal (no format marker)".into(),
-                })
+                return Err(refuse(
+                    "it is not a mosaic-shipper journal (no format marker)".into(),
+                ))
             }
             Some(v) if key_u64(&v) == Some(FORMAT) => {}
+            Some(v) if key_u64(&v) == Some(1) => convert = true,
             Some(v) => {
-                return Err(JournalError::Open {
-                    path: path.to_path_buf(),
-                    detail: format!(
-                        "unknown journal format {:?} (this build reads format {FORMAT})",
-                        key_u64(&v)
-                    ),
-                })
+                return Err(refuse(format!(
+                    "unknown journal format {:?} (this build reads format {FORMAT})",
+                    key_u64(&v)
+                )))
             }
         }
+        let db_identity = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(path.join("journal/db"))
+                .ok()
+                .map(|m| (m.dev(), m.ino()))
+        };
         let journal = Journal {
             path: path.to_path_buf(),
             rows: db.open_tree("rows").map_err(open_err)?,
@@ -240,41 +361,251 @@ impl Journal {
             last_seq: watch::channel(0).0,
             acked: watch::channel(0).0,
             compact_lock: Mutex::new(()),
+            failed: watch::channel(None).0,
+            marker: Mutex::new(None),
+            progress_lock: Mutex::new(()),
+            db_identity,
         };
+        if convert {
+            journal.convert_from_format_1()?;
+        }
+        journal.verify().map_err(|e| refuse(e.to_string()))?;
+        if fresh {
+            // Made now, so that the marker can name it.
+            journal.journal_id()?;
+        }
+        if let Some(m) = marker {
+            let id = journal
+                .stored_journal_id()
+                .map_err(|e| refuse(e.to_string()))?;
+            if id.as_deref() != Some(m.store_id.as_str()) {
+                return Err(refuse(format!(
+                    "it is not the store its marker {} describes (journal id {:?}, the marker \
+                     says {:?})",
+                    marker::path(path).display(),
+                    id.unwrap_or_default(),
+                    m.store_id
+                )));
+            }
+            let have = journal.progress().map_err(|e| refuse(e.to_string()))?;
+            if let Some(why) = have.behind(&m.progress) {
+                return Err(refuse(format!(
+                    "it is behind what its marker {} records as committed: {why}; sled lost \
+                     writes it had made durable (its files were damaged, cut or replaced)",
+                    marker::path(path).display()
+                )));
+            }
+            *journal.marker.lock().unwrap_or_else(|p| p.into_inner()) = Some(m);
+        }
         let last = journal.last_seq()?;
         journal.last_seq.send_replace(last);
         Ok(journal)
+    }
+
+    /// Checks every small record (metadata, cursors, file checkpoints,
+    /// import records) against its checksum. Rows are checked when read.
+    fn verify(&self) -> Result<(), JournalError> {
+        for (name, tree) in [
+            ("meta", &self.meta),
+            ("sinks", &self.sinks),
+            ("files", &self.files),
+            ("imports", &self.imports),
+        ] {
+            for item in tree.iter() {
+                let (k, v) = item.map_err(self.io("read the journal"))?;
+                if name == "meta" && &*k == FORMAT_KEY {
+                    continue;
+                }
+                unseal(&k, &v).map_err(|e| {
+                    self.damaged(format!("{name} record {}", String::from_utf8_lossy(&k)), e)
+                })?;
+            }
+        }
+        self.files()?;
+        self.counters()?;
+        Ok(())
+    }
+
+    /// Seals every value of a format 1 journal (stored without
+    /// checksums), in one transaction.
+    fn convert_from_format_1(&self) -> Result<(), JournalError> {
+        let collect = |tree: &sled::Tree| -> Result<Vec<(sled::IVec, sled::IVec)>, JournalError> {
+            tree.iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(self.io("read the journal"))
+        };
+        let rows = collect(&self.rows)?;
+        let files = collect(&self.files)?;
+        let sinks = collect(&self.sinks)?;
+        let meta = collect(&self.meta)?;
+        let imports = collect(&self.imports)?;
+        let stored: u64 = rows.iter().map(|(_, v)| 8 + v.len() as u64 + 4).sum();
+        (
+            &self.rows,
+            &self.files,
+            &self.sinks,
+            &self.meta,
+            &self.imports,
+        )
+            .transaction(|(rows_t, files_t, sinks_t, meta_t, imports_t)| {
+                for (tree, items) in [
+                    (rows_t, &rows),
+                    (files_t, &files),
+                    (sinks_t, &sinks),
+                    (imports_t, &imports),
+                ] {
+                    for (k, v) in items {
+                        tx_put(tree, k, v)?;
+                    }
+                }
+                for (k, v) in &meta {
+                    if &**k != FORMAT_KEY && &**k != STORED_BYTES {
+                        tx_put(meta_t, k, v)?;
+                    }
+                }
+                tx_put(meta_t, STORED_BYTES, &u64_key(stored))?;
+                meta_t.insert(FORMAT_KEY, &u64_key(FORMAT))?;
+                Ok(())
+            })
+            .map_err(|e| self.tx_err("convert the journal to format 2", e))?;
+        self.flush()?;
+        tracing::info!(store = %self.path.display(), "journal converted to format 2 (checksums on every record)");
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    fn io(&self, op: &'static str) -> impl Fn(sled::Error) -> JournalError + '_ {
-        move |e| JournalError::Io {
+    /// Records a fatal error (the first one counts), noting damage in the
+    /// marker so that the next start refuses the store.
+    fn fatal(&self, e: JournalError) -> JournalError {
+        if e.is_fatal() {
+            let text = e.to_string();
+            let first = self.failed.send_if_modified(|f| {
+                if f.is_none() {
+                    *f = Some(text.clone());
+                    true
+                } else {
+                    false
+                }
+            });
+            if first && matches!(e, JournalError::Corrupt { .. } | JournalError::Gone { .. }) {
+                self.note_damage(&text);
+            }
+        }
+        e
+    }
+
+    fn damaged(&self, what: String, detail: impl std::fmt::Display) -> JournalError {
+        self.fatal(JournalError::Corrupt {
             path: self.path.clone(),
-            op,
-            detail: e.to_string(),
+            what,
+            detail: detail.to_string(),
+        })
+    }
+
+    fn io(&self, op: &'static str) -> impl Fn(sled::Error) -> JournalError + '_ {
+        move |e| {
+            self.fatal(JournalError::Io {
+                path: self.path.clone(),
+                op,
+                detail: e.to_string(),
+            })
         }
     }
 
-    fn tx_err(&self, op: &'static str, e: TransactionError<String>) -> JournalError {
-        JournalError::Io {
-            path: self.path.clone(),
-            op,
-            detail: match e {
-                TransactionError::Abort(s) => s,
-                TransactionError::Storage(e) => e.to_string(),
+    fn tx_err(&self, op: &'static str, e: TransactionError<TxAbort>) -> JournalError {
+        match e {
+            TransactionError::Abort(TxAbort::Damaged { what, detail }) => {
+                self.damaged(what, detail)
+            }
+            TransactionError::Abort(TxAbort::Refused(detail)) => JournalError::Refused {
+                path: self.path.clone(),
+                op,
+                detail,
             },
+            TransactionError::Storage(e) => self.io(op)(e),
         }
+    }
+
+    /// Resolves with the first fatal error met (in words): the store is
+    /// failing (sled's I/O errors, a full disk), damaged, or was deleted.
+    /// The agent stops then; retrying cannot help.
+    pub fn failed(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut rx = self.failed.subscribe();
+        async move {
+            loop {
+                if let Some(e) = rx.borrow_and_update().clone() {
+                    return e;
+                }
+                if rx.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+
+    /// The first fatal error met, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.borrow().clone()
+    }
+
+    /// Refuses every operation once the store has failed: after a write
+    /// error sled's memory may hold what its files do not (an ack whose
+    /// flush failed), and a sink acting on that (creating a file its
+    /// durable state does not know) would deliver rows twice after the
+    /// restart. What is durable is exactly what a restart starts from.
+    fn live(&self) -> Result<(), JournalError> {
+        match &*self.failed.borrow() {
+            None => Ok(()),
+            Some(first) => Err(JournalError::Io {
+                path: self.path.clone(),
+                op: "use",
+                detail: format!("the store stopped after an earlier failure ({first})"),
+            }),
+        }
+    }
+
+    /// A sealed value, unsealed; damage is a fatal error naming `key`.
+    fn get(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        op: &'static str,
+    ) -> Result<Option<Vec<u8>>, JournalError> {
+        self.live()?;
+        match tree.get(key).map_err(self.io(op))? {
+            None => Ok(None),
+            Some(v) => unseal(key, &v)
+                .map(|b| Some(b.to_vec()))
+                .map_err(|e| self.damaged(format!("journal key {}", what_key(key)), e)),
+        }
+    }
+
+    fn put(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        value: &[u8],
+        op: &'static str,
+    ) -> Result<(), JournalError> {
+        self.live()?;
+        tree.insert(key, seal(key, value)).map_err(self.io(op))?;
+        Ok(())
+    }
+
+    fn meta_u64(&self, key: &[u8]) -> Result<u64, JournalError> {
+        Ok(self
+            .get(&self.meta, key, "read meta")?
+            .and_then(|v| key_u64(&v))
+            .unwrap_or_default())
     }
 
     /// A sink seen for the first time starts at the oldest row still held.
     fn init_cursor(&self, name: &str) -> Result<(), JournalError> {
         if self
-            .sinks
-            .get(name)
-            .map_err(self.io("read cursor"))?
+            .get(&self.sinks, name.as_bytes(), "read cursor")?
             .is_some()
         {
             return Ok(());
@@ -298,52 +629,56 @@ impl Journal {
     }
 
     pub fn last_seq(&self) -> Result<u64, JournalError> {
-        Ok(get_u64(&self.meta, NEXT_SEQ)
-            .map_err(self.io("read meta"))?
-            .saturating_sub(1))
+        Ok(self.meta_u64(NEXT_SEQ)?.saturating_sub(1))
     }
 
     /// Bytes of rows currently held (keys and values).
     pub fn stored_bytes(&self) -> Result<u64, JournalError> {
-        get_u64(&self.meta, STORED_BYTES).map_err(self.io("read meta"))
+        self.meta_u64(STORED_BYTES)
     }
 
     /// Totals over all files ever read.
     pub fn counters(&self) -> Result<Counters, JournalError> {
-        match self.meta.get(COUNTERS).map_err(self.io("read meta"))? {
+        match self.get(&self.meta, COUNTERS, "read meta")? {
             None => Ok(Counters::default()),
-            Some(v) => serde_json::from_slice(&v).map_err(|e| JournalError::Corrupt {
-                path: self.path.clone(),
-                what: "counters".into(),
-                detail: e.to_string(),
-            }),
+            Some(v) => serde_json::from_slice(&v).map_err(|e| self.damaged("counters".into(), e)),
         }
+    }
+
+    /// What only grows, as the marker records it.
+    fn progress(&self) -> Result<Progress, JournalError> {
+        Ok(Progress {
+            next_seq: self.meta_u64(NEXT_SEQ)?,
+            next_file_id: self.meta_u64(NEXT_FILE_ID)?,
+            cursors: self
+                .cursors()?
+                .into_iter()
+                .map(|(name, c)| (name, c.seq))
+                .collect(),
+        })
     }
 
     /// Allocates a new id for a file seen for the first time.
     pub fn new_file_id(&self) -> Result<u64, JournalError> {
-        let id = self
-            .meta
-            .update_and_fetch(NEXT_FILE_ID, |old| {
-                let n = old.and_then(key_u64).unwrap_or(0) + 1;
-                Some(u64_key(n).to_vec())
+        self.live()?;
+        self.meta
+            .transaction(|meta_t| {
+                let n = tx_u64(meta_t, NEXT_FILE_ID)? + 1;
+                tx_put(meta_t, NEXT_FILE_ID, &u64_key(n))?;
+                Ok(n)
             })
-            .map_err(self.io("allocate file id"))?
-            .and_then(|v| key_u64(&v))
-            .unwrap_or(1);
-        Ok(id)
+            .map_err(|e| self.tx_err("allocate file id", e))
     }
 
     /// Every file checkpoint, in id order.
     pub fn files(&self) -> Result<Vec<FileState>, JournalError> {
+        self.live()?;
         let mut out = Vec::new();
         for item in self.files.iter() {
             let (k, v) = item.map_err(self.io("read files"))?;
-            let state = serde_json::from_slice(&v).map_err(|e| JournalError::Corrupt {
-                path: self.path.clone(),
-                what: format!("file checkpoint {:?}", key_u64(&k)),
-                detail: e.to_string(),
-            })?;
+            let what = || format!("file checkpoint {}", what_key(&k));
+            let json = unseal(&k, &v).map_err(|e| self.damaged(what(), e))?;
+            let state = serde_json::from_slice(json).map_err(|e| self.damaged(what(), e))?;
             out.push(state);
         }
         Ok(out)
@@ -373,6 +708,7 @@ impl Journal {
         rows: &[Row],
         delta: &Counters,
     ) -> Result<u64, JournalError> {
+        self.live()?;
         let block = (!rows.is_empty()).then(|| encode_block(rows));
         let file_json = file.map(|f| serde_json::to_vec(f).expect("file state serialises"));
         let last = (&self.rows, &self.files, &self.meta)
@@ -380,25 +716,31 @@ impl Journal {
                 let mut next = tx_u64(meta_t, NEXT_SEQ)?.max(1);
                 let mut bytes = tx_u64(meta_t, STORED_BYTES)?;
                 if let Some(block) = &block {
-                    rows_t.insert(&u64_key(next), block.as_slice())?;
-                    bytes += 8 + block.len() as u64;
+                    let key = u64_key(next);
+                    let sealed = seal(&key, block);
+                    bytes += 8 + sealed.len() as u64;
+                    rows_t.insert(&key, sealed)?;
                     next += rows.len() as u64;
                 }
                 if let (Some(file), Some(json)) = (file, &file_json) {
-                    files_t.insert(&u64_key(file.id), json.as_slice())?;
+                    tx_put(files_t, &u64_key(file.id), json)?;
                 }
-                let mut counters: Counters = match meta_t.get(COUNTERS)? {
+                let mut counters: Counters = match tx_get(meta_t, COUNTERS)? {
                     Some(v) => serde_json::from_slice(&v).map_err(|e| {
-                        ConflictableTransactionError::Abort(format!("damaged counters: {e}"))
+                        ConflictableTransactionError::Abort(TxAbort::Damaged {
+                            what: "counters".into(),
+                            detail: e.to_string(),
+                        })
                     })?,
                     None => Counters::default(),
                 };
                 counters.add(delta);
-                meta_t.insert(NEXT_SEQ, &u64_key(next))?;
-                meta_t.insert(STORED_BYTES, &u64_key(bytes))?;
-                meta_t.insert(
+                tx_put(meta_t, NEXT_SEQ, &u64_key(next))?;
+                tx_put(meta_t, STORED_BYTES, &u64_key(bytes))?;
+                tx_put(
+                    meta_t,
                     COUNTERS,
-                    serde_json::to_vec(&counters).expect("counters serialise"),
+                    &serde_json::to_vec(&counters).expect("counters serialise"),
                 )?;
                 Ok(next - 1)
             })
@@ -409,17 +751,40 @@ impl Journal {
 
     /// Drops the checkpoint of a file that was read to its end and is gone.
     pub fn forget_file(&self, id: u64) -> Result<(), JournalError> {
+        self.live()?;
         self.files
             .remove(u64_key(id))
             .map_err(self.io("forget file"))?;
         Ok(())
     }
 
-    /// Up to `max` rows after `after`, in sequence order.
+    /// The rows of a stored block, checked against its checksum.
+    fn block_rows(&self, key: &[u8], stored: &[u8]) -> Result<Vec<Row>, JournalError> {
+        let first = key_u64(key).unwrap_or_default();
+        let what = || match block_len(stored) {
+            Some(n) if n > 0 => format!("rows #{first}..#{} (journal key {first})", first + n - 1),
+            _ => format!("the rows from #{first} (journal key {first})"),
+        };
+        let block = unseal(key, stored).map_err(|e| self.damaged(what(), e))?;
+        decode_block(block).map_err(|e| self.damaged(what(), e))
+    }
+
+    /// The row count of a stored block, checked against its checksum.
+    fn checked_block_len(&self, key: &[u8], stored: &[u8]) -> Result<u64, JournalError> {
+        let first = key_u64(key).unwrap_or_default();
+        let block = unseal(key, stored).map_err(|e| {
+            self.damaged(format!("the rows from #{first} (journal key {first})"), e)
+        })?;
+        Ok(block_len(block).unwrap_or(0))
+    }
+
     /// Rows after `after`, in sequence order: whole blocks (one per ingest
     /// commit) until at least `max` rows are taken, so a block is decoded
-    /// once, not once per `max` rows.
+    /// once, not once per `max` rows. A block whose checksum fails is a
+    /// fatal error naming its rows (see [`JournalError::Corrupt`]): a row
+    /// is never skipped silently.
     pub fn read_after(&self, after: u64, max: usize) -> Result<Vec<Entry>, JournalError> {
+        self.live()?;
         let want = after.saturating_add(1);
         // The block holding `want` starts at or before it.
         let start = match self
@@ -429,7 +794,7 @@ impl Journal {
             .transpose()
             .map_err(self.io("read rows"))?
         {
-            Some((k, v)) if key_u64(&k).unwrap_or(0) + block_len(&v).unwrap_or(0) > want => {
+            Some((k, v)) if key_u64(&k).unwrap_or(0) + self.checked_block_len(&k, &v)? > want => {
                 key_u64(&k).unwrap_or(want)
             }
             _ => want,
@@ -441,12 +806,7 @@ impl Journal {
             }
             let (k, v) = item.map_err(self.io("read rows"))?;
             let first = key_u64(&k).unwrap_or_default();
-            let rows = decode_block(&v).map_err(|e| JournalError::Corrupt {
-                path: self.path.clone(),
-                what: format!("rows from #{first}"),
-                detail: e.to_string(),
-            })?;
-            for (i, row) in rows.into_iter().enumerate() {
+            for (i, row) in self.block_rows(&k, &v)?.into_iter().enumerate() {
                 let seq = first + i as u64;
                 if seq >= want {
                     out.push(Entry { seq, row });
@@ -457,17 +817,13 @@ impl Journal {
     }
 
     pub fn cursor(&self, sink: &str) -> Result<SinkCursor, JournalError> {
-        match self.sinks.get(sink).map_err(self.io("read cursor"))? {
+        match self.get(&self.sinks, sink.as_bytes(), "read cursor")? {
             None => Ok(SinkCursor::default()),
             Some(v) if v.len() >= 8 => Ok(SinkCursor {
                 seq: key_u64(&v[..8]).unwrap_or_default(),
                 state: v[8..].to_vec(),
             }),
-            Some(_) => Err(JournalError::Corrupt {
-                path: self.path.clone(),
-                what: format!("cursor of sink {sink}"),
-                detail: "shorter than 8 bytes".into(),
-            }),
+            Some(_) => Err(self.damaged(format!("cursor of sink {sink}"), "shorter than 8 bytes")),
         }
     }
 
@@ -486,10 +842,7 @@ impl Journal {
     fn put_cursor(&self, sink: &str, c: &SinkCursor) -> Result<(), JournalError> {
         let mut v = u64_key(c.seq).to_vec();
         v.extend_from_slice(&c.state);
-        self.sinks
-            .insert(sink, v)
-            .map_err(self.io("write cursor"))?;
-        Ok(())
+        self.put(&self.sinks, sink.as_bytes(), &v, "write cursor")
     }
 
     /// Records that `sink` has durably delivered every row up to `seq`,
@@ -514,13 +867,14 @@ impl Journal {
 
     /// Deletes rows acknowledged by every enabled sink.
     fn compact(&self) -> Result<(), JournalError> {
+        self.live()?;
         let _guard = self.compact_lock.lock().unwrap_or_else(|p| p.into_inner());
         let upto = self.min_cursor()?;
         let mut keys = Vec::new();
         let mut freed = 0u64;
         for item in self.rows.range(..=u64_key(upto)) {
             let (k, v) = item.map_err(self.io("read rows"))?;
-            let last = key_u64(&k).unwrap_or(0) + block_len(&v).unwrap_or(0) - 1;
+            let last = key_u64(&k).unwrap_or(0) + self.checked_block_len(&k, &v)? - 1;
             if last > upto {
                 break; // partly acknowledged: kept until all of it is
             }
@@ -540,13 +894,14 @@ impl Journal {
     }
 
     fn delete_rows(&self, keys: &[sled::IVec], freed: u64) -> Result<(), JournalError> {
+        self.live()?;
         (&self.rows, &self.meta)
             .transaction(|(rows_t, meta_t)| {
                 for k in keys {
                     rows_t.remove(k)?;
                 }
                 let bytes = tx_u64(meta_t, STORED_BYTES)?;
-                meta_t.insert(STORED_BYTES, &u64_key(bytes.saturating_sub(freed)))?;
+                tx_put(meta_t, STORED_BYTES, &u64_key(bytes.saturating_sub(freed)))?;
                 Ok(())
             })
             .map_err(|e| self.tx_err("delete acknowledged rows", e))
@@ -568,6 +923,7 @@ impl Journal {
 
     /// Makes everything committed so far durable on disk.
     pub fn flush(&self) -> Result<(), JournalError> {
+        self.live()?;
         self.db.flush().map_err(self.io("flush"))?;
         Ok(())
     }
@@ -575,6 +931,217 @@ impl Journal {
     pub fn size_on_disk(&self) -> Result<u64, JournalError> {
         self.db.size_on_disk().map_err(self.io("measure"))
     }
+
+    /// Brings the marker up to what sled has durably committed: the
+    /// counters are read, sled is flushed, then the marker is written, so
+    /// the marker is never ahead of sled (a SIGKILL between the two leaves
+    /// it behind, which an open accepts). Writes nothing when nothing
+    /// moved. The agent calls this now and then and when it stops.
+    pub fn record_progress(&self) -> Result<(), JournalError> {
+        let _serial = self.progress_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let known = self
+            .marker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let store_id = match &known {
+            Some(m) => m.store_id.clone(),
+            // Durable with the flush below, before the marker names it.
+            None => self.journal_id()?,
+        };
+        let progress = self.progress()?;
+        if known.as_ref().is_some_and(|m| m.progress == progress)
+            && marker::path(&self.path).exists()
+        {
+            return Ok(());
+        }
+        self.flush()?;
+        let now = crate::util::now_secs() as u64;
+        let next = match known {
+            Some(m) => Marker {
+                progress,
+                updated_at: now,
+                ..m
+            },
+            None => Marker {
+                store_id,
+                created_at: now,
+                updated_at: now,
+                progress,
+                damage: None,
+            },
+        };
+        self.write_marker(&next)
+    }
+
+    fn write_marker(&self, m: &Marker) -> Result<(), JournalError> {
+        let mut known = self.marker.lock().unwrap_or_else(|p| p.into_inner());
+        if known.as_ref().is_some_and(|k| k.damage.is_some()) {
+            return Ok(()); // the damage note stays
+        }
+        marker::write(&self.path, m).map_err(|e| {
+            self.fatal(JournalError::Io {
+                path: self.path.clone(),
+                op: "write the marker",
+                detail: format!("{}: {e}", marker::path(&self.path).display()),
+            })
+        })?;
+        *known = Some(m.clone());
+        Ok(())
+    }
+
+    /// Notes in the marker why the store is refused from now on.
+    fn note_damage(&self, why: &str) {
+        let mut known = self.marker.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(m) = known.as_mut() else {
+            return; // still opening: the open fails with the error itself
+        };
+        if m.damage.is_some() {
+            return;
+        }
+        m.damage = Some(why.to_string());
+        m.updated_at = crate::util::now_secs() as u64;
+        if let Err(e) = marker::write(&self.path, m) {
+            tracing::error!(file = %marker::path(&self.path).display(), error = %e, "cannot record the store's damage in its marker");
+        }
+    }
+
+    /// Checks that the store is still there: sled's files are the ones
+    /// opened, the marker exists (it is written again if only it went).
+    /// The store deleted or replaced under the agent is a fatal
+    /// [`JournalError::Gone`], and recorded in a marker (written again if
+    /// need be) so that the next start refuses what is left.
+    pub fn check_presence(&self) -> Result<(), JournalError> {
+        use std::os::unix::fs::MetadataExt;
+        let gone = |detail: String| {
+            self.fatal(JournalError::Gone {
+                path: self.path.clone(),
+                detail,
+            })
+        };
+        let db = self.path.join("journal/db");
+        match std::fs::metadata(&db) {
+            Ok(m) if Some((m.dev(), m.ino())) == self.db_identity => {}
+            Ok(_) => {
+                return Err(gone(format!(
+                    "{} was replaced by another file",
+                    db.display()
+                )))
+            }
+            Err(e) => return Err(gone(format!("{}: {e}", db.display()))),
+        }
+        let conf = self.path.join("journal/conf");
+        if let Err(e) = std::fs::metadata(&conf) {
+            return Err(gone(format!("{}: {e}", conf.display())));
+        }
+        let file = marker::path(&self.path);
+        if !file.exists() {
+            let known = self
+                .marker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(m) = known {
+                tracing::warn!(file = %file.display(), "the store's marker was deleted; writing it again");
+                self.write_marker(&m)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The marker of the store at `path`, if any; a damaged one, or one that
+/// records damage, refuses the store.
+fn read_marker(path: &Path) -> Result<Option<Marker>, JournalError> {
+    let refuse = |detail: String| JournalError::Open {
+        path: path.to_path_buf(),
+        detail,
+    };
+    match marker::read(path).map_err(refuse)? {
+        Some(m) if m.damage.is_some() => Err(refuse(format!(
+            "an agent stopped on it earlier (its marker {} says: {})",
+            marker::path(path).display(),
+            m.damage.as_deref().unwrap_or_default()
+        ))),
+        m => Ok(m),
+    }
+}
+
+/// With a marker, sled's files must be there: sled would quietly make a
+/// new, empty store in their place.
+fn expect_sled_files(path: &Path, m: &Marker) -> Result<(), JournalError> {
+    for name in SLED_FILES {
+        let file = path.join("journal").join(name);
+        if let Err(e) = std::fs::metadata(&file) {
+            return Err(JournalError::Open {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "{} is missing ({e}), but the store's marker {} records a store used \
+                     before, with rows up to #{}",
+                    file.display(),
+                    marker::path(path).display(),
+                    m.progress.next_seq.saturating_sub(1)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Moves the store's journal aside, for `--reset-store`: sled's directory,
+/// the marker and the status snapshot go to `<path>.broken-<time>` (UTC);
+/// the agent's logs stay. Returns where they went, or `None` when there
+/// was nothing to move. Refused while another process holds the store.
+pub fn reset_store(path: &Path) -> Result<Option<PathBuf>, JournalError> {
+    use std::os::fd::AsRawFd;
+    let io = |op: &'static str, e: std::io::Error| JournalError::Io {
+        path: path.to_path_buf(),
+        op,
+        detail: e.to_string(),
+    };
+    let journal = path.join("journal");
+    let marker_file = marker::path(path);
+    if !journal.exists() && !marker_file.exists() {
+        return Ok(None);
+    }
+    // sled's lock: not while an agent runs on it.
+    let _lock = match std::fs::File::open(journal.join("db")) {
+        Ok(db) => {
+            // SAFETY: flock on a descriptor owned here, released on drop.
+            if unsafe { libc::flock(db.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                return Err(JournalError::Locked {
+                    path: path.to_path_buf(),
+                });
+            }
+            Some(db)
+        }
+        Err(_) => None,
+    };
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_else(|_| "unknown".into());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "store".into());
+    let mut aside = path.with_file_name(format!("{name}.broken-{stamp}"));
+    let mut n = 1;
+    while aside.exists() {
+        n += 1;
+        aside = path.with_file_name(format!("{name}.broken-{stamp}-{n}"));
+    }
+    crate::util::create_private_dir(&aside)
+        .map_err(|e| io("create the directory for the old store", e))?;
+    for entry in ["journal", marker::FILE, "status.json"] {
+        let from = path.join(entry);
+        if from.exists() {
+            std::fs::rename(&from, aside.join(entry))
+                .map_err(|e| io("move the old store aside", e))?;
+        }
+    }
+    Ok(Some(aside))
 }
 
 /// Works around a sled 0.34.7 bug that turns a SIGKILL into a store that
