@@ -267,10 +267,23 @@ impl Agent {
     /// moment, and returns `error` (the process exits non-zero, and a
     /// supervisor such as systemd's `Restart=on-failure` starts it again).
     /// Nothing is lost: what was not acknowledged ships after the restart.
-    pub async fn stop_on_failure(self, error: String) -> anyhow::Error {
+    pub async fn stop_on_failure(mut self, error: String) -> anyhow::Error {
         tracing::error!(store = %self.config.store.path.display(), "{error}; stopping");
-        if let Err(e) = self.shutdown(STORE_FAILED_DRAIN).await {
-            tracing::debug!("draining after the store failed: {e:#}");
+        self.ingest.stop();
+        // After a write error a sled call may never return (a flush
+        // waiting for a write sled will not make): nothing here waits on
+        // the store unbounded.
+        if tokio::time::timeout(STORE_FAILED_WAIT, &mut self.ingest_done)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the ingest thread is stuck in the store; not waiting for it");
+        }
+        let until = Instant::now() + STORE_FAILED_DRAIN;
+        match tokio::time::timeout(STORE_FAILED_WAIT + DRAIN_GRACE, self.drain(until)).await {
+            Ok(Err(e)) => tracing::debug!("draining after the store failed: {e:#}"),
+            Err(_) => tracing::warn!("the sinks are stuck in the store; not waiting for them"),
+            Ok(Ok(())) => {}
         }
         anyhow::anyhow!(error)
     }
@@ -585,6 +598,9 @@ fn delivered_up_to(journal: &Journal, config: &Config) -> anyhow::Result<u64> {
 /// failed), so they only get [`DRAIN_GRACE`] to stop. What they wrote
 /// without an acknowledgement is cut back by their recovery at the restart.
 const STORE_FAILED_DRAIN: Duration = Duration::ZERO;
+
+/// How long stopping after the store failed waits for each stage.
+const STORE_FAILED_WAIT: Duration = Duration::from_secs(2);
 
 /// Watches the store under a running agent: every [`PRESENCE_EVERY`] that
 /// its files are still there ([`Journal::check_presence`]), every

@@ -411,7 +411,7 @@ fn run(config: Config, once: bool) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let agent = Agent::start(config, once)?;
         if once {
             return agent
@@ -431,7 +431,10 @@ fn run(config: Config, once: bool) -> anyhow::Result<()> {
         }
         tracing::info!("stopping: committing and delivering what is read");
         agent.shutdown(Duration::from_secs(5)).await
-    })
+    });
+    // A thread stuck in a failed store must not keep the process up.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result
 }
 
 /// Waits for SIGTERM or SIGINT; returns which (its number).

@@ -15,6 +15,7 @@ pub mod marker;
 mod memo;
 mod transfer;
 
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -115,15 +116,18 @@ pub struct SinkCursor {
 }
 
 /// Handle to the store. Cheap to share behind an `Arc`.
+///
+/// sled's handles are dropped by hand ([`Drop`] below): not at all once the
+/// store has failed.
 pub struct Journal {
     path: PathBuf,
-    db: sled::Db,
-    rows: sled::Tree,
-    files: sled::Tree,
-    sinks: sled::Tree,
-    meta: sled::Tree,
+    db: ManuallyDrop<sled::Db>,
+    rows: ManuallyDrop<sled::Tree>,
+    files: ManuallyDrop<sled::Tree>,
+    sinks: ManuallyDrop<sled::Tree>,
+    meta: ManuallyDrop<sled::Tree>,
     /// Bundles imported into this journal (transfer.rs).
-    imports: sled::Tree,
+    imports: ManuallyDrop<sled::Tree>,
     /// The sinks whose acknowledgements gate deletion.
     enabled_sinks: Vec<String>,
     /// Last committed sequence number; sinks wait on it.
@@ -287,12 +291,7 @@ impl Journal {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(40));
                 }
-                Err(e) => {
-                    return Err(JournalError::Open {
-                        path: path.to_path_buf(),
-                        detail: format!("sled cannot open it: {e}"),
-                    })
-                }
+                Err(e) => return Err(sled_open_error(path, "open", e)),
             }
         }
     }
@@ -310,7 +309,7 @@ impl Journal {
             path: path.to_path_buf(),
             detail,
         };
-        let open_err = |e: sled::Error| refuse(format!("sled cannot read it: {e}"));
+        let open_err = |e: sled::Error| sled_open_error(path, "read", e);
         let meta = db.open_tree("meta").map_err(open_err)?;
         let mut fresh = false;
         let mut convert = false;
@@ -351,12 +350,12 @@ impl Journal {
         };
         let journal = Journal {
             path: path.to_path_buf(),
-            rows: db.open_tree("rows").map_err(open_err)?,
-            files: db.open_tree("files").map_err(open_err)?,
-            sinks: db.open_tree("sinks").map_err(open_err)?,
-            imports: db.open_tree("imports").map_err(open_err)?,
-            meta,
-            db,
+            rows: ManuallyDrop::new(db.open_tree("rows").map_err(open_err)?),
+            files: ManuallyDrop::new(db.open_tree("files").map_err(open_err)?),
+            sinks: ManuallyDrop::new(db.open_tree("sinks").map_err(open_err)?),
+            imports: ManuallyDrop::new(db.open_tree("imports").map_err(open_err)?),
+            meta: ManuallyDrop::new(meta),
+            db: ManuallyDrop::new(db),
             enabled_sinks: enabled_sinks.iter().map(|s| s.to_string()).collect(),
             last_seq: watch::channel(0).0,
             acked: watch::channel(0).0,
@@ -441,11 +440,11 @@ impl Journal {
         let imports = collect(&self.imports)?;
         let stored: u64 = rows.iter().map(|(_, v)| 8 + v.len() as u64 + 4).sum();
         (
-            &self.rows,
-            &self.files,
-            &self.sinks,
-            &self.meta,
-            &self.imports,
+            &*self.rows,
+            &*self.files,
+            &*self.sinks,
+            &*self.meta,
+            &*self.imports,
         )
             .transaction(|(rows_t, files_t, sinks_t, meta_t, imports_t)| {
                 for (tree, items) in [
@@ -480,6 +479,20 @@ impl Journal {
     /// Records a fatal error (the first one counts), noting damage in the
     /// marker so that the next start refuses the store.
     fn fatal(&self, e: JournalError) -> JournalError {
+        // sled's error when its files were deleted under it ("No such
+        // file") says less than what happened.
+        let e = match e {
+            JournalError::Io { .. } if self.failed.borrow().is_none() => {
+                match self.missing_files() {
+                    Some(detail) => JournalError::Gone {
+                        path: self.path.clone(),
+                        detail,
+                    },
+                    None => e,
+                }
+            }
+            e => e,
+        };
         if e.is_fatal() {
             let text = e.to_string();
             let first = self.failed.send_if_modified(|f| {
@@ -711,7 +724,7 @@ impl Journal {
         self.live()?;
         let block = (!rows.is_empty()).then(|| encode_block(rows));
         let file_json = file.map(|f| serde_json::to_vec(f).expect("file state serialises"));
-        let last = (&self.rows, &self.files, &self.meta)
+        let last = (&*self.rows, &*self.files, &*self.meta)
             .transaction(|(rows_t, files_t, meta_t)| {
                 let mut next = tx_u64(meta_t, NEXT_SEQ)?.max(1);
                 let mut bytes = tx_u64(meta_t, STORED_BYTES)?;
@@ -760,21 +773,13 @@ impl Journal {
 
     /// The rows of a stored block, checked against its checksum.
     fn block_rows(&self, key: &[u8], stored: &[u8]) -> Result<Vec<Row>, JournalError> {
-        let first = key_u64(key).unwrap_or_default();
-        let what = || match block_len(stored) {
-            Some(n) if n > 0 => format!("rows #{first}..#{} (journal key {first})", first + n - 1),
-            _ => format!("the rows from #{first} (journal key {first})"),
-        };
-        let block = unseal(key, stored).map_err(|e| self.damaged(what(), e))?;
-        decode_block(block).map_err(|e| self.damaged(what(), e))
+        let block = unseal(key, stored).map_err(|e| self.damaged(block_what(key, stored), e))?;
+        decode_block(block).map_err(|e| self.damaged(block_what(key, stored), e))
     }
 
     /// The row count of a stored block, checked against its checksum.
     fn checked_block_len(&self, key: &[u8], stored: &[u8]) -> Result<u64, JournalError> {
-        let first = key_u64(key).unwrap_or_default();
-        let block = unseal(key, stored).map_err(|e| {
-            self.damaged(format!("the rows from #{first} (journal key {first})"), e)
-        })?;
+        let block = unseal(key, stored).map_err(|e| self.damaged(block_what(key, stored), e))?;
         Ok(block_len(block).unwrap_or(0))
     }
 
@@ -895,7 +900,7 @@ impl Journal {
 
     fn delete_rows(&self, keys: &[sled::IVec], freed: u64) -> Result<(), JournalError> {
         self.live()?;
-        (&self.rows, &self.meta)
+        (&*self.rows, &*self.meta)
             .transaction(|(rows_t, meta_t)| {
                 for k in keys {
                     rows_t.remove(k)?;
@@ -1012,27 +1017,11 @@ impl Journal {
     /// [`JournalError::Gone`], and recorded in a marker (written again if
     /// need be) so that the next start refuses what is left.
     pub fn check_presence(&self) -> Result<(), JournalError> {
-        use std::os::unix::fs::MetadataExt;
-        let gone = |detail: String| {
-            self.fatal(JournalError::Gone {
+        if let Some(detail) = self.missing_files() {
+            return Err(self.fatal(JournalError::Gone {
                 path: self.path.clone(),
                 detail,
-            })
-        };
-        let db = self.path.join("journal/db");
-        match std::fs::metadata(&db) {
-            Ok(m) if Some((m.dev(), m.ino())) == self.db_identity => {}
-            Ok(_) => {
-                return Err(gone(format!(
-                    "{} was replaced by another file",
-                    db.display()
-                )))
-            }
-            Err(e) => return Err(gone(format!("{}: {e}", db.display()))),
-        }
-        let conf = self.path.join("journal/conf");
-        if let Err(e) = std::fs::metadata(&conf) {
-            return Err(gone(format!("{}: {e}", conf.display())));
+            }));
         }
         let file = marker::path(&self.path);
         if !file.exists() {
@@ -1047,6 +1036,85 @@ impl Journal {
             }
         }
         Ok(())
+    }
+}
+
+impl Journal {
+    /// What is missing of sled's files, or replaced, in words; `None`
+    /// while they are the ones opened.
+    fn missing_files(&self) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let db = self.path.join("journal/db");
+        match std::fs::metadata(&db) {
+            Ok(m) if Some((m.dev(), m.ino())) == self.db_identity => {}
+            Ok(_) => return Some(format!("{} was replaced by another file", db.display())),
+            Err(e) => return Some(format!("{}: {e}", db.display())),
+        }
+        let conf = self.path.join("journal/conf");
+        std::fs::metadata(&conf)
+            .err()
+            .map(|e| format!("{}: {e}", conf.display()))
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        if self.failed.borrow().is_some() {
+            // sled's handles flush when the last one goes, and after a
+            // write error (a full disk) sled 0.34.7's flush waits forever
+            // for a write it will never make: the agent would hang instead
+            // of exiting. They are leaked; the process is stopping, and
+            // what was durable is what the restart starts from.
+            return;
+        }
+        // SAFETY: each handle is dropped once, here, and never used again
+        // (`self` is being dropped).
+        unsafe {
+            ManuallyDrop::drop(&mut self.rows);
+            ManuallyDrop::drop(&mut self.files);
+            ManuallyDrop::drop(&mut self.sinks);
+            ManuallyDrop::drop(&mut self.meta);
+            ManuallyDrop::drop(&mut self.imports);
+            ManuallyDrop::drop(&mut self.db);
+        }
+    }
+}
+
+/// A stored block, in words: its rows (as far as its count can be
+/// trusted) and its key.
+fn block_what(key: &[u8], stored: &[u8]) -> String {
+    let first = key_u64(key).unwrap_or_default();
+    match block_len(stored) {
+        Some(n) if n > 0 => format!("rows #{first}..#{} (journal key {first})", first + n - 1),
+        _ => format!("the rows from #{first} (journal key {first})"),
+    }
+}
+
+/// sled's error while opening the store: a full disk, a read-only file
+/// system or a permission is said as such (starting over would not help,
+/// freeing space or fixing the permission does); any other (sled finds its
+/// files corrupt or cut) refuses the store.
+fn sled_open_error(path: &Path, op: &'static str, e: sled::Error) -> JournalError {
+    let environmental = |io: &std::io::Error| {
+        matches!(
+            io.raw_os_error(),
+            Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS)
+        ) || io.kind() == std::io::ErrorKind::PermissionDenied
+            || io.to_string().contains("No space left")
+    };
+    match e {
+        sled::Error::Io(io) if environmental(&io) => JournalError::Io {
+            path: path.to_path_buf(),
+            op,
+            detail: format!(
+                "{io} (sled's files under {})",
+                path.join("journal").display()
+            ),
+        },
+        e => JournalError::Open {
+            path: path.to_path_buf(),
+            detail: format!("sled cannot {op} it: {e}"),
+        },
     }
 }
 
@@ -1104,14 +1172,20 @@ pub fn reset_store(path: &Path) -> Result<Option<PathBuf>, JournalError> {
     if !journal.exists() && !marker_file.exists() {
         return Ok(None);
     }
-    // sled's lock: not while an agent runs on it.
+    // sled's lock: not while an agent runs on it. A handle closed in this
+    // process lets go of it a moment later (as in `open_sled`).
     let _lock = match std::fs::File::open(journal.join("db")) {
         Ok(db) => {
+            let mut tries = 0;
             // SAFETY: flock on a descriptor owned here, released on drop.
-            if unsafe { libc::flock(db.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                return Err(JournalError::Locked {
-                    path: path.to_path_buf(),
-                });
+            while unsafe { libc::flock(db.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                if tries >= 25 {
+                    return Err(JournalError::Locked {
+                        path: path.to_path_buf(),
+                    });
+                }
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(40));
             }
             Some(db)
         }
@@ -1286,6 +1360,216 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
         assert!(std::fs::read(dir.path().join("journal/db")).unwrap() == vec![0xAB; 4096]);
+    }
+
+    /// A store with rows, cursors and a file checkpoint, closed.
+    fn used_store(store: &Path) {
+        let j = Journal::open(store, &["jsonl"]).unwrap();
+        j.commit_ingest(&file(1, 30), &[row(1), row(2)], &Counters::default())
+            .unwrap();
+        j.ack("jsonl", 1, vec![]).unwrap();
+        j.record_progress().unwrap();
+    }
+
+    fn refusal(store: &Path) -> String {
+        let err = Journal::open(store, &["jsonl"])
+            .err()
+            .expect("must be refused");
+        assert!(matches!(err, JournalError::Open { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&store.display().to_string()), "{msg}");
+        assert!(msg.contains("--reset-store"), "{msg}");
+        msg
+    }
+
+    #[test]
+    fn a_store_used_before_is_never_taken_for_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        used_store(&store);
+        let m = marker::read(&store).unwrap().unwrap();
+        assert_eq!(m.progress.next_seq, 3);
+        assert_eq!(m.progress.cursors["jsonl"], 1);
+        // Reopening an intact store is fine, and it is checked as well.
+        drop(Journal::open(&store, &["jsonl"]).unwrap());
+
+        for gone in ["db", "conf"] {
+            let copy = dir.path().join(format!("without-{gone}"));
+            copy_dir(&store, &copy);
+            std::fs::remove_file(copy.join("journal").join(gone)).unwrap();
+            let msg = refusal(&copy);
+            assert!(msg.contains(&format!("journal/{gone} is missing")), "{msg}");
+            assert!(
+                !copy.join("journal").join(gone).exists(),
+                "nothing was created"
+            );
+        }
+        let copy = dir.path().join("emptied");
+        copy_dir(&store, &copy);
+        std::fs::remove_dir_all(copy.join("journal")).unwrap();
+        let msg = refusal(&copy);
+        assert!(msg.contains("is missing"), "{msg}");
+        assert!(matches!(
+            Journal::open_existing(&copy),
+            Err(JournalError::Open { .. })
+        ));
+
+        // A different (new) store under an old marker.
+        let copy = dir.path().join("swapped");
+        copy_dir(&store, &copy);
+        std::fs::remove_dir_all(copy.join("journal")).unwrap();
+        let other = dir.path().join("other");
+        drop(Journal::open(&other, &["jsonl"]).unwrap());
+        copy_dir(&other.join("journal"), &copy.join("journal"));
+        assert!(refusal(&copy).contains("not the store its marker"));
+
+        // Behind the marker: sled lost what it had made durable.
+        let copy = dir.path().join("behind");
+        copy_dir(&store, &copy);
+        let mut m = marker::read(&copy).unwrap().unwrap();
+        m.progress.next_seq = 10;
+        marker::write(&copy, &m).unwrap();
+        assert!(refusal(&copy).contains("rows up to #9"));
+        let mut m = marker::read(&store).unwrap().unwrap();
+        m.progress.cursors.insert("jsonl".into(), 2);
+        marker::write(&copy, &m).unwrap();
+        assert!(refusal(&copy).contains("sink jsonl's cursor is at #1"));
+    }
+
+    #[test]
+    fn a_damaged_row_stops_the_journal_and_the_store_is_refused_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        used_store(&store);
+        {
+            let j = Journal::open(&store, &["jsonl"]).unwrap();
+            j.commit_events(&[row(3), row(4)]).unwrap();
+            // One bit of the block of #3..#4 flipped, as a disk would.
+            let mut v = j.rows.get(u64_key(3)).unwrap().unwrap().to_vec();
+            v[6] ^= 0x10;
+            j.rows.insert(u64_key(3), v).unwrap();
+            let err = j.read_after(2, 10).unwrap_err();
+            assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("rows #3..#4") && msg.contains("checksum"),
+                "{msg}"
+            );
+            assert!(j.failure().is_some());
+            // Nothing goes on after it: not even what still works.
+            assert!(j.read_after(0, 10).is_err());
+            assert!(j.ack("jsonl", 2, vec![]).is_err());
+            assert!(j.flush().is_err());
+        }
+        let msg = refusal(&store);
+        assert!(msg.contains("rows #3..#4"), "{msg}");
+        // The failed journal's sled handles are leaked (see `Drop`), with
+        // sled's lock: in this process the store stays locked.
+        assert!(matches!(
+            reset_store(&store),
+            Err(JournalError::Locked { .. })
+        ));
+    }
+
+    #[test]
+    fn reset_store_moves_the_journal_aside_and_a_new_one_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        assert_eq!(reset_store(&store).unwrap(), None, "nothing to move");
+        used_store(&store);
+        let old_id = marker::read(&store).unwrap().unwrap().store_id;
+        std::fs::remove_file(store.join("journal/db")).unwrap();
+        refusal(&store);
+        let aside = reset_store(&store).unwrap().unwrap();
+        assert!(aside.join("journal/conf").exists() && aside.join(marker::FILE).exists());
+        assert!(aside
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("store.broken-"));
+        let j = Journal::open(&store, &["jsonl"]).unwrap();
+        assert_eq!(j.last_seq().unwrap(), 0, "a new store");
+        assert_ne!(j.journal_id().unwrap(), old_id);
+        assert!(matches!(
+            reset_store(&store),
+            Err(JournalError::Locked { .. })
+        ));
+    }
+
+    #[test]
+    fn the_store_deleted_under_an_open_journal_is_told_and_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let j = Journal::open(&store, &["jsonl"]).unwrap();
+        j.commit_events(&[row(1)]).unwrap();
+        j.check_presence().unwrap();
+        // The marker alone is written again.
+        std::fs::remove_file(marker::path(&store)).unwrap();
+        j.check_presence().unwrap();
+        assert!(marker::path(&store).exists());
+        std::fs::remove_dir_all(&store).unwrap();
+        let err = j.check_presence().unwrap_err();
+        assert!(matches!(err, JournalError::Gone { .. }), "{err}");
+        assert!(j
+            .failure()
+            .unwrap()
+            .contains("deleted while the agent was running"));
+        drop(j);
+        let msg = refusal(&store);
+        assert!(msg.contains("deleted while the agent was running"), "{msg}");
+    }
+
+    #[test]
+    fn a_format_1_journal_is_sealed_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        {
+            // What format 1 wrote: the same trees, values without checksums.
+            let db = sled::open(store.join("journal")).unwrap();
+            let meta = db.open_tree("meta").unwrap();
+            let block = encode_block(&[row(1), row(2)]);
+            meta.insert(FORMAT_KEY, &u64_key(1)).unwrap();
+            meta.insert(NEXT_SEQ, &u64_key(3)).unwrap();
+            meta.insert(STORED_BYTES, &u64_key(8 + block.len() as u64))
+                .unwrap();
+            meta.insert(b"journal_id", b"0123").unwrap();
+            db.open_tree("rows")
+                .unwrap()
+                .insert(u64_key(1), block)
+                .unwrap();
+            let f = serde_json::to_vec(&file(1, 30)).unwrap();
+            db.open_tree("files")
+                .unwrap()
+                .insert(u64_key(1), f)
+                .unwrap();
+            let mut cursor = u64_key(1).to_vec();
+            cursor.extend_from_slice(b"st");
+            db.open_tree("sinks")
+                .unwrap()
+                .insert("jsonl", cursor)
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let j = Journal::open(&store, &["jsonl"]).unwrap();
+        assert_eq!(j.last_seq().unwrap(), 2);
+        assert_eq!(j.files().unwrap()[0].offset, 30);
+        assert_eq!(j.cursor("jsonl").unwrap().state, b"st");
+        assert_eq!(j.journal_id().unwrap(), "0123");
+        assert_eq!(j.read_after(1, 10).unwrap()[0].row, row(2));
+        j.ack("jsonl", 2, vec![]).unwrap();
+        assert_eq!(j.stored_bytes().unwrap(), 0, "accounting stays exact");
+        assert_eq!(marker::read(&store).unwrap().unwrap().store_id, "0123");
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
     }
 
     #[test]

@@ -143,7 +143,7 @@ impl Journal {
         let mut cursor = u64_key(seq).to_vec();
         cursor.extend_from_slice(state);
         let mark = serde_json::to_vec(mark).expect("export mark serialises");
-        (&self.sinks, &self.meta)
+        (&*self.sinks, &*self.meta)
             .transaction(|(sinks_t, meta_t)| {
                 tx_put(sinks_t, sink.as_bytes(), &cursor)?;
                 tx_put(meta_t, LAST_EXPORT, &mark)?;
@@ -226,7 +226,7 @@ impl Journal {
             bundle_id: record.bundle_id.clone(),
         })
         .expect("source mark serialises");
-        let done = (&self.rows, &self.meta, &self.imports)
+        let done = (&*self.rows, &*self.meta, &*self.imports)
             .transaction(|(rows_t, meta_t, imports_t)| {
                 if imports_t.get(&bundle)?.is_some() {
                     return Err(ConflictableTransactionError::Abort(TxAbort::Refused(
