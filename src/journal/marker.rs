@@ -6,7 +6,7 @@
 //! word, and the agent would read every log again from the start and ship
 //! it all a second time. The marker is written outside sled's files, so it
 //! survives what happens to them, and it records lower bounds of what sled
-//! has durably committed (the next sequence number, the next file id, every
+//! has durably committed (the next sequence number, the lines read, every
 //! sink's cursor). On open, a store that is missing, empty or behind the
 //! marker is refused (`Journal::open`), never silently recreated.
 //!
@@ -47,8 +47,8 @@ pub struct Marker {
 pub struct Progress {
     /// The sequence number the next row will get.
     pub next_seq: u64,
-    /// The last file id handed out.
-    pub next_file_id: u64,
+    /// Lines (and records) read from all files, ever.
+    pub lines_read: u64,
     /// Every sink's cursor.
     pub cursors: BTreeMap<String, u64>,
 }
@@ -64,10 +64,10 @@ impl Progress {
                 recorded.next_seq.saturating_sub(1)
             ));
         }
-        if self.next_file_id < recorded.next_file_id {
+        if self.lines_read < recorded.lines_read {
             return Some(format!(
-                "it knows {} files (the marker records {})",
-                self.next_file_id, recorded.next_file_id
+                "it has read {} lines of the logs (the marker records {})",
+                self.lines_read, recorded.lines_read
             ));
         }
         for (sink, &seq) in &recorded.cursors {
@@ -168,7 +168,7 @@ mod tests {
             updated_at: 2,
             progress: Progress {
                 next_seq: 10,
-                next_file_id: 3,
+                lines_read: 3,
                 cursors: [("jsonl".to_string(), 9)].into_iter().collect(),
             },
             damage: None,

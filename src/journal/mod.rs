@@ -52,8 +52,8 @@ pub enum JournalError {
     #[error(
         "store {path} cannot be used: {detail}. The agent did not start on it. To start over with a \
          new store, run the agent once with --reset-store (it moves the journal aside to \
-         {path}.broken-<time>), or move {path} aside by hand; the logs are then read again \
-         from the start and sinks may receive rows they already have"
+         {path}.broken-<time>), or move it aside by hand (mv {path} {path}.broken); the logs \
+         are then read again from the start and sinks may receive rows they already have"
     )]
     Open { path: PathBuf, detail: String },
     #[error("no store at {path}: the agent has not run with this configuration yet")]
@@ -503,8 +503,17 @@ impl Journal {
                     false
                 }
             });
-            if first && matches!(e, JournalError::Corrupt { .. } | JournalError::Gone { .. }) {
-                self.note_damage(&text);
+            let note = match &e {
+                JournalError::Corrupt { what, detail, .. } => {
+                    Some(format!("damaged record in {what}: {detail}"))
+                }
+                JournalError::Gone { detail, .. } => Some(format!(
+                    "it was deleted while the agent was running ({detail})"
+                )),
+                _ => None,
+            };
+            if let (true, Some(note)) = (first, note) {
+                self.note_damage(&note);
             }
         }
         e
@@ -662,7 +671,7 @@ impl Journal {
     fn progress(&self) -> Result<Progress, JournalError> {
         Ok(Progress {
             next_seq: self.meta_u64(NEXT_SEQ)?,
-            next_file_id: self.meta_u64(NEXT_FILE_ID)?,
+            lines_read: self.counters()?.lines,
             cursors: self
                 .cursors()?
                 .into_iter()
@@ -1127,9 +1136,9 @@ fn read_marker(path: &Path) -> Result<Option<Marker>, JournalError> {
     };
     match marker::read(path).map_err(refuse)? {
         Some(m) if m.damage.is_some() => Err(refuse(format!(
-            "an agent stopped on it earlier (its marker {} says: {})",
-            marker::path(path).display(),
-            m.damage.as_deref().unwrap_or_default()
+            "an agent stopped on it earlier: {} (recorded in its marker {})",
+            m.damage.as_deref().unwrap_or_default(),
+            marker::path(path).display()
         ))),
         m => Ok(m),
     }
