@@ -42,6 +42,15 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
 /// How often a running agent refreshes `<store>/status.json`.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
 
+/// How often a running agent checks that its store is still there.
+const PRESENCE_EVERY: Duration = Duration::from_secs(2);
+
+/// How often a running agent brings the store's marker up to date (when
+/// rows or cursors moved): each costs a flush of sled and a small file
+/// written and synced, and a marker that lags only weakens the check of
+/// the writes since.
+const MARKER_EVERY: Duration = Duration::from_secs(10);
+
 /// How long past a drain's deadline a sink may take to finish the flush it
 /// is in before it is aborted. Aborting is safe (a sink's cursor and state
 /// move in one journal write, and recovery cuts its destination back to
@@ -226,6 +235,7 @@ impl Agent {
             background.spawn(crate::metrics::serve(listener, probe.clone()));
         }
         background.spawn(snapshots(probe.clone()));
+        background.spawn(guard_store(journal.clone()));
         tracing::info!(
             store = %config.store.path.display(),
             sinks = ?enabled,
@@ -264,6 +274,41 @@ impl Agent {
     /// What status reports are made from (the daemon's SIGUSR1).
     pub fn probe(&self) -> Probe {
         self.probe.clone()
+    }
+
+    /// Resolves when the store has failed (sled's I/O errors, a full disk,
+    /// damage, the store deleted), with the error in words. Retrying
+    /// cannot help: the caller stops the agent ([`Agent::stop_on_failure`]).
+    pub fn store_failed(&self) -> impl Future<Output = String> + Send + 'static {
+        self.journal.failed()
+    }
+
+    /// Stops after the store failed: logs `error` once, with the store's
+    /// path, stops reading, lets the sinks deliver what they can for a
+    /// moment, and returns `error` (the process exits non-zero, and a
+    /// supervisor such as systemd's `Restart=on-failure` starts it again).
+    /// Nothing is lost: what was not acknowledged ships after the restart.
+    pub async fn stop_on_failure(mut self, error: String) -> anyhow::Error {
+        tracing::error!(store = %self.config.store.path.display(), "{error}; stopping");
+        self.ingest.stop();
+        // After a write error a sled call may never return (a flush
+        // waiting for a write sled will not make): nothing here waits on
+        // the store unbounded.
+        if !matches!(
+            self.join_ingest(Instant::now() + STORE_FAILED_WAIT).await,
+            Ok(true)
+        ) {
+            tracing::warn!("the ingest thread is stuck in the store; not waiting for it");
+        }
+        let until = Instant::now() + STORE_FAILED_DRAIN;
+        match tokio::time::timeout(STORE_FAILED_WAIT + DRAIN_GRACE, self.drain_sinks(until)).await {
+            Ok(failed) if !failed.is_empty() => {
+                tracing::debug!("draining after the store failed: {}", failed.join("; "))
+            }
+            Err(_) => tracing::warn!("the sinks are stuck in the store; not waiting for them"),
+            Ok(_) => {}
+        }
+        anyhow::anyhow!(error)
     }
 
     /// Waits for the ingest thread to return, but not past `until`.
@@ -364,8 +409,15 @@ impl Agent {
         let mut until = Instant::now() + Duration::from_secs(365 * 24 * 3600);
         let mut stopped: Option<OnceStopped> = None;
         let mut check = tokio::time::interval(Duration::from_millis(250));
+        let failed = self.store_failed();
+        tokio::pin!(failed);
+        let mut store_failed = None;
         loop {
             tokio::select! {
+                error = &mut failed => {
+                    store_failed = Some(error);
+                    break;
+                }
                 joined = self.join_ingest(until) => {
                     if !joined? {
                         tracing::warn!("the stop deadline passed while a commit of the logs was in progress; not waiting for it (it lands whole or not at all)");
@@ -387,6 +439,9 @@ impl Agent {
                 }
             }
         }
+        if let Some(error) = store_failed {
+            return Err(self.stop_on_failure(error).await);
+        }
         let last = self.journal.last_seq()?;
         let (journal, config) = (self.journal.clone(), self.config.clone());
         if matches!(stopped, Some(OnceStopped::Full { .. })) {
@@ -403,6 +458,11 @@ impl Agent {
                 return Err(OnceStopped::Interrupted { signal }.into());
             }
         };
+        if let Some(error) = journal.failure() {
+            // The store failed while draining: the error is what matters.
+            tracing::error!(store = %config.store.path.display(), "{error}; stopping");
+            return Err(anyhow::anyhow!(error));
+        }
         let closed = self.close().await;
         let drained = closed.and_then(|()| {
             anyhow::ensure!(failed.is_empty(), "sinks failed: {}", failed.join("; "));
@@ -582,6 +642,7 @@ impl Agent {
     async fn close(&mut self) -> anyhow::Result<()> {
         self.background.shutdown().await;
         self.journal.flush()?;
+        self.journal.record_progress()?;
         if let Ok(status) = self.probe.status() {
             let _ = status.write_snapshot(&self.config.store.path);
             let delivering = self.config.delivering_sinks();
@@ -628,6 +689,46 @@ fn delivered_up_to(journal: &Journal, config: &Config) -> anyhow::Result<u64> {
         upto = upto.min(journal.cursor(name)?.seq);
     }
     Ok(upto)
+}
+
+/// How long the sinks may deliver after the store failed: nothing more can
+/// be acknowledged then (the journal refuses every operation once it has
+/// failed), so they only get [`DRAIN_GRACE`] to stop. What they wrote
+/// without an acknowledgement is cut back by their recovery at the restart.
+const STORE_FAILED_DRAIN: Duration = Duration::ZERO;
+
+/// How long stopping after the store failed waits for each stage.
+const STORE_FAILED_WAIT: Duration = Duration::from_secs(2);
+
+/// Watches the store under a running agent: every [`PRESENCE_EVERY`] that
+/// its files are still there ([`Journal::check_presence`]), every
+/// [`MARKER_EVERY`] that its marker is up to date
+/// ([`Journal::record_progress`]). A failure is recorded by the journal as
+/// fatal, which stops the agent ([`Agent::store_failed`]).
+async fn guard_store(journal: Arc<Journal>) {
+    let mut last_marker = Instant::now();
+    loop {
+        tokio::time::sleep(PRESENCE_EVERY).await;
+        let j = journal.clone();
+        let due = last_marker.elapsed() >= MARKER_EVERY;
+        let checked = tokio::task::spawn_blocking(move || {
+            j.check_presence()?;
+            if due {
+                j.record_progress()?;
+            }
+            Ok::<(), crate::journal::JournalError>(())
+        })
+        .await;
+        if due {
+            last_marker = Instant::now();
+        }
+        match checked {
+            Ok(Ok(())) => {}
+            // Recorded as fatal by the journal: the agent is stopping.
+            Ok(Err(_)) => return,
+            Err(e) => tracing::error!(error = %e, "the store check panicked"),
+        }
+    }
 }
 
 /// Keeps `<store>/status.json` current without paying for it at rest.

@@ -47,7 +47,11 @@ pub fn run(config: Config, once: bool, signals: Signals) -> anyhow::Result<u8> {
                 .await?;
             return Ok(0);
         }
-        let (sig, at) = first.nth(1).await;
+        let failed = agent.store_failed();
+        let (sig, at) = tokio::select! {
+            stop = first.nth(1) => stop,
+            error = failed => return Err(agent.stop_on_failure(error).await),
+        };
         tracing::info!(
             signal = %SigName(sig),
             deadline_secs = STOP_DEADLINE.as_secs(),

@@ -64,6 +64,13 @@ enum Command {
         /// acknowledged it, then exit 0 (batch use, tests, benchmarks).
         #[arg(long)]
         once: bool,
+        /// Move the store's journal aside (to <store.path>.broken-<time>)
+        /// and start with a new, empty one. For a store the agent refuses
+        /// (damaged, missing, deleted while running): the logs are then read
+        /// again from the start, and sinks may receive rows they already
+        /// have. Use it once, by hand, not in a service's command line.
+        #[arg(long)]
+        reset_store: bool,
         /// The command to run under the agent (init mode).
         #[arg(last = true, value_name = "CMD")]
         command: Vec<OsString>,
@@ -136,6 +143,10 @@ enum Command {
         /// Upload directories already marked synced again.
         #[arg(long)]
         include_synced: bool,
+        /// Move a refused store's journal aside and start a new one first
+        /// (see `run --reset-store`).
+        #[arg(long)]
+        reset_store: bool,
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
@@ -179,6 +190,10 @@ enum Command {
         /// same journal were not imported; their rows can then never be.
         #[arg(long)]
         allow_gap: bool,
+        /// Move a refused store's journal aside and start a new one first
+        /// (see `run --reset-store`).
+        #[arg(long)]
+        reset_store: bool,
     },
 }
 
@@ -215,6 +230,7 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             once,
+            reset_store,
             command,
         } if !command.is_empty() => {
             if once {
@@ -224,11 +240,25 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
-            init::main(config.as_deref(), command, cli.log_level.as_deref())
+            init::main(
+                config.as_deref(),
+                command,
+                cli.log_level.as_deref(),
+                reset_store,
+            )
         }
-        Command::Run { config, once, .. } => {
-            daemon(config.as_deref(), once, startup, cli.log_level.as_deref())
-        }
+        Command::Run {
+            config,
+            once,
+            reset_store,
+            ..
+        } => daemon(
+            config.as_deref(),
+            once,
+            reset_store,
+            startup,
+            cli.log_level.as_deref(),
+        ),
         other => command(other, cli.log_level.as_deref()),
     }
 }
@@ -237,6 +267,7 @@ fn main() -> ExitCode {
 fn daemon(
     config: Option<&Path>,
     once: bool,
+    reset_store: bool,
     startup: Option<Startup>,
     log_level: Option<&str>,
 ) -> ExitCode {
@@ -272,6 +303,12 @@ fn daemon(
         config.log.max_files,
         config.log.max_bytes,
     );
+    if reset_store {
+        if let Err(e) = reset(&config) {
+            tracing::error!("{}", message(&e));
+            return ExitCode::FAILURE;
+        }
+    }
     match mosaic_shipper::daemon::run(config, once, signals) {
         Ok(code) => ExitCode::from(code),
         // The agent's errors belong in its log files too; one line
@@ -303,6 +340,7 @@ fn command(command: Command, log_level: Option<&str>) -> ExitCode {
         Command::Sync {
             config,
             include_synced,
+            reset_store,
             paths,
         } => {
             use std::io::IsTerminal;
@@ -317,6 +355,11 @@ fn command(command: Command, log_level: Option<&str>) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            if reset_store {
+                if let Err(e) = reset(&config) {
+                    return report(Err(e));
+                }
+            }
             let options = SyncOptions {
                 paths,
                 include_synced,
@@ -352,9 +395,11 @@ fn command(command: Command, log_level: Option<&str>) -> ExitCode {
             config,
             dir,
             allow_gap,
+            reset_store,
         } => {
             let _log = logging::init_stderr(logging::filter(log_level, "off"));
             match load(config.as_deref()) {
+                Ok(c) if reset_store => report(reset(&c).and_then(|()| import(c, &dir, allow_gap))),
                 Ok(c) => report(import(c, &dir, allow_gap)),
                 Err(code) => code,
             }
@@ -405,6 +450,27 @@ fn message(e: &anyhow::Error) -> String {
         out.push_str(&text);
     }
     redact::scrubbed(&out)
+}
+
+/// `--reset-store`: moves the store's journal aside, saying where.
+fn reset(config: &Config) -> anyhow::Result<()> {
+    let store = &config.store.path;
+    match mosaic_shipper::journal::reset_store(store)? {
+        Some(aside) => {
+            let text = format!(
+                "--reset-store: the old store of {} is kept in {}; starting with a new store \
+                 (the logs are read again from the start, sinks may receive rows they already have)",
+                store.display(),
+                aside.display()
+            );
+            tracing::warn!("{text}");
+            if !tracing::enabled!(tracing::Level::WARN) {
+                eprintln!("mosaic-shipper: {text}");
+            }
+        }
+        None => tracing::info!(store = %store.display(), "--reset-store: there is no store yet"),
+    }
+    Ok(())
 }
 
 fn sync(config: Config, options: SyncOptions) -> ExitCode {

@@ -61,6 +61,7 @@ pub fn main(
     config_path: Option<&Path>,
     command: Vec<OsString>,
     log_level: Option<&str>,
+    reset_store: bool,
 ) -> ExitCode {
     // First, before any thread exists (see `signals`).
     let blocked = match Blocked::install() {
@@ -182,7 +183,7 @@ pub fn main(
         return ExitCode::from(code);
     }
 
-    let code = supervise(config, init, console, rx);
+    let code = supervise(config, init, console, rx, reset_store);
     console::restore_terminal();
     ExitCode::from(code)
 }
@@ -194,6 +195,7 @@ fn supervise(
     init: InitConfig,
     console: Option<console::Console>,
     mut rx: mpsc::UnboundedReceiver<Event>,
+    reset_store: bool,
 ) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -211,7 +213,8 @@ fn supervise(
         }
     };
     let code = runtime.block_on(async move {
-        let agent = config.and_then(|config| match Agent::start(config, false) {
+        let config = config.filter(|c| !reset_store || reset(c));
+        let mut agent = config.and_then(|config| match Agent::start(config, false) {
             Ok(agent) => Some(agent),
             Err(e) => {
                 tracing::error!("SHIPPING IS OFF for this run: the pipeline did not start: {e:#}. CMD runs regardless");
@@ -219,7 +222,24 @@ fn supervise(
             }
         });
         let mut stops = 0u32;
-        let Some((exit, exited_at)) = wait_for_exit(&mut rx, &mut stops).await else {
+        let failed: std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> =
+            match &agent {
+                Some(a) => Box::pin(a.store_failed()),
+                None => Box::pin(std::future::pending()),
+            };
+        let exit = tokio::select! {
+            exit = wait_for_exit(&mut rx, &mut stops) => exit,
+            error = failed => {
+                // CMD is not the agent's to stop: shipping stops, CMD runs
+                // on and the process still exits with its code.
+                if let Some(a) = agent.take() {
+                    let e = a.stop_on_failure(error).await;
+                    tracing::error!("SHIPPING IS OFF for the rest of this run: {e}. CMD runs regardless");
+                }
+                wait_for_exit(&mut rx, &mut stops).await
+            }
+        };
+        let Some((exit, exited_at)) = exit else {
             tracing::error!("the signal/reaper thread stopped; cannot learn CMD's exit");
             return 1;
         };
@@ -251,6 +271,24 @@ fn supervise(
     runtime.shutdown_timeout(Duration::from_secs(1));
     tracing::info!(code, "exiting with CMD's code");
     code
+}
+
+/// `--reset-store` in init mode: moves the store's journal aside; false
+/// (shipping stays off, CMD runs) when it cannot.
+fn reset(config: &Config) -> bool {
+    match crate::journal::reset_store(&config.store.path) {
+        Ok(Some(aside)) => {
+            tracing::warn!(store = %config.store.path.display(), old = %aside.display(), "--reset-store: the old store is kept aside; starting with a new store (the logs are read again from the start)");
+            true
+        }
+        Ok(None) => true,
+        Err(e) => {
+            tracing::error!(
+                "SHIPPING IS OFF for this run: --reset-store failed: {e}. CMD runs regardless"
+            );
+            false
+        }
+    }
 }
 
 fn exit_code_u8(exit: ChildExit) -> u8 {

@@ -4,6 +4,11 @@
 //! new optional fields can be added without rewriting old journals.
 //! Small, rarely written records (file checkpoints, counters) are JSON so
 //! that a human can read them with any sled tool.
+//!
+//! Every value the journal stores is sealed ([`seal`]): a crc32c of its key
+//! and bytes follows it. sled's own checks have let damage through (a
+//! flipped byte in its `db` file read back as an empty store), so the
+//! journal checks what it reads itself ([`unseal`]).
 
 use std::collections::BTreeMap;
 
@@ -127,6 +132,40 @@ fn row_of(s: StoredRow) -> Row {
     }
 }
 
+/// A value as stored: `value`, then crc32c(key, value) as a big-endian
+/// u32. The key is covered so that a value read under the wrong key (a
+/// damaged index) is caught too. A block keeps its row count in front
+/// ([`block_len`] reads it from a sealed value as well).
+pub fn seal(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len() + 4);
+    out.extend_from_slice(value);
+    out.extend_from_slice(&checksum(key, value).to_be_bytes());
+    out
+}
+
+/// The value of a sealed `stored` value, if its checksum matches.
+pub fn unseal<'a>(key: &[u8], stored: &'a [u8]) -> Result<&'a [u8], String> {
+    let Some(split) = stored.len().checked_sub(4) else {
+        return Err(format!("{} bytes, shorter than its checksum", stored.len()));
+    };
+    let (value, sum) = stored.split_at(split);
+    let sum = u32::from_be_bytes(sum.try_into().expect("4 bytes"));
+    let want = checksum(key, value);
+    if sum != want {
+        return Err(format!(
+            "checksum mismatch (stored {sum:08x}, computed {want:08x} over {} bytes)",
+            value.len()
+        ));
+    }
+    Ok(value)
+}
+
+fn checksum(key: &[u8], value: &[u8]) -> u32 {
+    let crc = crc32c::crc32c(&(key.len() as u32).to_be_bytes());
+    let crc = crc32c::crc32c_append(crc, key);
+    crc32c::crc32c_append(crc, value)
+}
+
 pub fn u64_key(n: u64) -> [u8; 8] {
     n.to_be_bytes()
 }
@@ -138,6 +177,30 @@ pub fn key_u64(k: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sealed_value_catches_any_flipped_bit_and_a_wrong_key() {
+        let block = encode_block(&[Row {
+            run_id: "r".into(),
+            step: 7,
+            wall_time: 1.0,
+            values: [("x".to_string(), 2.0)].into_iter().collect(),
+            event: None,
+            origin: Origin::Log,
+        }]);
+        let key = u64_key(5);
+        let sealed = seal(&key, &block);
+        assert_eq!(unseal(&key, &sealed).unwrap(), block.as_slice());
+        assert_eq!(block_len(&sealed), Some(1), "the count stays in front");
+        for i in 0..sealed.len() * 8 {
+            let mut bad = sealed.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            assert!(unseal(&key, &bad).is_err(), "bit {i} flipped went unseen");
+        }
+        assert!(unseal(&u64_key(6), &sealed).is_err());
+        assert!(unseal(&key, &sealed[..3]).is_err());
+        assert!(unseal(&key, &sealed[..sealed.len() - 1]).is_err());
+    }
 
     #[test]
     fn rows_round_trip_bit_exactly() {

@@ -11,9 +11,12 @@
 
 mod checkpoint;
 pub(crate) mod codec;
+mod guard;
+pub mod marker;
 mod memo;
 mod transfer;
 
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -26,12 +29,17 @@ use tokio::sync::watch;
 use crate::row::{Entry, Row};
 use crate::stats::Counters;
 pub use checkpoint::FileState;
-use codec::{block_len, decode_block, encode_block, key_u64, u64_key};
+use codec::{block_len, decode_block, encode_block, key_u64, seal, u64_key, unseal};
+pub use guard::reset_store;
+use guard::{expect_sled_files, read_marker};
+use marker::{Marker, Progress};
 pub use memo::Memo;
 pub use transfer::{ExportMark, ImportRecord, SourceMark};
 
-/// The journal's on-disk format version, refused when unknown.
-const FORMAT: u64 = 1;
+/// The journal's on-disk format version, refused when unknown. Format 2
+/// seals every value with a checksum (codec.rs); a format 1 journal is
+/// converted when it is opened.
+const FORMAT: u64 = 2;
 
 /// Errors of the store; each names the store path and what to do.
 #[derive(Debug, Error)]
@@ -41,26 +49,65 @@ pub enum JournalError {
          stop that process or point store.path elsewhere"
     )]
     Locked { path: PathBuf },
+    /// The store cannot be used as it is: sled refuses it, a record in it
+    /// is damaged, or it is missing, empty or behind what its marker says
+    /// was committed.
     #[error(
-        "store {path} cannot be opened: {detail}. It was left as it is. If it is damaged, \
-         move it aside (mv {path} {path}.broken) and start again: the logs will be re-read \
-         from the start and sinks may receive rows they already have"
+        "store {path} cannot be used: {detail}. The agent did not start on it. To start over with a \
+         new store, run the agent once with --reset-store (it moves the journal aside to \
+         {path}.broken-<time>), or move it aside by hand (mv {path} {path}.broken); the logs \
+         are then read again from the start and sinks may receive rows they already have"
     )]
     Open { path: PathBuf, detail: String },
     #[error("no store at {path}: the agent has not run with this configuration yet")]
     Missing { path: PathBuf },
+    /// sled failed (an I/O error: a full disk, a read error). Fatal: the
+    /// agent stops so that a supervisor restarts it.
     #[error("store {path}: {op} failed: {detail}")]
     Io {
         path: PathBuf,
         op: &'static str,
         detail: String,
     },
-    #[error("store {path}: damaged record in {what}: {detail}")]
+    /// A record read back is not what was stored (its checksum fails, it
+    /// does not decode). Fatal, and the store is refused from then on.
+    #[error(
+        "store {path}: damaged record in {what}: {detail}. The agent stops rather than skip \
+         it, and refuses this store from now on; start over with --reset-store (the logs are \
+         read again from the start) or move the store aside"
+    )]
     Corrupt {
         path: PathBuf,
         what: String,
         detail: String,
     },
+    /// An operation the journal declines (an import already done); nothing
+    /// is wrong with the store.
+    #[error("store {path}: {op} failed: {detail}")]
+    Refused {
+        path: PathBuf,
+        op: &'static str,
+        detail: String,
+    },
+    /// The store's files went away under the running agent. Fatal; the
+    /// marker records it, so the next start refuses the store.
+    #[error(
+        "store {path} was deleted while the agent was running ({detail}); stopping. The next \
+         start refuses it: start over with --reset-store (the logs are read again from the \
+         start and sinks may receive rows they already have)"
+    )]
+    Gone { path: PathBuf, detail: String },
+}
+
+impl JournalError {
+    /// Whether the agent must stop on this error (the store is failing or
+    /// damaged) rather than retry.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            JournalError::Io { .. } | JournalError::Corrupt { .. } | JournalError::Gone { .. }
+        )
+    }
 }
 
 /// A sink's durable position: the last sequence number it acknowledged and
@@ -72,15 +119,18 @@ pub struct SinkCursor {
 }
 
 /// Handle to the store. Cheap to share behind an `Arc`.
+///
+/// sled's handles are dropped by hand ([`Drop`] below): not at all once the
+/// store has failed.
 pub struct Journal {
     path: PathBuf,
-    db: sled::Db,
-    rows: sled::Tree,
-    files: sled::Tree,
-    sinks: sled::Tree,
-    meta: sled::Tree,
+    db: ManuallyDrop<sled::Db>,
+    rows: ManuallyDrop<sled::Tree>,
+    files: ManuallyDrop<sled::Tree>,
+    sinks: ManuallyDrop<sled::Tree>,
+    meta: ManuallyDrop<sled::Tree>,
     /// Bundles imported into this journal (transfer.rs).
-    imports: sled::Tree,
+    imports: ManuallyDrop<sled::Tree>,
     /// The sinks whose acknowledgements gate deletion.
     enabled_sinks: Vec<String>,
     /// Last committed sequence number; sinks wait on it.
@@ -89,6 +139,17 @@ pub struct Journal {
     acked: watch::Sender<u64>,
     /// Serialises deletions so that byte accounting stays exact.
     compact_lock: Mutex<()>,
+    /// The first fatal error ([`JournalError::is_fatal`]) met, in words;
+    /// the agent watches it and stops.
+    failed: watch::Sender<Option<String>>,
+    /// The marker as last written (`None` before the first write, and
+    /// for inspection, which never writes it).
+    marker: Mutex<Option<Marker>>,
+    /// Serialises [`Journal::record_progress`].
+    progress_lock: Mutex<()>,
+    /// Device and inode of sled's `db` file when opened: the store was
+    /// deleted or replaced under the agent when they change.
+    db_identity: Option<(u64, u64)>,
 }
 
 /// sled's page cache when the configuration does not say
@@ -101,21 +162,61 @@ const NEXT_SEQ: &[u8] = b"next_seq";
 const STORED_BYTES: &[u8] = b"stored_bytes";
 const COUNTERS: &[u8] = b"counters";
 const NEXT_FILE_ID: &[u8] = b"next_file_id";
+/// Stored as it is (8 bytes), not sealed: any other value is refused.
 const FORMAT_KEY: &[u8] = b"format";
 
-fn get_u64(tree: &sled::Tree, key: &[u8]) -> sled::Result<u64> {
-    Ok(tree.get(key)?.and_then(|v| key_u64(&v)).unwrap_or_default())
+/// sled's files that every store has: a marker without them is a store
+/// deleted or cut down.
+const SLED_FILES: [&str; 2] = ["db", "conf"];
+
+/// Why a transaction was aborted.
+#[derive(Debug, Clone)]
+pub(crate) enum TxAbort {
+    /// A value read inside it is damaged.
+    Damaged { what: String, detail: String },
+    /// The operation is declined (nothing is wrong with the store).
+    Refused(String),
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<String>>;
+type TxResult<T> = Result<T, ConflictableTransactionError<TxAbort>>;
+
+fn what_key(key: &[u8]) -> String {
+    match key_u64(key) {
+        Some(n) => format!("#{n}"),
+        None => String::from_utf8_lossy(key).into_owned(),
+    }
+}
+
+/// A sealed value read in a transaction, unsealed.
+fn tx_get(tree: &sled::transaction::TransactionalTree, key: &[u8]) -> TxResult<Option<Vec<u8>>> {
+    match tree.get(key)? {
+        None => Ok(None),
+        Some(v) => match unseal(key, &v) {
+            Ok(b) => Ok(Some(b.to_vec())),
+            Err(detail) => Err(ConflictableTransactionError::Abort(TxAbort::Damaged {
+                what: format!("journal key {}", what_key(key)),
+                detail,
+            })),
+        },
+    }
+}
 
 fn tx_u64(tree: &sled::transaction::TransactionalTree, key: &[u8]) -> TxResult<u64> {
-    Ok(tree.get(key)?.and_then(|v| key_u64(&v)).unwrap_or_default())
+    Ok(tx_get(tree, key)?
+        .and_then(|v| key_u64(&v))
+        .unwrap_or_default())
+}
+
+fn tx_put(tree: &sled::transaction::TransactionalTree, key: &[u8], value: &[u8]) -> TxResult<()> {
+    tree.insert(key, seal(key, value))?;
+    Ok(())
 }
 
 impl Journal {
     /// Opens (or creates) the store at `path`. A store that exists but
-    /// cannot be read is an error, never silently recreated.
+    /// cannot be read is an error, never silently recreated; so is one its
+    /// marker says was used before and that is now missing, empty,
+    /// damaged or behind the marker.
     pub fn open(path: &Path, enabled_sinks: &[&str]) -> Result<Journal, JournalError> {
         Self::open_with_cache(path, enabled_sinks, DEFAULT_CACHE_BYTES)
     }
@@ -128,13 +229,17 @@ impl Journal {
     ) -> Result<Journal, JournalError> {
         // The store is the agent's alone (rows, workers' config records):
         // 0700 directories and 0600 files, whatever the umask.
-        crate::util::create_private_dir(path)
-            .and_then(|()| crate::util::create_private_dir(&path.join("journal")))
-            .map_err(|e| JournalError::Open {
-                path: path.to_path_buf(),
-                detail: format!("cannot create the directory: {e}"),
-            })?;
-        let journal = Self::open_db(path, enabled_sinks, true, cache_bytes)?;
+        let cannot_create = |e: std::io::Error| JournalError::Open {
+            path: path.to_path_buf(),
+            detail: format!("cannot create the directory: {e}"),
+        };
+        crate::util::create_private_dir(path).map_err(cannot_create)?;
+        let marker = read_marker(path)?;
+        if let Some(m) = &marker {
+            expect_sled_files(path, m)?;
+        }
+        crate::util::create_private_dir(&path.join("journal")).map_err(cannot_create)?;
+        let journal = Self::open_db(path, enabled_sinks, true, cache_bytes, marker)?;
         crate::util::restrict_tree(&path.join("journal"));
         for name in enabled_sinks {
             journal.init_cursor(name)?;
@@ -142,18 +247,24 @@ impl Journal {
         journal.acked.send_replace(journal.min_cursor()?);
         // Sinks switched off since the last run may have held rows back.
         journal.compact()?;
+        journal.record_progress()?;
         Ok(journal)
     }
 
     /// Opens an existing store for inspection (`status`): nothing is
-    /// created, no cursor initialised, no row deleted.
+    /// created, no cursor initialised, no row deleted, the marker left as
+    /// it is (but checked as on any open).
     pub fn open_existing(path: &Path) -> Result<Journal, JournalError> {
+        let marker = read_marker(path)?;
+        if let Some(m) = &marker {
+            expect_sled_files(path, m)?;
+        }
         if !path.join("journal").is_dir() {
             return Err(JournalError::Missing {
                 path: path.to_path_buf(),
             });
         }
-        Self::open_db(path, &[], false, DEFAULT_CACHE_BYTES)
+        Self::open_db(path, &[], false, DEFAULT_CACHE_BYTES, marker)
     }
 
     /// Opens sled, waiting a moment for a lock that is being let go: a
@@ -183,12 +294,7 @@ impl Journal {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(40));
                 }
-                Err(e) => {
-                    return Err(JournalError::Open {
-                        path: path.to_path_buf(),
-                        detail: e.to_string(),
-                    })
-                }
+                Err(e) => return Err(sled_open_error(path, "open", e)),
             }
         }
     }
@@ -198,83 +304,333 @@ impl Journal {
         enabled_sinks: &[&str],
         create: bool,
         cache_bytes: u64,
+        marker: Option<Marker>,
     ) -> Result<Journal, JournalError> {
         drop_unpublished_snapshots(&path.join("journal"));
         let db = Self::open_sled(path, cache_bytes)?;
-        let open_err = |e: sled::Error| JournalError::Open {
+        let refuse = |detail: String| JournalError::Open {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            detail,
         };
+        let open_err = |e: sled::Error| sled_open_error(path, "read", e);
         let meta = db.open_tree("meta").map_err(open_err)?;
+        let mut fresh = false;
+        let mut convert = false;
         match meta.get(FORMAT_KEY).map_err(open_err)? {
+            None if marker.is_some() => {
+                let m = marker.as_ref().expect("checked");
+                return Err(refuse(format!(
+                    "it came back empty (sled opened it with no journal in it), but its marker \
+                     {} records a store used before, with rows up to #{}",
+                    marker::path(path).display(),
+                    m.progress.next_seq.saturating_sub(1)
+                )));
+            }
             None if create && db.tree_names().len() <= 2 => {
                 meta.insert(FORMAT_KEY, &u64_key(FORMAT))
                     .map_err(open_err)?;
+                fresh = true;
             }
             None => {
-                return Err(JournalError::Open {
-                    path: path.to_path_buf(),
-                    detail: "it is not a mosaic-shipper journal (no format marker)".into(),
-                })
+                return Err(refuse(
+                    "it is not a mosaic-shipper journal (no format marker)".into(),
+                ))
             }
             Some(v) if key_u64(&v) == Some(FORMAT) => {}
+            Some(v) if key_u64(&v) == Some(1) => convert = true,
             Some(v) => {
-                return Err(JournalError::Open {
-                    path: path.to_path_buf(),
-                    detail: format!(
-                        "unknown journal format {:?} (this build reads format {FORMAT})",
-                        key_u64(&v)
-                    ),
-                })
+                return Err(refuse(format!(
+                    "unknown journal format {:?} (this build reads format {FORMAT})",
+                    key_u64(&v)
+                )))
             }
         }
+        let db_identity = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(path.join("journal/db"))
+                .ok()
+                .map(|m| (m.dev(), m.ino()))
+        };
         let journal = Journal {
             path: path.to_path_buf(),
-            rows: db.open_tree("rows").map_err(open_err)?,
-            files: db.open_tree("files").map_err(open_err)?,
-            sinks: db.open_tree("sinks").map_err(open_err)?,
-            imports: db.open_tree("imports").map_err(open_err)?,
-            meta,
-            db,
+            rows: ManuallyDrop::new(db.open_tree("rows").map_err(open_err)?),
+            files: ManuallyDrop::new(db.open_tree("files").map_err(open_err)?),
+            sinks: ManuallyDrop::new(db.open_tree("sinks").map_err(open_err)?),
+            imports: ManuallyDrop::new(db.open_tree("imports").map_err(open_err)?),
+            meta: ManuallyDrop::new(meta),
+            db: ManuallyDrop::new(db),
             enabled_sinks: enabled_sinks.iter().map(|s| s.to_string()).collect(),
             last_seq: watch::channel(0).0,
             acked: watch::channel(0).0,
             compact_lock: Mutex::new(()),
+            failed: watch::channel(None).0,
+            marker: Mutex::new(None),
+            progress_lock: Mutex::new(()),
+            db_identity,
         };
+        if convert {
+            journal.convert_from_format_1()?;
+        }
+        journal.verify().map_err(|e| refuse(e.to_string()))?;
+        if fresh {
+            // Made now, so that the marker can name it.
+            journal.journal_id()?;
+        }
+        if let Some(m) = marker {
+            let id = journal
+                .stored_journal_id()
+                .map_err(|e| refuse(e.to_string()))?;
+            if id.as_deref() != Some(m.store_id.as_str()) {
+                return Err(refuse(format!(
+                    "it is not the store its marker {} describes (journal id {:?}, the marker \
+                     says {:?})",
+                    marker::path(path).display(),
+                    id.unwrap_or_default(),
+                    m.store_id
+                )));
+            }
+            let have = journal.progress().map_err(|e| refuse(e.to_string()))?;
+            if let Some(why) = have.behind(&m.progress) {
+                return Err(refuse(format!(
+                    "it is behind what its marker {} records as committed: {why}; sled lost \
+                     writes it had made durable (its files were damaged, cut or replaced)",
+                    marker::path(path).display()
+                )));
+            }
+            *journal.marker.lock().unwrap_or_else(|p| p.into_inner()) = Some(m);
+        }
         let last = journal.last_seq()?;
         journal.last_seq.send_replace(last);
         Ok(journal)
+    }
+
+    /// Checks every small record (metadata, cursors, file checkpoints,
+    /// import records) against its checksum. Rows are checked when read.
+    fn verify(&self) -> Result<(), JournalError> {
+        for (name, tree) in [
+            ("meta", &self.meta),
+            ("sinks", &self.sinks),
+            ("files", &self.files),
+            ("imports", &self.imports),
+        ] {
+            for item in tree.iter() {
+                let (k, v) = item.map_err(self.io("read the journal"))?;
+                if name == "meta" && &*k == FORMAT_KEY {
+                    continue;
+                }
+                unseal(&k, &v).map_err(|e| {
+                    self.damaged(format!("{name} record {}", String::from_utf8_lossy(&k)), e)
+                })?;
+            }
+        }
+        self.files()?;
+        self.counters()?;
+        Ok(())
+    }
+
+    /// Seals every value of a format 1 journal (stored without
+    /// checksums), in one transaction.
+    fn convert_from_format_1(&self) -> Result<(), JournalError> {
+        let collect = |tree: &sled::Tree| -> Result<Vec<(sled::IVec, sled::IVec)>, JournalError> {
+            tree.iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(self.io("read the journal"))
+        };
+        let rows = collect(&self.rows)?;
+        let files = collect(&self.files)?;
+        let sinks = collect(&self.sinks)?;
+        let meta = collect(&self.meta)?;
+        let imports = collect(&self.imports)?;
+        let stored: u64 = rows.iter().map(|(_, v)| 8 + v.len() as u64 + 4).sum();
+        (
+            &*self.rows,
+            &*self.files,
+            &*self.sinks,
+            &*self.meta,
+            &*self.imports,
+        )
+            .transaction(|(rows_t, files_t, sinks_t, meta_t, imports_t)| {
+                for (tree, items) in [
+                    (rows_t, &rows),
+                    (files_t, &files),
+                    (sinks_t, &sinks),
+                    (imports_t, &imports),
+                ] {
+                    for (k, v) in items {
+                        tx_put(tree, k, v)?;
+                    }
+                }
+                for (k, v) in &meta {
+                    if &**k != FORMAT_KEY && &**k != STORED_BYTES {
+                        tx_put(meta_t, k, v)?;
+                    }
+                }
+                tx_put(meta_t, STORED_BYTES, &u64_key(stored))?;
+                meta_t.insert(FORMAT_KEY, &u64_key(FORMAT))?;
+                Ok(())
+            })
+            .map_err(|e| self.tx_err("convert the journal to format 2", e))?;
+        self.flush()?;
+        tracing::info!(store = %self.path.display(), "journal converted to format 2 (checksums on every record)");
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    fn io(&self, op: &'static str) -> impl Fn(sled::Error) -> JournalError + '_ {
-        move |e| JournalError::Io {
+    /// Records a fatal error (the first one counts), noting damage in the
+    /// marker so that the next start refuses the store.
+    fn fatal(&self, e: JournalError) -> JournalError {
+        // sled's error when its files were deleted under it ("No such
+        // file") says less than what happened.
+        let e = match e {
+            JournalError::Io { .. } if self.failed.borrow().is_none() => {
+                match self.missing_files() {
+                    Some(detail) => JournalError::Gone {
+                        path: self.path.clone(),
+                        detail,
+                    },
+                    None => e,
+                }
+            }
+            e => e,
+        };
+        if e.is_fatal() {
+            let text = e.to_string();
+            let first = self.failed.send_if_modified(|f| {
+                if f.is_none() {
+                    *f = Some(text.clone());
+                    true
+                } else {
+                    false
+                }
+            });
+            let note = match &e {
+                JournalError::Corrupt { what, detail, .. } => {
+                    Some(format!("damaged record in {what}: {detail}"))
+                }
+                JournalError::Gone { detail, .. } => Some(format!(
+                    "it was deleted while the agent was running ({detail})"
+                )),
+                _ => None,
+            };
+            if let (true, Some(note)) = (first, note) {
+                self.note_damage(&note);
+            }
+        }
+        e
+    }
+
+    fn damaged(&self, what: String, detail: impl std::fmt::Display) -> JournalError {
+        self.fatal(JournalError::Corrupt {
             path: self.path.clone(),
-            op,
-            detail: e.to_string(),
+            what,
+            detail: detail.to_string(),
+        })
+    }
+
+    fn io(&self, op: &'static str) -> impl Fn(sled::Error) -> JournalError + '_ {
+        move |e| {
+            self.fatal(JournalError::Io {
+                path: self.path.clone(),
+                op,
+                detail: e.to_string(),
+            })
         }
     }
 
-    fn tx_err(&self, op: &'static str, e: TransactionError<String>) -> JournalError {
-        JournalError::Io {
-            path: self.path.clone(),
-            op,
-            detail: match e {
-                TransactionError::Abort(s) => s,
-                TransactionError::Storage(e) => e.to_string(),
+    fn tx_err(&self, op: &'static str, e: TransactionError<TxAbort>) -> JournalError {
+        match e {
+            TransactionError::Abort(TxAbort::Damaged { what, detail }) => {
+                self.damaged(what, detail)
+            }
+            TransactionError::Abort(TxAbort::Refused(detail)) => JournalError::Refused {
+                path: self.path.clone(),
+                op,
+                detail,
             },
+            TransactionError::Storage(e) => self.io(op)(e),
         }
+    }
+
+    /// Resolves with the first fatal error met (in words): the store is
+    /// failing (sled's I/O errors, a full disk), damaged, or was deleted.
+    /// The agent stops then; retrying cannot help.
+    pub fn failed(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut rx = self.failed.subscribe();
+        async move {
+            loop {
+                if let Some(e) = rx.borrow_and_update().clone() {
+                    return e;
+                }
+                if rx.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+
+    /// The first fatal error met, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.borrow().clone()
+    }
+
+    /// Refuses every operation once the store has failed: after a write
+    /// error sled's memory may hold what its files do not (an ack whose
+    /// flush failed), and a sink acting on that (creating a file its
+    /// durable state does not know) would deliver rows twice after the
+    /// restart. What is durable is exactly what a restart starts from.
+    fn live(&self) -> Result<(), JournalError> {
+        match &*self.failed.borrow() {
+            None => Ok(()),
+            Some(first) => Err(JournalError::Io {
+                path: self.path.clone(),
+                op: "use",
+                detail: format!("the store stopped after an earlier failure ({first})"),
+            }),
+        }
+    }
+
+    /// A sealed value, unsealed; damage is a fatal error naming `key`.
+    fn get(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        op: &'static str,
+    ) -> Result<Option<Vec<u8>>, JournalError> {
+        self.live()?;
+        match tree.get(key).map_err(self.io(op))? {
+            None => Ok(None),
+            Some(v) => unseal(key, &v)
+                .map(|b| Some(b.to_vec()))
+                .map_err(|e| self.damaged(format!("journal key {}", what_key(key)), e)),
+        }
+    }
+
+    fn put(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        value: &[u8],
+        op: &'static str,
+    ) -> Result<(), JournalError> {
+        self.live()?;
+        tree.insert(key, seal(key, value)).map_err(self.io(op))?;
+        Ok(())
+    }
+
+    fn meta_u64(&self, key: &[u8]) -> Result<u64, JournalError> {
+        Ok(self
+            .get(&self.meta, key, "read meta")?
+            .and_then(|v| key_u64(&v))
+            .unwrap_or_default())
     }
 
     /// A sink seen for the first time starts at the oldest row still held.
     fn init_cursor(&self, name: &str) -> Result<(), JournalError> {
         if self
-            .sinks
-            .get(name)
-            .map_err(self.io("read cursor"))?
+            .get(&self.sinks, name.as_bytes(), "read cursor")?
             .is_some()
         {
             return Ok(());
@@ -298,52 +654,56 @@ impl Journal {
     }
 
     pub fn last_seq(&self) -> Result<u64, JournalError> {
-        Ok(get_u64(&self.meta, NEXT_SEQ)
-            .map_err(self.io("read meta"))?
-            .saturating_sub(1))
+        Ok(self.meta_u64(NEXT_SEQ)?.saturating_sub(1))
     }
 
     /// Bytes of rows currently held (keys and values).
     pub fn stored_bytes(&self) -> Result<u64, JournalError> {
-        get_u64(&self.meta, STORED_BYTES).map_err(self.io("read meta"))
+        self.meta_u64(STORED_BYTES)
     }
 
     /// Totals over all files ever read.
     pub fn counters(&self) -> Result<Counters, JournalError> {
-        match self.meta.get(COUNTERS).map_err(self.io("read meta"))? {
+        match self.get(&self.meta, COUNTERS, "read meta")? {
             None => Ok(Counters::default()),
-            Some(v) => serde_json::from_slice(&v).map_err(|e| JournalError::Corrupt {
-                path: self.path.clone(),
-                what: "counters".into(),
-                detail: e.to_string(),
-            }),
+            Some(v) => serde_json::from_slice(&v).map_err(|e| self.damaged("counters".into(), e)),
         }
+    }
+
+    /// What only grows, as the marker records it.
+    fn progress(&self) -> Result<Progress, JournalError> {
+        Ok(Progress {
+            next_seq: self.meta_u64(NEXT_SEQ)?,
+            lines_read: self.counters()?.lines,
+            cursors: self
+                .cursors()?
+                .into_iter()
+                .map(|(name, c)| (name, c.seq))
+                .collect(),
+        })
     }
 
     /// Allocates a new id for a file seen for the first time.
     pub fn new_file_id(&self) -> Result<u64, JournalError> {
-        let id = self
-            .meta
-            .update_and_fetch(NEXT_FILE_ID, |old| {
-                let n = old.and_then(key_u64).unwrap_or(0) + 1;
-                Some(u64_key(n).to_vec())
+        self.live()?;
+        self.meta
+            .transaction(|meta_t| {
+                let n = tx_u64(meta_t, NEXT_FILE_ID)? + 1;
+                tx_put(meta_t, NEXT_FILE_ID, &u64_key(n))?;
+                Ok(n)
             })
-            .map_err(self.io("allocate file id"))?
-            .and_then(|v| key_u64(&v))
-            .unwrap_or(1);
-        Ok(id)
+            .map_err(|e| self.tx_err("allocate file id", e))
     }
 
     /// Every file checkpoint, in id order.
     pub fn files(&self) -> Result<Vec<FileState>, JournalError> {
+        self.live()?;
         let mut out = Vec::new();
         for item in self.files.iter() {
             let (k, v) = item.map_err(self.io("read files"))?;
-            let state = serde_json::from_slice(&v).map_err(|e| JournalError::Corrupt {
-                path: self.path.clone(),
-                what: format!("file checkpoint {:?}", key_u64(&k)),
-                detail: e.to_string(),
-            })?;
+            let what = || format!("file checkpoint {}", what_key(&k));
+            let json = unseal(&k, &v).map_err(|e| self.damaged(what(), e))?;
+            let state = serde_json::from_slice(json).map_err(|e| self.damaged(what(), e))?;
             out.push(state);
         }
         Ok(out)
@@ -373,32 +733,39 @@ impl Journal {
         rows: &[Row],
         delta: &Counters,
     ) -> Result<u64, JournalError> {
+        self.live()?;
         let block = (!rows.is_empty()).then(|| encode_block(rows));
         let file_json = file.map(|f| serde_json::to_vec(f).expect("file state serialises"));
-        let last = (&self.rows, &self.files, &self.meta)
+        let last = (&*self.rows, &*self.files, &*self.meta)
             .transaction(|(rows_t, files_t, meta_t)| {
                 let mut next = tx_u64(meta_t, NEXT_SEQ)?.max(1);
                 let mut bytes = tx_u64(meta_t, STORED_BYTES)?;
                 if let Some(block) = &block {
-                    rows_t.insert(&u64_key(next), block.as_slice())?;
-                    bytes += 8 + block.len() as u64;
+                    let key = u64_key(next);
+                    let sealed = seal(&key, block);
+                    bytes += 8 + sealed.len() as u64;
+                    rows_t.insert(&key, sealed)?;
                     next += rows.len() as u64;
                 }
                 if let (Some(file), Some(json)) = (file, &file_json) {
-                    files_t.insert(&u64_key(file.id), json.as_slice())?;
+                    tx_put(files_t, &u64_key(file.id), json)?;
                 }
-                let mut counters: Counters = match meta_t.get(COUNTERS)? {
+                let mut counters: Counters = match tx_get(meta_t, COUNTERS)? {
                     Some(v) => serde_json::from_slice(&v).map_err(|e| {
-                        ConflictableTransactionError::Abort(format!("damaged counters: {e}"))
+                        ConflictableTransactionError::Abort(TxAbort::Damaged {
+                            what: "counters".into(),
+                            detail: e.to_string(),
+                        })
                     })?,
                     None => Counters::default(),
                 };
                 counters.add(delta);
-                meta_t.insert(NEXT_SEQ, &u64_key(next))?;
-                meta_t.insert(STORED_BYTES, &u64_key(bytes))?;
-                meta_t.insert(
+                tx_put(meta_t, NEXT_SEQ, &u64_key(next))?;
+                tx_put(meta_t, STORED_BYTES, &u64_key(bytes))?;
+                tx_put(
+                    meta_t,
                     COUNTERS,
-                    serde_json::to_vec(&counters).expect("counters serialise"),
+                    &serde_json::to_vec(&counters).expect("counters serialise"),
                 )?;
                 Ok(next - 1)
             })
@@ -409,17 +776,32 @@ impl Journal {
 
     /// Drops the checkpoint of a file that was read to its end and is gone.
     pub fn forget_file(&self, id: u64) -> Result<(), JournalError> {
+        self.live()?;
         self.files
             .remove(u64_key(id))
             .map_err(self.io("forget file"))?;
         Ok(())
     }
 
-    /// Up to `max` rows after `after`, in sequence order.
+    /// The rows of a stored block, checked against its checksum.
+    fn block_rows(&self, key: &[u8], stored: &[u8]) -> Result<Vec<Row>, JournalError> {
+        let block = unseal(key, stored).map_err(|e| self.damaged(block_what(key, stored), e))?;
+        decode_block(block).map_err(|e| self.damaged(block_what(key, stored), e))
+    }
+
+    /// The row count of a stored block, checked against its checksum.
+    fn checked_block_len(&self, key: &[u8], stored: &[u8]) -> Result<u64, JournalError> {
+        let block = unseal(key, stored).map_err(|e| self.damaged(block_what(key, stored), e))?;
+        Ok(block_len(block).unwrap_or(0))
+    }
+
     /// Rows after `after`, in sequence order: whole blocks (one per ingest
     /// commit) until at least `max` rows are taken, so a block is decoded
-    /// once, not once per `max` rows.
+    /// once, not once per `max` rows. A block whose checksum fails is a
+    /// fatal error naming its rows (see [`JournalError::Corrupt`]): a row
+    /// is never skipped silently.
     pub fn read_after(&self, after: u64, max: usize) -> Result<Vec<Entry>, JournalError> {
+        self.live()?;
         let want = after.saturating_add(1);
         // The block holding `want` starts at or before it.
         let start = match self
@@ -429,7 +811,7 @@ impl Journal {
             .transpose()
             .map_err(self.io("read rows"))?
         {
-            Some((k, v)) if key_u64(&k).unwrap_or(0) + block_len(&v).unwrap_or(0) > want => {
+            Some((k, v)) if key_u64(&k).unwrap_or(0) + self.checked_block_len(&k, &v)? > want => {
                 key_u64(&k).unwrap_or(want)
             }
             _ => want,
@@ -441,12 +823,7 @@ impl Journal {
             }
             let (k, v) = item.map_err(self.io("read rows"))?;
             let first = key_u64(&k).unwrap_or_default();
-            let rows = decode_block(&v).map_err(|e| JournalError::Corrupt {
-                path: self.path.clone(),
-                what: format!("rows from #{first}"),
-                detail: e.to_string(),
-            })?;
-            for (i, row) in rows.into_iter().enumerate() {
+            for (i, row) in self.block_rows(&k, &v)?.into_iter().enumerate() {
                 let seq = first + i as u64;
                 if seq >= want {
                     out.push(Entry { seq, row });
@@ -457,17 +834,13 @@ impl Journal {
     }
 
     pub fn cursor(&self, sink: &str) -> Result<SinkCursor, JournalError> {
-        match self.sinks.get(sink).map_err(self.io("read cursor"))? {
+        match self.get(&self.sinks, sink.as_bytes(), "read cursor")? {
             None => Ok(SinkCursor::default()),
             Some(v) if v.len() >= 8 => Ok(SinkCursor {
                 seq: key_u64(&v[..8]).unwrap_or_default(),
                 state: v[8..].to_vec(),
             }),
-            Some(_) => Err(JournalError::Corrupt {
-                path: self.path.clone(),
-                what: format!("cursor of sink {sink}"),
-                detail: "shorter than 8 bytes".into(),
-            }),
+            Some(_) => Err(self.damaged(format!("cursor of sink {sink}"), "shorter than 8 bytes")),
         }
     }
 
@@ -486,10 +859,7 @@ impl Journal {
     fn put_cursor(&self, sink: &str, c: &SinkCursor) -> Result<(), JournalError> {
         let mut v = u64_key(c.seq).to_vec();
         v.extend_from_slice(&c.state);
-        self.sinks
-            .insert(sink, v)
-            .map_err(self.io("write cursor"))?;
-        Ok(())
+        self.put(&self.sinks, sink.as_bytes(), &v, "write cursor")
     }
 
     /// Records that `sink` has durably delivered every row up to `seq`,
@@ -514,13 +884,14 @@ impl Journal {
 
     /// Deletes rows acknowledged by every enabled sink.
     fn compact(&self) -> Result<(), JournalError> {
+        self.live()?;
         let _guard = self.compact_lock.lock().unwrap_or_else(|p| p.into_inner());
         let upto = self.min_cursor()?;
         let mut keys = Vec::new();
         let mut freed = 0u64;
         for item in self.rows.range(..=u64_key(upto)) {
             let (k, v) = item.map_err(self.io("read rows"))?;
-            let last = key_u64(&k).unwrap_or(0) + block_len(&v).unwrap_or(0) - 1;
+            let last = key_u64(&k).unwrap_or(0) + self.checked_block_len(&k, &v)? - 1;
             if last > upto {
                 break; // partly acknowledged: kept until all of it is
             }
@@ -540,13 +911,14 @@ impl Journal {
     }
 
     fn delete_rows(&self, keys: &[sled::IVec], freed: u64) -> Result<(), JournalError> {
-        (&self.rows, &self.meta)
+        self.live()?;
+        (&*self.rows, &*self.meta)
             .transaction(|(rows_t, meta_t)| {
                 for k in keys {
                     rows_t.remove(k)?;
                 }
                 let bytes = tx_u64(meta_t, STORED_BYTES)?;
-                meta_t.insert(STORED_BYTES, &u64_key(bytes.saturating_sub(freed)))?;
+                tx_put(meta_t, STORED_BYTES, &u64_key(bytes.saturating_sub(freed)))?;
                 Ok(())
             })
             .map_err(|e| self.tx_err("delete acknowledged rows", e))
@@ -568,12 +940,74 @@ impl Journal {
 
     /// Makes everything committed so far durable on disk.
     pub fn flush(&self) -> Result<(), JournalError> {
+        self.live()?;
         self.db.flush().map_err(self.io("flush"))?;
         Ok(())
     }
 
     pub fn size_on_disk(&self) -> Result<u64, JournalError> {
         self.db.size_on_disk().map_err(self.io("measure"))
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        if self.failed.borrow().is_some() {
+            // sled's handles flush when the last one goes, and after a
+            // write error (a full disk) sled 0.34.7's flush waits forever
+            // for a write it will never make: the agent would hang instead
+            // of exiting. They are leaked; the process is stopping, and
+            // what was durable is what the restart starts from.
+            return;
+        }
+        // SAFETY: each handle is dropped once, here, and never used again
+        // (`self` is being dropped).
+        unsafe {
+            ManuallyDrop::drop(&mut self.rows);
+            ManuallyDrop::drop(&mut self.files);
+            ManuallyDrop::drop(&mut self.sinks);
+            ManuallyDrop::drop(&mut self.meta);
+            ManuallyDrop::drop(&mut self.imports);
+            ManuallyDrop::drop(&mut self.db);
+        }
+    }
+}
+
+/// A stored block, in words: its rows (as far as its count can be
+/// trusted) and its key.
+fn block_what(key: &[u8], stored: &[u8]) -> String {
+    let first = key_u64(key).unwrap_or_default();
+    match block_len(stored) {
+        Some(n) if n > 0 => format!("rows #{first}..#{} (journal key {first})", first + n - 1),
+        _ => format!("the rows from #{first} (journal key {first})"),
+    }
+}
+
+/// sled's error while opening the store: a full disk, a read-only file
+/// system or a permission is said as such (starting over would not help,
+/// freeing space or fixing the permission does); any other (sled finds its
+/// files corrupt or cut) refuses the store.
+fn sled_open_error(path: &Path, op: &'static str, e: sled::Error) -> JournalError {
+    let environmental = |io: &std::io::Error| {
+        matches!(
+            io.raw_os_error(),
+            Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS)
+        ) || io.kind() == std::io::ErrorKind::PermissionDenied
+            || io.to_string().contains("No space left")
+    };
+    match e {
+        sled::Error::Io(io) if environmental(&io) => JournalError::Io {
+            path: path.to_path_buf(),
+            op,
+            detail: format!(
+                "{io} (sled's files under {})",
+                path.join("journal").display()
+            ),
+        },
+        e => JournalError::Open {
+            path: path.to_path_buf(),
+            detail: format!("sled cannot {op} it: {e}"),
+        },
     }
 }
 
@@ -719,6 +1153,216 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
         assert!(std::fs::read(dir.path().join("journal/db")).unwrap() == vec![0xAB; 4096]);
+    }
+
+    /// A store with rows, cursors and a file checkpoint, closed.
+    fn used_store(store: &Path) {
+        let j = Journal::open(store, &["jsonl"]).unwrap();
+        j.commit_ingest(&file(1, 30), &[row(1), row(2)], &Counters::default())
+            .unwrap();
+        j.ack("jsonl", 1, vec![]).unwrap();
+        j.record_progress().unwrap();
+    }
+
+    fn refusal(store: &Path) -> String {
+        let err = Journal::open(store, &["jsonl"])
+            .err()
+            .expect("must be refused");
+        assert!(matches!(err, JournalError::Open { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&store.display().to_string()), "{msg}");
+        assert!(msg.contains("--reset-store"), "{msg}");
+        msg
+    }
+
+    #[test]
+    fn a_store_used_before_is_never_taken_for_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        used_store(&store);
+        let m = marker::read(&store).unwrap().unwrap();
+        assert_eq!(m.progress.next_seq, 3);
+        assert_eq!(m.progress.cursors["jsonl"], 1);
+        // Reopening an intact store is fine, and it is checked as well.
+        drop(Journal::open(&store, &["jsonl"]).unwrap());
+
+        for gone in ["db", "conf"] {
+            let copy = dir.path().join(format!("without-{gone}"));
+            copy_dir(&store, &copy);
+            std::fs::remove_file(copy.join("journal").join(gone)).unwrap();
+            let msg = refusal(&copy);
+            assert!(msg.contains(&format!("journal/{gone} is missing")), "{msg}");
+            assert!(
+                !copy.join("journal").join(gone).exists(),
+                "nothing was created"
+            );
+        }
+        let copy = dir.path().join("emptied");
+        copy_dir(&store, &copy);
+        std::fs::remove_dir_all(copy.join("journal")).unwrap();
+        let msg = refusal(&copy);
+        assert!(msg.contains("is missing"), "{msg}");
+        assert!(matches!(
+            Journal::open_existing(&copy),
+            Err(JournalError::Open { .. })
+        ));
+
+        // A different (new) store under an old marker.
+        let copy = dir.path().join("swapped");
+        copy_dir(&store, &copy);
+        std::fs::remove_dir_all(copy.join("journal")).unwrap();
+        let other = dir.path().join("other");
+        drop(Journal::open(&other, &["jsonl"]).unwrap());
+        copy_dir(&other.join("journal"), &copy.join("journal"));
+        assert!(refusal(&copy).contains("not the store its marker"));
+
+        // Behind the marker: sled lost what it had made durable.
+        let copy = dir.path().join("behind");
+        copy_dir(&store, &copy);
+        let mut m = marker::read(&copy).unwrap().unwrap();
+        m.progress.next_seq = 10;
+        marker::write(&copy, &m).unwrap();
+        assert!(refusal(&copy).contains("rows up to #9"));
+        let mut m = marker::read(&store).unwrap().unwrap();
+        m.progress.cursors.insert("jsonl".into(), 2);
+        marker::write(&copy, &m).unwrap();
+        assert!(refusal(&copy).contains("sink jsonl's cursor is at #1"));
+    }
+
+    #[test]
+    fn a_damaged_row_stops_the_journal_and_the_store_is_refused_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        used_store(&store);
+        {
+            let j = Journal::open(&store, &["jsonl"]).unwrap();
+            j.commit_events(&[row(3), row(4)]).unwrap();
+            // One bit of the block of #3..#4 flipped, as a disk would.
+            let mut v = j.rows.get(u64_key(3)).unwrap().unwrap().to_vec();
+            v[6] ^= 0x10;
+            j.rows.insert(u64_key(3), v).unwrap();
+            let err = j.read_after(2, 10).unwrap_err();
+            assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains("rows #3..#4") && msg.contains("checksum"),
+                "{msg}"
+            );
+            assert!(j.failure().is_some());
+            // Nothing goes on after it: not even what still works.
+            assert!(j.read_after(0, 10).is_err());
+            assert!(j.ack("jsonl", 2, vec![]).is_err());
+            assert!(j.flush().is_err());
+        }
+        let msg = refusal(&store);
+        assert!(msg.contains("rows #3..#4"), "{msg}");
+        // The failed journal's sled handles are leaked (see `Drop`), with
+        // sled's lock: in this process the store stays locked.
+        assert!(matches!(
+            reset_store(&store),
+            Err(JournalError::Locked { .. })
+        ));
+    }
+
+    #[test]
+    fn reset_store_moves_the_journal_aside_and_a_new_one_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        assert_eq!(reset_store(&store).unwrap(), None, "nothing to move");
+        used_store(&store);
+        let old_id = marker::read(&store).unwrap().unwrap().store_id;
+        std::fs::remove_file(store.join("journal/db")).unwrap();
+        refusal(&store);
+        let aside = reset_store(&store).unwrap().unwrap();
+        assert!(aside.join("journal/conf").exists() && aside.join(marker::FILE).exists());
+        assert!(aside
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("store.broken-"));
+        let j = Journal::open(&store, &["jsonl"]).unwrap();
+        assert_eq!(j.last_seq().unwrap(), 0, "a new store");
+        assert_ne!(j.journal_id().unwrap(), old_id);
+        assert!(matches!(
+            reset_store(&store),
+            Err(JournalError::Locked { .. })
+        ));
+    }
+
+    #[test]
+    fn the_store_deleted_under_an_open_journal_is_told_and_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let j = Journal::open(&store, &["jsonl"]).unwrap();
+        j.commit_events(&[row(1)]).unwrap();
+        j.check_presence().unwrap();
+        // The marker alone is written again.
+        std::fs::remove_file(marker::path(&store)).unwrap();
+        j.check_presence().unwrap();
+        assert!(marker::path(&store).exists());
+        std::fs::remove_dir_all(&store).unwrap();
+        let err = j.check_presence().unwrap_err();
+        assert!(matches!(err, JournalError::Gone { .. }), "{err}");
+        assert!(j
+            .failure()
+            .unwrap()
+            .contains("deleted while the agent was running"));
+        drop(j);
+        let msg = refusal(&store);
+        assert!(msg.contains("deleted while the agent was running"), "{msg}");
+    }
+
+    #[test]
+    fn a_format_1_journal_is_sealed_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        {
+            // What format 1 wrote: the same trees, values without checksums.
+            let db = sled::open(store.join("journal")).unwrap();
+            let meta = db.open_tree("meta").unwrap();
+            let block = encode_block(&[row(1), row(2)]);
+            meta.insert(FORMAT_KEY, &u64_key(1)).unwrap();
+            meta.insert(NEXT_SEQ, &u64_key(3)).unwrap();
+            meta.insert(STORED_BYTES, &u64_key(8 + block.len() as u64))
+                .unwrap();
+            meta.insert(b"journal_id", b"0123").unwrap();
+            db.open_tree("rows")
+                .unwrap()
+                .insert(u64_key(1), block)
+                .unwrap();
+            let f = serde_json::to_vec(&file(1, 30)).unwrap();
+            db.open_tree("files")
+                .unwrap()
+                .insert(u64_key(1), f)
+                .unwrap();
+            let mut cursor = u64_key(1).to_vec();
+            cursor.extend_from_slice(b"st");
+            db.open_tree("sinks")
+                .unwrap()
+                .insert("jsonl", cursor)
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let j = Journal::open(&store, &["jsonl"]).unwrap();
+        assert_eq!(j.last_seq().unwrap(), 2);
+        assert_eq!(j.files().unwrap()[0].offset, 30);
+        assert_eq!(j.cursor("jsonl").unwrap().state, b"st");
+        assert_eq!(j.journal_id().unwrap(), "0123");
+        assert_eq!(j.read_after(1, 10).unwrap()[0].row, row(2));
+        j.ack("jsonl", 2, vec![]).unwrap();
+        assert_eq!(j.stored_bytes().unwrap(), 0, "accounting stays exact");
+        assert_eq!(marker::read(&store).unwrap().unwrap().store_id, "0123");
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
     }
 
     #[test]

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
 
-use super::codec::{block_len, u64_key};
-use super::{tx_u64, Journal, JournalError, NEXT_SEQ, STORED_BYTES};
+use super::codec::{block_len, seal, u64_key};
+use super::{tx_get, tx_put, tx_u64, Journal, JournalError, TxAbort, NEXT_SEQ, STORED_BYTES};
 
 const JOURNAL_ID: &[u8] = b"journal_id";
 const LAST_EXPORT: &[u8] = b"last_export";
@@ -75,10 +75,16 @@ fn source_key(journal_id: &str) -> Vec<u8> {
 
 impl Journal {
     fn corrupt(&self, what: impl Into<String>, e: impl std::fmt::Display) -> JournalError {
-        JournalError::Corrupt {
-            path: self.path.clone(),
-            what: what.into(),
-            detail: e.to_string(),
+        self.damaged(what.into(), e)
+    }
+
+    /// This journal's id if it has one (nothing is written).
+    pub(super) fn stored_journal_id(&self) -> Result<Option<String>, JournalError> {
+        match self.get(&self.meta, JOURNAL_ID, "read journal id")? {
+            None => Ok(None),
+            Some(id) => String::from_utf8(id)
+                .map(Some)
+                .map_err(|e| self.corrupt("journal id", e)),
         }
     }
 
@@ -86,33 +92,32 @@ impl Journal {
     /// source by it. Made (random) the first time it is asked for, so that
     /// journals older than bundles get one too.
     pub fn journal_id(&self) -> Result<String, JournalError> {
+        self.live()?;
         let fresh: [u8; 16] = rand::random();
         let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
         // Compare-and-swap: only the first id ever written counts.
         let _ = self
             .meta
-            .compare_and_swap(JOURNAL_ID, None as Option<&[u8]>, Some(fresh.as_bytes()))
+            .compare_and_swap(
+                JOURNAL_ID,
+                None as Option<&[u8]>,
+                Some(seal(JOURNAL_ID, fresh.as_bytes())),
+            )
             .map_err(self.io("write journal id"))?;
-        let id = self
-            .meta
-            .get(JOURNAL_ID)
-            .map_err(self.io("read journal id"))?
-            .ok_or_else(|| self.corrupt("journal id", "missing after it was written"))?;
-        String::from_utf8(id.to_vec()).map_err(|e| self.corrupt("journal id", e))
+        self.stored_journal_id()?
+            .ok_or_else(|| self.corrupt("journal id", "missing after it was written"))
     }
 
     /// Whether `sink` has a cursor (has ever been registered).
     pub fn has_cursor(&self, sink: &str) -> Result<bool, JournalError> {
         Ok(self
-            .sinks
-            .get(sink)
-            .map_err(self.io("read cursor"))?
+            .get(&self.sinks, sink.as_bytes(), "read cursor")?
             .is_some())
     }
 
     /// The last bundle exported from this journal, if any.
     pub fn last_export(&self) -> Result<Option<ExportMark>, JournalError> {
-        match self.meta.get(LAST_EXPORT).map_err(self.io("read meta"))? {
+        match self.get(&self.meta, LAST_EXPORT, "read meta")? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
@@ -134,13 +139,14 @@ impl Journal {
         state: &[u8],
         mark: &ExportMark,
     ) -> Result<(), JournalError> {
+        self.live()?;
         let mut cursor = u64_key(seq).to_vec();
         cursor.extend_from_slice(state);
         let mark = serde_json::to_vec(mark).expect("export mark serialises");
-        (&self.sinks, &self.meta)
+        (&*self.sinks, &*self.meta)
             .transaction(|(sinks_t, meta_t)| {
-                sinks_t.insert(sink.as_bytes(), cursor.as_slice())?;
-                meta_t.insert(LAST_EXPORT, mark.as_slice())?;
+                tx_put(sinks_t, sink.as_bytes(), &cursor)?;
+                tx_put(meta_t, LAST_EXPORT, &mark)?;
                 Ok(())
             })
             .map_err(|e| self.tx_err("record the export", e))?;
@@ -149,11 +155,7 @@ impl Journal {
 
     /// The record of bundle `id`, if it was imported here.
     pub fn imported(&self, id: &str) -> Result<Option<ImportRecord>, JournalError> {
-        match self
-            .imports
-            .get(bundle_key(id))
-            .map_err(self.io("read imports"))?
-        {
+        match self.get(&self.imports, &bundle_key(id), "read imports")? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
@@ -163,11 +165,7 @@ impl Journal {
 
     /// How far rows of the source journal `journal_id` have been imported.
     pub fn import_source(&self, journal_id: &str) -> Result<Option<SourceMark>, JournalError> {
-        match self
-            .imports
-            .get(source_key(journal_id))
-            .map_err(self.io("read imports"))?
-        {
+        match self.get(&self.imports, &source_key(journal_id), "read imports")? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
@@ -180,7 +178,10 @@ impl Journal {
         let mut out = Vec::new();
         for item in self.imports.scan_prefix(BUNDLE_PREFIX) {
             let (k, v) = item.map_err(self.io("read imports"))?;
-            out.push(serde_json::from_slice(&v).map_err(|e| {
+            let v = super::codec::unseal(&k, &v).map_err(|e| {
+                self.corrupt(format!("import record {}", String::from_utf8_lossy(&k)), e)
+            })?;
+            out.push(serde_json::from_slice(v).map_err(|e| {
                 self.corrupt(format!("import record {}", String::from_utf8_lossy(&k)), e)
             })?);
         }
@@ -199,6 +200,7 @@ impl Journal {
         blocks: &[&[u8]],
         record: ImportRecord,
     ) -> Result<ImportRecord, JournalError> {
+        self.live()?;
         let mut count = 0u64;
         for (i, block) in blocks.iter().enumerate() {
             match block_len(block) {
@@ -224,22 +226,26 @@ impl Journal {
             bundle_id: record.bundle_id.clone(),
         })
         .expect("source mark serialises");
-        let done = (&self.rows, &self.meta, &self.imports)
+        let done = (&*self.rows, &*self.meta, &*self.imports)
             .transaction(|(rows_t, meta_t, imports_t)| {
                 if imports_t.get(&bundle)?.is_some() {
-                    return Err(ConflictableTransactionError::Abort(format!(
-                        "bundle {} is already imported",
-                        record.bundle_id
+                    return Err(ConflictableTransactionError::Abort(TxAbort::Refused(
+                        format!("bundle {} is already imported", record.bundle_id),
                     )));
                 }
-                if let Some(v) = imports_t.get(&source)? {
+                if let Some(v) = tx_get(imports_t, &source)? {
                     let had: SourceMark = serde_json::from_slice(&v).map_err(|e| {
-                        ConflictableTransactionError::Abort(format!("damaged import mark: {e}"))
+                        ConflictableTransactionError::Abort(TxAbort::Damaged {
+                            what: format!("import mark of journal {}", record.source_journal),
+                            detail: e.to_string(),
+                        })
                     })?;
                     if had.last >= record.first {
-                        return Err(ConflictableTransactionError::Abort(format!(
-                            "rows up to #{} of journal {} are already imported",
-                            had.last, record.source_journal
+                        return Err(ConflictableTransactionError::Abort(TxAbort::Refused(
+                            format!(
+                                "rows up to #{} of journal {} are already imported",
+                                had.last, record.source_journal
+                            ),
                         )));
                     }
                 }
@@ -247,20 +253,23 @@ impl Journal {
                 let mut next = first;
                 let mut bytes = tx_u64(meta_t, STORED_BYTES)?;
                 for block in blocks {
-                    rows_t.insert(&u64_key(next), *block)?;
-                    bytes += 8 + block.len() as u64;
+                    let key = u64_key(next);
+                    let sealed = seal(&key, block);
+                    bytes += 8 + sealed.len() as u64;
+                    rows_t.insert(&key, sealed)?;
                     next += block_len(block).unwrap_or_default();
                 }
                 let mut done = record.clone();
                 done.local_first = first;
                 done.local_last = next - 1;
-                meta_t.insert(NEXT_SEQ, &u64_key(next))?;
-                meta_t.insert(STORED_BYTES, &u64_key(bytes))?;
-                imports_t.insert(
-                    bundle.as_slice(),
-                    serde_json::to_vec(&done).expect("import record serialises"),
+                tx_put(meta_t, NEXT_SEQ, &u64_key(next))?;
+                tx_put(meta_t, STORED_BYTES, &u64_key(bytes))?;
+                tx_put(
+                    imports_t,
+                    &bundle,
+                    &serde_json::to_vec(&done).expect("import record serialises"),
                 )?;
-                imports_t.insert(source.as_slice(), mark.as_slice())?;
+                tx_put(imports_t, &source, &mark)?;
                 Ok(done)
             })
             .map_err(|e| self.tx_err("import rows", e))?;
@@ -313,7 +322,11 @@ mod tests {
         assert_eq!((done.local_first, done.local_last), (1, 3));
         assert_eq!(j.last_seq().unwrap(), 3);
         assert_eq!(*j.subscribe_rows().borrow(), 3);
-        assert_eq!(j.stored_bytes().unwrap(), 16 + (b1.len() + b2.len()) as u64);
+        assert_eq!(
+            j.stored_bytes().unwrap(),
+            16 + 8 + (b1.len() + b2.len()) as u64,
+            "keys, blocks and their checksums"
+        );
         let rows: Vec<Row> = j
             .read_after(0, 10)
             .unwrap()
