@@ -12,6 +12,7 @@
 mod checkpoint;
 pub(crate) mod codec;
 mod memo;
+mod set_aside;
 mod transfer;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use crate::stats::Counters;
 pub use checkpoint::FileState;
 use codec::{block_len, decode_block, encode_block, key_u64, u64_key};
 pub use memo::Memo;
+pub use set_aside::{RunName, SetAsideRun};
 pub use transfer::{ExportMark, ImportRecord, SourceMark};
 
 /// The journal's on-disk format version, refused when unknown.
@@ -81,6 +83,12 @@ pub struct Journal {
     meta: sled::Tree,
     /// Bundles imported into this journal (transfer.rs).
     imports: sled::Tree,
+    /// Rows of runs a sink refused, and the records of those runs
+    /// (set_aside.rs).
+    set_aside: sled::Tree,
+    refused: sled::Tree,
+    /// Run ids the sinks show under other names (set_aside.rs).
+    run_names: sled::Tree,
     /// The sinks whose acknowledgements gate deletion.
     enabled_sinks: Vec<String>,
     /// Last committed sequence number; sinks wait on it.
@@ -234,6 +242,9 @@ impl Journal {
             files: db.open_tree("files").map_err(open_err)?,
             sinks: db.open_tree("sinks").map_err(open_err)?,
             imports: db.open_tree("imports").map_err(open_err)?,
+            set_aside: db.open_tree("set_aside").map_err(open_err)?,
+            refused: db.open_tree("set_aside_runs").map_err(open_err)?,
+            run_names: db.open_tree("run_names").map_err(open_err)?,
             meta,
             db,
             enabled_sinks: enabled_sinks.iter().map(|s| s.to_string()).collect(),
