@@ -166,6 +166,10 @@ enum Command {
     /// (before any newer row of theirs); `drop` deletes them. `retry` and
     /// `drop` change the store, so the agent must not be running on it.
     SetAside {
+        /// Configuration file (TOML); its store.path is the store. Default:
+        /// $MOSAIC_SHIPPER_CONFIG, else the embedded default.
+        #[arg(long, short, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
         #[command(subcommand)]
         action: SetAsideAction,
     },
@@ -197,8 +201,6 @@ enum Command {
 enum SetAsideAction {
     /// List the runs set aside, per sink, with the reason and rows kept.
     List {
-        #[arg(long, short, value_name = "FILE")]
-        config: Option<PathBuf>,
         /// One JSON array, for scripts.
         #[arg(long)]
         json: bool,
@@ -207,15 +209,11 @@ enum SetAsideAction {
     /// hands them to the sink first. A run refused again is set aside
     /// again, with the new reason.
     Retry {
-        #[arg(long, short, value_name = "FILE")]
-        config: Option<PathBuf>,
         #[command(flatten)]
         which: Which,
     },
     /// Delete the kept rows for good; the run's later rows flow again.
     Drop {
-        #[arg(long, short, value_name = "FILE")]
-        config: Option<PathBuf>,
         #[command(flatten)]
         which: Which,
     },
@@ -306,13 +304,8 @@ fn main() -> ExitCode {
                 Err(code) => code,
             }
         }
-        Command::SetAside { action } => {
+        Command::SetAside { config, action } => {
             let _log = logging::init_stderr(logging::filter(cli.log_level.as_deref(), "off"));
-            let config = match &action {
-                SetAsideAction::List { config, .. }
-                | SetAsideAction::Retry { config, .. }
-                | SetAsideAction::Drop { config, .. } => config.clone(),
-            };
             match load(config.as_deref()) {
                 Ok(c) => report(set_aside(c, action)),
                 Err(code) => code,
@@ -563,7 +556,7 @@ fn set_aside(config: Config, action: SetAsideAction) -> anyhow::Result<()> {
         (Some(s), Some(r)) => format!(" for run {r:?} of sink {s}"),
     };
     match action {
-        SetAsideAction::List { json, .. } => {
+        SetAsideAction::List { json } => {
             let runs = match Journal::open_existing(store) {
                 Ok(j) => j.set_aside_runs(None)?,
                 // While the agent runs, from its status snapshot.
@@ -590,7 +583,7 @@ fn set_aside(config: Config, action: SetAsideAction) -> anyhow::Result<()> {
                 }
             }
         }
-        SetAsideAction::Retry { which, .. } => {
+        SetAsideAction::Retry { which } => {
             if which.run.is_none() && which.sink.is_none() && !which.all {
                 anyhow::bail!("say which runs to retry: --run RUN, --sink SINK, or --all");
             }
@@ -609,7 +602,7 @@ fn set_aside(config: Config, action: SetAsideAction) -> anyhow::Result<()> {
                 );
             }
         }
-        SetAsideAction::Drop { which, .. } => {
+        SetAsideAction::Drop { which } => {
             if which.run.is_none() && which.sink.is_none() && !which.all {
                 anyhow::bail!("say which runs to drop: --run RUN, --sink SINK, or --all");
             }
