@@ -75,14 +75,13 @@ fn allowed(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
 }
 
-/// A ULID: 26 characters of Crockford's base32 (no I, L, O, U), any case.
+/// A ULID: 26 characters of Crockford's base32, any case, with the
+/// letters its decoders accept as aliases (I and L for 1, O for 0); only
+/// U is never one.
 fn is_ulid(s: &str) -> bool {
     s.len() == 26
-        && s.bytes().all(|b| {
-            let b = b.to_ascii_uppercase();
-            b.is_ascii_digit()
-                || (b.is_ascii_uppercase() && !matches!(b, b'I' | b'L' | b'O' | b'U'))
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() && !matches!(b, b'U' | b'u'))
 }
 
 /// Whether `s` ends the way a mapped name does.
@@ -173,6 +172,11 @@ mod tests {
             "01jd9x2k7m3n4p5q6r7s8t9v0x"
         );
         assert_eq!(wandb_id("run-1"), "run-1");
+        // Crockford's aliases (I, L, O) are still a ULID: lowered only.
+        assert_eq!(
+            wandb_id("01JDAO0000000000000000FL0I"),
+            "01jdao0000000000000000fl0i"
+        );
         assert!(!is_mapped("01JD9X2K7M3N4P5Q6R7S8T9V0X"));
         assert!(!is_mapped("run-1"));
     }
