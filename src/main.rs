@@ -169,6 +169,22 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
     },
+    /// Show, retry or drop the rows of runs a sink refused.
+    ///
+    /// When a sink cannot take one run (W&B answers 4xx for it), that run's
+    /// rows are set aside for that sink: kept in the store, named in
+    /// `status`, while every other run keeps flowing. Once the cause is
+    /// fixed, `retry` hands them to the sink again when the agent next runs
+    /// (before any newer row of theirs); `drop` deletes them. `retry` and
+    /// `drop` change the store, so the agent must not be running on it.
+    SetAside {
+        /// Configuration file (TOML); its store.path is the store. Default:
+        /// $MOSAIC_SHIPPER_CONFIG, else the embedded default.
+        #[arg(long, short, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: SetAsideAction,
+    },
     /// Add the rows of a bundle made by `export` to this machine's journal.
     ///
     /// The manifest, each file's size and SHA-256 and every row are checked
@@ -195,6 +211,42 @@ enum Command {
         #[arg(long)]
         reset_store: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum SetAsideAction {
+    /// List the runs set aside, per sink, with the reason and rows kept.
+    List {
+        /// One JSON array, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliver the kept rows again: the next `run` (or `run --once`)
+    /// hands them to the sink first. A run refused again is set aside
+    /// again, with the new reason.
+    Retry {
+        #[command(flatten)]
+        which: Which,
+    },
+    /// Delete the kept rows for good; the run's later rows flow again.
+    Drop {
+        #[command(flatten)]
+        which: Which,
+    },
+}
+
+/// Which set-aside runs a command means.
+#[derive(clap::Args)]
+struct Which {
+    /// Only this run id (as `list` shows it).
+    #[arg(long, value_name = "RUN")]
+    run: Option<String>,
+    /// Only this sink (`jsonl`, `tensorboard`, `wandb`, `wandb-offline`).
+    #[arg(long, value_name = "SINK")]
+    sink: Option<String>,
+    /// Every run of every sink (needed when neither --run nor --sink is given).
+    #[arg(long, conflicts_with_all = ["run", "sink"])]
+    all: bool,
 }
 
 fn main() -> ExitCode {
@@ -391,6 +443,13 @@ fn command(command: Command, log_level: Option<&str>) -> ExitCode {
                 Err(code) => code,
             }
         }
+        Command::SetAside { config, action } => {
+            let _log = logging::init_stderr(logging::filter(log_level, "off"));
+            match load(config.as_deref()) {
+                Ok(c) => report(set_aside(c, action)),
+                Err(code) => code,
+            }
+        }
         Command::Import {
             config,
             dir,
@@ -549,6 +608,106 @@ fn status(config: Config, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         print!("{}", status.render());
+    }
+    Ok(())
+}
+
+fn set_aside(config: Config, action: SetAsideAction) -> anyhow::Result<()> {
+    use mosaic_shipper::journal::SetAsideRun;
+    let store = &config.store.path;
+    let open = || -> anyhow::Result<Journal> {
+        match Journal::open_existing(store) {
+            Ok(j) => Ok(j),
+            Err(JournalError::Locked { .. }) => anyhow::bail!(
+                "the agent is running on store {}: stop it first (set-aside retry and drop \
+                 change the store; `status` shows what is set aside while it runs)",
+                store.display()
+            ),
+            Err(e) => Err(e.into()),
+        }
+    };
+    let describe = |r: &SetAsideRun| {
+        format!(
+            "{:<14} run {:?}: {} rows{}, since {}: {}",
+            r.sink,
+            r.run,
+            r.rows,
+            if r.retry { " (retry pending)" } else { "" },
+            time::OffsetDateTime::from_unix_timestamp(r.since as i64)
+                .ok()
+                .and_then(|t| t
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .ok())
+                .unwrap_or_default(),
+            r.reason
+        )
+    };
+    let which_text = |w: &Which| match (&w.sink, &w.run) {
+        (None, None) => String::new(),
+        (Some(s), None) => format!(" for sink {s}"),
+        (None, Some(r)) => format!(" for run {r:?}"),
+        (Some(s), Some(r)) => format!(" for run {r:?} of sink {s}"),
+    };
+    match action {
+        SetAsideAction::List { json } => {
+            let runs = match Journal::open_existing(store) {
+                Ok(j) => j.set_aside_runs(None)?,
+                // While the agent runs, from its status snapshot.
+                Err(JournalError::Locked { .. }) => Status::read_snapshot(store)
+                    .with_context(|| {
+                        format!(
+                            "the agent is running on {} but its status snapshot cannot be read",
+                            store.display()
+                        )
+                    })?
+                    .sinks
+                    .into_iter()
+                    .flat_map(|s| s.set_aside)
+                    .collect(),
+                Err(e) => return Err(e.into()),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else if runs.is_empty() {
+                println!("nothing is set aside");
+            } else {
+                for r in &runs {
+                    println!("{}", describe(r));
+                }
+            }
+        }
+        SetAsideAction::Retry { which } => {
+            if which.run.is_none() && which.sink.is_none() && !which.all {
+                anyhow::bail!("say which runs to retry: --run RUN, --sink SINK, or --all");
+            }
+            let journal = open()?;
+            let runs = journal.retry_set_aside(which.sink.as_deref(), which.run.as_deref())?;
+            if runs.is_empty() {
+                println!("nothing is set aside{}", which_text(&which));
+            }
+            for r in &runs {
+                println!("will retry: {}", describe(r));
+            }
+            if !runs.is_empty() {
+                println!(
+                    "The agent delivers them when it next runs (`mosaic-shipper run --once` to do \
+                     it now); a run refused again is set aside again."
+                );
+            }
+        }
+        SetAsideAction::Drop { which } => {
+            if which.run.is_none() && which.sink.is_none() && !which.all {
+                anyhow::bail!("say which runs to drop: --run RUN, --sink SINK, or --all");
+            }
+            let journal = open()?;
+            let runs = journal.drop_set_aside(which.sink.as_deref(), which.run.as_deref())?;
+            if runs.is_empty() {
+                println!("nothing is set aside{}", which_text(&which));
+            }
+            for r in &runs {
+                println!("dropped: {}", describe(r));
+            }
+        }
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::SourceKind;
-use crate::journal::{ImportRecord, Journal, JournalError};
+use crate::journal::{ImportRecord, Journal, JournalError, RunName, SetAsideRun};
 use crate::sink::RunnerStatus;
 use crate::stats::Counters;
 
@@ -39,6 +39,10 @@ pub struct Status {
     /// `document`).
     #[serde(default)]
     pub kinds: BTreeMap<String, KindSummary>,
+    /// Run ids the sinks show under other names (unsafe or colliding
+    /// characters, too long): the original and the names used.
+    #[serde(default)]
+    pub mapped_runs: Vec<RunName>,
 }
 
 /// What the files of one source gave. Over the files followed now (a
@@ -127,6 +131,13 @@ pub struct SinkStatus {
     /// progress); only in a running agent's snapshot, for sinks it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner: Option<crate::sink::RunnerStatus>,
+    /// Rows of runs this sink refused, kept in the store (`mosaic-shipper
+    /// set-aside` retries or drops them); not counted in `pending`.
+    #[serde(default)]
+    pub set_aside_rows: u64,
+    /// Those runs, with the reason.
+    #[serde(default)]
+    pub set_aside: Vec<SetAsideRun>,
 }
 
 pub const SNAPSHOT_FILE: &str = "status.json";
@@ -150,14 +161,21 @@ impl Status {
                 .map_or(0.0, |e| (now - e.row.wall_time).max(0.0)))
         };
         let mut sinks = Vec::new();
+        let aside = journal.set_aside_runs(None)?;
+        let aside_of = |name: &str| -> Vec<SetAsideRun> {
+            aside.iter().filter(|r| r.sink == name).cloned().collect()
+        };
         for (name, c) in journal.cursors()? {
+            let set_aside = aside_of(&name);
             sinks.push(SinkStatus {
                 enabled: enabled.contains(&name.as_str()),
-                name,
                 cursor: c.seq,
                 pending: last_seq.saturating_sub(c.seq),
                 lag_seconds: lag(c.seq)?,
                 runner: None,
+                set_aside_rows: set_aside.iter().map(|r| r.rows).sum(),
+                set_aside,
+                name,
             });
         }
         for name in enabled {
@@ -169,6 +187,8 @@ impl Status {
                     pending: last_seq,
                     lag_seconds: lag(0)?,
                     runner: None,
+                    set_aside_rows: 0,
+                    set_aside: Vec::new(),
                 });
             }
         }
@@ -206,6 +226,7 @@ impl Status {
             imports,
             sources: BTreeMap::new(),
             kinds: BTreeMap::new(),
+            mapped_runs: journal.run_names()?,
         }
         .summarized())
     }
@@ -301,7 +322,37 @@ impl Status {
             if let Some(r) = &k.runner {
                 let _ = write!(s, "  retries {}", r.retries);
             }
+            if k.set_aside_rows > 0 || !k.set_aside.is_empty() {
+                let _ = write!(s, "  set aside {} rows", k.set_aside_rows);
+            }
             let _ = writeln!(s);
+            for r in &k.set_aside {
+                let _ = writeln!(
+                    s,
+                    "    set aside: run {:?}, {} rows{}: {}",
+                    r.run,
+                    r.rows,
+                    if r.retry { " (retry pending)" } else { "" },
+                    r.reason
+                );
+            }
+        }
+        if self.sinks.iter().any(|k| !k.set_aside.is_empty()) {
+            let _ = writeln!(
+                s,
+                "  (`mosaic-shipper set-aside retry --sink S --run R` delivers them again, \
+                 `set-aside drop` gives them up)"
+            );
+        }
+        if !self.mapped_runs.is_empty() {
+            let _ = writeln!(s, "\nrun ids shown under other names:");
+            for m in &self.mapped_runs {
+                if m.path == m.wandb {
+                    let _ = writeln!(s, "  {:?} -> {}", m.run, m.path);
+                } else {
+                    let _ = writeln!(s, "  {:?} -> {} (W&B: {})", m.run, m.path, m.wandb);
+                }
+            }
         }
         if !self.sources.is_empty() {
             let _ = writeln!(s, "\nsources:");

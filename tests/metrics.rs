@@ -119,6 +119,7 @@ fn metrics_pass_promtool_and_agree_with_status() {
         "mosaic_shipper_lines_skipped_total",
         "mosaic_shipper_sink_pending_rows",
         "mosaic_shipper_sink_lag_seconds",
+        "mosaic_shipper_sink_set_aside_rows",
         "mosaic_shipper_sink_retries_total",
         "mosaic_shipper_journal_held_bytes",
         "mosaic_shipper_files_followed",

@@ -14,6 +14,7 @@ pub(crate) mod codec;
 mod guard;
 pub mod marker;
 mod memo;
+mod set_aside;
 mod transfer;
 
 use std::mem::ManuallyDrop;
@@ -34,6 +35,7 @@ pub use guard::reset_store;
 use guard::{expect_sled_files, read_marker};
 use marker::{Marker, Progress};
 pub use memo::Memo;
+pub use set_aside::{RunName, SetAsideRun};
 pub use transfer::{ExportMark, ImportRecord, SourceMark};
 
 /// The journal's on-disk format version, refused when unknown. Format 2
@@ -131,6 +133,12 @@ pub struct Journal {
     meta: ManuallyDrop<sled::Tree>,
     /// Bundles imported into this journal (transfer.rs).
     imports: ManuallyDrop<sled::Tree>,
+    /// Rows of runs a sink refused, and the records of those runs
+    /// (set_aside.rs).
+    set_aside: ManuallyDrop<sled::Tree>,
+    refused: ManuallyDrop<sled::Tree>,
+    /// Run ids the sinks show under other names (set_aside.rs).
+    run_names: ManuallyDrop<sled::Tree>,
     /// The sinks whose acknowledgements gate deletion.
     enabled_sinks: Vec<String>,
     /// Last committed sequence number; sinks wait on it.
@@ -357,6 +365,9 @@ impl Journal {
             files: ManuallyDrop::new(db.open_tree("files").map_err(open_err)?),
             sinks: ManuallyDrop::new(db.open_tree("sinks").map_err(open_err)?),
             imports: ManuallyDrop::new(db.open_tree("imports").map_err(open_err)?),
+            set_aside: ManuallyDrop::new(db.open_tree("set_aside").map_err(open_err)?),
+            refused: ManuallyDrop::new(db.open_tree("set_aside_runs").map_err(open_err)?),
+            run_names: ManuallyDrop::new(db.open_tree("run_names").map_err(open_err)?),
             meta: ManuallyDrop::new(meta),
             db: ManuallyDrop::new(db),
             enabled_sinks: enabled_sinks.iter().map(|s| s.to_string()).collect(),
@@ -968,6 +979,9 @@ impl Drop for Journal {
             ManuallyDrop::drop(&mut self.sinks);
             ManuallyDrop::drop(&mut self.meta);
             ManuallyDrop::drop(&mut self.imports);
+            ManuallyDrop::drop(&mut self.set_aside);
+            ManuallyDrop::drop(&mut self.refused);
+            ManuallyDrop::drop(&mut self.run_names);
             ManuallyDrop::drop(&mut self.db);
         }
     }

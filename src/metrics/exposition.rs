@@ -233,6 +233,18 @@ pub fn render(status: &Status, ready: &Readiness, meta: &Meta) -> String {
             s.lag_seconds,
         );
     }
+    w.family(
+        "mosaic_shipper_sink_set_aside_rows",
+        Gauge,
+        "Rows of runs the sink refused, kept in the store for `mosaic-shipper set-aside retry` or `drop`.",
+    );
+    for s in &sinks {
+        w.sample(
+            "mosaic_shipper_sink_set_aside_rows",
+            &[("sink", &s.name)],
+            s.set_aside_rows as f64,
+        );
+    }
     let running: Vec<_> = sinks
         .iter()
         .filter_map(|s| s.runner.map(|r| (s.name.as_str(), r)))

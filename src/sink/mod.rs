@@ -18,10 +18,12 @@
 pub mod enabled;
 pub mod health;
 pub mod jsonl;
+pub mod runname;
 mod template;
 pub mod tensorboard;
 pub mod wandb;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,18 +32,24 @@ use backoff::backoff::Backoff;
 use thiserror::Error;
 use tokio::sync::watch;
 
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, RunName};
 use crate::row::Entry;
 pub use health::{RunnerStatus, SinkHealth};
 pub use template::PathTemplate;
 
-/// A sink failure. Every one is retried after a backoff (the destination
-/// may come back: a disk is freed, a server restarts); rows stay in the
-/// journal meanwhile.
+/// A sink failure. Every one but [`SinkError::Refused`] is retried after a
+/// backoff (the destination may come back: a disk is freed, a server
+/// restarts); rows stay in the journal meanwhile.
 #[derive(Debug, Error)]
 pub enum SinkError {
     #[error("{0}")]
     Io(String),
+    /// The destination will not take rows of this one run, and trying
+    /// again will not change that (W&B answered 4xx for it). The runner
+    /// sets the run's rows aside for this sink (kept in the journal, see
+    /// `journal/set_aside.rs`) and every other run goes on.
+    #[error("run {run:?} refused: {reason}")]
+    Refused { run: String, reason: String },
     #[error(transparent)]
     Journal(#[from] JournalError),
 }
@@ -70,6 +78,12 @@ pub trait Sink: Send + 'static {
     fn tick(&mut self) -> impl Future<Output = Result<Option<Vec<u8>>, SinkError>> + Send {
         async { Ok(None) }
     }
+
+    /// The runs whose rows are set aside for this sink, told after every
+    /// [`Sink::recover`]: no row of theirs will be written, and the sink
+    /// must send nothing else for them either (W&B: no heartbeat, no
+    /// finish), or it would be refused again.
+    fn set_aside(&mut self, _runs: &HashSet<String>) {}
 }
 
 /// Lets a sink commit recovery state without moving its cursor.
@@ -181,6 +195,27 @@ async fn run_sessions<S: Sink>(
         };
         match session {
             Ok(()) => return Ok(()),
+            Err(SinkError::Refused { run, reason })
+                if !journal
+                    .set_aside_runs(Some(name))?
+                    .iter()
+                    .any(|r| r.run == run && !r.retry) =>
+            {
+                // Not a failure of the sink: one run is refused, the rest
+                // go on at once (a new session replays from the cursor,
+                // setting that run's rows aside).
+                journal.refuse_run(name, &run, &reason)?;
+                tracing::error!(
+                    sink = name,
+                    run = ?run,
+                    reason = %reason,
+                    "sink {name} refused run {run:?}: its rows are set aside for this sink (kept \
+                     in the store, counted by `status`) and every other run goes on; once the \
+                     cause is fixed: `mosaic-shipper set-aside retry --sink {name} --run {run:?}` \
+                     (or `set-aside drop` to give them up)"
+                );
+                continue;
+            }
             Err(e) => {
                 failures += 1;
                 options.health.failed();
@@ -222,6 +257,66 @@ async fn drain_deadline(mut mode: watch::Receiver<Mode>) {
     }
 }
 
+/// Hands the kept rows of runs marked for retry (`set-aside retry`) to
+/// the sink, before any new row: they are older than every row of their
+/// run still in the journal. Each batch's rows are deleted in the
+/// transaction that commits the sink's state; the cursor does not move.
+async fn deliver_retries<S: Sink>(
+    sink: &mut S,
+    journal: &Arc<Journal>,
+    options: &RunOptions,
+    seq: u64,
+) -> Result<(), SinkError> {
+    let name = sink.name();
+    for r in journal.set_aside_runs(Some(name))? {
+        if !r.retry {
+            continue;
+        }
+        let mut delivered = 0u64;
+        loop {
+            let batch = journal.set_aside_rows(name, &r.run, options.batch_rows)?;
+            let Some(last) = batch.last().map(|e| e.seq) else {
+                journal.forget_set_aside_run(name, &r.run)?;
+                break;
+            };
+            let checkpoint = Checkpoint {
+                journal: journal.clone(),
+                name,
+                seq,
+            };
+            sink.write(&batch, &checkpoint).await?;
+            let state = sink.flush().await?;
+            journal.ack_retried(name, seq, state, &r.run, last)?;
+            delivered += batch.len() as u64;
+        }
+        tracing::info!(sink = name, run = ?r.run, rows = delivered, "set-aside rows delivered on retry; the run flows again");
+    }
+    Ok(())
+}
+
+/// Notes, once per process, the run ids the sinks show under other names.
+#[derive(Default)]
+struct NameNotes(HashSet<String>);
+
+impl NameNotes {
+    fn note(&mut self, journal: &Journal, run: &str) -> Result<(), JournalError> {
+        if self.0.contains(run) {
+            return Ok(());
+        }
+        self.0.insert(run.to_string());
+        if runname::is_mapped(run) {
+            let name = RunName {
+                run: run.to_string(),
+                path: runname::path_name(run).into_owned(),
+                wandb: runname::wandb_id(run),
+            };
+            tracing::info!(run = ?run, path = %name.path, wandb = %name.wandb, "run id mapped to a safe name");
+            journal.note_run_name(&name)?;
+        }
+        Ok(())
+    }
+}
+
 /// One recovery-and-deliver session; returns on drain completion or error.
 async fn deliver<S: Sink>(
     sink: &mut S,
@@ -232,6 +327,19 @@ async fn deliver<S: Sink>(
     let name = sink.name();
     let cursor = journal.cursor(name)?;
     sink.recover(&cursor.state).await?;
+    let refused: HashSet<String> = journal
+        .set_aside_runs(Some(name))?
+        .into_iter()
+        .filter(|r| !r.retry)
+        .map(|r| r.run)
+        .collect();
+    sink.set_aside(&refused);
+    deliver_retries(sink, journal, options, cursor.seq).await?;
+    let cursor = journal.cursor(name)?;
+    let mut names = NameNotes::default();
+    // Rows of refused runs read since the last acknowledgement: kept with
+    // the next one.
+    let mut aside: Vec<Entry> = Vec::new();
     let mut acked = cursor.seq;
     let mut written = cursor.seq;
     let mut unflushed = 0usize;
@@ -244,17 +352,37 @@ async fn deliver<S: Sink>(
     let mut rows = journal.subscribe_rows();
     loop {
         let batch = journal.read_after(written, options.batch_rows)?;
-        if let Some(last) = batch.last() {
-            let checkpoint = Checkpoint {
-                journal: journal.clone(),
-                name,
-                seq: acked,
+        let batch_len = batch.len();
+        if let Some(last) = batch.last().map(|e| e.seq) {
+            let mut previous: Option<&str> = None;
+            for e in &batch {
+                if previous != Some(e.row.run_id.as_str()) {
+                    names.note(journal, &e.row.run_id)?;
+                    previous = Some(e.row.run_id.as_str());
+                }
+            }
+            let take: Vec<Entry> = if refused.is_empty() {
+                batch
+            } else {
+                let (kept, take): (Vec<Entry>, Vec<Entry>) = batch
+                    .into_iter()
+                    .partition(|e| refused.contains(&e.row.run_id));
+                aside.extend(kept);
+                take
             };
-            sink.write(&batch, &checkpoint).await?;
-            written = last.seq;
-            unflushed += batch.len();
+            if !take.is_empty() {
+                let checkpoint = Checkpoint {
+                    journal: journal.clone(),
+                    name,
+                    seq: acked,
+                };
+                sink.write(&take, &checkpoint).await?;
+            }
+            // Set-aside rows count too: they are committed with the ack.
+            unflushed += batch_len;
+            written = last;
         }
-        let caught_up = batch.len() < options.batch_rows;
+        let caught_up = batch_len < options.batch_rows;
         let draining = matches!(*mode.borrow(), Mode::Drain { .. });
         // Caught up after a quiet spell: at once. While rows keep coming
         // (a trickle catches up on every commit), at most once per
@@ -264,7 +392,8 @@ async fn deliver<S: Sink>(
             (caught_up && draining) || unflushed >= options.batch_rows || interval_passed;
         if written > acked && flush_due {
             let state = sink.flush().await?;
-            journal.ack(name, written, state)?;
+            journal.ack_with_set_aside(name, written, state, &aside)?;
+            aside.clear();
             tracing::debug!(sink = name, seq = written, "acknowledged");
             options.health.progress();
             acked = written;
@@ -324,3 +453,6 @@ async fn deliver<S: Sink>(
         }
     }
 }
+
+#[cfg(test)]
+mod runner_tests;

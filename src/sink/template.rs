@@ -11,15 +11,20 @@ impl PathTemplate {
         PathTemplate(template.to_string())
     }
 
-    /// The path for `run_id`. Run ids come from log content, so anything
-    /// that could leave the directory (`/`, `..`) is replaced: a record
-    /// must never make the agent write outside the place configured.
+    /// The path for `run_id`. Run ids come from log content, so they go
+    /// through the one mapping every sink uses ([`super::runname`]): a
+    /// record can never make the agent write outside the place configured,
+    /// and two run ids never share a file.
     pub fn render(&self, run_id: &str) -> PathBuf {
-        PathBuf::from(self.0.replace("{run_id}", &safe_component(run_id)))
+        PathBuf::from(
+            self.0
+                .replace("{run_id}", &super::runname::path_name(run_id)),
+        )
     }
 }
 
-/// `s` made safe as a single path component.
+/// `s` made safe as a single path component (a host name in a file name;
+/// run ids go through [`super::runname`]).
 pub fn safe_component(s: &str) -> String {
     let cleaned: String = s
         .chars()
@@ -45,11 +50,15 @@ mod tests {
     fn run_ids_cannot_escape_the_directory() {
         let t = PathTemplate::new("runs/{run_id}/rows.jsonl");
         assert_eq!(t.render("01JABC"), PathBuf::from("runs/01JABC/rows.jsonl"));
-        assert_eq!(
-            t.render("../../etc"),
-            PathBuf::from("runs/.._.._etc/rows.jsonl")
-        );
-        assert_eq!(t.render(".."), PathBuf::from("runs/_../rows.jsonl"));
-        assert_eq!(t.render(""), PathBuf::from("runs/_/rows.jsonl"));
+        for id in ["../../etc", "..", "", "a/../../b", "%2e%2e", "x\0y"] {
+            let p = t.render(id);
+            let parts: Vec<_> = p.components().collect();
+            assert_eq!(parts.len(), 3, "{id:?} -> {}", p.display());
+            assert!(
+                matches!(parts[1], std::path::Component::Normal(_)),
+                "{id:?}"
+            );
+            assert!(!p.to_string_lossy().contains('\0'));
+        }
     }
 }

@@ -110,6 +110,10 @@ struct Inner {
     sticky_file_stream: Option<Fault>,
     /// Error answers echo the request (see [`echo`]).
     echo: bool,
+    /// Requests about this run (by W&B run name) get this status, as a
+    /// server answers for a run it will not take; with `true`, only its
+    /// file_stream requests.
+    refused_run: Option<(String, u16, bool)>,
 }
 
 /// The running stand-in, on its own thread and runtime (tests stay
@@ -248,6 +252,14 @@ impl StandIn {
         self.inner.lock().unwrap().features = features.iter().map(|s| s.to_string()).collect();
     }
 
+    /// Refuses every request about W&B run `name` (UpsertBucket with that
+    /// name, CreateRunFiles for it, its file_stream) with `status`, or
+    /// with `file_stream_only` just its file_stream, until cleared (`None`).
+    pub fn refuse_run(&self, run: Option<(&str, u16, bool)>) {
+        self.inner.lock().unwrap().refused_run =
+            run.map(|(name, status, fs_only)| (name.to_string(), status, fs_only));
+    }
+
     pub fn faults_pending(&self) -> usize {
         self.inner.lock().unwrap().faults.len()
     }
@@ -362,6 +374,7 @@ async fn respond<S: AsyncWrite + Unpin>(
     let reason = match status {
         200 => "OK",
         307 => "Temporary Redirect",
+        400 => "Bad Request",
         404 => "Not Found",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
@@ -426,6 +439,27 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     } else {
         (b"{\"error\":\"injected\"}".to_vec(), Vec::new())
     };
+    let refused = {
+        let g = inner.lock().unwrap();
+        g.refused_run.clone()
+    }
+    .and_then(|(name, status, fs_only)| {
+        let about = if path.ends_with("/file_stream") {
+            path.split('/').nth(4) == Some(name.as_str())
+        } else {
+            let vars = rec.json().get("variables").cloned().unwrap_or_default();
+            !fs_only
+                && path.starts_with("/graphql")
+                && [&vars["name"], &vars["run"]]
+                    .iter()
+                    .any(|v| v.as_str() == Some(name.as_str()))
+        };
+        about.then_some(status)
+    });
+    if let Some(status) = refused {
+        inner.lock().unwrap().requests.push(rec.clone());
+        return respond(&mut stream, status, &[], b"{\"error\":\"run refused\"}").await;
+    }
     let (fault, latency) = {
         let mut g = inner.lock().unwrap();
         g.requests.push(rec.clone());

@@ -119,20 +119,12 @@ impl FinishInbox {
     }
 }
 
-/// The W&B run id for a MOSAIC run id: lower case (a ULID is
-/// case-insensitive and W&B generates lower-case ids) with the characters
-/// W&B forbids in run ids (`: ; , # ? / '`, whitespace) replaced by `-`.
-/// Stable, so a restarted agent resumes the same run.
+/// The W&B run id for a MOSAIC run id: the mapping every sink shares
+/// ([`crate::sink::runname`]), in its W&B flavour (a ULID in lower case,
+/// any other id kept when W&B can take it, else made safe with a hash of
+/// the original). Stable, so a restarted agent resumes the same run.
 pub fn wandb_run_id(mosaic: &str) -> String {
-    mosaic
-        .trim()
-        .chars()
-        .map(|c| match c {
-            ':' | ';' | ',' | '#' | '?' | '/' | '\'' => '-',
-            c if c.is_whitespace() => '-',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect()
+    crate::sink::runname::wandb_id(mosaic)
 }
 
 fn run_ref(run: &RunState) -> RunRef<'_> {
@@ -178,10 +170,34 @@ pub struct WandbSink {
     /// Runs whose state a config or run-finished record changed since the
     /// last flush (flush commits them even without history lines).
     evented: HashSet<String>,
+    /// Runs W&B refused, whose rows are set aside (told by the runner):
+    /// no heartbeat or finish goes out for them until they are retried.
+    set_aside: HashSet<String>,
 }
 
 fn sink_err(e: WandbError) -> SinkError {
     SinkError::Io(e.to_string())
+}
+
+/// Whether a final HTTP status for a request about one run refuses that
+/// run, rather than everything: 401, 403 and 407 are about the key, the
+/// project or the proxy, which every run shares, so they stay errors the
+/// runner retries (as 408, 409, 429 and 5xx are retried by the client).
+fn refuses_run(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 401 | 403 | 407 | 408 | 409 | 429)
+}
+
+/// The error of a request about MOSAIC run `run`: a 4xx that refuses the
+/// run becomes [`SinkError::Refused`] (its rows are set aside and other
+/// runs go on), anything else an error the runner retries.
+fn run_err(run: &str) -> impl Fn(WandbError) -> SinkError + '_ {
+    move |e| match &e {
+        WandbError::Rejected { status, .. } if refuses_run(*status) => SinkError::Refused {
+            run: run.to_string(),
+            reason: e.to_string(),
+        },
+        _ => sink_err(e),
+    }
 }
 
 impl WandbSink {
@@ -211,6 +227,7 @@ impl WandbSink {
                 finish_inbox: inbox,
                 evented: HashSet::new(),
                 finishing: BTreeMap::new(),
+                set_aside: HashSet::new(),
             },
             handle,
         ))
@@ -247,7 +264,11 @@ impl WandbSink {
             config: Some(&config),
             host: host.as_deref(),
         };
-        let bucket = self.client.upsert(&input).await.map_err(sink_err)?;
+        let bucket = self
+            .client
+            .upsert(&input)
+            .await
+            .map_err(run_err(mosaic_run))?;
         let run = match known {
             // Known from the saved state (a restart, or reopened after a
             // finish): continue where the committed lines end. The server's
@@ -292,14 +313,14 @@ impl WandbSink {
         self.client
             .upload_files(run_ref(run), &files)
             .await
-            .map_err(sink_err)
+            .map_err(run_err(&run.display))
     }
 
     async fn send(&mut self, run: &RunState, update: &Update) -> Result<(), SinkError> {
         self.client
             .send(run_ref(run), update)
             .await
-            .map_err(sink_err)?;
+            .map_err(run_err(&run.display))?;
         self.last_sent.insert(run.display.clone(), Instant::now());
         Ok(())
     }
@@ -312,6 +333,9 @@ impl WandbSink {
             .gather(&mut self.finishing, str::to_string, self.delivered.iter());
         let mut due: Vec<(String, i32, &'static str)> = Vec::new();
         for (id, run) in &self.committed.runs {
+            if self.set_aside.contains(id) {
+                continue;
+            }
             // The worker's exit status, with what its records said.
             if let Some(&exit) = self.finishing.get(id) {
                 let code = ending::exit_code(run.finish_requested, exit);
@@ -375,7 +399,7 @@ impl WandbSink {
         let wall = crate::util::now_secs();
         let mut due: Vec<(String, bool)> = Vec::new();
         for (id, run) in &self.committed.runs {
-            if !run.is_open() {
+            if !run.is_open() || self.set_aside.contains(id) {
                 continue;
             }
             if self.is_idle(run, wall) {
@@ -532,6 +556,10 @@ impl Sink for WandbSink {
         Ok(self.committed.encode())
     }
 
+    fn set_aside(&mut self, runs: &HashSet<String>) {
+        self.set_aside = runs.clone();
+    }
+
     async fn tick(&mut self) -> Result<Option<Vec<u8>>, SinkError> {
         if self.finish_due().await? {
             return Ok(Some(self.committed.encode()));
@@ -546,11 +574,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_run_specific_statuses_refuse_a_run() {
+        for s in [400, 404, 410, 413, 422] {
+            assert!(refuses_run(s), "{s}");
+        }
+        for s in [200, 401, 403, 407, 408, 409, 429, 500, 503] {
+            assert!(!refuses_run(s), "{s}");
+        }
+    }
+
+    #[test]
     fn run_ids_are_stable_and_valid() {
         assert_eq!(
             wandb_run_id("01JD9X2K7M3N4P5Q6R7S8T9V0X"),
             "01jd9x2k7m3n4p5q6r7s8t9v0x"
         );
-        assert_eq!(wandb_run_id("a/b:c d"), "a-b-c-d");
+        let mapped = wandb_run_id("a/b:c d");
+        assert!(mapped.starts_with("a_b_c_d--"), "{mapped}");
     }
 }
