@@ -77,6 +77,16 @@ impl Agent {
     /// Opens the journal and starts reading and delivering. With `once`,
     /// the ingest stops by itself when the files are read to their end.
     pub fn start(config: Config, once: bool) -> anyhow::Result<Agent> {
+        Agent::start_with(config, once, None)
+    }
+
+    /// [`Agent::start`] for init mode, which knows the worker it started
+    /// (its command and start go to W&B's Overview).
+    pub fn start_with(
+        config: Config,
+        once: bool,
+        worker: Option<crate::machine::WorkerFacts>,
+    ) -> anyhow::Result<Agent> {
         let enabled = config.enabled_sinks();
         let journal = Arc::new(Journal::open_with_cache(
             &config.store.path,
@@ -102,6 +112,9 @@ impl Agent {
             config.store.max_bytes,
         );
         ingest.rescan_interval = Duration::from_millis(config.tail.rescan_interval_ms);
+        ingest.console =
+            crate::extract::console::ConsoleFiles::new(&sources).map_err(anyhow::Error::msg)?;
+        ingest.machine = crate::machine::MachineFacts::local(worker).to_json();
         let control = ingest.control();
         let unreadable = ingest.unreadable.clone();
         let ingest_done = tokio::task::spawn_blocking(move || ingest.run(once));
@@ -169,6 +182,7 @@ impl Agent {
                     dir: wandb.offline_dir.clone(),
                     project: wandb.project.clone(),
                     entity: wandb.entity.clone(),
+                    tracking: wandb.tracking.clone(),
                 },
             );
             wandb_finish = Some(finish);
@@ -418,8 +432,18 @@ impl Agent {
             let Some(last) = batch.last() else { break };
             at = last.seq;
             for e in batch {
-                let finished = matches!(e.row.event, Some(RunEvent::Finished(_)));
-                runs.insert(e.row.run_id, finished);
+                match e.row.event {
+                    // Console lines and machine facts do not reopen a run.
+                    Some(RunEvent::Console { .. } | RunEvent::Machine(_)) => {
+                        runs.entry(e.row.run_id).or_insert(false);
+                    }
+                    Some(RunEvent::Finished(_)) => {
+                        runs.insert(e.row.run_id, true);
+                    }
+                    _ => {
+                        runs.insert(e.row.run_id, false);
+                    }
+                }
             }
         }
         let events: Vec<Row> = runs

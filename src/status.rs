@@ -127,6 +127,10 @@ pub struct SinkStatus {
     /// progress); only in a running agent's snapshot, for sinks it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner: Option<crate::sink::RunnerStatus>,
+    /// W&B sinks: runs left to the worker's own W&B run (run id to the
+    /// SDK's run directory), which this sink does not ship.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub left_to_worker: BTreeMap<String, String>,
 }
 
 pub const SNAPSHOT_FILE: &str = "status.json";
@@ -151,6 +155,11 @@ impl Status {
         };
         let mut sinks = Vec::new();
         for (name, c) in journal.cursors()? {
+            let left_to_worker = if name.starts_with("wandb") {
+                crate::sink::wandb::worker_tracks::left_to_workers(&c.state)
+            } else {
+                BTreeMap::new()
+            };
             sinks.push(SinkStatus {
                 enabled: enabled.contains(&name.as_str()),
                 name,
@@ -158,6 +167,7 @@ impl Status {
                 pending: last_seq.saturating_sub(c.seq),
                 lag_seconds: lag(c.seq)?,
                 runner: None,
+                left_to_worker,
             });
         }
         for name in enabled {
@@ -169,6 +179,7 @@ impl Status {
                     pending: last_seq,
                     lag_seconds: lag(0)?,
                     runner: None,
+                    left_to_worker: BTreeMap::new(),
                 });
             }
         }
@@ -302,6 +313,12 @@ impl Status {
                 let _ = write!(s, "  retries {}", r.retries);
             }
             let _ = writeln!(s);
+            for (run, own) in &k.left_to_worker {
+                let _ = writeln!(
+                    s,
+                    "    run {run}: left to the worker's own W&B run {own} (when_worker_tracks = \"skip\")"
+                );
+            }
         }
         if !self.sources.is_empty() {
             let _ = writeln!(s, "\nsources:");

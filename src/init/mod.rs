@@ -122,9 +122,11 @@ pub fn main(
             sources.push(crate::config::SourceConfig {
                 name: "init-console".into(),
                 kind: crate::config::SourceKind::Lines,
-                paths: vec![glob],
+                paths: vec![glob.clone()],
                 exclude: Vec::new(),
                 run_id_from_path: None,
+                // CMD's own output: its console.
+                console: vec![glob],
             });
         }
         c.sources = Some(sources);
@@ -147,6 +149,7 @@ pub fn main(
             return ExitCode::from(code);
         }
     };
+    let started_at = crate::util::now_secs();
     tracing::info!(pid = child.pid, command = ?command, "started CMD");
     let (console, resizer) = match prepared.map(console::Prepared::start) {
         Some((c, r)) => (Some(c), r),
@@ -165,7 +168,12 @@ pub fn main(
         return ExitCode::from(code);
     }
 
-    let code = supervise(config, init, console, rx);
+    let cmd: Vec<String> = command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let worker = crate::machine::WorkerFacts::of_command(&cmd, started_at);
+    let code = supervise(config, init, console, rx, worker);
     console::restore_terminal();
     ExitCode::from(code)
 }
@@ -177,6 +185,7 @@ fn supervise(
     init: InitConfig,
     console: Option<console::Console>,
     mut rx: mpsc::UnboundedReceiver<Event>,
+    worker: crate::machine::WorkerFacts,
 ) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -194,7 +203,7 @@ fn supervise(
         }
     };
     let code = runtime.block_on(async move {
-        let agent = config.and_then(|config| match Agent::start(config, false) {
+        let agent = config.and_then(|config| match Agent::start_with(config, false, Some(worker)) {
             Ok(agent) => Some(agent),
             Err(e) => {
                 tracing::error!("SHIPPING IS OFF for this run: the pipeline did not start: {e:#}. CMD runs regardless");
