@@ -112,9 +112,13 @@ impl Agent {
             config.store.max_bytes,
         );
         ingest.rescan_interval = Duration::from_millis(config.tail.rescan_interval_ms);
-        ingest.console =
-            crate::extract::console::ConsoleFiles::new(&sources).map_err(anyhow::Error::msg)?;
-        ingest.machine = crate::machine::MachineFacts::local(worker).to_json();
+        // Console lines and machine facts are for W&B (its Logs and
+        // Overview tabs) alone: journaled only when a W&B sink is on.
+        if enabled.iter().any(|s| s.starts_with("wandb")) {
+            ingest.console =
+                crate::extract::console::ConsoleFiles::new(&sources).map_err(anyhow::Error::msg)?;
+            ingest.machine = crate::machine::MachineFacts::local(worker).to_json();
+        }
         let control = ingest.control();
         let unreadable = ingest.unreadable.clone();
         let ingest_done = tokio::task::spawn_blocking(move || ingest.run(once));
