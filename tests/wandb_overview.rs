@@ -364,6 +364,7 @@ fn offline_console_records_are_the_sdks_and_wandb_sync_uploads_them() {
     assert_eq!(Value::from(kinds), f["offline"]["record_order"]);
     let env = &records.iter().find(|r| r["type"] == "environment").unwrap()["environment"];
     assert_eq!(env["host"], hostname());
+    assert!(env["startedAt"].is_string(), "the run's start: {env}");
     assert!(
         env["os"].as_str().is_some_and(|o| o.starts_with("Linux-")),
         "{env}"

@@ -326,7 +326,8 @@ impl WandbOfflineSink {
 
     /// Frames the machine's facts as an environment record (the SDK
     /// writes one after the run record), unless the run's file has them.
-    fn write_environment(&mut self, id: &str, text: &str) {
+    /// `start`: the run's start as known now (`+inf`: not yet).
+    fn write_environment(&mut self, id: &str, text: &str, start: f64) {
         let run = &self.working.runs[id];
         if run.machine.as_deref() == Some(text) {
             return;
@@ -335,8 +336,8 @@ impl WandbOfflineSink {
             tracing::warn!(run = %id, "machine facts in the journal are not readable; skipped");
             return;
         };
-        // The worker's start (init mode) is the run's.
-        let start = run.start;
+        // The worker's start (init mode) wins if earlier.
+        let start = run.start.min(start);
         let record = super::overview::environment_record(&facts, start);
         self.push(id, RecordType::Environment(record), false);
         self.working.runs.get_mut(id).expect("opened").machine = Some(text.to_string());
@@ -426,7 +427,12 @@ impl WandbOfflineSink {
             self.open_run(&id, row, checkpoint)?;
             if let Some(w) = self.working.waiting.remove(&id) {
                 if let Some(m) = &w.machine {
-                    self.write_environment(&id, m);
+                    // The opening metric row starts the run.
+                    let start = match row.event {
+                        None if row.wall_time.is_finite() => row.wall_time,
+                        _ => f64::INFINITY,
+                    };
+                    self.write_environment(&id, m, start);
                 }
                 for text in &w.configs {
                     self.write_config(&id, text);
@@ -440,7 +446,10 @@ impl WandbOfflineSink {
                 let record = super::overview::output_record(&id, *stderr, line, row.wall_time);
                 self.push(&id, RecordType::OutputRaw(record), false);
             }
-            Some(RunEvent::Machine(text)) => self.write_environment(&id, text),
+            Some(RunEvent::Machine(text)) => {
+                let start = self.working.runs[&id].start;
+                self.write_environment(&id, text, start);
+            }
             None => {
                 let run = self.working.runs.get_mut(&id).expect("opened");
                 // Only metric rows time the run: a row older than every
