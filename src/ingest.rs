@@ -258,15 +258,17 @@ impl Ingest {
     }
 
     /// Puts the machine's facts before the first rows of each run this
-    /// process has not told them for (again after a failed commit: the
-    /// set is only a saving, a repeat is harmless).
-    fn tell_machine(&mut self, rows: &mut Vec<Row>, read_time: f64) {
+    /// process has not told them for; returns those runs (a failed commit
+    /// forgets them, so the retry tells them again).
+    fn tell_machine(&mut self, rows: &mut Vec<Row>, read_time: f64) -> Vec<String> {
+        let mut told = Vec::new();
         if self.machine.is_empty() || rows.iter().all(|r| self.machine_told.contains(&r.run_id)) {
-            return;
+            return told;
         }
         let mut out = Vec::with_capacity(rows.len() + 1);
         for row in rows.drain(..) {
             if self.machine_told.insert(row.run_id.clone()) {
+                told.push(row.run_id.clone());
                 out.push(Row {
                     run_id: row.run_id.clone(),
                     step: 0,
@@ -279,6 +281,7 @@ impl Ingest {
             out.push(row);
         }
         *rows = out;
+        told
     }
 
     fn commit(&mut self, mut batch: Batch) -> Result<(), ()> {
@@ -358,7 +361,7 @@ impl Ingest {
                 }
             }
         }
-        self.tell_machine(&mut rows, read_time);
+        let told = self.tell_machine(&mut rows, read_time);
         batch.delta = delta;
         let mut state = batch.state.clone();
         state.counters.add(&delta);
@@ -381,6 +384,9 @@ impl Ingest {
             }
             Err(e) => {
                 tracing::error!(file = %state.path, offset = batch.state.offset, error = %e, "cannot commit rows; the lines will be read again");
+                for run in told {
+                    self.machine_told.remove(&run);
+                }
                 self.tailer.abandon(&batch);
                 Err(())
             }
