@@ -572,3 +572,42 @@ fn rows_staged_on_another_machine_keep_its_host() {
     let (out, _) = split_console(&record.console);
     assert_lines(&out, &printed(ulid, 0, 3).0, "stdout staged and synced");
 }
+
+#[test]
+fn console_lines_survive_agent_kills_once_and_in_order() {
+    sdk::python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ulid = "01JDAS000000000000000KILLS";
+    let run = harness::wandb_id(ulid);
+    let standin = StandIn::start();
+    // Small requests, so a kill lands between acknowledged ones.
+    let cfg = config(
+        dir,
+        &standin.base_url(),
+        "rows_per_request = 3\nflush_interval_ms = 50\n",
+        "store",
+    );
+    let mut first = 0;
+    for _ in 0..3 {
+        worker_into_files(dir, ulid, first, 5);
+        first += 5;
+        let mut child = harness::spawn(&mut harness::agent(dir, &cfg, &[]));
+        let seen = standin.runs().get(&run).map_or(0, |r| r.console.len());
+        harness::wait_for(dir, Duration::from_secs(60), "new console lines", || {
+            standin
+                .runs()
+                .get(&run)
+                .is_some_and(|r| r.console.len() > seen)
+        });
+        // SIGKILL: no drain, no final commit.
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    harness::run_once(dir, &cfg);
+    let record = &standin.runs()[&run];
+    let (out, err) = split_console(&record.console);
+    let (want_out, want_err) = printed(ulid, 0, first);
+    assert_lines(&out, &want_out, "stdout after kills");
+    assert_lines(&err, &want_err, "stderr after kills");
+}
