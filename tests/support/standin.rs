@@ -119,6 +119,8 @@ struct Inner {
     sticky_file_stream: Option<Fault>,
     /// Error answers echo the request (see [`echo`]).
     echo: bool,
+    /// Served over TLS: upload URLs are https.
+    tls: bool,
 }
 
 /// The running stand-in, on its own thread and runtime (tests stay
@@ -168,7 +170,10 @@ impl StandIn {
     }
 
     fn start_with(tls: Option<tokio_rustls::TlsAcceptor>, port: u16) -> StandIn {
-        let inner = Arc::new(Mutex::new(Inner::default()));
+        let inner = Arc::new(Mutex::new(Inner {
+            tls: tls.is_some(),
+            ..Inner::default()
+        }));
         let shared = inner.clone();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -604,8 +609,9 @@ fn apply(inner: &Arc<Mutex<Inner>>, rec: &Recorded, addr: SocketAddr) -> Option<
                     "historyLineCount": count}, "inserted": true}})
             }
             "CreateRunFiles" => {
+                let scheme = if g.tls { "https" } else { "http" };
                 let files: Vec<Value> = v["files"].as_array().cloned().unwrap_or_default().iter()
-                    .map(|f| json!({"name": f, "uploadUrl": format!("http://{addr}/upload/{}/{}", v["run"].as_str().unwrap_or("run"), f.as_str().unwrap_or("f"))}))
+                    .map(|f| json!({"name": f, "uploadUrl": format!("{scheme}://{addr}/upload/{}/{}", v["run"].as_str().unwrap_or("run"), f.as_str().unwrap_or("f"))}))
                     .collect();
                 json!({"createRunFiles": {"runID": "UnVuOnYxOnN0YW5kaW4=", "uploadHeaders": [], "files": files}})
             }
