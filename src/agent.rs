@@ -102,6 +102,16 @@ impl Agent {
     /// Opens the journal and starts reading and delivering. With `once`,
     /// the ingest stops by itself when the files are read to their end.
     pub fn start(config: Config, once: bool) -> anyhow::Result<Agent> {
+        Agent::start_with(config, once, None)
+    }
+
+    /// [`Agent::start`] for init mode, which knows the worker it started
+    /// (its command and start go to W&B's Overview).
+    pub fn start_with(
+        config: Config,
+        once: bool,
+        worker: Option<crate::machine::WorkerFacts>,
+    ) -> anyhow::Result<Agent> {
         let enabled = config.enabled_sinks();
         let journal = Arc::new(Journal::open_with_cache(
             &config.store.path,
@@ -127,6 +137,13 @@ impl Agent {
             config.store.max_bytes,
         );
         ingest.rescan_interval = Duration::from_millis(config.tail.rescan_interval_ms);
+        // Console lines and machine facts are for W&B (its Logs and
+        // Overview tabs) alone: journaled only when a W&B sink is on.
+        if enabled.iter().any(|s| s.starts_with("wandb")) {
+            ingest.console =
+                crate::extract::console::ConsoleFiles::new(&sources).map_err(anyhow::Error::msg)?;
+            ingest.machine = crate::machine::MachineFacts::local(worker).to_json();
+        }
         let control = ingest.control();
         let unreadable = ingest.unreadable.clone();
         let ingest_done = tokio::task::spawn_blocking(move || ingest.run(once));
@@ -194,6 +211,7 @@ impl Agent {
                     dir: wandb.offline_dir.clone(),
                     project: wandb.project.clone(),
                     entity: wandb.entity.clone(),
+                    tracking: wandb.tracking.clone(),
                 },
             );
             wandb_finish = Some(finish);
@@ -583,8 +601,18 @@ impl Agent {
             let Some(last) = batch.last() else { break };
             at = last.seq;
             for e in batch {
-                let finished = matches!(e.row.event, Some(RunEvent::Finished(_)));
-                runs.insert(e.row.run_id, finished);
+                match e.row.event {
+                    // Console lines and machine facts do not reopen a run.
+                    Some(RunEvent::Console { .. } | RunEvent::Machine(_)) => {
+                        runs.entry(e.row.run_id).or_insert(false);
+                    }
+                    Some(RunEvent::Finished(_)) => {
+                        runs.insert(e.row.run_id, true);
+                    }
+                    _ => {
+                        runs.insert(e.row.run_id, false);
+                    }
+                }
             }
         }
         let events: Vec<Row> = runs

@@ -166,6 +166,13 @@ pub struct SourceConfig {
     /// say it per rule. Default `runs/(?P<run_id>[^/]+)/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id_from_path: Option<String>,
+    /// `lines` sources: glob patterns of the files whose lines are the
+    /// worker's console output (its stdout and stderr), shipped as such
+    /// to W&B's Logs tab besides whatever rows they make. A file whose
+    /// name has `stderr` in it is the worker's stderr, any other stdout.
+    /// Rotated siblings (`x.log.1`) count as their file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub console: Vec<String>,
 }
 
 /// How a source's files are cut into records.
@@ -470,6 +477,22 @@ pub struct WandbSinkConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offline_dir: Option<PathBuf>,
     // --- end wandb offline sink ---
+    /// A run whose worker tracks W&B itself (its own SDK run under
+    /// `worker_dir`): "skip" (default) leaves it to the worker, "ship"
+    /// ships it too.
+    #[serde(default = "default_when_worker_tracks")]
+    pub when_worker_tracks: String,
+    /// Where a worker's own W&B SDK writes (its `WANDB_DIR`), with
+    /// `{run_id}`; "" looks nowhere.
+    #[serde(default = "default_worker_dir")]
+    pub worker_dir: String,
+}
+
+fn default_when_worker_tracks() -> String {
+    "skip".into()
+}
+fn default_worker_dir() -> String {
+    "var/trainer/runs/{run_id}/wandb".into()
 }
 
 fn serialize_masked_url<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -519,6 +542,8 @@ impl std::fmt::Debug for WandbSinkConfig {
             .field("retry_max_ms", &self.retry_max_ms)
             .field("give_up_secs", &self.give_up_secs)
             .field("compress", &self.compress)
+            .field("when_worker_tracks", &self.when_worker_tracks)
+            .field("worker_dir", &self.worker_dir)
             .finish()
     }
 }
@@ -542,6 +567,8 @@ impl Default for WandbSinkConfig {
             compress: true,
             mode: None,        // wandb offline sink (issue 5)
             offline_dir: None, // wandb offline sink (issue 5)
+            when_worker_tracks: default_when_worker_tracks(),
+            worker_dir: default_worker_dir(),
         }
     }
 }
@@ -554,6 +581,14 @@ impl Config {
         }
         if w.timeout_ms < 100 {
             return Err(self.invalid("sinks.wandb.timeout_ms must be at least 100"));
+        }
+        if crate::sink::wandb::worker_tracks::WhenWorkerTracks::parse(&w.when_worker_tracks)
+            .is_none()
+        {
+            return Err(self.invalid(format!(
+                "sinks.wandb.when_worker_tracks must be \"skip\" or \"ship\", not {:?}",
+                w.when_worker_tracks
+            )));
         }
         if w.retry_initial_ms == 0 || w.retry_max_ms < w.retry_initial_ms {
             return Err(self.invalid(
@@ -708,7 +743,18 @@ impl Config {
                     self.invalid(format!("sources {:?}: paths names no pattern", source.name))
                 );
             }
-            for pattern in source.paths.iter().chain(&source.exclude) {
+            if !source.console.is_empty() && source.kind != SourceKind::Lines {
+                return Err(self.invalid(format!(
+                    "sources {:?}: console is for lines sources only",
+                    source.name
+                )));
+            }
+            for pattern in source
+                .paths
+                .iter()
+                .chain(&source.exclude)
+                .chain(&source.console)
+            {
                 glob::Pattern::new(pattern).map_err(|e| {
                     self.invalid(format!(
                         "sources {:?}: bad glob {pattern:?}: {e}",
@@ -823,6 +869,7 @@ impl Config {
                 paths: paths.clone(),
                 exclude: Vec::new(),
                 run_id_from_path: None,
+                console: Vec::new(),
             });
         }
         if self.sources.is_none() && self.tail.sources.is_none() {

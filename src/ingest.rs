@@ -3,18 +3,19 @@
 //! It is the only writer of rows and file checkpoints, which is what lets
 //! each commit be a single transaction that moves both together.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::SourceKind;
+use crate::extract::console::ConsoleFiles;
 pub use crate::extract::events::{EventOutcome, Readers};
 use crate::extract::silence::Silence;
 use crate::extract::Extractor;
 use crate::journal::Journal;
-use crate::row::Origin;
+use crate::row::{Origin, Row, RunEvent};
 use crate::source::follow::watch::{Waker, Watcher};
 use crate::source::{Batch, Tailer};
 use crate::stats::Counters;
@@ -75,6 +76,13 @@ pub struct Ingest {
     stop: Arc<AtomicBool>,
     finish: Arc<AtomicBool>,
     at_cap: Arc<AtomicBool>,
+    /// The files whose lines are the worker's console output.
+    pub console: ConsoleFiles,
+    /// This machine's facts (`machine::MachineFacts`, as JSON), journaled
+    /// before each run's first rows of this process; empty: none.
+    pub machine: String,
+    /// Runs this process journaled the machine's facts for.
+    machine_told: HashSet<String>,
 }
 
 /// How often idle file handles are closed in the daemon: files read to
@@ -131,6 +139,9 @@ impl Ingest {
             stop: Arc::new(AtomicBool::new(false)),
             finish: Arc::new(AtomicBool::new(false)),
             at_cap: Arc::new(AtomicBool::new(false)),
+            console: ConsoleFiles::default(),
+            machine: String::new(),
+            machine_told: HashSet::new(),
         }
     }
 
@@ -246,6 +257,33 @@ impl Ingest {
         }
     }
 
+    /// Puts the machine's facts before the first rows of each run this
+    /// process has not told them for; returns those runs (a failed commit
+    /// forgets them, so the retry tells them again).
+    fn tell_machine(&mut self, rows: &mut Vec<Row>, read_time: f64) -> Vec<String> {
+        let mut told = Vec::new();
+        if self.machine.is_empty() || rows.iter().all(|r| self.machine_told.contains(&r.run_id)) {
+            return told;
+        }
+        let mut out = Vec::with_capacity(rows.len() + 1);
+        for row in rows.drain(..) {
+            if self.machine_told.insert(row.run_id.clone()) {
+                told.push(row.run_id.clone());
+                out.push(Row {
+                    run_id: row.run_id.clone(),
+                    step: 0,
+                    wall_time: read_time,
+                    values: Default::default(),
+                    event: Some(RunEvent::Machine(self.machine.clone())),
+                    origin: Default::default(),
+                });
+            }
+            out.push(row);
+        }
+        *rows = out;
+        told
+    }
+
     fn commit(&mut self, mut batch: Batch) -> Result<(), ()> {
         let read_time = now_secs();
         let mut rows = Vec::with_capacity(batch.records.len());
@@ -256,6 +294,7 @@ impl Ingest {
                 // The memo goes with the offset: committed together, so a
                 // restart resumes with what the next unread line needs.
                 let mut memo = batch.state.memo.clone();
+                let console = self.console.stream(&batch.state.source, &path);
                 for record in &batch.records {
                     let text = batch.text(record);
                     self.extractor.extract(
@@ -267,6 +306,9 @@ impl Ingest {
                         &mut delta,
                         &mut rows,
                     );
+                    if let Some(stderr) = console {
+                        rows.extend(self.console.row(&path, &memo, stderr, text, read_time));
+                    }
                 }
                 batch.state.memo = memo;
             }
@@ -319,6 +361,7 @@ impl Ingest {
                 }
             }
         }
+        let told = self.tell_machine(&mut rows, read_time);
         batch.delta = delta;
         let mut state = batch.state.clone();
         state.counters.add(&delta);
@@ -341,6 +384,9 @@ impl Ingest {
             }
             Err(e) => {
                 tracing::error!(file = %state.path, offset = batch.state.offset, error = %e, "cannot commit rows; the lines will be read again");
+                for run in told {
+                    self.machine_told.remove(&run);
+                }
                 self.tailer.abandon(&batch);
                 Err(())
             }

@@ -46,6 +46,7 @@ pub mod ingest;
 pub mod init;
 pub mod journal;
 pub mod logging;
+pub mod machine;
 pub mod metrics;
 pub mod row;
 pub mod signals;

@@ -77,6 +77,15 @@ pub enum RunEvent {
     Config(String),
     /// The run ended with this exit code.
     Finished(i32),
+    /// One line the worker printed (its console: W&B's Logs tab), without
+    /// its newline, and whether it went to stderr.
+    Console { stderr: bool, line: String },
+    /// What the machine that read the run's files knows about it and the
+    /// worker (host, OS, CPUs, memory; in init mode the worker's program,
+    /// arguments and start): a JSON object, as text. Journaled with the
+    /// rows, so that W&B shows the producing machine also when the rows
+    /// are uploaded from another one (`stage`, `export`/`import`, `sync`).
+    Machine(String),
 }
 
 /// A row as the journal hands it to a sink: with its sequence number, the

@@ -138,6 +138,10 @@ pub struct SinkStatus {
     /// Those runs, with the reason.
     #[serde(default)]
     pub set_aside: Vec<SetAsideRun>,
+    /// W&B sinks: runs left to the worker's own W&B run (run id to the
+    /// SDK's run directory), which this sink does not ship.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub left_to_worker: BTreeMap<String, String>,
 }
 
 pub const SNAPSHOT_FILE: &str = "status.json";
@@ -167,6 +171,11 @@ impl Status {
         };
         for (name, c) in journal.cursors()? {
             let set_aside = aside_of(&name);
+            let left_to_worker = if name.starts_with("wandb") {
+                crate::sink::wandb::worker_tracks::left_to_workers(&c.state)
+            } else {
+                BTreeMap::new()
+            };
             sinks.push(SinkStatus {
                 enabled: enabled.contains(&name.as_str()),
                 cursor: c.seq,
@@ -176,6 +185,7 @@ impl Status {
                 set_aside_rows: set_aside.iter().map(|r| r.rows).sum(),
                 set_aside,
                 name,
+                left_to_worker,
             });
         }
         for name in enabled {
@@ -187,6 +197,7 @@ impl Status {
                     pending: last_seq,
                     lag_seconds: lag(0)?,
                     runner: None,
+                    left_to_worker: BTreeMap::new(),
                     set_aside_rows: 0,
                     set_aside: Vec::new(),
                 });
@@ -334,6 +345,12 @@ impl Status {
                     r.rows,
                     if r.retry { " (retry pending)" } else { "" },
                     r.reason
+                );
+            }
+            for (run, own) in &k.left_to_worker {
+                let _ = writeln!(
+                    s,
+                    "    run {run}: left to the worker's own W&B run {own} (when_worker_tracks = \"skip\")"
                 );
             }
         }

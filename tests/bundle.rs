@@ -169,14 +169,19 @@ fn staged_rows_travel_bit_exactly_and_flow_to_the_receiving_sinks() {
     run_once(&a);
     let before = a.status_json();
     let total = before["store"]["last_seq"].as_u64().unwrap();
-    assert_eq!(total, 2002, "2000 metric rows and 2 run events");
+    // One record of the machine facts per run and agent start (W&B's
+    // Overview: the host that produced the rows).
+    assert_eq!(
+        total, 2003,
+        "2000 metric rows, 2 run events, the machine facts"
+    );
     assert_eq!(sink(&before, "wandb")["pending"], total, "held for W&B");
     assert_eq!(sink(&before, "jsonl")["pending"], 0);
 
     let bundle = stick.path().join("bundle-1");
     let out = ok(export(&a, &bundle));
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("exported 2002 rows"), "{said}");
+    assert!(said.contains("exported 2003 rows"), "{said}");
     assert_eq!(names(&bundle), ["manifest.json", "rows.bin"]);
     assert_eq!(
         names(stick.path()),
@@ -188,10 +193,10 @@ fn staged_rows_travel_bit_exactly_and_flow_to_the_receiving_sinks() {
     let rows_bin = std::fs::read(bundle.join("rows.bin")).unwrap();
     assert_eq!(manifest["format"], "mosaic-shipper-bundle");
     assert_eq!(manifest["version"], 1);
-    assert_eq!(manifest["rows"], 2002);
+    assert_eq!(manifest["rows"], 2003);
     assert_eq!(
         manifest["seq"],
-        serde_json::json!({"first": 1, "last": 2002})
+        serde_json::json!({"first": 1, "last": 2003})
     );
     assert_eq!(manifest["runs"], serde_json::json!([RUN1]));
     assert_eq!(manifest["files"][0]["bytes"], rows_bin.len());
@@ -209,7 +214,7 @@ fn staged_rows_travel_bit_exactly_and_flow_to_the_receiving_sinks() {
 
     let out = ok(import(&b, &bundle, &[]));
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("imported 2002 rows"), "{said}");
+    assert!(said.contains("imported 2003 rows"), "{said}");
     // B has W&B off: import says where the rows go instead.
     assert!(String::from_utf8_lossy(&out.stderr).contains("W&B sink is not enabled"));
     run_once(&b);
@@ -223,12 +228,12 @@ fn staged_rows_travel_bit_exactly_and_flow_to_the_receiving_sinks() {
     assert_eq!(got, want, "what the worker logged");
     assert!(want.iter().any(|(_, _, v)| v.values().any(|x| x == "NaN")));
     let s = b.status_json();
-    assert_eq!(s["store"]["last_seq"], 2002, "the run events came along");
+    assert_eq!(s["store"]["last_seq"], 2003, "the run events came along");
     assert_eq!(sink(&s, "jsonl")["pending"], 0);
     let imports = s["imports"].as_array().unwrap();
     assert_eq!(imports.len(), 1);
     assert_eq!(imports[0]["bundle_id"], manifest["bundle_id"]);
-    assert_eq!(imports[0]["rows"], 2002);
+    assert_eq!(imports[0]["rows"], 2003);
 }
 
 #[test]
@@ -248,7 +253,7 @@ fn bundles_are_imported_once_and_in_the_order_they_were_exported() {
     ok(export(&a, &b2));
     let m2: serde_json::Value =
         serde_json::from_slice(&std::fs::read(b2.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(m2["seq"], serde_json::json!({"first": 401, "last": 800}));
+    assert_eq!(m2["seq"], serde_json::json!({"first": 402, "last": 802}));
 
     let err = refused(import(&a, &b1, &[]));
     assert!(err.contains("exported from this store"), "{err}");
@@ -259,7 +264,7 @@ fn bundles_are_imported_once_and_in_the_order_they_were_exported() {
         "{err}"
     );
     assert!(
-        err.contains("rows #1..#400"),
+        err.contains("rows #1..#401"),
         "names the missing rows: {err}"
     );
     assert!(err.contains("--allow-gap"), "{err}");
@@ -281,7 +286,7 @@ fn bundles_are_imported_once_and_in_the_order_they_were_exported() {
             s["store"]["last_seq"].as_u64(),
             s["imports"].as_array().unwrap().len()
         ),
-        (Some(400), 1)
+        (Some(401), 1)
     );
 
     ok(import(&b, &b2, &[]));
@@ -353,17 +358,17 @@ fn a_damaged_bundle_is_refused_and_changes_nothing() {
         (
             "rows-edited",
             |d| edit_manifest(d, |m| m["rows"] = (m["rows"].as_u64().unwrap() + 1).into()),
-            "rows is 401",
+            "rows is 402",
         ),
         (
             "range-edited",
             |d| {
                 edit_manifest(d, |m| {
-                    m["rows"] = 401.into();
-                    m["seq"]["last"] = 401.into();
+                    m["rows"] = 402.into();
+                    m["seq"]["last"] = 402.into();
                 })
             },
-            "rows.bin holds 400 rows, manifest.json says 401",
+            "rows.bin holds 401 rows, manifest.json says 402",
         ),
         (
             "runs-edited",
@@ -398,7 +403,7 @@ fn a_damaged_bundle_is_refused_and_changes_nothing() {
     ok(import(&b, &pristine, &[]));
     assert_eq!(
         b.status_json()["store"]["last_seq"],
-        400,
+        401,
         "the undamaged bundle is fine"
     );
 }
@@ -420,7 +425,7 @@ fn export_needs_the_store_to_itself_and_rows_staged_for_wandb() {
     logs(&a, RUN1, "300", "4", None);
     run_once(&a);
     let pending = sink(&a.status_json(), "wandb")["pending"].clone();
-    assert_eq!(pending, 200);
+    assert_eq!(pending, 201, "200 rows and the machine facts");
 
     // A running agent holds the store's lock. Its first status snapshot
     // says it has started; waiting for it with `status` would race the

@@ -35,6 +35,7 @@ fn log_sources(root: &Path) -> Vec<SourceConfig> {
         paths: vec![format!("{}/runs/*/logs/*.log", root.display())],
         exclude: Vec::new(),
         run_id_from_path: None,
+        console: Vec::new(),
     }]
 }
 

@@ -125,6 +125,7 @@ impl Harness {
             )],
             exclude: Vec::new(),
             run_id_from_path: None,
+            console: Vec::new(),
         }]
     }
 

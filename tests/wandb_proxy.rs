@@ -22,6 +22,17 @@ fn proxied(proxy: &Tinyproxy, standin: &StandIn, suffix: &str) -> usize {
         .count()
 }
 
+/// Run file uploads (PUT, `wandb-metadata.json` among them) the proxy
+/// logged to the stand-in.
+fn proxied_uploads(proxy: &Tinyproxy, standin: &StandIn) -> usize {
+    let base = format!("PUT {}/upload/", standin.base_url());
+    proxy
+        .logged_requests()
+        .iter()
+        .filter(|r| r.starts_with(&base))
+        .count()
+}
+
 #[test]
 fn requests_go_through_the_proxy_and_survive_its_outage() {
     let tmp = tempfile::tempdir().unwrap();
@@ -110,7 +121,8 @@ fn requests_go_through_the_proxy_and_survive_its_outage() {
     let via: usize = ["/graphql", "/file_stream"]
         .iter()
         .map(|s| proxied(&proxy, &standin, s))
-        .sum();
+        .sum::<usize>()
+        + proxied_uploads(&proxy, &standin);
     assert!(
         via >= standin.requests().len(),
         "{via} proxied, {} received",

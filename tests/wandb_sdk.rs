@@ -125,7 +125,13 @@ fn agent_requests_match_the_wandb_sdk() {
 
     // Endpoints: every endpoint the agent uses, the SDK uses too.
     let s_eps: BTreeSet<String> = s_reqs.iter().map(|r| endpoint(r, &run)).collect();
-    let o_eps: BTreeSet<String> = o_reqs.iter().map(|r| endpoint(r, &run)).collect();
+    // (The SDK runs with its metadata off here: the agent's metadata
+    // upload is compared in tests/wandb_overview.rs.)
+    let o_eps: BTreeSet<String> = o_reqs
+        .iter()
+        .map(|r| endpoint(r, &run))
+        .filter(|e| !e.ends_with("/wandb-metadata.json"))
+        .collect();
     assert!(
         o_eps.is_subset(&s_eps),
         "agent endpoints {o_eps:?} not all among the SDK's {s_eps:?}"
@@ -267,8 +273,15 @@ fn agent_requests_match_the_wandb_sdk() {
             .filter_map(|f| f.as_str().map(str::to_string))
             .collect::<BTreeSet<_>>()
     };
+    // The SDK runs here with its metadata off (WANDB_X_DISABLE_META);
+    // the agent's wandb-metadata.json is compared with the SDK's in
+    // tests/wandb_overview.rs, against tests/fixtures/wandb-sdk-overview.json.
+    let without_metadata = |mut files: BTreeSet<String>| {
+        files.remove("wandb-metadata.json");
+        files
+    };
     assert_eq!(
-        files_asked(&o_ops),
+        without_metadata(files_asked(&o_ops)),
         files_asked(&s_ops),
         "run files uploaded at finish"
     );
@@ -284,7 +297,7 @@ fn agent_requests_match_the_wandb_sdk() {
     );
     let puts = |reqs: &[Recorded]| {
         reqs.iter()
-            .filter(|r| r.method == "PUT")
+            .filter(|r| r.method == "PUT" && !r.path.ends_with("/wandb-metadata.json"))
             .map(|r| r.path.clone())
             .collect::<BTreeSet<_>>()
     };
@@ -300,7 +313,11 @@ fn agent_requests_match_the_wandb_sdk() {
             .iter()
             .filter_map(|f| f.as_str().map(str::to_string))
             .collect();
-        assert_eq!(uploaded, files_asked(&s_ops), "{who}: uploaded");
+        assert_eq!(
+            without_metadata(uploaded),
+            files_asked(&s_ops),
+            "{who}: uploaded"
+        );
     }
 
     // Reconstructed history: same offsets, line keys and values per row.
@@ -496,6 +513,142 @@ fn sdk_state_recording_is_current() {
         got,
         sdk::state_fixture(),
         "the SDK no longer ends runs as {} recorded: run scripts/record-wandb-sdk and review the change",
+        path.display()
+    );
+}
+
+/// Console lines the overview recording prints (tests/py/sdk_overview.py
+/// alternates stdout and stderr).
+const OVERVIEW_LINES: usize = 6;
+
+/// What the SDK sends for a run's Overview and Logs tabs, with its
+/// metadata and console capture on (`WANDB_CONSOLE=wrap`): online, the
+/// `wandb-metadata.json` upload, `_wandb` in the config and `output.log`
+/// over file_stream; offline, its environment and console records; and
+/// what real `wandb sync` sends of those. Times, paths and the host are
+/// replaced by their shape, so the recording is the same on every machine.
+fn record_sdk_overview(dir: &std::path::Path) -> Value {
+    let script = harness::repo().join("tests/py/sdk_overview.py");
+    let run = "01jdas000000000000overview";
+    let lines = OVERVIEW_LINES.to_string();
+    let args = [run, "R", lines.as_str(), "--seed", "1"];
+    let sdk_with_overview = |name: &str, standin: Option<&StandIn>| {
+        let (mut c, wdir) = sdk::script_command(dir, name, &script, &args, standin);
+        c.env("WANDB_CONSOLE", "wrap")
+            .env_remove("WANDB_X_DISABLE_META")
+            .env_remove("WANDB_X_DISABLE_STATS");
+        let mut child = harness::spawn(&mut c);
+        assert!(
+            wait_child(&mut child, Duration::from_secs(240)).success(),
+            "{} failed",
+            script.display()
+        );
+        wdir
+    };
+
+    let online = StandIn::start();
+    sdk_with_overview("online", Some(&online));
+    let reqs = online.requests();
+    let record = &online.runs()[run];
+    let metadata: Value =
+        serde_json::from_slice(&record.files["wandb-metadata.json"]).expect("metadata is JSON");
+    let wandb = sdk::config_wandb(&reqs);
+    let writer = metadata["writerId"].as_str().unwrap();
+    let upserts: Vec<Value> = reqs
+        .iter()
+        .filter(|r| r.operation().as_deref() == Some("UpsertBucket"))
+        .map(|r| r.json()["variables"].clone())
+        .collect();
+    let output: Vec<String> = record
+        .console
+        .values()
+        .map(|l| sdk::output_shape(l))
+        .collect();
+
+    let wdir = sdk_with_overview("offline", None);
+    let run_dir = sdk::offline_dir(&wdir);
+    let records = sdk::datastore_read(&sdk::log_in(&run_dir));
+    let environment = records
+        .iter()
+        .find(|r| r["type"] == "environment")
+        .expect("an environment record")["environment"]
+        .clone();
+    let raw: Vec<Value> = records
+        .iter()
+        .filter(|r| r["type"] == "output_raw")
+        .map(|r| serde_json::json!({"stream": r["output_raw"]["stream"], "line": r["output_raw"]["line"]}))
+        .collect();
+    let kinds: Vec<String> = records
+        .iter()
+        .map(|r| r["type"].as_str().unwrap_or("").to_string())
+        .filter(|t| matches!(t.as_str(), "run" | "environment" | "output_raw" | "output"))
+        .fold(Vec::new(), |mut v, t| {
+            if v.last() != Some(&t) {
+                v.push(t);
+            }
+            v
+        });
+    let synced = StandIn::start();
+    sdk::wandb_sync(dir, &run_dir, &synced);
+    let s_run = &synced.runs()[run];
+    let synced_output: Vec<String> = s_run
+        .console
+        .values()
+        .map(|l| sdk::output_shape(l))
+        .collect();
+    let synced_metadata: Option<Value> = s_run
+        .files
+        .get("wandb-metadata.json")
+        .map(|b| sdk::key_types(&serde_json::from_slice(b).unwrap()));
+
+    serde_json::json!({
+        "made_by": "scripts/record-wandb-sdk (tests/wandb_sdk.rs, record_sdk_overview; SDK script tests/py/sdk_overview.py)",
+        "wandb": "0.31.0",
+        "lines_printed": OVERVIEW_LINES,
+        "online": {
+            "metadata_key_types": sdk::key_types(&metadata),
+            "memory_total": sdk::key_types(&metadata["memory"]),
+            "config_wandb_keys": sdk::key_types(&wandb),
+            "config_e_is_the_metadata_under_its_writer_id": wandb["e"][writer] == metadata,
+            "upsert_host_is_the_metadatas": upserts.iter().any(|u| u["host"] == metadata["host"]),
+            "upsert_program_is_the_metadatas": upserts.iter().any(|u| u["program"] == metadata["program"]),
+            "run_files": sdk::run_files_asked(&reqs),
+            "output_log": output,
+            "output_log_offsets": record.console.keys().collect::<Vec<_>>(),
+        },
+        "offline": {
+            "record_order": kinds,
+            "environment_key_types": sdk::key_types(&environment),
+            "output_raw": raw,
+        },
+        "wandb_sync": {
+            "output_log": synced_output,
+            "metadata_key_types": synced_metadata,
+            "run_files": sdk::run_files_asked(&synced.requests()),
+        },
+    })
+}
+
+/// The committed recording of the Overview and Logs is what the SDK sends
+/// today; with `MOSAIC_RECORD_FIXTURES=1` (scripts/record-wandb-sdk) it
+/// is rewritten.
+#[test]
+fn sdk_overview_recording_is_current() {
+    sdk::python();
+    let tmp = tempfile::tempdir().unwrap();
+    let got = record_sdk_overview(tmp.path());
+    let path = harness::repo().join(sdk::OVERVIEW_FIXTURE);
+    if std::env::var_os("MOSAIC_RECORD_FIXTURES").is_some_and(|v| v == "1") {
+        let mut text = serde_json::to_string_pretty(&got).unwrap();
+        text.push('\n');
+        std::fs::write(&path, text).unwrap();
+        eprintln!("wrote {}", path.display());
+        return;
+    }
+    assert_eq!(
+        got,
+        sdk::overview_fixture(),
+        "the SDK no longer sends what {} recorded: run scripts/record-wandb-sdk and review the change",
         path.display()
     );
 }

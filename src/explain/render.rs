@@ -188,6 +188,13 @@ fn row(r: &Row) -> Value {
             o["config"] = serde_json::from_str(text).unwrap_or_else(|_| json!(text));
         }
         Some(RunEvent::Finished(code)) => o["finished"] = json!(code),
+        Some(RunEvent::Console { stderr, line }) => {
+            o["console"] =
+                json!({"stream": if *stderr { "stderr" } else { "stdout" }, "line": line});
+        }
+        Some(RunEvent::Machine(text)) => {
+            o["machine"] = serde_json::from_str(text).unwrap_or_else(|_| json!(text));
+        }
         None => {}
     }
     o

@@ -138,6 +138,11 @@ impl fmt::Display for RowText<'_> {
         match &r.event {
             Some(RunEvent::Config(text)) => write!(f, " config {text}"),
             Some(RunEvent::Finished(code)) => write!(f, " finished, exit code {code}"),
+            Some(RunEvent::Console { stderr, line }) => {
+                let stream = if *stderr { "stderr" } else { "stdout" };
+                write!(f, " console {stream} {line:?}")
+            }
+            Some(RunEvent::Machine(text)) => write!(f, " machine {text}"),
             None => {
                 for (tag, v) in &r.values {
                     write!(f, " {tag}={v}")?;

@@ -12,6 +12,7 @@
 //! run id to the lines after them. [`Extractor::explain`] runs the same
 //! path and says why a line made no row.
 
+pub mod console;
 pub mod events;
 mod explain;
 pub mod pyjson;

@@ -134,9 +134,11 @@ pub fn main(
             sources.push(crate::config::SourceConfig {
                 name: "init-console".into(),
                 kind: crate::config::SourceKind::Lines,
-                paths: vec![glob],
+                paths: vec![glob.clone()],
                 exclude: Vec::new(),
                 run_id_from_path: None,
+                // CMD's own output: its console.
+                console: vec![glob],
             });
         }
         c.sources = Some(sources);
@@ -159,6 +161,7 @@ pub fn main(
             return ExitCode::from(code);
         }
     };
+    let started_at = crate::util::now_secs();
     tracing::info!(pid = child.pid, command = ?command, "started CMD");
     let (console, resizer) = match prepared.map(console::Prepared::start) {
         Some((c, r)) => (Some(c), r),
@@ -183,7 +186,12 @@ pub fn main(
         return ExitCode::from(code);
     }
 
-    let code = supervise(config, init, console, rx, reset_store);
+    let cmd: Vec<String> = command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let worker = crate::machine::WorkerFacts::of_command(&cmd, started_at);
+    let code = supervise(config, init, console, rx, reset_store, worker);
     console::restore_terminal();
     ExitCode::from(code)
 }
@@ -196,6 +204,7 @@ fn supervise(
     console: Option<console::Console>,
     mut rx: mpsc::UnboundedReceiver<Event>,
     reset_store: bool,
+    worker: crate::machine::WorkerFacts,
 ) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -214,7 +223,7 @@ fn supervise(
     };
     let code = runtime.block_on(async move {
         let config = config.filter(|c| !reset_store || reset(c));
-        let mut agent = config.and_then(|config| match Agent::start(config, false) {
+        let mut agent = config.and_then(|config| match Agent::start_with(config, false, Some(worker)) {
             Ok(agent) => Some(agent),
             Err(e) => {
                 tracing::error!("SHIPPING IS OFF for this run: the pipeline did not start: {e:#}. CMD runs regardless");

@@ -35,6 +35,15 @@ pub struct StoredRow {
     /// `Origin::code`; 0 (a log line) for rows stored before it existed.
     #[prost(uint32, tag = "7")]
     pub origin: u32,
+    /// A `RunEvent::Console`: the line.
+    #[prost(string, optional, tag = "8")]
+    pub console: Option<String>,
+    /// A `RunEvent::Console`: whether the line went to stderr.
+    #[prost(bool, tag = "9")]
+    pub console_stderr: bool,
+    /// A `RunEvent::Machine`: the facts as JSON text.
+    #[prost(string, optional, tag = "10")]
+    pub machine: Option<String>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -110,6 +119,15 @@ fn stored_row(row: &Row) -> StoredRow {
             _ => None,
         },
         origin: row.origin.code(),
+        console: match &row.event {
+            Some(RunEvent::Console { line, .. }) => Some(line.clone()),
+            _ => None,
+        },
+        console_stderr: matches!(&row.event, Some(RunEvent::Console { stderr: true, .. })),
+        machine: match &row.event {
+            Some(RunEvent::Machine(m)) => Some(m.clone()),
+            _ => None,
+        },
     }
 }
 
@@ -123,10 +141,15 @@ fn row_of(s: StoredRow) -> Row {
             .into_iter()
             .map(|v| (v.tag, f64::from_bits(v.value)))
             .collect::<BTreeMap<_, _>>(),
-        event: match (s.config, s.exit_code) {
-            (Some(c), _) => Some(RunEvent::Config(c)),
-            (None, Some(code)) => Some(RunEvent::Finished(code)),
-            (None, None) => None,
+        event: match (s.config, s.exit_code, s.console, s.machine) {
+            (Some(c), ..) => Some(RunEvent::Config(c)),
+            (None, Some(code), ..) => Some(RunEvent::Finished(code)),
+            (None, None, Some(line), _) => Some(RunEvent::Console {
+                stderr: s.console_stderr,
+                line,
+            }),
+            (None, None, None, Some(m)) => Some(RunEvent::Machine(m)),
+            (None, None, None, None) => None,
         },
         origin: Origin::from_code(s.origin),
     }
@@ -226,6 +249,15 @@ mod tests {
         for event in [
             RunEvent::Config(r#"{"lr": 0.1}"#.into()),
             RunEvent::Finished(-3),
+            RunEvent::Console {
+                stderr: true,
+                line: "Traceback".into(),
+            },
+            RunEvent::Console {
+                stderr: false,
+                line: String::new(),
+            },
+            RunEvent::Machine(r#"{"host": "h"}"#.into()),
         ] {
             let mut r = row.clone();
             r.event = Some(event);

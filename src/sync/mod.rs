@@ -125,6 +125,15 @@ fn find_dirs(paths: &[PathBuf], offline_dir: &Path, report: &mut Report) -> Vec<
     out
 }
 
+/// Adds the offline runs the W&B SDK of workers that track W&B themselves
+/// wrote (`sinks.wandb.worker_dir`, `<run>/wandb/wandb/offline-run-*` by
+/// default) to `dirs`, keeping the oldest-first order.
+fn with_workers_own(dirs: &mut Vec<PathBuf>, settings: &WandbSettings) {
+    dirs.extend(settings.tracking.sdk_offline_runs());
+    dirs.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    dirs.dedup();
+}
+
 /// Runs a sync; failures of single runs are collected in the report (the
 /// others still upload), errors that stop everything are returned.
 pub async fn sync(config: &Config, options: &SyncOptions) -> anyhow::Result<Report> {
@@ -148,10 +157,13 @@ pub async fn sync(config: &Config, options: &SyncOptions) -> anyhow::Result<Repo
             Err(e) => report.failed(format!("{e:#}")),
         }
     }
-    let dirs = find_dirs(&options.paths, &settings.offline_dir, &mut report);
+    let mut dirs = find_dirs(&options.paths, &settings.offline_dir, &mut report);
+    if options.paths.is_empty() {
+        with_workers_own(&mut dirs, &settings);
+    }
     if dirs.is_empty() && options.paths.is_empty() {
         report.note(format!(
-            "offline directories: none under {}",
+            "offline directories: none under {} nor in the workers' own W&B directories",
             settings.offline_dir.display()
         ));
     }

@@ -185,6 +185,7 @@ pub async fn upload(
             display_name: run.display_name.as_deref(),
             config: Some(&config),
             host: run.host.as_deref(),
+            program: None,
         })
         .await
         .map_err(|e| fail(run, e))?;
@@ -232,6 +233,7 @@ pub async fn upload(
             summary: summary.clone().filter(|_| end == total),
             uploaded: Vec::new(),
             exit_code: None,
+            ..Update::default()
         };
         if !update.history.is_empty() || update.summary.is_some() {
             client
@@ -262,6 +264,7 @@ pub async fn upload(
         summary: Some(summary),
         uploaded,
         exit_code: Some(exit_code),
+        ..Update::default()
     };
     client.send(target, &last).await.map_err(|e| fail(run, e))?;
     let marker = synced_marker(&run.file);

@@ -19,7 +19,8 @@ Usage: wandb_datastore_read.py FILE.wandb
 Output lines: {"num", "type", "stream_id", "history": {"step", "items":
 {key: value_json}} | "exit_code" | "summary"/"config": {key: value_json} |
 "run": {...} | "metric": {"name", "glob_name", "step_metric", "step_sync",
-"defined"}}
+"defined"} | "output_raw": {"stream", "line", "timestamp"} | "environment":
+{the record as protobuf JSON}}
 """
 
 import json
@@ -65,11 +66,22 @@ def describe(r):
         }
     elif kind == "exit":
         out["exit_code"] = r.exit.exit_code
+    elif kind == "output_raw":
+        out["output_raw"] = {
+            "stream": "stdout" if r.output_raw.output_type == 1 else "stderr",
+            "line": r.output_raw.line,
+            "timestamp": r.output_raw.timestamp.seconds + r.output_raw.timestamp.nanos / 1e9,
+        }
+    elif kind == "environment":
+        from google.protobuf.json_format import MessageToDict
+
+        out["environment"] = MessageToDict(r.environment)
     elif kind == "run":
         out["run"] = {
             "run_id": r.run.run_id,
             "project": r.run.project,
             "start_time": r.run.start_time.seconds,
+            "host": r.run.host,
             "stream_id": r._info.stream_id,
         }
     return out

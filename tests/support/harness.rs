@@ -111,7 +111,7 @@ pub fn write_config(dir: &Path, base_url: &str, extra: &str) -> PathBuf {
     path
 }
 
-fn wandb_section(base_url: &str, extra: &str) -> String {
+pub fn wandb_section(base_url: &str, extra: &str) -> String {
     let defaults = format!(
         "enabled = true\nbase_url = \"{base_url}\"\nproject = \"mosaic-test\"\nrows_per_request = 25\nflush_interval_ms = 200\nidle_finish_secs = 0\ntimeout_ms = 1500\nretry_initial_ms = 100\nretry_max_ms = 1000\ngive_up_secs = 20\n"
     );

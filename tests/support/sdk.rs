@@ -293,3 +293,73 @@ pub fn run_end(reqs: &[Recorded]) -> Value {
         "preempting": fs.iter().any(|v| v.get("preempting").is_some()),
     })
 }
+
+/// The recording of the SDK's Overview and Logs (metadata, console).
+pub const OVERVIEW_FIXTURE: &str = "tests/fixtures/wandb-sdk-overview.json";
+
+/// The committed recording of the Overview and Logs.
+pub fn overview_fixture() -> Value {
+    fixture(OVERVIEW_FIXTURE)
+}
+
+/// An `output.log` line with its time replaced by `<time>`, to compare
+/// shapes: `<time> text` (stdout) or `ERROR <time> text` (stderr).
+pub fn output_shape(line: &str) -> String {
+    let re = time_pattern();
+    re.replace(line, "<time>").to_string()
+}
+
+fn time_pattern() -> regex::Regex {
+    regex::Regex::new(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}").unwrap()
+}
+
+/// The JSON type of each key of an object ("string", "array", ...).
+pub fn key_types(v: &Value) -> Value {
+    let kind = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    Value::Object(
+        v.as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), Value::String(kind(v).into())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    )
+}
+
+/// The last `UpsertBucket` config's `_wandb` value.
+pub fn config_wandb(reqs: &[Recorded]) -> Value {
+    let config = reqs
+        .iter()
+        .rev()
+        .filter(|r| r.path == "/graphql" && r.operation().as_deref() == Some("UpsertBucket"))
+        .find_map(|r| r.json()["variables"]["config"].as_str().map(str::to_string))
+        .expect("an UpsertBucket with a config");
+    let config: Value = serde_json::from_str(&config).unwrap();
+    config["_wandb"]["value"].clone()
+}
+
+/// Every file name CreateRunFiles asked for, sorted.
+pub fn run_files_asked(reqs: &[Recorded]) -> Vec<String> {
+    let mut out: Vec<String> = reqs
+        .iter()
+        .filter(|r| r.path == "/graphql" && r.operation().as_deref() == Some("CreateRunFiles"))
+        .flat_map(|r| {
+            r.json()["variables"]["files"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|f| f.as_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}

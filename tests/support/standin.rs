@@ -66,6 +66,15 @@ pub struct RunRecord {
     pub exit_code: Option<i64>,
     pub entity: String,
     pub project: String,
+    /// `output.log` lines by offset (the Logs tab), as file_stream sent them.
+    pub console: BTreeMap<u64, String>,
+    /// `output.log` lines written in total (replays overwrite).
+    pub console_writes: u64,
+    /// Run files uploaded (CreateRunFiles, then PUT), last body per name.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// `host` and `program` of the last UpsertBucket that set them.
+    pub host: Option<String>,
+    pub program: Option<String>,
 }
 
 /// A fault to inject into the next matching request.
@@ -114,6 +123,8 @@ struct Inner {
     /// server answers for a run it will not take; with `true`, only its
     /// file_stream requests.
     refused_run: Option<(String, u16, bool)>,
+    /// Served over TLS: upload URLs are https.
+    tls: bool,
 }
 
 /// The running stand-in, on its own thread and runtime (tests stay
@@ -163,7 +174,10 @@ impl StandIn {
     }
 
     fn start_with(tls: Option<tokio_rustls::TlsAcceptor>, port: u16) -> StandIn {
-        let inner = Arc::new(Mutex::new(Inner::default()));
+        let inner = Arc::new(Mutex::new(Inner {
+            tls: tls.is_some(),
+            ..Inner::default()
+        }));
         let shared = inner.clone();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -585,6 +599,14 @@ fn base64_decode(s: &str) -> Option<String> {
 fn apply(inner: &Arc<Mutex<Inner>>, rec: &Recorded, addr: SocketAddr) -> Option<Value> {
     let mut g = inner.lock().unwrap();
     if rec.method == "PUT" && rec.path.starts_with("/upload/") {
+        // /upload/<run>/<file>, as CreateRunFiles answered.
+        if let Some((run, file)) = rec.path["/upload/".len()..].split_once('/') {
+            g.runs
+                .entry(run.to_string())
+                .or_default()
+                .files
+                .insert(file.to_string(), rec.body.clone());
+        }
         return Some(json!({}));
     }
     if rec.method != "POST" {
@@ -605,6 +627,12 @@ fn apply(inner: &Arc<Mutex<Inner>>, rec: &Recorded, addr: SocketAddr) -> Option<
                 let run = g.runs.entry(name.clone()).or_default();
                 run.entity = entity.clone();
                 run.project = project.clone();
+                if let Some(h) = v["host"].as_str() {
+                    run.host = Some(h.to_string());
+                }
+                if let Some(p) = v["program"].as_str() {
+                    run.program = Some(p.to_string());
+                }
                 let count = run.history.keys().next_back().map_or(0, |k| k + 1);
                 json!({"upsertBucket": {"bucket": {
                     "id": "UnVuOnYxOnN0YW5kaW4=", "name": name,
@@ -615,8 +643,9 @@ fn apply(inner: &Arc<Mutex<Inner>>, rec: &Recorded, addr: SocketAddr) -> Option<
                     "historyLineCount": count}, "inserted": true}})
             }
             "CreateRunFiles" => {
+                let scheme = if g.tls { "https" } else { "http" };
                 let files: Vec<Value> = v["files"].as_array().cloned().unwrap_or_default().iter()
-                    .map(|f| json!({"name": f, "uploadUrl": format!("http://{addr}/upload/{}", f.as_str().unwrap_or("f"))}))
+                    .map(|f| json!({"name": f, "uploadUrl": format!("{scheme}://{addr}/upload/{}/{}", v["run"].as_str().unwrap_or("run"), f.as_str().unwrap_or("f"))}))
                     .collect();
                 json!({"createRunFiles": {"runID": "UnVuOnYxOnN0YW5kaW4=", "uploadHeaders": [], "files": files}})
             }
@@ -658,6 +687,20 @@ fn apply(inner: &Arc<Mutex<Inner>>, rec: &Recorded, addr: SocketAddr) -> Option<
                 run.history
                     .insert(offset + i as u64, line.as_str().unwrap_or("").to_string());
                 run.line_writes += 1;
+            }
+        }
+        if let Some(h) = req.pointer("/files/output.log") {
+            let offset = h["offset"].as_u64().unwrap_or(0);
+            for (i, line) in h["content"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
+                run.console
+                    .insert(offset + i as u64, line.as_str().unwrap_or("").to_string());
+                run.console_writes += 1;
             }
         }
         if let Some(s) = req

@@ -147,11 +147,20 @@ pub struct Update {
     pub uploaded: Vec<String>,
     /// `Some(code)`: the run is finished; sent only in the last request.
     pub exit_code: Option<i32>,
+    /// `output.log` lines (the console, see `overview`) from this offset.
+    pub console_offset: u64,
+    pub console: Vec<String>,
 }
 
 impl Update {
     pub fn body(&self) -> Vec<u8> {
         let mut files = serde_json::Map::new();
+        if !self.console.is_empty() {
+            files.insert(
+                super::overview::OUTPUT_FILE.into(),
+                json!({"offset": self.console_offset, "content": self.console}),
+            );
+        }
         if !self.history.is_empty() {
             files.insert(
                 "wandb-history.jsonl".into(),
@@ -266,6 +275,8 @@ mod tests {
             summary: Some("{}".into()),
             uploaded: vec!["config.yaml".into()],
             exit_code: Some(0),
+            console_offset: 7,
+            console: vec!["ERROR 2026-12-02T05:06:35.632764 boom".into()],
         };
         let v: Value = serde_json::from_slice(&u.body()).unwrap();
         assert_eq!(v["files"]["wandb-history.jsonl"]["offset"], 5);
@@ -273,6 +284,11 @@ mod tests {
         assert_eq!(v["uploaded"], json!(["config.yaml"]));
         assert_eq!(v["complete"], true);
         assert_eq!(v["exitcode"], 0);
+        assert_eq!(v["files"]["output.log"]["offset"], 7);
+        assert_eq!(
+            v["files"]["output.log"]["content"],
+            json!(["ERROR 2026-12-02T05:06:35.632764 boom"])
+        );
         let v: Value = serde_json::from_slice(&Update::default().body()).unwrap();
         assert_eq!(v, json!({}));
     }

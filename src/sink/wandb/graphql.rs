@@ -24,10 +24,12 @@ pub struct UpsertInput<'a> {
     /// The run config, already in W&B's `{"key": {"value": ...}}` form.
     pub config: Option<&'a Value>,
     pub host: Option<&'a str>,
+    /// The worker's program, when known (init mode), as the SDK sends it.
+    pub program: Option<&'a str>,
 }
 
 /// What the agent needs from the answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Bucket {
     pub id: String,
     pub name: String,
@@ -53,7 +55,7 @@ pub fn upsert_body(input: &UpsertInput<'_>) -> Vec<u8> {
             "config": input.config.map(|c| c.to_string()),
             "host": input.host,
             "debug": null,
-            "program": null,
+            "program": input.program,
             "repo": null,
             "jobType": null,
             "state": null,
@@ -304,6 +306,7 @@ mod tests {
             display_name: Some("R1"),
             config: Some(&cfg),
             host: None,
+            program: None,
         });
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["operationName"], "UpsertBucket");

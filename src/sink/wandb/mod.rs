@@ -38,11 +38,13 @@ pub mod filestream;
 pub mod graphql;
 pub mod http;
 pub mod offline; // wandb offline sink (issue 5)
+pub mod overview;
 pub mod proxy;
 pub mod redact;
 pub mod settings;
 pub mod state;
 pub mod step_metric;
+pub mod worker_tracks;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
@@ -141,6 +143,9 @@ fn run_ref(run: &RunState) -> RunRef<'_> {
 struct Pending {
     first_offset: u64,
     lines: Vec<String>,
+    /// `output.log` lines (console rows) and the first one's offset.
+    console_offset: u64,
+    console: Vec<String>,
 }
 
 /// See the module documentation.
@@ -235,18 +240,48 @@ impl WandbSink {
 
     fn run_config(run: Option<&RunState>) -> serde_json::Value {
         // Every run declares the worker's step its metrics' x-axis.
-        client::wandb_config(
+        let mut config = client::wandb_config(
             run.and_then(|r| r.config.as_ref()),
             &step_metric::agent_config_entries(),
-        )
+        );
+        // The producing machine, as the SDK's `_wandb.e`.
+        if let Some((facts, start)) = run.and_then(|r| Some((r.machine.as_ref()?, r.start))) {
+            overview::add_environment(&mut config, facts, start);
+        }
+        config
     }
 
     /// Creates or resumes the W&B run of `mosaic_run`.
     async fn open_run(&mut self, mosaic_run: &str) -> Result<(), SinkError> {
         let name = wandb_run_id(mosaic_run);
         let known = self.working.runs.get(mosaic_run).cloned();
-        let config = Self::run_config(known.as_ref());
-        let host = crate::util::hostname();
+        let waiting = self.working.waiting.get(mosaic_run).cloned();
+        let config = match (&known, &waiting) {
+            (None, Some(w)) => {
+                // A new run: what waited for it is its config and facts.
+                let mut provisional = RunState::new(&graphql::Bucket::default(), mosaic_run);
+                provisional.config = w.config.clone();
+                if let Some(f) = w.machine.clone() {
+                    provisional.take_machine(f);
+                }
+                Self::run_config(Some(&provisional))
+            }
+            _ => Self::run_config(known.as_ref()),
+        };
+        // The machine that produced the rows (staged elsewhere, carried
+        // in a bundle), else this one.
+        let facts = known
+            .as_ref()
+            .and_then(|r| r.machine.clone())
+            .or_else(|| waiting.as_ref().and_then(|w| w.machine.clone()));
+        let host = facts
+            .as_ref()
+            .and_then(|f| f.host.clone())
+            .or_else(crate::util::hostname);
+        let program = facts
+            .as_ref()
+            .and_then(|f| f.worker.as_ref())
+            .map(|w| w.program.clone());
         let entity = self
             .client
             .entity(self.settings.entity.as_deref())
@@ -263,6 +298,7 @@ impl WandbSink {
             display_name: Some(mosaic_run),
             config: Some(&config),
             host: host.as_deref(),
+            program: program.as_deref(),
         };
         let bucket = self
             .client
@@ -291,6 +327,12 @@ impl WandbSink {
                 }
                 let mut run = RunState::new(&bucket, mosaic_run);
                 run.active_at = crate::util::now_secs();
+                if let Some(w) = self.working.waiting.remove(mosaic_run) {
+                    run.config = w.config;
+                    if let Some(f) = w.machine {
+                        run.take_machine(f);
+                    }
+                }
                 run
             }
         };
@@ -309,7 +351,16 @@ impl WandbSink {
     /// Uploads `wandb-summary.json` and `config.yaml` as the SDK does at
     /// finish; returns their names for the final request's `uploaded` list.
     async fn upload_run_files(&mut self, run: &RunState) -> Result<Vec<String>, SinkError> {
-        let files = client::finish_files(&run.summary(), &Self::run_config(Some(run)));
+        let mut files = client::finish_files(&run.summary(), &Self::run_config(Some(run)));
+        if let Some(facts) = &run.machine {
+            files.insert(
+                0,
+                (
+                    overview::METADATA_FILE.to_string(),
+                    overview::metadata_file(facts, run.start),
+                ),
+            );
+        }
         self.client
             .upload_files(run_ref(run), &files)
             .await
@@ -363,6 +414,7 @@ impl WandbSink {
                 summary: Some(run.summary()),
                 uploaded,
                 exit_code: Some(code),
+                ..Update::default()
             };
             self.send(&run, &update).await?;
             tracing::info!(run = %id, exit_code = code, state = ending::shown(code), reason = why, "W&B run marked complete");
@@ -374,6 +426,44 @@ impl WandbSink {
             self.finishing.remove(&id);
         }
         Ok(changed)
+    }
+
+    /// Uploads `wandb-metadata.json` (the Overview tab) for runs whose
+    /// facts or start changed since it last went up, once they have a
+    /// start; again at finish with the rest.
+    async fn upload_metadata(&mut self) -> Result<(), SinkError> {
+        let due: Vec<String> = self
+            .committed
+            .runs
+            .iter()
+            .filter(|(_, r)| {
+                !r.metadata_sent
+                    && r.machine
+                        .as_ref()
+                        .is_some_and(|f| overview::started_at(f, r.start).is_some())
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let run = self.committed.runs[&id].clone();
+            let Some(facts) = &run.machine else { continue };
+            let file = (
+                overview::METADATA_FILE.to_string(),
+                overview::metadata_file(facts, run.start),
+            );
+            self.client
+                .upload_files(run_ref(&run), &[file])
+                .await
+                .map_err(sink_err)?;
+            for s in [&mut self.committed, &mut self.working] {
+                if let Some(r) = s.runs.get_mut(&id) {
+                    if r.start == run.start && r.machine == run.machine {
+                        r.metadata_sent = true;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether `run` had no rows for `idle_finish_secs` at `now`.
@@ -462,6 +552,80 @@ impl Sink for WandbSink {
         let now = crate::util::now_secs();
         for entry in entries {
             let id = entry.row.run_id.as_str();
+            if self.working.worker_tracked.contains_key(id) {
+                continue;
+            }
+            if !self.working.runs.contains_key(id) {
+                if let Some(RunEvent::Config(text)) = &entry.row.event {
+                    // The run opens with its first metric row, console
+                    // line or end, carrying this configuration.
+                    let logged: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(text).unwrap_or_default();
+                    self.working
+                        .waiting
+                        .entry(id.to_string())
+                        .or_default()
+                        .config
+                        .get_or_insert_with(Default::default)
+                        .extend(logged);
+                    continue;
+                }
+                if !matches!(entry.row.event, Some(RunEvent::Machine(_))) {
+                    if let Some(own) = self.settings.tracking.own_run(id) {
+                        worker_tracks::log_skipped(id, &own, "wandb");
+                        self.working.waiting.remove(id);
+                        self.working
+                            .worker_tracked
+                            .insert(id.to_string(), own.display().to_string());
+                        continue;
+                    }
+                }
+            }
+            if let Some(RunEvent::Machine(text)) = &entry.row.event {
+                let Some(facts) = crate::machine::MachineFacts::from_json(text) else {
+                    tracing::warn!(
+                        run = id,
+                        "machine facts in the journal are not readable; the run shows this machine"
+                    );
+                    continue;
+                };
+                match self.working.runs.get_mut(id) {
+                    // Announced with the run when it opens.
+                    None => {
+                        self.working
+                            .waiting
+                            .entry(id.to_string())
+                            .or_default()
+                            .machine = Some(facts);
+                    }
+                    Some(run) => {
+                        let open = run.finished.is_none() && self.upserted.contains(id);
+                        if run.take_machine(facts) && open {
+                            // New facts (another host, a new worker):
+                            // UpsertBucket again with host and `_wandb.e`.
+                            self.open_run(id).await?;
+                            opened = true;
+                        }
+                        self.evented.insert(id.to_string());
+                    }
+                }
+                continue;
+            }
+            if matches!(entry.row.event, Some(RunEvent::Console { .. }))
+                && self
+                    .working
+                    .runs
+                    .get(id)
+                    .is_some_and(|r| r.finished.is_some())
+            {
+                // Printed after the run was completed: its Logs tab is
+                // closed with it (reopening would leave it running).
+                tracing::debug!(
+                    run = id,
+                    "console line after the run was completed; not sent"
+                );
+                continue;
+            }
             if self.idle.remove(id) {
                 // Its heartbeats had stopped: announce it again, continue
                 // its history where it ended.
@@ -509,15 +673,22 @@ impl Sink for WandbSink {
                     self.evented.insert(id.to_string());
                     continue;
                 }
+                Some(RunEvent::Console { stderr, line }) => {
+                    let (offset, text) = run.take_console(*stderr, line, entry.row.wall_time);
+                    let p = self.pending.entry(id.to_string()).or_default();
+                    if p.console.is_empty() {
+                        p.console_offset = offset;
+                    }
+                    p.console.push(text);
+                    continue;
+                }
+                Some(RunEvent::Machine(_)) => unreachable!("taken above"),
             }
             let (offset, line) = run.take_row(&entry.row);
-            let p = self
-                .pending
-                .entry(id.to_string())
-                .or_insert_with(|| Pending {
-                    first_offset: offset,
-                    lines: Vec::new(),
-                });
+            let p = self.pending.entry(id.to_string()).or_default();
+            if p.lines.is_empty() {
+                p.first_offset = offset;
+            }
             p.lines.push(line);
         }
         if opened {
@@ -539,8 +710,17 @@ impl Sink for WandbSink {
                     history_offset: offset,
                     history: chunk.to_vec(),
                     summary: Some(summary.clone()),
-                    uploaded: Vec::new(),
-                    exit_code: None,
+                    ..Update::default()
+                };
+                self.send(&run, &update).await?;
+                offset += chunk.len() as u64;
+            }
+            let mut offset = p.console_offset;
+            for chunk in p.console.chunks(per_request) {
+                let update = Update {
+                    console_offset: offset,
+                    console: chunk.to_vec(),
+                    ..Update::default()
                 };
                 self.send(&run, &update).await?;
                 offset += chunk.len() as u64;
@@ -553,6 +733,10 @@ impl Sink for WandbSink {
                 self.committed.runs.insert(id, run.clone());
             }
         }
+        // What waits and what is left to workers goes with the cursor.
+        self.committed.waiting = self.working.waiting.clone();
+        self.committed.worker_tracked = self.working.worker_tracked.clone();
+        self.upload_metadata().await?;
         Ok(self.committed.encode())
     }
 

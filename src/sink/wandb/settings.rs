@@ -59,6 +59,8 @@ pub struct WandbSettings {
     pub compress: bool,
     /// wandb offline sink (issue 5): where offline run directories go.
     pub offline_dir: std::path::PathBuf,
+    /// Runs whose worker tracks W&B itself.
+    pub tracking: super::worker_tracks::WorkerTracking,
 }
 
 fn env_flag(v: Option<String>) -> bool {
@@ -166,6 +168,11 @@ pub fn resolve(cfg: &WandbSinkConfig, env: &dyn Fn(&str) -> Option<String>) -> W
             .offline_dir
             .clone()
             .unwrap_or_else(|| "var/wandb".into()),
+        tracking: super::worker_tracks::WorkerTracking {
+            when: super::worker_tracks::WhenWorkerTracks::parse(&cfg.when_worker_tracks)
+                .unwrap_or_default(),
+            dir: cfg.worker_dir.clone(),
+        },
     }
 }
 

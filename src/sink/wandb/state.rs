@@ -14,6 +14,25 @@ use crate::sink::SinkError;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct State {
     pub runs: BTreeMap<String, RunState>,
+    /// Runs not opened on W&B yet: what arrived for them before their
+    /// first metric row, console line or end.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub waiting: BTreeMap<String, Waiting>,
+    /// Runs left to the worker's own W&B run (`worker_tracks`), with
+    /// the SDK run directory that told.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub worker_tracked: BTreeMap<String, String>,
+}
+
+/// What a run not opened yet has received: a run is opened only once it
+/// has more than a configuration (see `worker_tracks`: whether the worker
+/// tracks W&B itself is known by then).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Waiting {
+    #[serde(default)]
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub machine: Option<crate::machine::MachineFacts>,
 }
 
 impl State {
@@ -81,6 +100,17 @@ pub struct RunState {
     /// restarted in a loop must not keep a dead worker's run "running".
     #[serde(default)]
     pub active_at: f64,
+    /// Offset the next `output.log` line (a console row) gets.
+    #[serde(default)]
+    pub console_offset: u64,
+    /// What the machine that produced the rows said about itself and the
+    /// worker (the run's host, `wandb-metadata.json`, `_wandb.e`).
+    #[serde(default)]
+    pub machine: Option<crate::machine::MachineFacts>,
+    /// Whether `wandb-metadata.json` went up with the facts and start
+    /// the run has now (they change: uploaded again).
+    #[serde(default)]
+    pub metadata_sent: bool,
 }
 
 impl RunState {
@@ -104,7 +134,37 @@ impl RunState {
             config: None,
             finish_requested: None,
             active_at: 0.0,
+            console_offset: 0,
+            machine: None,
+            metadata_sent: false,
         }
+    }
+
+    /// Takes a console line: its `output.log` offset and text.
+    pub fn take_console(&mut self, stderr: bool, line: &str, wall_time: f64) -> (u64, String) {
+        let offset = self.console_offset;
+        self.console_offset += 1;
+        (
+            offset,
+            super::overview::output_line(stderr, line, wall_time),
+        )
+    }
+
+    /// Takes the producing machine's facts; true if they are new. A
+    /// worker start known from init mode is the run's start.
+    pub fn take_machine(&mut self, facts: crate::machine::MachineFacts) -> bool {
+        if let Some(t) = facts.worker.as_ref().map(|w| w.started_at) {
+            if t.is_finite() && t < self.start {
+                self.start = t;
+                self.metadata_sent = false;
+            }
+        }
+        if self.machine.as_ref() == Some(&facts) {
+            return false;
+        }
+        self.machine = Some(facts);
+        self.metadata_sent = false;
+        true
     }
 
     /// Whether the run is open: not completed and no end waiting to be
@@ -121,6 +181,10 @@ impl RunState {
         let offset = self.next_offset;
         self.next_offset += 1;
         if row.wall_time.is_finite() {
+            if row.wall_time < self.start {
+                // The metadata's start moves with it.
+                self.metadata_sent = false;
+            }
             self.start = self.start.min(row.wall_time);
             self.end = if self.has_rows {
                 self.end.max(row.wall_time)

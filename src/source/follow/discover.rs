@@ -269,6 +269,7 @@ mod tests {
             paths: paths.iter().map(|p| p.to_string()).collect(),
             exclude: Vec::new(),
             run_id_from_path: None,
+            console: Vec::new(),
         }
     }
 

@@ -1284,6 +1284,7 @@ mod tests {
             paths: vec![format!("{}/runs/*/logs/*.log", root.display())],
             exclude: Vec::new(),
             run_id_from_path: None,
+            console: Vec::new(),
         };
         Tailer::new(&TailConfig::default(), &[source], Vec::new())
     }

@@ -57,6 +57,8 @@ pub struct OfflineSettings {
     pub dir: PathBuf,
     pub project: String,
     pub entity: Option<String>,
+    /// Runs whose worker tracks W&B itself.
+    pub tracking: super::worker_tracks::WorkerTracking,
 }
 
 /// One run's file, as committed with the cursor.
@@ -81,6 +83,10 @@ struct RunFile {
     last_time: f64,
     /// Exit code once the exit record is written.
     finished: Option<i32>,
+    /// The machine facts last written as an environment record (JSON),
+    /// so that an agent restart does not repeat them.
+    #[serde(default)]
+    machine: Option<String>,
 }
 
 /// The sink's recovery state.
@@ -96,6 +102,22 @@ struct State {
     /// exit record, or a file cut short by hand) goes on counting.
     #[serde(default)]
     steps: BTreeMap<String, i64>,
+    /// Per W&B run id, runs without a directory yet: their configuration
+    /// records and machine facts, written when the run's first metric row,
+    /// console line or end opens it (`worker_tracks`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    waiting: BTreeMap<String, Waiting>,
+    /// Per MOSAIC run id, runs left to the worker's own W&B run, with the
+    /// SDK run directory that told.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    worker_tracked: BTreeMap<String, String>,
+}
+
+/// What waits for a run's directory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct Waiting {
+    configs: Vec<String>,
+    machine: Option<String>,
 }
 
 /// See the module documentation.
@@ -230,6 +252,7 @@ impl WandbOfflineSink {
             start: f64::INFINITY,
             last_time: f64::NEG_INFINITY,
             finished: None,
+            machine: None,
         };
         // Recovery must know the file before any byte of it exists.
         self.committed.lengths.insert(run.file.clone(), 0);
@@ -281,6 +304,45 @@ impl WandbOfflineSink {
         Ok(())
     }
 
+    /// Frames a configuration record.
+    fn write_config(&mut self, id: &str, text: &str) {
+        let map: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(text) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(run = %id, error = %e, "config record is not a JSON object; skipped");
+                return;
+            }
+        };
+        let update = map
+            .iter()
+            .map(|(k, v)| item(k, v.to_string(), false))
+            .collect();
+        self.push(
+            id,
+            RecordType::Config(records::ConfigRecord { update }),
+            false,
+        );
+    }
+
+    /// Frames the machine's facts as an environment record (the SDK
+    /// writes one after the run record), unless the run's file has them.
+    /// `start`: the run's start as known now (`+inf`: not yet).
+    fn write_environment(&mut self, id: &str, text: &str, start: f64) {
+        let run = &self.working.runs[id];
+        if run.machine.as_deref() == Some(text) {
+            return;
+        }
+        let Some(facts) = crate::machine::MachineFacts::from_json(text) else {
+            tracing::warn!(run = %id, "machine facts in the journal are not readable; skipped");
+            return;
+        };
+        // The worker's start (init mode) wins if earlier.
+        let start = run.start.min(start);
+        let record = super::overview::environment_record(&facts, start);
+        self.push(id, RecordType::Environment(record), false);
+        self.working.runs.get_mut(id).expect("opened").machine = Some(text.to_string());
+    }
+
     /// Frames the records that end run `id` as the SDK's `finish()` does:
     /// the final runtime summary, then the exit record.
     fn write_exit(&mut self, id: &str, code: i32) {
@@ -313,12 +375,48 @@ impl WandbOfflineSink {
 
     fn take(&mut self, row: &Row, checkpoint: &Checkpoint) -> Result<(), SinkError> {
         let id = wandb_run_id(&row.run_id);
+        if self.working.worker_tracked.contains_key(&row.run_id) {
+            return Ok(());
+        }
+        if !self.working.runs.contains_key(&id) {
+            // Configuration and facts wait for the run's first metric row,
+            // console line or end; by then a worker that tracks W&B
+            // itself has its own run directory.
+            match &row.event {
+                Some(RunEvent::Config(text)) => {
+                    let w = self.working.waiting.entry(id).or_default();
+                    w.configs.push(text.clone());
+                    return Ok(());
+                }
+                Some(RunEvent::Machine(text)) => {
+                    self.working.waiting.entry(id).or_default().machine = Some(text.clone());
+                    return Ok(());
+                }
+                _ => {
+                    if let Some(own) = self.settings.tracking.own_run(&row.run_id) {
+                        super::worker_tracks::log_skipped(&row.run_id, &own, "wandb-offline");
+                        self.working.waiting.remove(&id);
+                        self.working
+                            .worker_tracked
+                            .insert(row.run_id.clone(), own.display().to_string());
+                        return Ok(());
+                    }
+                }
+            }
+        }
         self.delivered.insert(id.clone());
         let finish = matches!(row.event, Some(RunEvent::Finished(_)));
+        // Console lines and machine facts of an ended run (printed after
+        // its run-finished record, told again after a restart) do not
+        // start a new directory: the run's file is closed.
+        let aside = matches!(
+            row.event,
+            Some(RunEvent::Console { .. } | RunEvent::Machine(_))
+        );
         let reopen = match self.working.runs.get(&id) {
             None => true,
             // A repeated run-finished record: the exit record is written.
-            Some(r) if r.finished.is_some() && finish => return Ok(()),
+            Some(r) if r.finished.is_some() && (finish || aside) => return Ok(()),
             Some(r) if r.finished.is_some() => {
                 tracing::warn!(run = %id, "rows for a finished run; they go to a new offline run directory");
                 true
@@ -327,29 +425,31 @@ impl WandbOfflineSink {
         };
         if reopen {
             self.open_run(&id, row, checkpoint)?;
+            if let Some(w) = self.working.waiting.remove(&id) {
+                if let Some(m) = &w.machine {
+                    // The opening metric row starts the run.
+                    let start = match row.event {
+                        None if row.wall_time.is_finite() => row.wall_time,
+                        _ => f64::INFINITY,
+                    };
+                    self.write_environment(&id, m, start);
+                }
+                for text in &w.configs {
+                    self.write_config(&id, text);
+                }
+            }
         }
         match &row.event {
-            Some(RunEvent::Config(text)) => {
-                let map: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(
-                    text,
-                ) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(run = %id, error = %e, "config record is not a JSON object; skipped");
-                        return Ok(());
-                    }
-                };
-                let update = map
-                    .iter()
-                    .map(|(k, v)| item(k, v.to_string(), false))
-                    .collect();
-                self.push(
-                    &id,
-                    RecordType::Config(records::ConfigRecord { update }),
-                    false,
-                );
-            }
+            Some(RunEvent::Config(text)) => self.write_config(&id, text),
             Some(RunEvent::Finished(code)) => self.write_exit(&id, *code),
+            Some(RunEvent::Console { stderr, line }) => {
+                let record = super::overview::output_record(&id, *stderr, line, row.wall_time);
+                self.push(&id, RecordType::OutputRaw(record), false);
+            }
+            Some(RunEvent::Machine(text)) => {
+                let start = self.working.runs[&id].start;
+                self.write_environment(&id, text, start);
+            }
             None => {
                 let run = self.working.runs.get_mut(&id).expect("opened");
                 // Only metric rows time the run: a row older than every
@@ -553,6 +653,8 @@ impl Sink for WandbOfflineSink {
         }
         self.committed.runs = self.working.runs.clone();
         self.committed.steps = self.working.steps.clone();
+        self.committed.waiting = self.working.waiting.clone();
+        self.committed.worker_tracked = self.working.worker_tracked.clone();
         Ok(self.state())
     }
 }

@@ -13,7 +13,7 @@ pub struct Record {
     /// 1, 2, 3, ... in write order (core's `setNumber`).
     #[prost(int64, tag = "1")]
     pub num: i64,
-    #[prost(oneof = "record::RecordType", tags = "2, 3, 5, 12, 17, 18, 21")]
+    #[prost(oneof = "record::RecordType", tags = "2, 3, 5, 12, 13, 17, 18, 21, 26")]
     pub record_type: Option<record::RecordType>,
     #[prost(message, optional, tag = "200")]
     pub info: Option<RecordInfo>,
@@ -32,12 +32,16 @@ pub mod record {
         Config(super::ConfigRecord),
         #[prost(message, tag = "12")]
         Metric(super::MetricRecord),
+        #[prost(message, tag = "13")]
+        OutputRaw(super::OutputRawRecord),
         #[prost(message, tag = "17")]
         Run(super::RunRecord),
         #[prost(message, tag = "18")]
         Exit(super::RunExitRecord),
         #[prost(message, tag = "21")]
         Header(super::HeaderRecord),
+        #[prost(message, tag = "26")]
+        Environment(super::EnvironmentRecord),
     }
 }
 
@@ -226,4 +230,72 @@ pub struct MetricControl {
     /// Replace an earlier definition instead of merging into it.
     #[prost(bool, tag = "1")]
     pub overwrite: bool,
+}
+
+/// `wandb_internal.OutputRawRecord`: console output as the SDK captures
+/// it (0.31.0 writes these, not `OutputRecord`); `wandb sync` makes the
+/// run's `output.log` (the Logs tab) of them.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OutputRawRecord {
+    /// `OutputType`: 0 stderr, 1 stdout.
+    #[prost(int32, tag = "1")]
+    pub output_type: i32,
+    #[prost(message, optional, tag = "2")]
+    pub timestamp: Option<Timestamp>,
+    /// The text as written, newline included.
+    #[prost(string, tag = "3")]
+    pub line: String,
+    #[prost(message, optional, tag = "200")]
+    pub info: Option<RecordInfo>,
+}
+
+/// `wandb_internal.EnvironmentRecord`: what the SDK knows of the machine
+/// and the process (the run's `wandb-metadata.json`, the Overview tab).
+/// Only the fields the agent can know are declared.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EnvironmentRecord {
+    #[prost(string, tag = "1")]
+    pub os: String,
+    #[prost(message, optional, tag = "3")]
+    pub started_at: Option<Timestamp>,
+    #[prost(string, repeated, tag = "5")]
+    pub args: Vec<String>,
+    #[prost(string, tag = "6")]
+    pub program: String,
+    #[prost(string, tag = "11")]
+    pub root: String,
+    #[prost(string, tag = "12")]
+    pub host: String,
+    #[prost(string, tag = "14")]
+    pub executable: String,
+    #[prost(uint32, tag = "16")]
+    pub cpu_count: u32,
+    #[prost(uint32, tag = "17")]
+    pub cpu_count_logical: u32,
+    #[prost(message, optional, tag = "21")]
+    pub memory: Option<MemoryInfo>,
+    #[prost(message, optional, tag = "22")]
+    pub cpu: Option<CpuInfo>,
+    #[prost(string, tag = "199")]
+    pub writer_id: String,
+    #[prost(message, optional, tag = "200")]
+    pub info: Option<RecordInfo>,
+}
+
+/// `wandb_internal.MemoryInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemoryInfo {
+    #[prost(uint64, tag = "1")]
+    pub total: u64,
+}
+
+/// `wandb_internal.CpuInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CpuInfo {
+    #[prost(uint32, tag = "1")]
+    pub count: u32,
+    #[prost(uint32, tag = "2")]
+    pub count_logical: u32,
+    #[prost(string, tag = "3")]
+    pub model: String,
 }
