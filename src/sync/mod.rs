@@ -16,6 +16,7 @@
 pub mod journal;
 pub mod offline_run;
 pub mod progress;
+pub mod sdk_records;
 pub mod upload;
 
 use std::path::{Path, PathBuf};

@@ -339,6 +339,7 @@ impl WandbSink {
                 summary: Some(run.summary()),
                 uploaded,
                 exit_code: Some(code),
+                streams: Vec::new(),
             };
             self.send(&run, &update).await?;
             tracing::info!(run = %id, exit_code = code, state = ending::shown(code), reason = why, "W&B run marked complete");
@@ -517,6 +518,7 @@ impl Sink for WandbSink {
                     summary: Some(summary.clone()),
                     uploaded: Vec::new(),
                     exit_code: None,
+                    streams: Vec::new(),
                 };
                 self.send(&run, &update).await?;
                 offset += chunk.len() as u64;
