@@ -135,6 +135,11 @@ enum Command {
         /// Upload directories already marked synced again.
         #[arg(long)]
         include_synced: bool,
+        /// Offline runs uploaded at once (directories of one run always
+        /// go one after another).
+        #[arg(long, short, value_name = "N", default_value_t = mosaic_shipper::sync::DEFAULT_JOBS,
+              value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
@@ -207,6 +212,7 @@ fn main() -> ExitCode {
         Command::Sync {
             config,
             include_synced,
+            jobs,
             paths,
         } => {
             use std::io::IsTerminal;
@@ -224,6 +230,7 @@ fn main() -> ExitCode {
             let options = SyncOptions {
                 paths,
                 include_synced,
+                jobs: usize::from(jobs),
             };
             sync(config, options)
         }
