@@ -63,6 +63,9 @@ impl Default for SyncOptions {
     }
 }
 
+/// The report lines of one group of directories, with the group's place.
+type Outcomes = (usize, Vec<Line>);
+
 /// One line of a directory's outcome, for the report.
 enum Line {
     Note(String),
@@ -215,9 +218,10 @@ async fn upload_dirs(
     let groups = by_run(dirs);
     let jobs = options.jobs.max(1).min(groups.len().max(1));
     // Work queue: (position of the group's first line, group).
+    #[allow(clippy::type_complexity)] // a queue of numbered groups
     let queue: Arc<Mutex<std::collections::VecDeque<(usize, Vec<_>)>>> =
         Arc::new(Mutex::new(groups.into_iter().enumerate().collect()));
-    let results: Arc<Mutex<Vec<(usize, Vec<Line>)>>> = Arc::default();
+    let results: Arc<Mutex<Vec<Outcomes>>> = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..jobs {
         let (queue, results) = (queue.clone(), results.clone());
