@@ -22,6 +22,8 @@
 //!   everything together with explicit shutdown.
 //! - [`config`] is the configuration's schema; each room reads its section.
 //! - [`init`] runs a command under the agent as a container's init process.
+//! - [`sysmetrics`] samples the workers' processes and host (W&B's
+//!   System tab) into the journal, as rows from no file.
 //! - [`sync`] uploads what was staged for W&B (journal rows, offline run
 //!   directories) from a connected machine.
 //! - [`format`] holds wire formats shared by readers and writers
@@ -49,4 +51,5 @@ pub mod source;
 pub mod stats;
 pub mod status;
 pub mod sync;
+pub mod sysmetrics;
 pub mod util;

@@ -77,6 +77,11 @@ pub enum RunEvent {
     Config(String),
     /// The run ended with this exit code.
     Finished(i32),
+    /// A sample of the worker's processes and host (W&B's System tab):
+    /// the row's `values` are the metrics under the names the W&B SDK's
+    /// system monitor gives them (`cpu`, `proc.memory.rssMB`,
+    /// `gpu.0.temp`, ...), its `wall_time` when it was taken.
+    System,
 }
 
 /// A row as the journal hands it to a sink: with its sequence number, the

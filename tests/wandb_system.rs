@@ -225,6 +225,29 @@ fn dump_records(file: &Path) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// Stats records in a log being written (0 while W&B's reader cannot
+/// read it to its end yet).
+fn stats_records_so_far(run_dir: &Path) -> usize {
+    let Some(file) = std::fs::read_dir(run_dir).ok().and_then(|d| {
+        d.flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "wandb"))
+    }) else {
+        return 0;
+    };
+    let out = std::process::Command::new(sdk::datastore_python())
+        .arg(harness::repo().join("tests/py/wandb_records_dump.py"))
+        .arg(file)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with("{\"type\": \"stats\""))
+            .count(),
+        _ => 0,
+    }
+}
+
 /// The stats records of a log: each one's item keys (masked) and kinds
 /// of value text, and the seconds between their timestamps.
 fn stats_shape(records: &[(String, Value)]) -> Value {
@@ -630,4 +653,250 @@ fn console_time_of_first_output(run_dir: &Path) -> String {
     let t = t.trim_end_matches('Z');
     let (base, frac) = t.split_once('.').unwrap_or((t, ""));
     format!("{base}.{:0<6}", &frac[..frac.len().min(6)])
+}
+
+/// A stand-in `nvidia-smi` in `dir/bin`: for the agent's `--query-gpu`
+/// query it prints what the real one prints (`csv,noheader,nounits`: one
+/// line per GPU, `, ` between values, `[N/A]` / `[Not Supported]` for
+/// readings a board lacks); no compute processes; anything else fails.
+fn fake_nvidia_smi(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = bin.join("nvidia-smi");
+    let query = "index,uuid,utilization.gpu,utilization.memory,memory.total,memory.used,temperature.gpu,power.draw,enforced.power.limit,clocks.sm,clocks.mem,clocks.gr,fan.speed,utilization.encoder,ecc.errors.corrected.volatile.total,ecc.errors.uncorrected.volatile.total,pcie.link.gen.current,pcie.link.width.current,pcie.link.gen.max";
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = \"--query-gpu={query}\" ] && [ \"$2\" = \"--format=csv,noheader,nounits\" ]; then\n  printf '0, GPU-5f1d2c3e-aaaa, 87, 41, 16384, 6144, 66, 182.35, 250.00, 1755, 6250, 1755, 45, 0, 0, 0, 3, 16, 3\\n1, GPU-5f1d2c3e-bbbb, 0, 0, 8192, 0, 35, [N/A], [N/A], 300, 405, 300, [Not Supported], 0, [N/A], [N/A], 1, 16, 3\\n'\n  exit 0\nfi\nif [ \"$1\" = \"--query-compute-apps=pid,gpu_uuid\" ]; then exit 0; fi\necho \"unexpected arguments: $*\" >&2\nexit 2\n"
+    );
+    std::fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A worker (sh) that keeps its run's log open and writes a metrics line
+/// a second for `secs` seconds, or until a file `go` exists in its
+/// working directory.
+fn worker_script(run: &str, secs: u32) -> String {
+    format!(
+        "mkdir -p var/trainer/runs/{run}/logs && exec 3>>var/trainer/runs/{run}/logs/worker.log && i=0; while [ $i -lt {secs} ] && [ ! -e go ]; do echo \"{{\\\"event\\\": \\\"metrics\\\", \\\"run_id\\\": \\\"{run}\\\", \\\"global_step\\\": $i, \\\"episodic_return\\\": $i.5}}\" >&3; i=$((i+1)); sleep 1; done"
+    )
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+}
+
+/// The SDK's `wandb-events.jsonl` keys, masked, of its first sample
+/// (no `cpu` yet) and of the later ones.
+fn sdk_event_keys() -> (BTreeSet<String>, BTreeSet<String>) {
+    let f = system_fixture();
+    let lines = f["online"]["events"]["line_keys"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let set = |v: &Value| -> BTreeSet<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect()
+    };
+    (set(&lines[0]), set(lines.last().unwrap()))
+}
+
+/// Init mode, online: the worker's tree is sampled at the interval, and
+/// each sample reaches W&B as a `wandb-events.jsonl` line with exactly
+/// the keys the SDK sends, plus the GPUs `nvidia-smi` reports under the
+/// SDK's `system.gpu.<i>.*` names.
+#[test]
+fn init_mode_streams_system_metrics_as_the_sdk_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let run = "01JDAS0000000000000SYSINIT";
+    fake_nvidia_smi(dir);
+    let standin = StandIn::start();
+    let config = harness::write_config(dir, &standin.base_url(), "");
+    append(&config, "\n[system_metrics]\ninterval_secs = 1.0\n");
+    let mut c = harness::agent(dir, &config, &["--", "sh", "-c", &worker_script(run, 120)]);
+    let path = format!(
+        "{}:{}",
+        dir.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    c.env("PATH", path);
+    let mut child = harness::spawn(&mut c);
+    let id = harness::wandb_id(run);
+    // The worker lives until three samples are on the stand-in (at most
+    // two minutes), then ends.
+    harness::wait_for(
+        dir,
+        std::time::Duration::from_secs(100),
+        "three samples",
+        || {
+            stream_lines(
+                &standin
+                    .requests()
+                    .into_iter()
+                    .filter(|r| r.path.contains(&id))
+                    .collect::<Vec<_>>(),
+                "wandb-events.jsonl",
+            )
+            .len()
+                >= 3
+        },
+    );
+    std::fs::write(dir.join("go"), b"").unwrap();
+    let status = harness::wait_child(&mut child.0, std::time::Duration::from_secs(120));
+    assert!(status.success(), "{}", harness::stderr_logs(dir));
+    let reqs = standin.requests();
+    let lines: BTreeMap<u64, String> = reqs
+        .iter()
+        .filter(|r| r.is_file_stream() && r.path.contains(&id))
+        .filter_map(|r| {
+            let v = r.json();
+            let f = v.get("files")?.get("wandb-events.jsonl")?.clone();
+            let off = f["offset"].as_u64()?;
+            Some(
+                f["content"]
+                    .as_array()?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (off + i as u64, l.as_str().unwrap().to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
+        .collect();
+    assert!(
+        lines.len() >= 3,
+        "samples: {lines:?}\n{}",
+        harness::stderr_logs(dir)
+    );
+    assert_eq!(
+        lines.keys().copied().collect::<Vec<_>>(),
+        (0..lines.len() as u64).collect::<Vec<_>>(),
+        "offsets"
+    );
+    let (sdk_first, sdk_later) = sdk_event_keys();
+    for (off, line) in &lines {
+        let v = parse_extended_json(line);
+        assert_eq!(v["_wandb"], true);
+        let keys: BTreeSet<String> = v.as_object().unwrap().keys().map(|k| mask_key(k)).collect();
+        let (gpu, host): (BTreeSet<String>, BTreeSet<String>) =
+            keys.into_iter().partition(|k| k.starts_with("system.gpu."));
+        let want = if *off == 0 { &sdk_first } else { &sdk_later };
+        assert_eq!(&host, want, "line {off}: {line}");
+        // GPU 0 has every reading, GPU 1 lacks power, fan and ECC.
+        for k in [
+            "gpu",
+            "memory",
+            "memoryAllocated",
+            "memoryAllocatedBytes",
+            "temp",
+            "powerWatts",
+            "enforcedPowerLimitWatts",
+            "powerPercent",
+            "smClock",
+            "memoryClock",
+            "graphicsClock",
+            "fanSpeed",
+            "encoderUtilization",
+            "correctedMemoryErrors",
+            "uncorrectedMemoryErrors",
+            "pcieLinkGen",
+            "pcieLinkWidth",
+            "maxPcieLinkGen",
+        ] {
+            assert!(
+                gpu.contains(&format!("system.gpu.0.{k}")),
+                "line {off}: no gpu.0.{k}: {line}\n{}",
+                harness::stderr_logs(dir)
+            );
+        }
+        assert!(gpu.contains("system.gpu.1.temp"));
+        assert!(!gpu.contains("system.gpu.1.powerWatts"));
+        assert_eq!(v["system.gpu.0.memoryAllocated"], json!(37.5));
+        assert_eq!(v["system.gpu.0.powerWatts"], json!(182.35));
+        assert!(v["system.proc.memory.rssMB"].as_f64().unwrap() > 0.0);
+        assert!(v["system.proc.cpu.threads"].as_f64().unwrap() >= 1.0);
+    }
+    // The worker's rows arrived as well, and the run completed with 0.
+    let got = &standin.runs()[&id];
+    assert!(got.history.len() >= 3);
+    assert_eq!(got.exit_code, Some(0));
+}
+
+/// The daemon with `enabled = true`, offline: a worker found by the file
+/// it holds open gets stats records W&B's own reader decodes, and real
+/// `wandb sync` uploads them as the run's `wandb-events.jsonl`.
+#[test]
+fn daemon_offline_samples_are_stats_records_wandb_sync_uploads() {
+    sdk::python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let run = "01JDAS00000000000000SYSOFF";
+    let standin = StandIn::start();
+    let extra = format!(
+        "mode = \"offline\"\noffline_dir = \"{}\"",
+        dir.join("wandb").display()
+    );
+    let config = harness::write_config(dir, &standin.base_url(), &extra);
+    append(
+        &config,
+        "\n[system_metrics]\nenabled = true\ninterval_secs = 1.0\nnvidia_smi = \"/nonexistent/nvidia-smi\"\n",
+    );
+    // The worker lives until the agent has written three samples (at most
+    // two minutes).
+    let mut worker = std::process::Command::new("sh");
+    worker
+        .args(["-c", &worker_script(run, 120)])
+        .current_dir(dir);
+    let mut worker = harness::spawn(&mut worker);
+    let mut agent = harness::spawn(&mut harness::agent(dir, &config, &[]));
+    let offline_run = || {
+        std::fs::read_dir(dir.join("wandb"))
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().contains("offline-run-"))
+    };
+    harness::wait_for(
+        dir,
+        std::time::Duration::from_secs(100),
+        "three stats records",
+        || offline_run().is_some_and(|d| stats_records_so_far(&d) >= 3),
+    );
+    worker.0.kill().unwrap();
+    worker.0.wait().unwrap();
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
+    assert!(harness::wait_child(&mut agent.0, std::time::Duration::from_secs(60)).success());
+    let run_dir = offline_run().unwrap();
+    let records = dump_records(&sdk::log_in(&run_dir));
+    let stats = stats_shape(&records);
+    let keys = stats["item_keys"].as_array().unwrap();
+    assert!(
+        keys.len() >= 3,
+        "stats records: {stats}\n{}",
+        harness::stderr_logs(dir)
+    );
+    let sdk = system_fixture();
+    let sdk_keys = sdk["offline"]["stats"]["item_keys"].as_array().unwrap();
+    assert_eq!(keys[0], sdk_keys[0], "first sample: the SDK's keys");
+    assert_eq!(keys[1], sdk_keys[1], "later samples: the SDK's keys");
+    // wandb sync uploads them.
+    sdk::wandb_sync(dir, &run_dir, &standin);
+    let events = stream_lines(&standin.requests(), "wandb-events.jsonl");
+    assert_eq!(events.len(), keys.len());
+    let first = parse_extended_json(&events[&1]);
+    assert!(
+        first["system.proc.memory.rssMB"].as_f64().unwrap() > 0.0,
+        "{first}"
+    );
+    assert_eq!(first["_wandb"], true);
 }

@@ -188,6 +188,7 @@ fn row(r: &Row) -> Value {
             o["config"] = serde_json::from_str(text).unwrap_or_else(|_| json!(text));
         }
         Some(RunEvent::Finished(code)) => o["finished"] = json!(code),
+        Some(RunEvent::System) => o["system"] = json!(true),
         None => {}
     }
     o

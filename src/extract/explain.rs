@@ -138,7 +138,7 @@ impl fmt::Display for RowText<'_> {
         match &r.event {
             Some(RunEvent::Config(text)) => write!(f, " config {text}"),
             Some(RunEvent::Finished(code)) => write!(f, " finished, exit code {code}"),
-            None => {
+            Some(RunEvent::System) | None => {
                 for (tag, v) in &r.values {
                     write!(f, " {tag}={v}")?;
                 }

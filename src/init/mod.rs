@@ -165,7 +165,7 @@ pub fn main(
         return ExitCode::from(code);
     }
 
-    let code = supervise(config, init, console, rx);
+    let code = supervise(config, init, console, rx, child.pid as u32);
     console::restore_terminal();
     ExitCode::from(code)
 }
@@ -177,6 +177,7 @@ fn supervise(
     init: InitConfig,
     console: Option<console::Console>,
     mut rx: mpsc::UnboundedReceiver<Event>,
+    pid: u32,
 ) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -195,7 +196,17 @@ fn supervise(
     };
     let code = runtime.block_on(async move {
         let agent = config.and_then(|config| match Agent::start(config, false) {
-            Ok(agent) => Some(agent),
+            Ok(mut agent) => {
+                // The run ids CMD is known by before it says one.
+                let named: Vec<String> = std::env::var("MOSAIC_RUN_ID")
+                    .ok()
+                    .filter(|r| !r.is_empty())
+                    .or(init.run_id.clone())
+                    .into_iter()
+                    .collect();
+                agent.watch_worker(pid, named);
+                Some(agent)
+            }
             Err(e) => {
                 tracing::error!("SHIPPING IS OFF for this run: the pipeline did not start: {e:#}. CMD runs regardless");
                 None

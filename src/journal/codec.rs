@@ -30,6 +30,9 @@ pub struct StoredRow {
     /// `Origin::code`; 0 (a log line) for rows stored before it existed.
     #[prost(uint32, tag = "7")]
     pub origin: u32,
+    /// A `RunEvent::System` sample (its metrics are the values).
+    #[prost(bool, tag = "11")]
+    pub system: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -105,6 +108,7 @@ fn stored_row(row: &Row) -> StoredRow {
             _ => None,
         },
         origin: row.origin.code(),
+        system: matches!(row.event, Some(RunEvent::System)),
     }
 }
 
@@ -121,6 +125,7 @@ fn row_of(s: StoredRow) -> Row {
         event: match (s.config, s.exit_code) {
             (Some(c), _) => Some(RunEvent::Config(c)),
             (None, Some(code)) => Some(RunEvent::Finished(code)),
+            (None, None) if s.system => Some(RunEvent::System),
             (None, None) => None,
         },
         origin: Origin::from_code(s.origin),
@@ -163,6 +168,7 @@ mod tests {
         for event in [
             RunEvent::Config(r#"{"lr": 0.1}"#.into()),
             RunEvent::Finished(-3),
+            RunEvent::System,
         ] {
             let mut r = row.clone();
             r.event = Some(event);
