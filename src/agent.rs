@@ -96,6 +96,8 @@ pub struct Agent {
     wandb_finish: Option<FinishHandle>,
     /// What the status snapshots (and `/metrics`) read.
     probe: Probe,
+    /// The system metrics sampler (W&B's System tab), while it runs.
+    system: Option<crate::sysmetrics::Monitor>,
 }
 
 impl Agent {
@@ -260,7 +262,20 @@ impl Agent {
             sources = ?config.tail.sources,
             "mosaic-shipper started"
         );
+        // The daemon samples the workers it can find when told to
+        // (`[system_metrics] enabled = true`); init mode replaces this with
+        // CMD's tree (`Agent::watch_worker`).
+        let system = (!once)
+            .then(|| {
+                crate::sysmetrics::start(
+                    &config,
+                    journal.clone(),
+                    crate::sysmetrics::Workers::Daemon,
+                )
+            })
+            .flatten();
         Ok(Agent {
+            system,
             first_seq,
             config,
             journal,
@@ -283,6 +298,18 @@ impl Agent {
         if let Some(f) = &self.wandb_finish {
             f.run_finished(run_id, exit_code);
         }
+    }
+
+    /// Init mode: samples CMD's process tree (pid `pid`) for W&B's System
+    /// tab, for the runs named in `run_ids` and those whose files its
+    /// processes hold (see `sysmetrics::discover`).
+    pub fn watch_worker(&mut self, pid: u32, run_ids: Vec<String>) {
+        self.system = None;
+        self.system = crate::sysmetrics::start(
+            &self.config,
+            self.journal.clone(),
+            crate::sysmetrics::Workers::Init { pid, run_ids },
+        );
     }
 
     pub fn journal(&self) -> &Arc<Journal> {

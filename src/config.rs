@@ -55,6 +55,8 @@ pub struct Config {
     pub init: InitConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub system_metrics: SystemMetricsConfig,
     /// Where this configuration came from, for error messages and `check-config`.
     #[serde(skip)]
     pub origin: String,
@@ -815,6 +817,12 @@ impl Config {
         }
         self.init.validate().map_err(|m| self.invalid(m))?;
         self.metrics.addr().map_err(|m| self.invalid(m))?;
+        let every = self.system_metrics.interval_secs;
+        if !(every.is_finite() && every >= 0.1) {
+            return Err(self.invalid(format!(
+                "system_metrics.interval_secs must be at least 0.1 (got {every})"
+            )));
+        }
         if self.metrics.stale_after_secs == 0 {
             return Err(self.invalid("metrics.stale_after_secs must be at least 1"));
         }
@@ -884,6 +892,77 @@ impl Config {
             .dir
             .clone()
             .unwrap_or_else(|| self.store.path.join("logs"))
+    }
+}
+
+/// The `[system_metrics]` section: samples of the workers' processes and
+/// host for W&B's System tab (`src/sysmetrics/`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemMetricsConfig {
+    /// `"auto"`: in init mode (the agent knows its worker); `true`: in
+    /// the daemon too, for every worker it can find; `false`: never.
+    #[serde(default)]
+    pub enabled: SystemMetricsEnabled,
+    /// Seconds between samples; the W&B SDK's default.
+    #[serde(default = "default_system_interval")]
+    pub interval_secs: f64,
+    /// `nvidia-smi` to read GPUs with; empty: the one on `PATH`, if any.
+    #[serde(default)]
+    pub nvidia_smi: String,
+}
+
+/// When system metrics are sampled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SystemMetricsEnabled {
+    /// In init mode only.
+    #[default]
+    Auto,
+    /// In init mode and the daemon.
+    On,
+    Off,
+}
+
+impl Serialize for SystemMetricsEnabled {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SystemMetricsEnabled::Auto => s.serialize_str("auto"),
+            SystemMetricsEnabled::On => s.serialize_bool(true),
+            SystemMetricsEnabled::Off => s.serialize_bool(false),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SystemMetricsEnabled {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(SystemMetricsEnabled::On),
+            Raw::Bool(false) => Ok(SystemMetricsEnabled::Off),
+            Raw::Text(t) if t == "auto" => Ok(SystemMetricsEnabled::Auto),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!(
+                "system_metrics.enabled: {t:?}: expected true, false or \"auto\""
+            ))),
+        }
+    }
+}
+
+fn default_system_interval() -> f64 {
+    crate::sysmetrics::DEFAULT_INTERVAL_SECS
+}
+
+impl Default for SystemMetricsConfig {
+    fn default() -> SystemMetricsConfig {
+        SystemMetricsConfig {
+            enabled: SystemMetricsEnabled::Auto,
+            interval_secs: default_system_interval(),
+            nvidia_smi: String::new(),
+        }
     }
 }
 

@@ -25,6 +25,8 @@
 //! - [`signals`] takes the agent's signals from the start of `main`
 //!   (blocked, then taken by a thread) and bounds a stop's drain;
 //!   [`daemon`] is `run` without a command and what its signals do.
+//! - [`sysmetrics`] samples the workers' processes and host (W&B's
+//!   System tab) into the journal, as rows from no file.
 //! - [`sync`] uploads what was staged for W&B (journal rows, offline run
 //!   directories) from a connected machine.
 //! - [`format`] holds wire formats shared by readers and writers
@@ -55,4 +57,5 @@ pub mod source;
 pub mod stats;
 pub mod status;
 pub mod sync;
+pub mod sysmetrics;
 pub mod util;

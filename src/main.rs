@@ -147,6 +147,11 @@ enum Command {
         /// (see `run --reset-store`).
         #[arg(long)]
         reset_store: bool,
+        /// Offline runs uploaded at once (directories of one run always
+        /// go one after another).
+        #[arg(long, short, value_name = "N", default_value_t = mosaic_shipper::sync::DEFAULT_JOBS,
+              value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
@@ -393,6 +398,7 @@ fn command(command: Command, log_level: Option<&str>) -> ExitCode {
             config,
             include_synced,
             reset_store,
+            jobs,
             paths,
         } => {
             use std::io::IsTerminal;
@@ -415,6 +421,7 @@ fn command(command: Command, log_level: Option<&str>) -> ExitCode {
             let options = SyncOptions {
                 paths,
                 include_synced,
+                jobs: usize::from(jobs),
             };
             sync(config, options)
         }

@@ -86,6 +86,11 @@ pub enum RunEvent {
     /// rows, so that W&B shows the producing machine also when the rows
     /// are uploaded from another one (`stage`, `export`/`import`, `sync`).
     Machine(String),
+    /// A sample of the worker's processes and host (W&B's System tab):
+    /// the row's `values` are the metrics under the names the W&B SDK's
+    /// system monitor gives them (`cpu`, `proc.memory.rssMB`,
+    /// `gpu.0.temp`, ...), its `wall_time` when it was taken.
+    System,
 }
 
 /// A row as the journal hands it to a sink: with its sequence number, the

@@ -776,3 +776,98 @@ fn init_modes_exit_code_is_staged_with_the_run() {
     assert_history(got, &rows);
     assert_eq!(got.exit_code, Some(5), "the worker's exit code");
 }
+
+/// The runs whose file_stream requests come between two requests of
+/// another run: none when runs are uploaded one after another.
+fn interleaved_runs(standin: &StandIn) -> usize {
+    let order: Vec<String> = standin
+        .requests()
+        .iter()
+        .filter(|r| r.is_file_stream())
+        .map(|r| r.path.split('/').nth(4).unwrap_or("").to_string())
+        .collect();
+    let mut seen_done: Vec<&String> = Vec::new();
+    let mut interleaved = std::collections::BTreeSet::new();
+    for (i, run) in order.iter().enumerate() {
+        if i > 0 && order[i - 1] != *run {
+            if seen_done.contains(&run) {
+                interleaved.insert(run.clone());
+            }
+            seen_done.push(&order[i - 1]);
+        }
+    }
+    interleaved.len()
+}
+
+#[test]
+fn jobs_upload_runs_at_once_each_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    // Slow answers keep several runs in flight at once.
+    standin.set_latency(Duration::from_millis(60));
+    let extra = format!(
+        "mode = \"offline\"\noffline_dir = \"{}\"\nrows_per_request = 10",
+        dir.join("wandb").display()
+    );
+    let cfg = write_config(dir, &standin.base_url(), &extra);
+    let runs: Vec<String> = (0..6)
+        .map(|i| format!("01JD9X2K7M3N4P5Q6R7S8TJOB{i}"))
+        .collect();
+    let mut expected = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        expected.push(worker_logs(dir, run, 40 + i, 70 + i as u64, Some(0)));
+    }
+    harness::run_once(dir, &cfg);
+    let out = sync(dir, &cfg, &["--jobs", "3"], &[("WANDB_API_KEY", KEY)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let got = standin.runs();
+    for (run, want) in runs.iter().zip(&expected) {
+        let r = &got[&harness::wandb_id(run)];
+        assert_history(r, want);
+        assert_eq!(
+            r.line_writes as usize,
+            want.len(),
+            "{run}: a line sent twice"
+        );
+        assert_eq!(r.exit_code, Some(0), "{run}");
+    }
+    assert!(
+        interleaved_runs(&standin) > 0,
+        "--jobs 3 uploaded the runs one after another"
+    );
+    // The report lists the directories in order, whatever finished first.
+    let said = text(&out);
+    let report: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("marked synced"))
+        .collect();
+    assert_eq!(report.len(), 6, "{}", text(&out));
+    let mut sorted = report.clone();
+    sorted.sort();
+    assert_eq!(report, sorted);
+    // Again: everything is marked synced, nothing is sent.
+    let before = file_stream_count(&standin);
+    let out = sync(dir, &cfg, &["--jobs", "3"], &[("WANDB_API_KEY", KEY)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(file_stream_count(&standin), before);
+    assert_eq!(text(&out).matches("already synced").count(), 6);
+
+    // One at a time with --jobs 1, uploaded again: no interleaving.
+    let one = StandIn::start();
+    one.set_latency(Duration::from_millis(20));
+    let cfg = write_config(dir, &one.base_url(), &extra);
+    let out = sync(
+        dir,
+        &cfg,
+        &["--jobs", "1", "--include-synced"],
+        &[("WANDB_API_KEY", KEY)],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(one.runs().len(), 6);
+    assert_eq!(interleaved_runs(&one), 0);
+    // A bad value is refused with a clear message.
+    let out = sync(dir, &cfg, &["--jobs", "0"], &[("WANDB_API_KEY", KEY)]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--jobs"), "{}", text(&out));
+}

@@ -195,6 +195,7 @@ fn row(r: &Row) -> Value {
         Some(RunEvent::Machine(text)) => {
             o["machine"] = serde_json::from_str(text).unwrap_or_else(|_| json!(text));
         }
+        Some(RunEvent::System) => o["system"] = json!(true),
         None => {}
     }
     o

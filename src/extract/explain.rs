@@ -143,7 +143,7 @@ impl fmt::Display for RowText<'_> {
                 write!(f, " console {stream} {line:?}")
             }
             Some(RunEvent::Machine(text)) => write!(f, " machine {text}"),
-            None => {
+            Some(RunEvent::System) | None => {
                 for (tag, v) in &r.values {
                     write!(f, " {tag}={v}")?;
                 }

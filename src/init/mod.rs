@@ -191,7 +191,15 @@ pub fn main(
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let worker = crate::machine::WorkerFacts::of_command(&cmd, started_at);
-    let code = supervise(config, init, console, rx, reset_store, worker);
+    let code = supervise(
+        config,
+        init,
+        console,
+        rx,
+        reset_store,
+        worker,
+        child.pid as u32,
+    );
     console::restore_terminal();
     ExitCode::from(code)
 }
@@ -205,6 +213,7 @@ fn supervise(
     mut rx: mpsc::UnboundedReceiver<Event>,
     reset_store: bool,
     worker: crate::machine::WorkerFacts,
+    pid: u32,
 ) -> u8 {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -224,7 +233,17 @@ fn supervise(
     let code = runtime.block_on(async move {
         let config = config.filter(|c| !reset_store || reset(c));
         let mut agent = config.and_then(|config| match Agent::start_with(config, false, Some(worker)) {
-            Ok(agent) => Some(agent),
+            Ok(mut agent) => {
+                // The run ids CMD is known by before it says one.
+                let named: Vec<String> = std::env::var("MOSAIC_RUN_ID")
+                    .ok()
+                    .filter(|r| !r.is_empty())
+                    .or(init.run_id.clone())
+                    .into_iter()
+                    .collect();
+                agent.watch_worker(pid, named);
+                Some(agent)
+            }
             Err(e) => {
                 tracing::error!("SHIPPING IS OFF for this run: the pipeline did not start: {e:#}. CMD runs regardless");
                 None

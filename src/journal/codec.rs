@@ -44,6 +44,9 @@ pub struct StoredRow {
     /// A `RunEvent::Machine`: the facts as JSON text.
     #[prost(string, optional, tag = "10")]
     pub machine: Option<String>,
+    /// A `RunEvent::System` sample (its metrics are the values).
+    #[prost(bool, tag = "11")]
+    pub system: bool,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -128,6 +131,7 @@ fn stored_row(row: &Row) -> StoredRow {
             Some(RunEvent::Machine(m)) => Some(m.clone()),
             _ => None,
         },
+        system: matches!(row.event, Some(RunEvent::System)),
     }
 }
 
@@ -149,6 +153,7 @@ fn row_of(s: StoredRow) -> Row {
                 line,
             }),
             (None, None, None, Some(m)) => Some(RunEvent::Machine(m)),
+            (None, None, None, None) if s.system => Some(RunEvent::System),
             (None, None, None, None) => None,
         },
         origin: Origin::from_code(s.origin),
@@ -258,6 +263,7 @@ mod tests {
                 line: String::new(),
             },
             RunEvent::Machine(r#"{"host": "h"}"#.into()),
+            RunEvent::System,
         ] {
             let mut r = row.clone();
             r.event = Some(event);

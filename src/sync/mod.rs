@@ -16,6 +16,7 @@
 pub mod journal;
 pub mod offline_run;
 pub mod progress;
+pub mod sdk_records;
 pub mod upload;
 
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ use progress::Progress;
 use upload::Outcome;
 
 /// What to sync.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SyncOptions {
     /// Offline run directories, `.wandb` files, or directories holding
     /// `offline-run-*` directories. Empty: the journal and everything
@@ -36,13 +37,39 @@ pub struct SyncOptions {
     pub paths: Vec<PathBuf>,
     /// Upload directories already marked synced again.
     pub include_synced: bool,
+    /// Offline runs uploaded at once (at least 1). Directories of one W&B
+    /// run always go one after another, in order.
+    pub jobs: usize,
 }
+
+/// `sync --jobs` when not given: a few runs at once hide most of the
+/// round trips' latency without crowding the server.
+pub const DEFAULT_JOBS: u16 = 4;
 
 /// What a sync did, for the closing summary and the exit status.
 #[derive(Debug, Default)]
 pub struct Report {
     pub lines: Vec<String>,
     pub failures: Vec<String>,
+}
+
+impl Default for SyncOptions {
+    fn default() -> SyncOptions {
+        SyncOptions {
+            paths: Vec::new(),
+            include_synced: false,
+            jobs: usize::from(DEFAULT_JOBS),
+        }
+    }
+}
+
+/// The report lines of one group of directories, with the group's place.
+type Outcomes = (usize, Vec<Line>);
+
+/// One line of a directory's outcome, for the report.
+enum Line {
+    Note(String),
+    Failed(String),
 }
 
 impl Report {
@@ -167,67 +194,166 @@ pub async fn sync(config: &Config, options: &SyncOptions) -> anyhow::Result<Repo
             settings.offline_dir.display()
         ));
     }
-    let mut client = None;
+    upload_dirs(&settings, &progress, dirs, options, &mut report).await;
+    Ok(report)
+}
+
+/// Directories grouped by W&B run, in order: the unit one upload task
+/// takes. A directory that continues a run (our offline sink starts a new
+/// one after a damaged file) must follow the one it continues, and two
+/// tasks must never write one run's offsets at once; directories that
+/// cannot be read are a group of their own (they fail alone).
+fn by_run(dirs: Vec<PathBuf>) -> Vec<Vec<(PathBuf, Result<offline_run::OfflineRun, String>)>> {
+    let mut groups: Vec<(Option<String>, Vec<_>)> = Vec::new();
     for dir in dirs {
-        let run = match offline_run::read(&dir) {
-            Ok(run) => run,
-            Err(e) => {
-                report.failed(e.to_string());
-                continue;
-            }
-        };
-        let marker = upload::synced_marker(&run.file);
-        if marker.exists() && !options.include_synced {
-            report.note(format!(
-                "{}: already synced ({} exists; --include-synced uploads it again)",
-                dir.display(),
-                marker.display()
-            ));
-            continue;
-        }
-        let client = match &mut client {
-            Some(c) => c,
-            None => client.insert(Client::new(&settings)?),
-        };
-        let label = run.display_name.clone().unwrap_or(run.run_id.clone());
-        let mut bar = progress.run(&label, run.history_lines, "lines");
-        match upload::upload(client, &settings, &run, options.include_synced, &mut bar).await {
-            Ok(outcome) => {
-                let damaged = match &run.stop {
-                    Some(s @ crate::sink::wandb::offline::txlog::Stop::Damaged { .. }) => {
-                        Some(s.to_string())
-                    }
-                    _ => None,
-                };
-                match (outcome, damaged) {
-                    (Outcome::Unfinished { lines }, Some(damage)) => {
-                        bar.fail(&damage);
-                        report.failed(format!(
-                            "{}: {lines} lines uploaded, then the log is damaged: {damage}; not marked synced",
-                            run.file.display()
-                        ));
-                    }
-                    (Outcome::Unfinished { lines }, None) => {
-                        bar.finish("uploaded; run not finished yet");
-                        report.note(format!(
-                            "{}: {lines} lines uploaded; no exit record yet, so the run stays open and the directory is not marked synced",
-                            dir.display()
-                        ));
-                    }
-                    (Outcome::Synced { lines, exit_code }, _) => {
-                        bar.finish("synced");
-                        report.note(format!(
-                            "{}: {lines} lines uploaded, run complete (exit code {exit_code}), marked synced",
-                            dir.display()
-                        ));
-                    }
-                }
-            }
-            Err(e) => {
-                bar.fail(&format!("{e:#}"));
-                report.failed(format!("{e:#}"));
-            }
+        let run = offline_run::read(&dir).map_err(|e| e.to_string());
+        let id = run.as_ref().ok().map(|r| r.run_id.clone());
+        match groups.iter_mut().find(|(g, _)| id.is_some() && *g == id) {
+            Some((_, members)) => members.push((dir, run)),
+            None => groups.push((id, vec![(dir, run)])),
         }
     }
-    Ok(report)
+    groups.into_iter().map(|(_, members)| members).collect()
+}
+
+/// Uploads the directories with up to `options.jobs` runs at once, each
+/// run's directories in order; the report lists them in `dirs`' order
+/// whatever order they finished in.
+async fn upload_dirs(
+    settings: &WandbSettings,
+    progress: &Progress,
+    dirs: Vec<PathBuf>,
+    options: &SyncOptions,
+    report: &mut Report,
+) {
+    use std::sync::{Arc, Mutex};
+    let groups = by_run(dirs);
+    let jobs = options.jobs.max(1).min(groups.len().max(1));
+    // Work queue: (position of the group's first line, group).
+    #[allow(clippy::type_complexity)] // a queue of numbered groups
+    let queue: Arc<Mutex<std::collections::VecDeque<(usize, Vec<_>)>>> =
+        Arc::new(Mutex::new(groups.into_iter().enumerate().collect()));
+    let results: Arc<Mutex<Vec<Outcomes>>> = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..jobs {
+        let (queue, results) = (queue.clone(), results.clone());
+        let (settings, progress) = (settings.clone(), progress.clone());
+        let again = options.include_synced;
+        tasks.spawn(async move {
+            // Each task its own client: requests of one run stay in order,
+            // runs of other tasks do not wait behind them.
+            let mut client = None;
+            loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                let Some((pos, group)) = next else { break };
+                let mut lines = Vec::new();
+                for (dir, run) in group {
+                    lines.extend(
+                        upload_dir(&mut client, &settings, &progress, &dir, run, again).await,
+                    );
+                }
+                results
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((pos, lines));
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
+            report.failed(format!("an upload task failed: {e}"));
+        }
+    }
+    let mut results = std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner()));
+    results.sort_by_key(|(pos, _)| *pos);
+    for line in results.into_iter().flat_map(|(_, lines)| lines) {
+        match line {
+            Line::Note(l) => report.note(l),
+            Line::Failed(l) => report.failed(l),
+        }
+    }
+}
+
+/// Uploads one directory (see [`upload::upload`]); what happened, for
+/// the report.
+async fn upload_dir(
+    client: &mut Option<Client>,
+    settings: &WandbSettings,
+    progress: &Progress,
+    dir: &Path,
+    run: Result<offline_run::OfflineRun, String>,
+    include_synced: bool,
+) -> Vec<Line> {
+    let run = match run {
+        Ok(run) => run,
+        Err(e) => return vec![Line::Failed(e)],
+    };
+    let marker = upload::synced_marker(&run.file);
+    if marker.exists() && !include_synced {
+        return vec![Line::Note(format!(
+            "{}: already synced ({} exists; --include-synced uploads it again)",
+            dir.display(),
+            marker.display()
+        ))];
+    }
+    let client = match client {
+        Some(c) => c,
+        None => match Client::new(settings) {
+            Ok(c) => client.insert(c),
+            Err(e) => return vec![Line::Failed(format!("{}: {e}", dir.display()))],
+        },
+    };
+    let label = run.display_name.clone().unwrap_or(run.run_id.clone());
+    let mut bar = progress.run(&label, run.history_lines, "lines");
+    match upload::upload(client, settings, &run, include_synced, &mut bar).await {
+        Ok(outcome) => {
+            let damaged = match &run.stop {
+                Some(s @ crate::sink::wandb::offline::txlog::Stop::Damaged { .. }) => {
+                    Some(s.to_string())
+                }
+                _ => None,
+            };
+            match (outcome, damaged) {
+                (Outcome::Unfinished { lines }, Some(damage)) => {
+                    bar.fail(&damage);
+                    vec![Line::Failed(format!(
+                        "{}: {lines} lines uploaded, then the log is damaged: {damage}; not marked synced",
+                        run.file.display()
+                    ))]
+                }
+                (Outcome::Unfinished { lines }, None) => {
+                    bar.finish("uploaded; run not finished yet");
+                    vec![Line::Note(format!(
+                        "{}: {lines} lines uploaded; no exit record yet, so the run stays open and the directory is not marked synced",
+                        dir.display()
+                    ))]
+                }
+                (Outcome::Synced { lines, exit_code }, _) => {
+                    bar.finish("synced");
+                    vec![Line::Note(format!(
+                        "{}: {lines} lines uploaded, run complete (exit code {exit_code}), marked synced",
+                        dir.display()
+                    ))]
+                }
+            }
+        }
+        Err(e) => {
+            bar.fail(&format!("{e:#}"));
+            vec![Line::Failed(format!("{e:#}"))]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_of_one_run_form_one_group_in_order() {
+        // Unreadable directories: each its own group, in order.
+        let groups = by_run(vec!["/nonexistent/a".into(), "/nonexistent/b".into()]);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0][0].0, PathBuf::from("/nonexistent/a"));
+        assert!(groups[1][0].1.is_err());
+    }
 }

@@ -6,7 +6,12 @@
 //! are replayed as they are: the run record names the run, config records
 //! merge into its config, metric records become its `_wandb.m` metric
 //! definitions, each history record is one history line, summary records
-//! merge into the summary, and an exit record finishes the run.
+//! merge into the summary, and an exit record finishes the run. What the
+//! SDK writes besides ([`super::sdk_records`]) is replayed as `wandb sync`
+//! replays it too: stats records become the run's system metrics
+//! (`wandb-events.jsonl`), console records its `output.log` lines,
+//! environment records its `wandb-metadata.json` and `_wandb.e`, and
+//! telemetry records `_wandb.t`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,8 +20,12 @@ use prost::Message;
 use serde_json::Value;
 use thiserror::Error;
 
+use super::sdk_records::{
+    self, sdk_record::Kind, seconds, telemetry_fields, timestamp_json, OutputRecord, SdkRecord,
+    StatsRecord, Telemetry,
+};
 use crate::sink::wandb::offline::records::{
-    record::RecordType, HistoryRecord, Item, MetricRecord, Record,
+    record::RecordType, HistoryRecord, Item, MetricRecord, Record, Timestamp,
 };
 use crate::sink::wandb::offline::txlog::{self, Stop};
 
@@ -176,6 +185,157 @@ pub struct OfflineRun {
     pub exit_code: Option<i32>,
     /// Where reading stopped before the end of the file, if it did.
     pub stop: Option<Stop>,
+    /// What the SDK's own records add (system metrics, console, machine).
+    pub sdk: SdkParts,
+}
+
+/// What a log holds besides rows, config and summary: the system
+/// metrics, console output and machine facts the SDK records (the
+/// agent's offline sink writes system metrics too).
+#[derive(Debug, Clone, Default)]
+pub struct SdkParts {
+    /// `wandb-events.jsonl` lines, one per stats record, as core writes
+    /// them: `_wandb`, `_timestamp`, `_runtime` (from the run's start) and
+    /// each metric as `system.<name>`.
+    pub events: Vec<String>,
+    /// `output.log` lines, as core streams them: `<UTC time> <text>` for
+    /// stdout, `ERROR <UTC time> <text>` for stderr.
+    pub console: Vec<String>,
+    /// The merged environment record of each writer, by writer id
+    /// (`_wandb.e`), in the order first seen.
+    pub environment: Vec<(String, serde_json::Map<String, Value>)>,
+    /// The telemetry records merged (`_wandb.t`), by field number.
+    pub telemetry: BTreeMap<u64, Telemetry>,
+    /// `_wandb` as the config records set it (the SDK writes `{}`).
+    pub config_wandb: Option<serde_json::Map<String, Value>>,
+}
+
+impl SdkParts {
+    /// Whether the log carries the SDK's own description of the run
+    /// (then `_wandb` is made from it, as `wandb sync` makes it).
+    pub fn from_sdk(&self) -> bool {
+        !self.telemetry.is_empty() || !self.environment.is_empty()
+    }
+
+    /// `wandb-metadata.json`: the first writer's environment.
+    pub fn metadata(&self) -> Option<Value> {
+        self.environment
+            .first()
+            .map(|(_, e)| Value::Object(e.clone()))
+    }
+
+    /// `_wandb` as core fills it for a synced run (`AddInternalData`):
+    /// the config records' `_wandb`, `cli_version` and `python_version`
+    /// from telemetry, `t`, `m` (the metric definitions given) and `e`.
+    pub fn wandb_value(&self, metrics: Vec<Value>) -> Value {
+        let mut w = self.config_wandb.clone().unwrap_or_default();
+        let text = |n: u64| match self.telemetry.get(&n) {
+            Some(Telemetry::Text(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        };
+        if let Some(v) = text(5) {
+            w.insert("cli_version".into(), Value::String(v));
+        }
+        if let Some(v) = text(4) {
+            w.insert("python_version".into(), Value::String(v));
+        }
+        let t: serde_json::Map<String, Value> = self
+            .telemetry
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_json()))
+            .collect();
+        w.insert("t".into(), Value::Object(t));
+        w.insert("m".into(), Value::Array(metrics));
+        if !self.environment.is_empty() {
+            let e: serde_json::Map<String, Value> = self
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::Object(v.clone())))
+                .collect();
+            w.insert("e".into(), Value::Object(e));
+        }
+        Value::Object(w)
+    }
+}
+
+/// Console output cut into `output.log` lines, per stream: a line is
+/// complete at its newline; a carriage return starts the line over (a
+/// progress bar's redraw), as a terminal shows it.
+#[derive(Debug, Default)]
+struct ConsoleLines {
+    /// Per stream (0 stderr, 1 stdout): the open line and when it began.
+    open: [Option<(String, Timestamp)>; 2],
+    lines: Vec<String>,
+}
+
+impl ConsoleLines {
+    fn push(&mut self, out: &OutputRecord) {
+        let stream = usize::from(out.output_type == 1);
+        let at = out.timestamp.clone().unwrap_or_default();
+        for (i, piece) in out.line.split('\n').enumerate() {
+            if i > 0 {
+                self.end_line(stream);
+            }
+            if piece.is_empty() {
+                continue;
+            }
+            let slot = self.open[stream].get_or_insert_with(|| (String::new(), at.clone()));
+            match piece.rfind('\r') {
+                Some(cr) => {
+                    slot.0.clear();
+                    slot.0.push_str(&piece[cr + 1..]);
+                }
+                None => slot.0.push_str(piece),
+            }
+        }
+    }
+
+    fn end_line(&mut self, stream: usize) {
+        let (text, at) = self.open[stream]
+            .take()
+            .unwrap_or_else(|| (String::new(), Timestamp::default()));
+        let prefix = if stream == 0 { "ERROR " } else { "" };
+        self.lines
+            .push(format!("{prefix}{} {text}", console_time(&at)));
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        for stream in 0..2 {
+            if self.open[stream].is_some() {
+                self.end_line(stream);
+            }
+        }
+        self.lines
+    }
+}
+
+/// A console line's time as core writes it: UTC, microseconds, no zone
+/// (`2026-12-02T05:10:57.135283`).
+fn console_time(t: &Timestamp) -> String {
+    let full = timestamp_json(&Timestamp {
+        seconds: t.seconds,
+        nanos: (t.nanos.max(0) / 1000) * 1000,
+    });
+    // Always six digits.
+    let base = &full[..19];
+    format!("{base}.{:06}", t.nanos.max(0) / 1000)
+}
+
+/// One stats record as a `wandb-events.jsonl` line.
+fn events_line(stats: &StatsRecord, start: f64) -> Option<String> {
+    let at = seconds(stats.timestamp.as_ref()?);
+    let mut line = Doc::default();
+    line.set(&["_wandb".to_string()], "true");
+    let mut num = String::new();
+    crate::sink::wandb::filestream::push_number(&mut num, at);
+    line.set(&["_timestamp".to_string()], &num);
+    num.clear();
+    crate::sink::wandb::filestream::push_number(&mut num, at - start);
+    line.set(&["_runtime".to_string()], &num);
+    for item in &stats.item {
+        line.set(&[format!("system.{}", item.key)], &item.value_json);
+    }
+    Some(line.to_json())
 }
 
 /// The transaction log in `dir`: `run-*.wandb`, exactly one.
@@ -387,15 +547,45 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
     let mut last_line = None;
     let mut exit_code = None;
     let mut metrics = Vec::new();
+    let mut sdk = SdkParts::default();
+    let mut stats: Vec<StatsRecord> = Vec::new();
+    let mut console = ConsoleLines::default();
+    let mut start_time = None;
     while let Some(raw) = records.next_raw()? {
-        if record_type(&raw) == Some(HISTORY) {
+        let kind = record_type(&raw);
+        if kind == Some(HISTORY) {
             // Streamed later; only counted (and the last one kept) here.
             history_lines += 1;
             last_line = Some(raw);
             continue;
         }
+        if kind.is_some_and(|k| sdk_records::FIELDS.contains(&k)) {
+            let record = SdkRecord::decode(&raw[..]).map_err(|e| ReadError::Invalid {
+                path: file.clone(),
+                detail: format!("record {} is not a W&B Record: {e}", records.count),
+            })?;
+            match record.kind {
+                Some(Kind::Stats(s)) => stats.push(s),
+                Some(Kind::Output(o) | Kind::OutputRaw(o)) => console.push(&o),
+                Some(Kind::Environment(env)) => {
+                    let json = env.to_json();
+                    match sdk
+                        .environment
+                        .iter_mut()
+                        .find(|(w, _)| *w == env.writer_id)
+                    {
+                        Some((_, seen)) => sdk_records::merge_json(seen, json),
+                        None => sdk.environment.push((env.writer_id.clone(), json)),
+                    }
+                }
+                Some(Kind::Telemetry(raw)) => merge_telemetry(&mut sdk.telemetry, &raw),
+                Some(Kind::Files(_)) | None => {}
+            }
+            continue;
+        }
         match records.decode(&raw)?.record_type {
             Some(RecordType::Run(r)) if run.is_none() => {
+                start_time = r.start_time.as_ref().map(seconds);
                 for item in r.config.iter().flat_map(|c| &c.update) {
                     config.set(&path(item), &item.value_json);
                 }
@@ -415,6 +605,7 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
                     summary: Doc::default(),
                     exit_code: None,
                     stop: None,
+                    sdk: SdkParts::default(),
                 });
             }
             Some(RecordType::Config(c)) => {
@@ -450,8 +641,23 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
         });
     }
     let mut logged = config.to_value();
-    logged.remove("_wandb");
+    sdk.config_wandb = match logged.remove("_wandb") {
+        Some(Value::Object(w)) => Some(w),
+        _ => None,
+    };
     run.config = logged;
+    // Runtimes count from the run's start, as core's; without one (never
+    // written so) from the first sample.
+    let start = start_time
+        .or_else(|| {
+            stats
+                .first()
+                .and_then(|s| s.timestamp.as_ref().map(seconds))
+        })
+        .unwrap_or(0.0);
+    sdk.events = stats.iter().filter_map(|s| events_line(s, start)).collect();
+    sdk.console = console.finish();
+    run.sdk = sdk;
     run.metrics = metrics;
     run.history_lines = history_lines;
     run.last_line = match last_line {
@@ -467,9 +673,77 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
     Ok(run)
 }
 
+/// Merges one raw telemetry record into `into` (damaged ones are
+/// skipped: telemetry only describes the SDK).
+fn merge_telemetry(into: &mut BTreeMap<u64, Telemetry>, raw: &[u8]) {
+    let Some(fields) = telemetry_fields(raw) else {
+        return;
+    };
+    for (k, v) in fields {
+        match into.get_mut(&k) {
+            Some(seen) => seen.merge(v),
+            None => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_records_become_output_log_lines() {
+        let at = |nanos| {
+            Some(Timestamp {
+                seconds: 1796188168,
+                nanos,
+            })
+        };
+        let mut c = ConsoleLines::default();
+        for (t, text, n) in [
+            (1, "global_step=64", 135_283_000),
+            (1, "\n", 135_300_000),
+            (0, "warn\n", 135_345_000),
+            (1, "10%\r50%\r100%\n", 2_000),
+            (1, "no newline", 0),
+        ] {
+            c.push(&OutputRecord {
+                output_type: t,
+                timestamp: at(n),
+                line: text.into(),
+            });
+        }
+        assert_eq!(
+            c.finish(),
+            [
+                "2026-12-02T05:09:28.135283 global_step=64",
+                "ERROR 2026-12-02T05:09:28.135345 warn",
+                "2026-12-02T05:09:28.000002 100%",
+                "2026-12-02T05:09:28.000000 no newline",
+            ]
+        );
+    }
+
+    #[test]
+    fn stats_records_become_events_lines() {
+        let s = StatsRecord {
+            stats_type: 0,
+            timestamp: Some(Timestamp {
+                seconds: 100,
+                nanos: 500_000_000,
+            }),
+            item: vec![sdk_records::StatsItem {
+                key: "cpu".into(),
+                value_json: "0.25".into(),
+            }],
+        };
+        assert_eq!(
+            events_line(&s, 100.0).unwrap(),
+            r#"{"_runtime":0.5,"_timestamp":100.5,"_wandb":true,"system.cpu":0.25}"#
+        );
+    }
 
     #[test]
     fn documents_keep_value_text_and_nest_paths() {

@@ -9,7 +9,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// How often a run's progress is logged when there is no terminal.
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
-/// Hands out one [`RunProgress`] per run being uploaded.
+/// Hands out one [`RunProgress`] per run being uploaded; clones share the
+/// terminal's bars (runs uploaded at once each keep their own line).
+#[derive(Clone)]
 pub struct Progress {
     bars: Option<MultiProgress>,
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::offline_run::OfflineRun;
 use super::progress::RunProgress;
 use crate::sink::wandb::client::{finish_files, wandb_config, Client, RunRef};
-use crate::sink::wandb::filestream::Update;
+use crate::sink::wandb::filestream::{Stream, Update, CONSOLE_FILE, EVENTS_FILE};
 use crate::sink::wandb::graphql::UpsertInput;
 use crate::sink::wandb::offline::txlog::Stop;
 use crate::sink::wandb::step_metric::config_entries;
@@ -120,6 +120,14 @@ fn run_files(
     config: &serde_json::Value,
 ) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let mut files = finish_files(summary, config);
+    // The Overview tab: the SDK's environment records, as core writes
+    // them for a synced run.
+    if let Some(meta) = run.sdk.metadata() {
+        files.push((
+            "wandb-metadata.json".into(),
+            serde_json::to_vec_pretty(&meta).expect("JSON values serialise"),
+        ));
+    }
     let root = run.dir.join("files");
     let mut stack = vec![root.clone()];
     while let Some(dir) = stack.pop() {
@@ -174,8 +182,13 @@ pub async fn upload(
     let configured = run.entity.as_deref().or(settings.entity.as_deref());
     let entity = client.entity(configured).await.map_err(|e| fail(run, e))?;
     // The metric definitions the log holds (ours: global_step as every
-    // metric's x-axis), in `_wandb.m` as `wandb sync` sends them.
-    let config = wandb_config(Some(&run.config), &config_entries(&run.metrics));
+    // metric's x-axis), in `_wandb.m` as `wandb sync` sends them. An SDK's
+    // log describes itself (telemetry, environment): its `_wandb` is made
+    // of that, as `wandb sync` makes it, not of ours.
+    let mut config = wandb_config(Some(&run.config), &config_entries(&run.metrics));
+    if run.sdk.from_sdk() {
+        config["_wandb"]["value"] = run.sdk.wandb_value(config_entries(&run.metrics));
+    }
     let bucket = client
         .upsert(&UpsertInput {
             id: None,
@@ -245,6 +258,27 @@ pub async fn upload(
         first = false;
         save_progress(sent)?;
         progress.set(sent);
+    }
+    // System metrics and console lines, by offset from the first: sent
+    // again whole by a repeated sync, they rewrite the same lines.
+    for (name, lines) in [
+        (EVENTS_FILE, &run.sdk.events),
+        (CONSOLE_FILE, &run.sdk.console),
+    ] {
+        for (i, chunk) in lines.chunks(per_request).enumerate() {
+            let update = Update {
+                streams: vec![Stream {
+                    name,
+                    offset: (i * per_request) as u64,
+                    lines: chunk.to_vec(),
+                }],
+                ..Update::default()
+            };
+            client
+                .send(target, &update)
+                .await
+                .map_err(|e| fail(run, e))?;
+        }
     }
     // A damaged log may have lost records after the damage: never call
     // such a run complete.

@@ -190,7 +190,8 @@ impl Sink for TensorBoardSink {
             let row = &entry.row;
             // Run events have no values; the worker's own event files
             // already hold what they hold.
-            if row.values.is_empty() || !row.origin.for_tensorboard() {
+            // System samples are W&B's System tab, not the worker's charts.
+            if row.values.is_empty() || row.event.is_some() || !row.origin.for_tensorboard() {
                 continue;
             }
             // Rows come in runs of the same run id: the run's file is

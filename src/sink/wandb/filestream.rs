@@ -150,7 +150,24 @@ pub struct Update {
     /// `output.log` lines (the console, see `overview`) from this offset.
     pub console_offset: u64,
     pub console: Vec<String>,
+    /// Other line files, by offset like the history: the system metrics
+    /// (`wandb-events.jsonl`) and the console (`output.log`).
+    pub streams: Vec<Stream>,
 }
+
+/// Lines of one of a run's line files, from `offset` on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stream {
+    /// `wandb-events.jsonl` or `output.log`.
+    pub name: &'static str,
+    pub offset: u64,
+    pub lines: Vec<String>,
+}
+
+/// The file of the run's system metrics (W&B's System tab).
+pub const EVENTS_FILE: &str = "wandb-events.jsonl";
+/// The file of the run's console output (W&B's Logs tab).
+pub const CONSOLE_FILE: &str = "output.log";
 
 impl Update {
     pub fn body(&self) -> Vec<u8> {
@@ -171,6 +188,12 @@ impl Update {
             files.insert(
                 "wandb-summary.json".into(),
                 json!({"offset": 0, "content": [s]}),
+            );
+        }
+        for s in self.streams.iter().filter(|s| !s.lines.is_empty()) {
+            files.insert(
+                s.name.into(),
+                json!({"offset": s.offset, "content": s.lines}),
             );
         }
         let mut body = serde_json::Map::new();
@@ -277,11 +300,17 @@ mod tests {
             exit_code: Some(0),
             console_offset: 7,
             console: vec!["ERROR 2026-12-02T05:06:35.632764 boom".into()],
+            streams: vec![Stream {
+                name: EVENTS_FILE,
+                offset: 2,
+                lines: vec!["{}".into()],
+            }],
         };
         let v: Value = serde_json::from_slice(&u.body()).unwrap();
         assert_eq!(v["files"]["wandb-history.jsonl"]["offset"], 5);
         assert_eq!(v["files"]["wandb-summary.json"]["offset"], 0);
         assert_eq!(v["uploaded"], json!(["config.yaml"]));
+        assert_eq!(v["files"]["wandb-events.jsonl"]["offset"], 2);
         assert_eq!(v["complete"], true);
         assert_eq!(v["exitcode"], 0);
         assert_eq!(v["files"]["output.log"]["offset"], 7);

@@ -44,6 +44,7 @@ pub mod redact;
 pub mod settings;
 pub mod state;
 pub mod step_metric;
+pub mod system;
 pub mod worker_tracks;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -157,6 +158,8 @@ pub struct WandbSink {
     /// Run states including rows written since.
     working: State,
     pending: BTreeMap<String, Pending>,
+    /// System samples not yet sent, per run (`wandb-events.jsonl`).
+    pending_events: BTreeMap<String, Pending>,
     /// Runs this process delivered rows or records to: init mode's exit
     /// code is theirs.
     delivered: HashSet<String>,
@@ -225,6 +228,7 @@ impl WandbSink {
                 committed: State::default(),
                 working: State::default(),
                 pending: BTreeMap::new(),
+                pending_events: BTreeMap::new(),
                 delivered: HashSet::new(),
                 upserted: HashSet::new(),
                 idle: HashSet::new(),
@@ -535,6 +539,7 @@ impl Sink for WandbSink {
 
     async fn recover(&mut self, state: &[u8]) -> Result<(), SinkError> {
         self.pending.clear();
+        self.pending_events.clear();
         self.committed = State::decode(state)?;
         // A state saved before activity was kept: one idle period from now.
         let now = crate::util::now_secs();
@@ -683,6 +688,21 @@ impl Sink for WandbSink {
                     continue;
                 }
                 Some(RunEvent::Machine(_)) => unreachable!("taken above"),
+                Some(RunEvent::System) => {
+                    let line = system::events_line(&entry.row, run.start);
+                    let offset = run.events_offset;
+                    run.events_offset += 1;
+                    self.pending_events
+                        .entry(id.to_string())
+                        .or_insert_with(|| Pending {
+                            first_offset: offset,
+                            ..Pending::default()
+                        })
+                        .lines
+                        .push(line);
+                    self.evented.insert(id.to_string());
+                    continue;
+                }
             }
             let (offset, line) = run.take_row(&entry.row);
             let p = self.pending.entry(id.to_string()).or_default();
@@ -727,7 +747,24 @@ impl Sink for WandbSink {
             }
             self.committed.runs.insert(id, run);
         }
-        // Runs changed only by a config or run-finished record.
+        // System samples: `wandb-events.jsonl`, by offset like history.
+        for (id, p) in std::mem::take(&mut self.pending_events) {
+            let run = self.working.runs[&id].clone();
+            let mut offset = p.first_offset;
+            for chunk in p.lines.chunks(per_request) {
+                let update = Update {
+                    streams: vec![filestream::Stream {
+                        name: filestream::EVENTS_FILE,
+                        offset,
+                        lines: chunk.to_vec(),
+                    }],
+                    ..Update::default()
+                };
+                self.send(&run, &update).await?;
+                offset += chunk.len() as u64;
+            }
+        }
+        // Runs changed only by a config, run-finished record or sample.
         for id in std::mem::take(&mut self.evented) {
             if let Some(run) = self.working.runs.get(&id) {
                 self.committed.runs.insert(id, run.clone());

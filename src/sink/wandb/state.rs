@@ -77,6 +77,9 @@ pub struct RunState {
     /// `_runtime` is `end - start`.
     #[serde(default, with = "exact")]
     pub end: f64,
+    /// Offset the next `wandb-events.jsonl` line (system sample) gets.
+    #[serde(default)]
+    pub events_offset: u64,
     /// Whether any history line was made (the summary has `_step` then).
     #[serde(default)]
     pub has_rows: bool,
@@ -129,6 +132,7 @@ impl RunState {
             last_time: 0.0,
             end: 0.0,
             has_rows: false,
+            events_offset: 0,
             latest: BTreeMap::new(),
             finished: None,
             config: None,

@@ -450,6 +450,14 @@ impl WandbOfflineSink {
                 let start = self.working.runs[&id].start;
                 self.write_environment(&id, text, start);
             }
+            Some(RunEvent::System) => {
+                // A stats record, as the SDK's monitor writes it.
+                let run = self.working.runs.get_mut(&id).expect("opened");
+                let raw = crate::sink::wandb::system::stats_record(run.next_num, row);
+                run.next_num += 1;
+                let out = self.pending.entry(run.file.clone()).or_default();
+                txlog::append_record(&mut run.len, &raw, out);
+            }
             None => {
                 let run = self.working.runs.get_mut(&id).expect("opened");
                 // Only metric rows time the run: a row older than every

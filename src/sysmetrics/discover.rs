@@ -1,0 +1,131 @@
+//! Which processes are a run's worker.
+//!
+//! A worker is a process that holds one of its run's files open or works
+//! in its run directory: `/proc/<pid>/fd/*` and `/proc/<pid>/cwd` link to
+//! paths, and the run id is read from a path as the sources read it
+//! (`run_id_from_path`, by default `runs/(?P<run_id>[^/]+)/`). MOSAIC
+//! starts workers with stdout and stderr redirected to
+//! `runs/<id>/logs/*.log`, Python's logging handlers and TensorBoard
+//! writers keep their files open, so every worker the agent ships rows of
+//! is found so, with no cooperation and without guessing from command
+//! lines; a process whose parent is found for the same run is part of
+//! that worker's tree, not a worker of its own. The agent's own processes
+//! (it writes into run directories too) are left out. Only processes the
+//! agent may inspect are seen (the same user, or root). It costs one
+//! listing of `/proc` and a `readlink` per open file, once per sampling
+//! interval.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use super::procfs;
+
+/// The run ids the paths a process holds name.
+fn runs_of(proc_root: &Path, pid: u32, run_path: &regex::Regex) -> BTreeSet<String> {
+    let dir = proc_root.join(pid.to_string());
+    let mut paths: Vec<PathBuf> = Vec::new();
+    if let Ok(cwd) = std::fs::read_link(dir.join("cwd")) {
+        paths.push(cwd.join("")); // a trailing `/`: the directory itself
+    }
+    if let Ok(fds) = std::fs::read_dir(dir.join("fd")) {
+        paths.extend(
+            fds.flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok()),
+        );
+    }
+    paths
+        .iter()
+        .filter_map(|p| {
+            let text = p.to_string_lossy();
+            run_path
+                .captures(&text)
+                .and_then(|c| c.name("run_id"))
+                .map(|m| m.as_str().to_string())
+        })
+        .collect()
+}
+
+/// Whether `pid` runs the agent's own executable.
+fn is_agent(proc_root: &Path, pid: u32, own_exe: Option<&Path>) -> bool {
+    pid == std::process::id()
+        || own_exe.is_some_and(|own| {
+            std::fs::read_link(proc_root.join(pid.to_string()).join("exe")).is_ok_and(|e| e == own)
+        })
+}
+
+/// Daemon mode: each run's worker processes (tree roots), by run id.
+pub fn runs(proc_root: &Path, run_path: &regex::Regex) -> BTreeMap<String, Vec<u32>> {
+    let own_exe = std::fs::read_link("/proc/self/exe").ok();
+    let mut found: BTreeMap<String, BTreeMap<u32, u32>> = BTreeMap::new();
+    for pid in procfs::pids(proc_root) {
+        if is_agent(proc_root, pid, own_exe.as_deref()) {
+            continue;
+        }
+        let runs = runs_of(proc_root, pid, run_path);
+        if runs.is_empty() {
+            continue;
+        }
+        let Some(p) = procfs::process(proc_root, pid) else {
+            continue;
+        };
+        for run in runs {
+            found.entry(run).or_default().insert(pid, p.ppid);
+        }
+    }
+    found
+        .into_iter()
+        .map(|(run, pids)| {
+            let roots = pids
+                .iter()
+                .filter(|(_, ppid)| !pids.contains_key(ppid))
+                .map(|(pid, _)| *pid)
+                .collect();
+            (run, roots)
+        })
+        .collect()
+}
+
+/// Init mode: CMD's whole tree for each run it names or whose files any
+/// of its processes holds.
+pub fn init_runs(
+    proc_root: &Path,
+    pid: u32,
+    named: &[String],
+    run_path: &regex::Regex,
+) -> BTreeMap<String, Vec<u32>> {
+    let mut runs: BTreeSet<String> = named.iter().cloned().collect();
+    for (p, _) in procfs::tree(proc_root, pid) {
+        runs.extend(runs_of(proc_root, p, run_path));
+    }
+    if procfs::process(proc_root, pid).is_none() {
+        return BTreeMap::new();
+    }
+    runs.into_iter().map(|r| (r, vec![pid])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_holding_a_run_file_is_its_worker() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run_dir = tmp.path().join("runs/01ABC/logs");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let log = run_dir.join("w.log");
+        // A child with its stdout in the run's log, as MOSAIC starts one.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let re = regex::Regex::new("runs/(?P<run_id>[^/]+)/").unwrap();
+        let found = runs(Path::new("/proc"), &re);
+        let init = init_runs(Path::new("/proc"), child.id(), &["NAMED".into()], &re);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(found.get("01ABC"), Some(&vec![child.id()]), "{found:?}");
+        assert_eq!(init.keys().collect::<Vec<_>>(), ["01ABC", "NAMED"]);
+        assert!(init_runs(Path::new("/proc"), child.id(), &["X".into()], &re).is_empty());
+    }
+}

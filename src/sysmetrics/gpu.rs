@@ -1,0 +1,269 @@
+//! NVIDIA GPUs through `nvidia-smi`, under the names the W&B SDK's
+//! monitor gives what it reads through NVML (`gpu.<i>.gpu`, `.memory`,
+//! `.memoryAllocated`, `.temp`, `.powerWatts`, ...; wandb's
+//! `xpu/src/gpu_nvidia.rs`).
+//!
+//! `nvidia-smi --query-gpu=<fields> --format=csv,noheader,nounits` prints
+//! one line per GPU, values separated by `, ` in the order asked, without
+//! units (MiB, %, W, MHz, °C), and `[N/A]` / `[Not Supported]` (older
+//! drivers: `N/A`) where a GPU has no such reading: those metrics are left
+//! out for that GPU, as the SDK leaves out what NVML refuses. Using the
+//! tool rather than NVML keeps the agent free of a driver library; it is
+//! run at the sampling interval only, with a deadline.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The fields asked for, in order.
+pub const QUERY: [&str; 19] = [
+    "index",
+    "uuid",
+    "utilization.gpu",
+    "utilization.memory",
+    "memory.total",
+    "memory.used",
+    "temperature.gpu",
+    "power.draw",
+    "enforced.power.limit",
+    "clocks.sm",
+    "clocks.mem",
+    "clocks.gr",
+    "fan.speed",
+    "utilization.encoder",
+    "ecc.errors.corrected.volatile.total",
+    "ecc.errors.uncorrected.volatile.total",
+    "pcie.link.gen.current",
+    "pcie.link.width.current",
+    "pcie.link.gen.max",
+];
+
+/// How long `nvidia-smi` may take (it can hang on a wedged driver).
+const DEADLINE: Duration = Duration::from_secs(5);
+
+/// The `--query-gpu` arguments.
+pub fn query_args() -> Vec<String> {
+    vec![
+        format!("--query-gpu={}", QUERY.join(",")),
+        "--format=csv,noheader,nounits".into(),
+    ]
+}
+
+/// Runs `program args`, returns its stdout if it ends it within the
+/// deadline and does not report failure. Its output is read to its end
+/// rather than its exit waited for: in init mode the agent reaps every
+/// child that exits (it is the container's init), so the exit status may
+/// be gone already; where it is still there, a failure discards the output.
+fn run(program: &Path, args: &[String]) -> Option<String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let ok = stdout.read_to_string(&mut out).is_ok();
+        let _ = tx.send(ok.then_some(out));
+    });
+    let out = match rx.recv_timeout(DEADLINE) {
+        Ok(out) => out,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+    };
+    // Bounded: the output ended, so the process is exiting.
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return out.filter(|_| status.success()),
+            Ok(None) if started.elapsed() < DEADLINE => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            // Reaped by init mode's reaper: the output is all there is.
+            Err(_) => return out,
+        }
+    }
+}
+
+/// A reading: `None` for `[N/A]`, `[Not Supported]` and the like.
+fn number(v: &str) -> Option<f64> {
+    let v = v.trim();
+    if v.starts_with('[') || v.eq_ignore_ascii_case("N/A") {
+        return None;
+    }
+    v.parse().ok().filter(|f: &f64| f.is_finite())
+}
+
+/// The metrics of `--query-gpu` output (see [`QUERY`]), named as the SDK
+/// names them; GPUs whose UUID is in `busy` (used by the sampled
+/// processes) get the `gpu.process.<i>.*` copies too.
+pub fn parse(text: &str, busy: &BTreeSet<String>) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if f.len() != QUERY.len() {
+            continue; // not the output of this query
+        }
+        let Some(i) = number(f[0]).map(|i| i as u64) else {
+            continue;
+        };
+        let get = |name: &str| {
+            QUERY
+                .iter()
+                .position(|q| *q == name)
+                .and_then(|p| number(f[p]))
+        };
+        let mut m: Vec<(&str, f64)> = Vec::new();
+        let mut process: Vec<(&str, f64)> = Vec::new();
+        if let Some(v) = get("utilization.gpu") {
+            m.push(("gpu", v));
+            process.push(("gpu", v));
+        }
+        if let Some(v) = get("utilization.memory") {
+            m.push(("memory", v));
+            process.push(("memory", v));
+        }
+        if let (Some(total), Some(used)) = (get("memory.total"), get("memory.used")) {
+            if total > 0.0 {
+                let pct = used / total * 100.0;
+                let bytes = used * 1024.0 * 1024.0; // MiB
+                m.push(("memoryAllocated", pct));
+                m.push(("memoryAllocatedBytes", bytes));
+                process.push(("memoryAllocated", pct));
+                process.push(("memoryAllocatedBytes", bytes));
+            }
+        }
+        if let Some(v) = get("temperature.gpu") {
+            m.push(("temp", v));
+            process.push(("temp", v));
+        }
+        if let Some(draw) = get("power.draw") {
+            m.push(("powerWatts", draw));
+            process.push(("powerWatts", draw));
+            if let Some(limit) = get("enforced.power.limit").filter(|l| *l > 0.0) {
+                m.push(("enforcedPowerLimitWatts", limit));
+                m.push(("powerPercent", draw / limit * 100.0));
+                process.push(("enforcedPowerLimitWatts", limit));
+                process.push(("powerPercent", draw / limit * 100.0));
+            }
+        }
+        for (q, name) in [
+            ("clocks.sm", "smClock"),
+            ("clocks.mem", "memoryClock"),
+            ("clocks.gr", "graphicsClock"),
+            (
+                "ecc.errors.corrected.volatile.total",
+                "correctedMemoryErrors",
+            ),
+            (
+                "ecc.errors.uncorrected.volatile.total",
+                "uncorrectedMemoryErrors",
+            ),
+            ("fan.speed", "fanSpeed"),
+            ("utilization.encoder", "encoderUtilization"),
+            ("pcie.link.gen.current", "pcieLinkGen"),
+            ("pcie.link.width.current", "pcieLinkWidth"),
+            ("pcie.link.gen.max", "maxPcieLinkGen"),
+        ] {
+            if let Some(v) = get(q) {
+                m.push((name, v));
+            }
+        }
+        for (k, v) in m {
+            out.insert(format!("gpu.{i}.{k}"), v);
+        }
+        if busy.contains(f[1]) {
+            for (k, v) in process {
+                out.insert(format!("gpu.process.{i}.{k}"), v);
+            }
+        }
+    }
+    out
+}
+
+/// GPU UUIDs with a compute process among `pids`
+/// (`--query-compute-apps=pid,gpu_uuid`).
+fn busy_gpus(program: &Path, pids: &BTreeSet<u32>) -> BTreeSet<String> {
+    let args = vec![
+        "--query-compute-apps=pid,gpu_uuid".to_string(),
+        "--format=csv,noheader,nounits".to_string(),
+    ];
+    let Some(text) = run(program, &args) else {
+        return BTreeSet::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (pid, uuid) = l.split_once(',')?;
+            let pid: u32 = pid.trim().parse().ok()?;
+            pids.contains(&pid).then(|| uuid.trim().to_string())
+        })
+        .collect()
+}
+
+/// The GPU metrics now, or nothing when `program` is not there or fails.
+pub fn sample(program: &Path, pids: &BTreeSet<u32>) -> BTreeMap<String, f64> {
+    let Some(text) = run(program, &query_args()) else {
+        return BTreeMap::new();
+    };
+    let busy = if pids.is_empty() {
+        BTreeSet::new()
+    } else {
+        busy_gpus(program, pids)
+    };
+    parse(&text, &busy)
+}
+
+/// `nvidia-smi` on `PATH`, if any.
+pub fn find_on_path() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("nvidia-smi"))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `nvidia-smi` prints for [`QUERY`] on two GPUs, the second
+    /// without power or ECC readings (as consumer boards answer).
+    pub const TWO_GPUS: &str = "0, GPU-aaaa, 87, 41, 16384, 6144, 66, 182.35, 250.00, 1755, 6250, 1755, 45, 0, 0, 0, 3, 16, 3\n1, GPU-bbbb, 0, 0, 8192, 0, 35, [N/A], [N/A], 300, 405, 300, [Not Supported], 0, [N/A], [N/A], 1, 16, 3\n";
+
+    #[test]
+    fn query_output_becomes_sdk_names() {
+        let busy: BTreeSet<String> = ["GPU-aaaa".to_string()].into();
+        let m = parse(TWO_GPUS, &busy);
+        assert_eq!(m["gpu.0.gpu"], 87.0);
+        assert_eq!(m["gpu.0.memory"], 41.0);
+        assert_eq!(m["gpu.0.memoryAllocated"], 37.5);
+        assert_eq!(m["gpu.0.memoryAllocatedBytes"], 6144.0 * 1024.0 * 1024.0);
+        assert_eq!(m["gpu.0.temp"], 66.0);
+        assert_eq!(m["gpu.0.powerWatts"], 182.35);
+        assert_eq!(m["gpu.0.enforcedPowerLimitWatts"], 250.0);
+        assert!((m["gpu.0.powerPercent"] - 72.94).abs() < 1e-9);
+        assert_eq!(m["gpu.0.smClock"], 1755.0);
+        assert_eq!(m["gpu.0.memoryClock"], 6250.0);
+        assert_eq!(m["gpu.0.fanSpeed"], 45.0);
+        assert_eq!(m["gpu.process.0.gpu"], 87.0);
+        assert_eq!(m["gpu.1.temp"], 35.0);
+        assert!(!m.contains_key("gpu.1.powerWatts"));
+        assert!(!m.contains_key("gpu.1.fanSpeed"));
+        assert!(!m.contains_key("gpu.1.correctedMemoryErrors"));
+        assert!(!m.keys().any(|k| k.starts_with("gpu.process.1.")));
+        // Another tool's output, or an error text: nothing.
+        assert!(parse("No devices were found\n", &busy).is_empty());
+    }
+}
