@@ -19,7 +19,8 @@ Usage: wandb_datastore_read.py FILE.wandb
 Output lines: {"num", "type", "stream_id", "history": {"step", "items":
 {key: value_json}} | "exit_code" | "summary"/"config": {key: value_json} |
 "run": {...} | "metric": {"name", "glob_name", "step_metric", "step_sync",
-"defined"}}
+"defined"}} | "artifact": the ArtifactRecord as protobuf's JSON mapping
+(field names as in the .proto)}
 """
 
 import json
@@ -63,6 +64,10 @@ def describe(r):
             "step_sync": m.options.step_sync,
             "defined": m.options.defined,
         }
+    elif kind == "artifact":
+        from google.protobuf.json_format import MessageToDict
+
+        out["artifact"] = MessageToDict(r.artifact, preserving_proto_field_name=True)
     elif kind == "exit":
         out["exit_code"] = r.exit.exit_code
     elif kind == "run":
