@@ -158,6 +158,23 @@ impl Agent {
                     ..options.clone()
                 },
             );
+            if config.artifacts.enabled {
+                // Checkpoints as W&B model artifacts, beside the rows.
+                let shipper = crate::sink::wandb::artifact::ArtifactShipper::new(
+                    &config.artifacts,
+                    wandb.clone(),
+                    journal.clone(),
+                )
+                .context("cannot start the W&B artifact uploader")?;
+                let m = mode_rx.clone();
+                sinks.spawn(async move {
+                    let r = shipper
+                        .run(m)
+                        .await
+                        .map_err(|e| sink::SinkError::Io(e.to_string()));
+                    ("wandb-artifacts", r)
+                });
+            }
             let (sink, finish) = WandbSink::new(wandb).context("cannot start the W&B sink")?;
             wandb_finish = Some(finish);
             let (j, m) = (journal.clone(), mode_rx.clone());

@@ -500,131 +500,6 @@ fn sdk_state_recording_is_current() {
     );
 }
 
-/// The artifact requests of a stand-in, in order, with what varies from
-/// one run to the next replaced: the stand-in's address by `<standin>`,
-/// the SDK's random client ids by `<client id>`. GraphQL operations other
-/// than the artifact ones are left out.
-fn artifact_requests(standin: &StandIn) -> Value {
-    let addr = standin.addr.to_string();
-    let ops = [
-        "CreateArtifact",
-        "CreateArtifactManifest",
-        "CreateArtifactFiles",
-        "CommitArtifact",
-        "UseArtifact",
-        "CompleteMultipartUploadArtifact",
-        "LinkArtifact",
-    ];
-    let mut out = Vec::new();
-    for r in standin.requests() {
-        if r.path == "/graphql" {
-            let op = r.operation().unwrap_or_default();
-            if !ops.contains(&op.as_str()) {
-                continue;
-            }
-            let mut body = r.json();
-            for k in ["clientID", "sequenceClientID"] {
-                if body["variables"]["input"].get(k).is_some() {
-                    body["variables"]["input"][k] = Value::from("<client id>");
-                }
-            }
-            out.push(serde_json::json!({"graphql": op, "body": body}));
-        } else if r.path.starts_with("/artifact-upload/") {
-            let mut headers: BTreeMap<String, String> = r
-                .headers
-                .iter()
-                .filter(|(k, _)| k.starts_with("content-") && *k != "content-length")
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            headers.remove("content-encoding");
-            let (md5, len) = r
-                .upload
-                .clone()
-                .unwrap_or_else(|| (support::artifacts::md5_b64(&r.body), r.body.len() as u64));
-            let mut rec = serde_json::json!({"put": r.path, "headers": headers,
-                "md5": md5, "length": len});
-            if r.path.starts_with("/artifact-upload/manifest/") {
-                rec["manifest"] = r.json();
-            }
-            out.push(rec);
-        }
-    }
-    // The uploaded manifest names the SDK's staging copy (`local_path`),
-    // so its MD5 varies: each must be the digest announced for it.
-    let mut text = serde_json::to_string(&out)
-        .unwrap()
-        .replace(&addr, "<standin>");
-    for r in out.iter().filter(|r| r.get("manifest").is_some()) {
-        let md5 = r["md5"].as_str().unwrap().to_string();
-        let announced = out_digests(&text);
-        assert!(
-            announced.contains(&md5),
-            "manifest MD5 {md5} never announced"
-        );
-        text = text.replace(&md5, "<MD5 of the uploaded manifest>");
-    }
-    let mut v: Value = serde_json::from_str(&text).unwrap();
-    normalize_record(&mut v);
-    v
-}
-
-/// The manifest digests announced by `CreateArtifactManifest` calls.
-fn out_digests(text: &str) -> Vec<String> {
-    let v: Value = serde_json::from_str(text).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["graphql"] == "CreateArtifactManifest")
-        .filter_map(|r| {
-            r["body"]["variables"]["digest"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect()
-}
-
-/// An artifact record with what varies from one run to the next
-/// replaced: the staging copy's path, the random client ids.
-fn normalize_record(v: &mut Value) {
-    match v {
-        Value::Object(o) => {
-            for (k, x) in o.iter_mut() {
-                match k.as_str() {
-                    "local_path" => *x = Value::from("<local path>"),
-                    "client_id" | "sequence_client_id" => *x = Value::from("<client id>"),
-                    _ => normalize_record(x),
-                }
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(normalize_record),
-        _ => {}
-    }
-}
-
-/// The versions the stand-in holds after a recording, per collection.
-fn artifact_versions(standin: &StandIn) -> Value {
-    let store = standin.artifacts();
-    assert!(store.bad_uploads.is_empty(), "{:?}", store.bad_uploads);
-    assert!(
-        store.refused_commits.is_empty(),
-        "{:?}",
-        store.refused_commits
-    );
-    Value::Array(
-        store
-            .versions
-            .iter()
-            .map(|v| {
-                serde_json::json!({"collection": v.collection, "type": v.type_name,
-                    "state": v.state, "version": v.version, "aliases": v.aliases,
-                    "digest": v.digest, "metadata": v.metadata, "run": v.run,
-                    "history_step": v.history_step, "used_by": v.used_by,
-                    "files": v.files})
-            })
-            .collect(),
-    )
-}
-
 /// What the SDK sends to log a checkpoint as a model artifact
 /// (tests/py/sdk_artifact.py: content A, A again, then B): online, the
 /// artifact records of its offline `.wandb` log, and what `wandb sync`
@@ -647,7 +522,7 @@ fn record_sdk_artifacts(dir: &std::path::Path) -> Value {
         .into_iter()
         .filter(|r| r["type"] == "artifact")
         .map(|mut r| {
-            normalize_record(&mut r);
+            support::artifacts::normalize(&mut r);
             r
         })
         .collect();
@@ -656,9 +531,9 @@ fn record_sdk_artifacts(dir: &std::path::Path) -> Value {
     serde_json::json!({
         "made_by": "scripts/record-wandb-sdk (tests/wandb_sdk.rs, record_sdk_artifacts; SDK script tests/py/sdk_artifact.py)",
         "wandb": "0.31.0",
-        "online": {"requests": artifact_requests(&online), "versions": artifact_versions(&online)},
+        "online": {"requests": support::artifacts::requests(&online), "versions": support::artifacts::versions(&online)},
         "offline": {"artifact_records": records},
-        "wandb_sync": {"requests": artifact_requests(&synced), "versions": artifact_versions(&synced)},
+        "wandb_sync": {"requests": support::artifacts::requests(&synced), "versions": support::artifacts::versions(&synced)},
     })
 }
 

