@@ -140,3 +140,117 @@ fn checkpoints_become_versions_as_the_sdk_logs_them() {
         2
     );
 }
+
+/// Deterministic bytes that do not compress into nothing.
+fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_during_uploads_leaves_exactly_the_right_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    // 80 MB at 40 MB/s: each upload of the big file takes about 2 s.
+    standin.set_upload_rate(Some(40_000_000));
+    let cfg = config(dir, &standin);
+    let run_dir = dir.join("var/trainer/runs").join(RUN);
+    let big = content(80_000_000, 7);
+    // The same big content twice under one file name (two checkpoint
+    // directories: one artifact, one version), and a small other file.
+    for sub in ["checkpoint_000010", "checkpoint_000020"] {
+        let p = run_dir.join("checkpoints").join(sub).join("model.pth");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        write(&p, &big);
+    }
+    write(
+        &run_dir.join("checkpoints/optimizer.pt"),
+        &content(100_000, 9),
+    );
+    let big_name = "run-01jdas000000000000000model-model.pth";
+    let small_name = "run-01jdas000000000000000model-optimizer.pt";
+    let done = |s: &StandIn| {
+        let a = s.artifacts();
+        a.committed(big_name).len() == 1 && a.committed(small_name).len() == 1 && creates(s) >= 3
+    };
+    // Kill rounds: mid-upload (after an upload began, at different
+    // points of it) and right after other calls.
+    let mut kills = 0;
+    for round in 0..8u64 {
+        if done(&standin) {
+            break;
+        }
+        let (uploads, calls) = (standin.uploads_started(), standin.requests().len());
+        let mut child = harness::spawn(&mut agent(dir, &cfg, &[]));
+        if round % 2 == 0 {
+            wait_for(dir, Duration::from_secs(120), "an upload to begin", || {
+                standin.uploads_started() > uploads || done(&standin)
+            });
+            std::thread::sleep(Duration::from_millis(200 + 300 * round));
+        } else {
+            wait_for(dir, Duration::from_secs(120), "an artifact call", || {
+                standin.requests().len() > calls + round as usize || done(&standin)
+            });
+        }
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = wait_child(&mut child, Duration::from_secs(60));
+        kills += 1;
+    }
+    assert!(
+        kills >= 3,
+        "too few kills happened before the end ({kills})"
+    );
+    standin.set_upload_rate(None);
+    let mut child = harness::spawn(&mut agent(dir, &cfg, &[]));
+    wait_for(dir, Duration::from_secs(180), "every version", || {
+        done(&standin)
+    });
+    // Give a wrongly repeated upload or version the chance to show.
+    std::thread::sleep(Duration::from_millis(1500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_child(&mut child, Duration::from_secs(60)).success());
+
+    let store = standin.artifacts();
+    assert!(store.bad_uploads.is_empty(), "{:?}", store.bad_uploads);
+    assert!(
+        store.refused_commits.is_empty(),
+        "{:?}",
+        store.refused_commits
+    );
+    // Exactly one version per content, all committed: no partial version.
+    assert_eq!(store.versions.len(), 2, "{:#?}", store.versions);
+    assert!(store.versions.iter().all(|v| v.state == "COMMITTED"));
+    assert_eq!(
+        store.committed(big_name)[0].aliases,
+        vec!["latest".to_string()]
+    );
+    let big_md5 = support::artifacts::md5_b64(&big);
+    assert_eq!(store.blobs.get(&big_md5), Some(&80_000_000));
+    // At least one upload was cut by a kill (begun, never completed),
+    // and every completed upload of the big file was a whole one.
+    let completed = standin
+        .requests()
+        .iter()
+        .filter(|r| r.upload.is_some())
+        .count();
+    eprintln!(
+        "kills {kills}, uploads begun {}, completed {completed}",
+        standin.uploads_started()
+    );
+    assert!(
+        standin.uploads_started() > completed,
+        "no kill landed mid-upload"
+    );
+    for r in standin.requests().iter().filter(|r| r.upload.is_some()) {
+        let (md5, len) = r.upload.clone().unwrap();
+        assert!(md5 == big_md5 || len == 100_000, "{md5} {len}");
+    }
+}

@@ -108,6 +108,10 @@ struct Inner {
     faults: VecDeque<(On, Fault)>,
     faults_done: Vec<Fault>,
     artifacts: super::artifacts::Store,
+    /// Artifact file uploads are read at most this fast (bytes/s).
+    upload_rate: Option<u64>,
+    /// Artifact file uploads whose headers arrived (finished or not).
+    uploads_started: usize,
     latency: Duration,
     /// Answer every file_stream request with this status until cleared.
     sticky_file_stream_status: Option<u16>,
@@ -271,6 +275,17 @@ impl StandIn {
         self.inner.lock().unwrap().runs.clone()
     }
 
+    /// Reads artifact file uploads at most `bytes_per_sec` (a slow uplink,
+    /// so that a test can kill the agent mid-upload).
+    pub fn set_upload_rate(&self, bytes_per_sec: Option<u64>) {
+        self.inner.lock().unwrap().upload_rate = bytes_per_sec;
+    }
+
+    /// Artifact file uploads begun (their request headers arrived).
+    pub fn uploads_started(&self) -> usize {
+        self.inner.lock().unwrap().uploads_started
+    }
+
     /// The artifact versions, files and refusals the stand-in holds.
     pub fn artifacts(&self) -> super::artifacts::Store {
         self.inner.lock().unwrap().artifacts.clone()
@@ -282,6 +297,7 @@ async fn hash_body<S: AsyncRead + Unpin>(
     stream: &mut S,
     mut have: Vec<u8>,
     len: u64,
+    rate: Option<u64>,
 ) -> std::io::Result<Option<(String, u64)>> {
     use md5::{Digest, Md5};
     let mut h = Md5::new();
@@ -297,6 +313,9 @@ async fn hash_body<S: AsyncRead + Unpin>(
         }
         h.update(&chunk[..n]);
         got += n as u64;
+        if let Some(rate) = rate {
+            tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate.max(1) as f64)).await;
+        }
     }
     Ok(Some((super::artifacts::b64(&h.finalize()), got)))
 }
@@ -309,7 +328,10 @@ type Request = (
     Option<(String, u64)>,
 );
 
-async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Option<Request>> {
+async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    inner: &Arc<Mutex<Inner>>,
+) -> std::io::Result<Option<Request>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {
@@ -339,7 +361,12 @@ async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<O
             .get("content-length")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let Some(upload) = hash_body(stream, body, len).await? else {
+        let rate = {
+            let mut g = inner.lock().unwrap();
+            g.uploads_started += 1;
+            g.upload_rate
+        };
+        let Some(upload) = hash_body(stream, body, len, rate).await? else {
             return Ok(None);
         };
         return Ok(Some((method, target, headers, Vec::new(), Some(upload))));
@@ -437,7 +464,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     inner: Arc<Mutex<Inner>>,
     addr: SocketAddr,
 ) -> std::io::Result<()> {
-    let Some((method, target, headers, raw, upload)) = read_request(&mut stream).await? else {
+    let Some((method, target, headers, raw, upload)) = read_request(&mut stream, &inner).await?
+    else {
         return Ok(());
     };
     let path = match target.split_once("://") {
