@@ -36,6 +36,13 @@ pub fn load_config(explicit: Option<&std::path::Path>) -> Result<Config, ConfigE
 pub fn check(config: &Config) -> Result<(), ConfigError> {
     Extractor::new(&config.extract).map_err(|e| config.invalid(e))?;
     Readers::new(&config.sources()).map_err(|e| config.invalid(e))?;
+    let a = &config.artifacts;
+    crate::source::artifacts::ArtifactSource::new(
+        &a.runs_dir,
+        &a.paths,
+        Duration::from_millis(a.settle_ms),
+    )
+    .map_err(|e| config.invalid(e))?;
     sink::enabled::check(config)
 }
 

@@ -139,6 +139,34 @@ fn checkpoints_become_versions_as_the_sdk_logs_them() {
             .len(),
         2
     );
+
+    // `status` lists the three versions found and what became of them.
+    let out = harness::shipper(dir, "status", &cfg, &["--json"])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let states: Vec<(String, String)> = status["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["path"].as_str().unwrap().to_string(),
+                a["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let p = "checkpoints/model.pth".to_string();
+    assert_eq!(
+        states,
+        vec![
+            (p.clone(), "uploaded".to_string()),
+            (p.clone(), "deduplicated".to_string()),
+            (p, "uploaded".to_string())
+        ]
+    );
 }
 
 /// Deterministic bytes that do not compress into nothing.
