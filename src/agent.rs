@@ -171,6 +171,7 @@ impl Agent {
                     &config.artifacts,
                     wandb.clone(),
                     journal.clone(),
+                    true,
                 )
                 .context("cannot start the W&B artifact uploader")?;
                 let m = mode_rx.clone();
@@ -206,6 +207,24 @@ impl Agent {
             let (j, m) = (journal.clone(), mode_rx.clone());
             sinks.spawn(async move { ("wandb-offline", sink::run(sink, j, o, m).await) });
         } else if wandb.is_staged() {
+            if config.artifacts.enabled {
+                // Checkpoints are recorded as they complete; `sync` uploads them.
+                let shipper = crate::sink::wandb::artifact::ArtifactShipper::new(
+                    &config.artifacts,
+                    wandb.clone(),
+                    journal.clone(),
+                    false,
+                )
+                .context("cannot start the checkpoint recorder")?;
+                let m = mode_rx.clone();
+                sinks.spawn(async move {
+                    let r = shipper
+                        .run(m)
+                        .await
+                        .map_err(|e| sink::SinkError::Io(e.to_string()));
+                    ("wandb-artifacts", r)
+                });
+            }
             tracing::info!(
                 "W&B rows are staged in the journal; upload them with `mosaic-shipper sync` (or carry them with `export`)"
             );

@@ -282,3 +282,75 @@ fn sigkill_during_uploads_leaves_exactly_the_right_versions() {
         assert!(md5 == big_md5 || len == 100_000, "{md5} {len}");
     }
 }
+
+#[test]
+fn staged_checkpoints_are_logged_by_sync_and_limits_skip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let path = write_config(dir, &standin.base_url(), "mode = \"stage\"\n");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[artifacts]\nruns_dir = \"{}\"\nsettle_ms = 300\npoll_interval_ms = 100\nmax_file_bytes = 50000\n",
+        dir.join("var/trainer/runs").display()
+    ));
+    std::fs::write(&path, text).unwrap();
+    let cfg = path;
+    let run_dir = dir.join("var/trainer/runs").join(RUN);
+    std::fs::create_dir_all(run_dir.join("checkpoints")).unwrap();
+    write(&run_dir.join("checkpoints/model.pth"), &content(13000, 3));
+    write(&run_dir.join("checkpoints/huge.pth"), &content(60000, 4));
+    harness::run_once(dir, &cfg);
+    // Staged: nothing sent, both recorded (the large one skipped).
+    assert!(standin.artifacts().versions.is_empty());
+    let status = |dir: &Path| -> Vec<(String, String)> {
+        let out = harness::shipper(dir, "status", &cfg, &["--json"])
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut s: Vec<(String, String)> = v["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["path"].as_str().unwrap().to_string(),
+                    a["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        s.sort();
+        s
+    };
+    let pair = |p: &str, s: &str| (p.to_string(), s.to_string());
+    assert_eq!(
+        status(dir),
+        vec![
+            pair("checkpoints/huge.pth", "skipped"),
+            pair("checkpoints/model.pth", "pending")
+        ]
+    );
+    let mut c = harness::shipper(dir, "sync", &cfg, &[]);
+    let mut child = harness::spawn(&mut c);
+    assert!(wait_child(&mut child, Duration::from_secs(120)).success());
+    let store = standin.artifacts();
+    assert_eq!(
+        store
+            .committed("run-01jdas000000000000000model-model.pth")
+            .len(),
+        1
+    );
+    assert_eq!(store.versions.len(), 1, "{:#?}", store.versions);
+    assert_eq!(
+        status(dir),
+        vec![
+            pair("checkpoints/huge.pth", "skipped"),
+            pair("checkpoints/model.pth", "uploaded")
+        ]
+    );
+    // A second sync logs nothing again.
+    let mut child = harness::spawn(&mut harness::shipper(dir, "sync", &cfg, &[]));
+    assert!(wait_child(&mut child, Duration::from_secs(120)).success());
+    assert_eq!(creates(&standin), 1);
+}

@@ -82,7 +82,9 @@ pub enum ArtifactError {
 pub struct ArtifactShipper {
     source: ArtifactSource,
     journal: Arc<Journal>,
-    client: Client,
+    /// `None` when W&B rows are staged: versions are only recorded, for
+    /// `mosaic-shipper sync` to upload ([`ship_staged`]).
+    client: Option<Client>,
     settings: WandbSettings,
     cfg: ArtifactsConfig,
     /// W&B runs announced (UpsertBucket) by this process.
@@ -90,10 +92,13 @@ pub struct ArtifactShipper {
 }
 
 impl ArtifactShipper {
+    /// `upload`: ship versions as they complete (W&B online); otherwise
+    /// only record them (staged).
     pub fn new(
         cfg: &ArtifactsConfig,
         settings: WandbSettings,
         journal: Arc<Journal>,
+        upload: bool,
     ) -> anyhow::Result<ArtifactShipper> {
         let source = ArtifactSource::new(
             &cfg.runs_dir,
@@ -104,7 +109,11 @@ impl ArtifactShipper {
         Ok(ArtifactShipper {
             source,
             journal,
-            client: Client::new(&settings)?,
+            client: if upload {
+                Some(Client::new(&settings)?)
+            } else {
+                None
+            },
             settings,
             cfg: cfg.clone(),
             announced: Default::default(),
@@ -123,7 +132,12 @@ impl ArtifactShipper {
                 Mode::Drain { until } => Some(until),
             };
             self.discover()?;
-            match self.ship_pending().await {
+            let shipped = if self.client.is_some() {
+                self.ship_pending().await
+            } else {
+                Ok(())
+            };
+            match shipped {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     failures += 1;
@@ -134,7 +148,11 @@ impl ArtifactShipper {
                 }
             }
             if let Some(until) = draining {
-                let pending = self.pending()?;
+                let pending = if self.client.is_some() {
+                    self.pending()?
+                } else {
+                    0
+                };
                 if (pending == 0 && self.source.waiting() == 0)
                     || std::time::Instant::now() >= until
                 {
@@ -242,10 +260,24 @@ impl ArtifactShipper {
             }
             self.journal.put_artifact_file(&f)?;
         }
-        let md5 = f.md5_b64.clone().expect("hashed above");
+        let Some(mut client) = self.client.take() else {
+            return Ok(());
+        };
+        let r = self.ship_with(&mut client, f, &path).await;
+        self.client = Some(client);
+        r
+    }
+
+    /// The network part of [`ship`](Self::ship), from a hashed version.
+    async fn ship_with(
+        &mut self,
+        client: &mut Client,
+        mut f: ArtifactFile,
+        path: &Path,
+    ) -> Result<(), ArtifactError> {
+        let md5 = f.md5_b64.clone().expect("hashed before");
         let run = wandb_run_id(&f.run_id);
-        let entity = self
-            .client
+        let entity = client
             .entity(self.settings.entity.as_deref())
             .await?
             .unwrap_or_default();
@@ -259,7 +291,7 @@ impl ArtifactShipper {
         if !self.announced.contains(&run) {
             // The run must exist before it can log a version; this creates
             // it, or leaves an existing one as it is (no config, no state).
-            self.client
+            client
                 .upsert(&UpsertInput {
                     id: None,
                     name: &run,
@@ -287,7 +319,7 @@ impl ArtifactShipper {
             birth_artifact_id: None,
         };
         let digest = manifest::artifact_digest(std::slice::from_ref(&entry));
-        let (http, base) = (self.client.http(), self.client.base_url());
+        let (http, base) = (client.http(), client.base_url());
         let (artifact_id, base_id) = match &f.state {
             ArtifactState::Created {
                 artifact_id,
@@ -331,8 +363,8 @@ impl ArtifactShipper {
             protocol::create_file(http, base, &t, &artifact_id, &manifest_id, &file_name, &md5)
                 .await?;
         if let Some(to) = upload {
-            protocol::put_file(http, &t, &to, &path, f.size).await?;
-            if !unchanged(&path, &f) {
+            protocol::put_file(http, &t, &to, path, f.size).await?;
+            if !unchanged(path, &f) {
                 // What was sent may not be what was hashed: never commit it.
                 return self.skip(f, "the file changed while it was uploaded");
             }
@@ -368,6 +400,24 @@ impl ArtifactShipper {
         self.journal.put_artifact_file(&f)?;
         Ok(())
     }
+}
+
+/// `mosaic-shipper sync`: uploads the versions the agent recorded while
+/// W&B rows were staged (the checkpoint files must still be where they
+/// were found). Returns (versions done now, versions still pending).
+pub async fn ship_staged(
+    cfg: &ArtifactsConfig,
+    settings: WandbSettings,
+    journal: Arc<Journal>,
+) -> anyhow::Result<(usize, usize)> {
+    let mut s = ArtifactShipper::new(cfg, settings, journal, true)?;
+    let before = s.pending()?;
+    if before == 0 {
+        return Ok((0, 0));
+    }
+    s.ship_pending().await?;
+    let after = s.pending()?;
+    Ok((before - after, after))
 }
 
 /// The file still has the size and modification time it was found with.
