@@ -46,6 +46,33 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
     sink::enabled::check(config)
 }
 
+/// Starts the task that records checkpoint versions in the journal as
+/// they complete, without uploading them (W&B staged or offline).
+fn spawn_recorder(
+    sinks: &mut JoinSet<(&'static str, Result<(), SinkError>)>,
+    config: &Config,
+    wandb: &crate::sink::wandb::WandbSettings,
+    journal: &Arc<Journal>,
+    mode: &watch::Receiver<Mode>,
+) -> anyhow::Result<()> {
+    let shipper = crate::sink::wandb::artifact::ArtifactShipper::new(
+        &config.artifacts,
+        wandb.clone(),
+        journal.clone(),
+        false,
+    )
+    .context("cannot start the checkpoint recorder")?;
+    let m = mode.clone();
+    sinks.spawn(async move {
+        let r = shipper
+            .run(m)
+            .await
+            .map_err(|e| sink::SinkError::Io(e.to_string()));
+        ("wandb-artifacts", r)
+    });
+    Ok(())
+}
+
 /// How often a running agent refreshes `<store>/status.json`.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
 
@@ -196,6 +223,15 @@ impl Agent {
                     entity: wandb.entity.clone(),
                 },
             );
+            let sink = if config.artifacts.enabled {
+                spawn_recorder(&mut sinks, &config, &wandb, &journal, &mode_rx)?;
+                sink.with_artifacts(crate::sink::wandb::offline::artifacts::ArtifactFeed {
+                    journal: journal.clone(),
+                    cfg: config.artifacts.clone(),
+                })
+            } else {
+                sink
+            };
             wandb_finish = Some(finish);
             let o = options_for(
                 "wandb-offline",
@@ -209,21 +245,7 @@ impl Agent {
         } else if wandb.is_staged() {
             if config.artifacts.enabled {
                 // Checkpoints are recorded as they complete; `sync` uploads them.
-                let shipper = crate::sink::wandb::artifact::ArtifactShipper::new(
-                    &config.artifacts,
-                    wandb.clone(),
-                    journal.clone(),
-                    false,
-                )
-                .context("cannot start the checkpoint recorder")?;
-                let m = mode_rx.clone();
-                sinks.spawn(async move {
-                    let r = shipper
-                        .run(m)
-                        .await
-                        .map_err(|e| sink::SinkError::Io(e.to_string()));
-                    ("wandb-artifacts", r)
-                });
+                spawn_recorder(&mut sinks, &config, &wandb, &journal, &mode_rx)?;
             }
             tracing::info!(
                 "W&B rows are staged in the journal; upload them with `mosaic-shipper sync` (or carry them with `export`)"
@@ -650,6 +672,7 @@ fn change_signature(probe: &Probe) -> String {
             cursors,
             runners,
             unreadable,
+            journal.artifact_writes(),
         )
     )
 }

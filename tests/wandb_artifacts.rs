@@ -354,3 +354,118 @@ fn staged_checkpoints_are_logged_by_sync_and_limits_skip() {
     assert!(wait_child(&mut child, Duration::from_secs(120)).success());
     assert_eq!(creates(&standin), 1);
 }
+
+/// Counts the versions `status` reports in `state`.
+fn in_state(dir: &Path, cfg: &Path, state: &str) -> usize {
+    let out = harness::shipper(dir, "status", cfg, &["--json"])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["artifacts"]
+        .as_array()
+        .map(|a| a.iter().filter(|a| a["state"] == state).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn offline_checkpoints_are_logged_by_the_real_wandb_sync() {
+    sdk::python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let path = write_config(dir, &standin.base_url(), "mode = \"offline\"\n");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[artifacts]\nruns_dir = \"{}\"\nsettle_ms = 300\npoll_interval_ms = 100\n",
+        dir.join("var/trainer/runs").display()
+    ));
+    text = text.replace(
+        "[sinks.wandb]\n",
+        &format!(
+            "[sinks.wandb]\noffline_dir = \"{}\"\n",
+            dir.join("wandb").display()
+        ),
+    );
+    std::fs::write(&path, text).unwrap();
+    let cfg = path;
+    // The run has rows (its offline log opens with the first).
+    harness::gen_logs(dir, RUN, 20, 1);
+    let ckpt = checkpoint(dir);
+    let mut child = harness::spawn(&mut agent(dir, &cfg, &[]));
+    for (i, content) in [b"checkpoint A\n", b"checkpoint A\n", b"checkpoint B\n"]
+        .iter()
+        .enumerate()
+    {
+        write(&ckpt, &content.repeat(1000));
+        wait_for(
+            dir,
+            Duration::from_secs(60),
+            "the version written offline",
+            || in_state(dir, &cfg, "written offline") > i,
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_child(&mut child, Duration::from_secs(60)).success());
+    // Rewritten after being written offline: the staged copies hold
+    // what was written.
+    write(&ckpt, b"something else");
+
+    let run_dir = sdk::offline_dir(dir);
+    let records: Vec<Value> = sdk::datastore_read(&sdk::log_in(&run_dir))
+        .into_iter()
+        .filter(|r| r["type"] == "artifact")
+        .map(|mut r| {
+            support::artifacts::normalize(&mut r);
+            r["artifact"].as_object_mut().unwrap().remove("metadata");
+            r.as_object_mut().unwrap().remove("num");
+            r
+        })
+        .collect();
+    let fixture = sdk::artifacts_fixture();
+    let want: Vec<Value> = fixture["offline"]["artifact_records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r["artifact"].as_object_mut().unwrap().remove("metadata");
+            r.as_object_mut().unwrap().remove("num");
+            r
+        })
+        .collect();
+    assert_eq!(
+        records, want,
+        "the offline artifact records differ from the SDK's"
+    );
+
+    // The real `wandb sync` makes the same requests and versions as it
+    // does of the SDK's own offline run.
+    let synced = StandIn::start();
+    sdk::wandb_sync(dir, &run_dir, &synced);
+    let (want, _) = without_metadata(&fixture["wandb_sync"]["requests"]);
+    let (got, _) = without_metadata(&support::artifacts::requests(&synced));
+    assert_eq!(got, want, "wandb sync of the agent's offline run differs");
+    let versions = support::artifacts::versions(&synced);
+    let summary = |v: &Value| -> Vec<Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                serde_json::json!([
+                    v["collection"],
+                    v["version"],
+                    v["aliases"],
+                    v["digest"],
+                    v["state"],
+                    v["files"]
+                ])
+            })
+            .collect()
+    };
+    assert_eq!(
+        summary(&versions),
+        summary(&fixture["wandb_sync"]["versions"])
+    );
+}

@@ -54,6 +54,9 @@ pub enum ArtifactState {
         artifact_id: String,
         deduplicated: bool,
     },
+    /// Written, with a copy of the file, into the run's W&B offline log
+    /// (`run-<id>.wandb` in `dir`): `wandb sync` of that directory logs it.
+    Offline { dir: String },
     /// Not shipped: over a byte limit, or the file changed while being
     /// read. Counted and logged once.
     Skipped { reason: String },
@@ -81,6 +84,7 @@ impl ArtifactFile {
             ArtifactState::Done {
                 deduplicated: true, ..
             } => "deduplicated",
+            ArtifactState::Offline { .. } => "written offline",
             ArtifactState::Skipped { .. } => "skipped",
         }
     }
@@ -113,7 +117,15 @@ impl Journal {
         self.artifacts
             .flush()
             .map_err(self.io("flush artifact records"))?;
+        self.artifact_writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Artifact records written by this process so far.
+    pub fn artifact_writes(&self) -> u64 {
+        self.artifact_writes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The next discovery number.

@@ -84,6 +84,9 @@ pub struct Journal {
     imports: sled::Tree,
     /// Checkpoint files shipped as W&B artifacts (artifacts.rs).
     artifacts: sled::Tree,
+    /// Artifact records written by this process (the status snapshot is
+    /// refreshed when it changes).
+    artifact_writes: std::sync::atomic::AtomicU64,
     /// The sinks whose acknowledgements gate deletion.
     enabled_sinks: Vec<String>,
     /// Last committed sequence number; sinks wait on it.
@@ -238,6 +241,7 @@ impl Journal {
             sinks: db.open_tree("sinks").map_err(open_err)?,
             imports: db.open_tree("imports").map_err(open_err)?,
             artifacts: db.open_tree("artifacts").map_err(open_err)?,
+            artifact_writes: Default::default(),
             meta,
             db,
             enabled_sinks: enabled_sinks.iter().map(|s| s.to_string()).collect(),

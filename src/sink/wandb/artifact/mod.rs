@@ -59,7 +59,7 @@ pub fn artifact_name(wandb_run: &str, rel_path: &str) -> String {
 }
 
 /// The metadata of a version, in the SDK's key order.
-fn metadata(f: &ArtifactFile) -> String {
+pub fn metadata(f: &ArtifactFile) -> String {
     let mut m = serde_json::Map::new();
     if let Some(s) = f.step {
         m.insert("step".into(), s.into());
