@@ -36,7 +36,41 @@ pub fn load_config(explicit: Option<&std::path::Path>) -> Result<Config, ConfigE
 pub fn check(config: &Config) -> Result<(), ConfigError> {
     Extractor::new(&config.extract).map_err(|e| config.invalid(e))?;
     Readers::new(&config.sources()).map_err(|e| config.invalid(e))?;
+    let a = &config.artifacts;
+    crate::source::artifacts::ArtifactSource::new(
+        &a.runs_dir,
+        &a.paths,
+        Duration::from_millis(a.settle_ms),
+    )
+    .map_err(|e| config.invalid(e))?;
     sink::enabled::check(config)
+}
+
+/// Starts the task that records checkpoint versions in the journal as
+/// they complete, without uploading them (W&B staged or offline).
+fn spawn_recorder(
+    sinks: &mut JoinSet<(&'static str, Result<(), SinkError>)>,
+    config: &Config,
+    wandb: &crate::sink::wandb::WandbSettings,
+    journal: &Arc<Journal>,
+    mode: &watch::Receiver<Mode>,
+) -> anyhow::Result<()> {
+    let shipper = crate::sink::wandb::artifact::ArtifactShipper::new(
+        &config.artifacts,
+        wandb.clone(),
+        journal.clone(),
+        false,
+    )
+    .context("cannot start the checkpoint recorder")?;
+    let m = mode.clone();
+    sinks.spawn(async move {
+        let r = shipper
+            .run(m)
+            .await
+            .map_err(|e| sink::SinkError::Io(e.to_string()));
+        ("wandb-artifacts", r)
+    });
+    Ok(())
 }
 
 /// How often a running agent refreshes `<store>/status.json`.
@@ -202,6 +236,24 @@ impl Agent {
                     ..options.clone()
                 },
             );
+            if config.artifacts.enabled {
+                // Checkpoints as W&B model artifacts, beside the rows.
+                let shipper = crate::sink::wandb::artifact::ArtifactShipper::new(
+                    &config.artifacts,
+                    wandb.clone(),
+                    journal.clone(),
+                    true,
+                )
+                .context("cannot start the W&B artifact uploader")?;
+                let m = mode_rx.clone();
+                sinks.spawn(async move {
+                    let r = shipper
+                        .run(m)
+                        .await
+                        .map_err(|e| sink::SinkError::Io(e.to_string()));
+                    ("wandb-artifacts", r)
+                });
+            }
             let (sink, finish) = WandbSink::new(wandb).context("cannot start the W&B sink")?;
             wandb_finish = Some(finish);
             let (j, m) = (journal.clone(), mode_rx.clone());
@@ -216,6 +268,15 @@ impl Agent {
                     tracking: wandb.tracking.clone(),
                 },
             );
+            let sink = if config.artifacts.enabled {
+                spawn_recorder(&mut sinks, &config, &wandb, &journal, &mode_rx)?;
+                sink.with_artifacts(crate::sink::wandb::offline::artifacts::ArtifactFeed {
+                    journal: journal.clone(),
+                    cfg: config.artifacts.clone(),
+                })
+            } else {
+                sink
+            };
             wandb_finish = Some(finish);
             let o = options_for(
                 "wandb-offline",
@@ -227,6 +288,10 @@ impl Agent {
             let (j, m) = (journal.clone(), mode_rx.clone());
             sinks.spawn(async move { ("wandb-offline", sink::run(sink, j, o, m).await) });
         } else if wandb.is_staged() {
+            if config.artifacts.enabled {
+                // Checkpoints are recorded as they complete; `sync` uploads them.
+                spawn_recorder(&mut sinks, &config, &wandb, &journal, &mode_rx)?;
+            }
             tracing::info!(
                 "W&B rows are staged in the journal; upload them with `mosaic-shipper sync` (or carry them with `export`)"
             );
@@ -860,6 +925,7 @@ fn change_signature(probe: &Probe) -> String {
             cursors,
             runners,
             unreadable,
+            journal.artifact_writes(),
         )
     )
 }

@@ -57,9 +57,82 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub system_metrics: SystemMetricsConfig,
+    pub artifacts: ArtifactsConfig,
     /// Where this configuration came from, for error messages and `check-config`.
     #[serde(skip)]
     pub origin: String,
+}
+
+/// Checkpoint files shipped to W&B as versions of `model` artifacts
+/// (`source::artifacts`, `sink::wandb::artifact`). Only with the W&B sink
+/// online.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactsConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The directory holding one directory per run, named by its run id.
+    #[serde(default = "default_artifact_runs_dir")]
+    pub runs_dir: PathBuf,
+    /// Globs relative to a run directory.
+    #[serde(default = "default_artifact_paths")]
+    pub paths: Vec<String>,
+    /// A file is complete once its size and modification time stayed the
+    /// same for this long.
+    #[serde(default = "default_artifact_settle")]
+    pub settle_ms: u64,
+    /// How often the run directories are looked at.
+    #[serde(default = "default_artifact_poll")]
+    pub poll_interval_ms: u64,
+    /// Larger files are skipped (counted, logged).
+    #[serde(default = "default_artifact_max_file")]
+    pub max_file_bytes: u64,
+    /// Bytes of versions per run; a version that would pass it is skipped.
+    #[serde(default = "default_artifact_max_run")]
+    pub max_run_bytes: u64,
+}
+
+impl Default for ArtifactsConfig {
+    fn default() -> Self {
+        ArtifactsConfig {
+            enabled: true,
+            runs_dir: default_artifact_runs_dir(),
+            paths: default_artifact_paths(),
+            settle_ms: default_artifact_settle(),
+            poll_interval_ms: default_artifact_poll(),
+            max_file_bytes: default_artifact_max_file(),
+            max_run_bytes: default_artifact_max_run(),
+        }
+    }
+}
+
+fn default_artifact_runs_dir() -> PathBuf {
+    PathBuf::from("var/trainer/runs")
+}
+fn default_artifact_paths() -> Vec<String> {
+    [
+        "checkpoints/**",
+        "**/*.cleanrl_model",
+        "**/*.pth",
+        "**/*.pt",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+fn default_artifact_settle() -> u64 {
+    10_000
+}
+fn default_artifact_poll() -> u64 {
+    5_000
+}
+/// Just under 2 GiB: from 2 GiB on, W&B's SDK uploads in parts
+/// (multipart), which the agent does not do.
+fn default_artifact_max_file() -> u64 {
+    (2 << 30) - 1
+}
+fn default_artifact_max_run() -> u64 {
+    20 << 30
 }
 
 /// Where the journal lives and how much it may hold.

@@ -43,6 +43,41 @@ pub struct Status {
     /// characters, too long): the original and the names used.
     #[serde(default)]
     pub mapped_runs: Vec<RunName>,
+    /// Checkpoint versions found complete, for W&B artifacts, in the
+    /// order found.
+    #[serde(default)]
+    pub artifacts: Vec<ArtifactStatus>,
+}
+
+/// One checkpoint version and how far its upload got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactStatus {
+    pub run_id: String,
+    /// Relative to the run directory.
+    pub path: String,
+    pub size: u64,
+    /// `pending`, `uploading`, `uploaded`, `deduplicated` (W&B held the
+    /// same content: no new version) or `skipped`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl ArtifactStatus {
+    fn of(f: &crate::journal::artifacts::ArtifactFile) -> ArtifactStatus {
+        ArtifactStatus {
+            run_id: f.run_id.clone(),
+            path: f.rel_path.clone(),
+            size: f.size,
+            state: f.state_name().to_string(),
+            reason: match &f.state {
+                crate::journal::artifacts::ArtifactState::Skipped { reason } => {
+                    Some(reason.clone())
+                }
+                _ => None,
+            },
+        }
+    }
 }
 
 /// What the files of one source gave. Over the files followed now (a
@@ -238,6 +273,11 @@ impl Status {
             sources: BTreeMap::new(),
             kinds: BTreeMap::new(),
             mapped_runs: journal.run_names()?,
+            artifacts: journal
+                .artifact_files()?
+                .iter()
+                .map(ArtifactStatus::of)
+                .collect(),
         }
         .summarized())
     }
@@ -446,6 +486,25 @@ impl Status {
         );
         for (path, err) in &self.unreadable {
             let _ = writeln!(s, "unreadable: {path}: {err}");
+        }
+        if !self.artifacts.is_empty() {
+            let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
+            for a in &self.artifacts {
+                *by_state.entry(a.state.as_str()).or_default() += 1;
+            }
+            let counts: Vec<String> = by_state.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            let _ = writeln!(
+                s,
+                "\nartifacts (checkpoints for W&B): {}",
+                counts.join(", ")
+            );
+            for a in &self.artifacts {
+                let _ = write!(s, "  {} {} {} bytes: {}", a.run_id, a.path, a.size, a.state);
+                if let Some(r) = &a.reason {
+                    let _ = write!(s, " ({r})");
+                }
+                let _ = writeln!(s);
+            }
         }
         if !self.imports.is_empty() {
             let _ = writeln!(s, "\nimported bundles:");

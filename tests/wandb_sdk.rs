@@ -652,3 +652,63 @@ fn sdk_overview_recording_is_current() {
         path.display()
     );
 }
+
+/// What the SDK sends to log a checkpoint as a model artifact
+/// (tests/py/sdk_artifact.py: content A, A again, then B): online, the
+/// artifact records of its offline `.wandb` log, and what `wandb sync`
+/// of that log sends.
+fn record_sdk_artifacts(dir: &std::path::Path) -> Value {
+    let run = "01jdas000000000000000model";
+    let script = harness::repo().join("tests/py/sdk_artifact.py");
+    let online = StandIn::start();
+    let work = dir.join("online-files");
+    std::fs::create_dir_all(&work).unwrap();
+    let work_s = work.display().to_string();
+    sdk::run_script(dir, "online", &script, &[run, "R", &work_s], Some(&online));
+
+    let work = dir.join("offline-files");
+    std::fs::create_dir_all(&work).unwrap();
+    let work_s = work.display().to_string();
+    let wdir = sdk::run_script(dir, "offline", &script, &[run, "R", &work_s], None);
+    let run_dir = sdk::offline_dir(&wdir);
+    let records: Vec<Value> = sdk::datastore_read(&sdk::log_in(&run_dir))
+        .into_iter()
+        .filter(|r| r["type"] == "artifact")
+        .map(|mut r| {
+            support::artifacts::normalize(&mut r);
+            r
+        })
+        .collect();
+    let synced = StandIn::start();
+    sdk::wandb_sync(dir, &run_dir, &synced);
+    serde_json::json!({
+        "made_by": "scripts/record-wandb-sdk (tests/wandb_sdk.rs, record_sdk_artifacts; SDK script tests/py/sdk_artifact.py)",
+        "wandb": "0.31.0",
+        "online": {"requests": support::artifacts::requests(&online), "versions": support::artifacts::versions(&online)},
+        "offline": {"artifact_records": records},
+        "wandb_sync": {"requests": support::artifacts::requests(&synced), "versions": support::artifacts::versions(&synced)},
+    })
+}
+
+/// The committed recording of artifacts is what the SDK sends today; with
+/// `MOSAIC_RECORD_FIXTURES=1` (scripts/record-wandb-sdk) it is rewritten.
+#[test]
+fn sdk_artifacts_recording_is_current() {
+    sdk::python();
+    let tmp = tempfile::tempdir().unwrap();
+    let got = record_sdk_artifacts(tmp.path());
+    let path = harness::repo().join(sdk::ARTIFACTS_FIXTURE);
+    if std::env::var_os("MOSAIC_RECORD_FIXTURES").is_some_and(|v| v == "1") {
+        let mut text = serde_json::to_string_pretty(&got).unwrap();
+        text.push('\n');
+        std::fs::write(&path, text).unwrap();
+        eprintln!("wrote {}", path.display());
+        return;
+    }
+    assert_eq!(
+        got,
+        sdk::artifacts_fixture(),
+        "the SDK no longer logs artifacts as {} recorded: run scripts/record-wandb-sdk and review the change",
+        path.display()
+    );
+}

@@ -9,6 +9,7 @@
 //! acknowledged it. Rows carried between machines (`export`/`import`)
 //! are recorded here too (transfer.rs).
 
+pub mod artifacts;
 mod checkpoint;
 pub(crate) mod codec;
 mod guard;
@@ -139,6 +140,11 @@ pub struct Journal {
     refused: ManuallyDrop<sled::Tree>,
     /// Run ids the sinks show under other names (set_aside.rs).
     run_names: ManuallyDrop<sled::Tree>,
+    /// Checkpoint files shipped as W&B artifacts (artifacts.rs).
+    artifacts: ManuallyDrop<sled::Tree>,
+    /// Artifact records written by this process (the status snapshot is
+    /// refreshed when it changes).
+    artifact_writes: std::sync::atomic::AtomicU64,
     /// The sinks whose acknowledgements gate deletion.
     enabled_sinks: Vec<String>,
     /// Last committed sequence number; sinks wait on it.
@@ -368,6 +374,8 @@ impl Journal {
             set_aside: ManuallyDrop::new(db.open_tree("set_aside").map_err(open_err)?),
             refused: ManuallyDrop::new(db.open_tree("set_aside_runs").map_err(open_err)?),
             run_names: ManuallyDrop::new(db.open_tree("run_names").map_err(open_err)?),
+            artifacts: ManuallyDrop::new(db.open_tree("artifacts").map_err(open_err)?),
+            artifact_writes: Default::default(),
             meta: ManuallyDrop::new(meta),
             db: ManuallyDrop::new(db),
             enabled_sinks: enabled_sinks.iter().map(|s| s.to_string()).collect(),
@@ -982,6 +990,7 @@ impl Drop for Journal {
             ManuallyDrop::drop(&mut self.set_aside);
             ManuallyDrop::drop(&mut self.refused);
             ManuallyDrop::drop(&mut self.run_names);
+            ManuallyDrop::drop(&mut self.artifacts);
             ManuallyDrop::drop(&mut self.db);
         }
     }

@@ -11,7 +11,10 @@
 //!   truncation, and reads their bytes; it does not know what they mean.
 //! - [`framing`] cuts those bytes into records: lines (JSON or text),
 //!   TFRecord frames (TensorBoard event files), whole documents.
+//! - [`artifacts`] finds checkpoint files and says when they are complete;
+//!   they are shipped whole, as W&B artifacts, not as records.
 
+pub mod artifacts;
 pub mod follow;
 pub mod framing;
 pub mod tfevents;

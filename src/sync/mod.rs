@@ -184,6 +184,30 @@ pub async fn sync(config: &Config, options: &SyncOptions) -> anyhow::Result<Repo
             Err(e) => report.failed(format!("{e:#}")),
         }
     }
+    if options.paths.is_empty() && config.store.path.join("journal").is_dir() {
+        // Checkpoints recorded while W&B was staged.
+        match crate::journal::Journal::open_existing(&config.store.path) {
+            Ok(j) => {
+                let shipped = crate::sink::wandb::artifact::ship_staged(
+                    &config.artifacts,
+                    settings.clone(),
+                    std::sync::Arc::new(j),
+                )
+                .await;
+                match shipped {
+                    Ok((0, 0)) => {}
+                    Ok((done, 0)) => {
+                        report.note(format!("artifacts: {done} checkpoint versions logged"))
+                    }
+                    Ok((done, left)) => report.failed(format!(
+                        "artifacts: {done} checkpoint versions logged, {left} still pending"
+                    )),
+                    Err(e) => report.failed(format!("artifacts: {e:#}")),
+                }
+            }
+            Err(e) => report.failed(format!("artifacts: {e}")),
+        }
+    }
     let mut dirs = find_dirs(&options.paths, &settings.offline_dir, &mut report);
     if options.paths.is_empty() {
         with_workers_own(&mut dirs, &settings);

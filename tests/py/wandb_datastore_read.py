@@ -20,7 +20,8 @@ Output lines: {"num", "type", "stream_id", "history": {"step", "items":
 {key: value_json}} | "exit_code" | "summary"/"config": {key: value_json} |
 "run": {...} | "metric": {"name", "glob_name", "step_metric", "step_sync",
 "defined"} | "output_raw": {"stream", "line", "timestamp"} | "environment":
-{the record as protobuf JSON}}
+{the record as protobuf JSON} | "artifact": the ArtifactRecord as protobuf's
+JSON mapping (field names as in the .proto)}
 """
 
 import json
@@ -64,6 +65,10 @@ def describe(r):
             "step_sync": m.options.step_sync,
             "defined": m.options.defined,
         }
+    elif kind == "artifact":
+        from google.protobuf.json_format import MessageToDict
+
+        out["artifact"] = MessageToDict(r.artifact, preserving_proto_field_name=True)
     elif kind == "exit":
         out["exit_code"] = r.exit.exit_code
     elif kind == "output_raw":

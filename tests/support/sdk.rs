@@ -18,6 +18,9 @@ pub const STEPS_FIXTURE: &str = "tests/fixtures/wandb-sdk-steps.json";
 /// The recording of how the SDK ends a run (finished, failed, killed).
 pub const STATE_FIXTURE: &str = "tests/fixtures/wandb-sdk-state.json";
 
+/// The recording of how the SDK logs a checkpoint as a model artifact.
+pub const ARTIFACTS_FIXTURE: &str = "tests/fixtures/wandb-sdk-artifacts.json";
+
 /// `MOSAIC_TEST_PYTHON`, checked to have wandb 0.31.0; fails without it.
 pub fn python() -> PathBuf {
     let py = std::env::var_os("MOSAIC_TEST_PYTHON").unwrap_or_else(|| {
@@ -249,6 +252,11 @@ pub fn metric_records(records: &[Value]) -> Value {
 /// The committed recording of steps.
 pub fn steps_fixture() -> Value {
     fixture(STEPS_FIXTURE)
+}
+
+/// The committed recording of artifacts.
+pub fn artifacts_fixture() -> Value {
+    fixture(ARTIFACTS_FIXTURE)
 }
 
 /// The committed recording of run ends.

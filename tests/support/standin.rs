@@ -33,6 +33,10 @@ pub struct Recorded {
     pub gzipped: bool,
     /// When the request was read (for tests of what a client stops doing).
     pub at: std::time::Instant,
+    /// An artifact file upload is hashed as it arrives instead of being
+    /// kept (checkpoints are large): its MD5 (base64) and length; `body`
+    /// is then empty.
+    pub upload: Option<(String, u64)>,
 }
 
 impl Recorded {
@@ -102,6 +106,8 @@ pub enum Fault {
 pub enum On {
     FileStream,
     Graphql,
+    /// Artifact file and manifest uploads.
+    Upload,
 }
 
 #[derive(Default)]
@@ -110,6 +116,11 @@ struct Inner {
     runs: BTreeMap<String, RunRecord>,
     faults: VecDeque<(On, Fault)>,
     faults_done: Vec<Fault>,
+    artifacts: super::artifacts::Store,
+    /// Artifact file uploads are read at most this fast (bytes/s).
+    upload_rate: Option<u64>,
+    /// Artifact file uploads whose headers arrived (finished or not).
+    uploads_started: usize,
     latency: Duration,
     /// Answer every file_stream request with this status until cleared.
     sticky_file_stream_status: Option<u16>,
@@ -289,11 +300,64 @@ impl StandIn {
     pub fn runs(&self) -> BTreeMap<String, RunRecord> {
         self.inner.lock().unwrap().runs.clone()
     }
+
+    /// Reads artifact file uploads at most `bytes_per_sec` (a slow uplink,
+    /// so that a test can kill the agent mid-upload).
+    pub fn set_upload_rate(&self, bytes_per_sec: Option<u64>) {
+        self.inner.lock().unwrap().upload_rate = bytes_per_sec;
+    }
+
+    /// Artifact file uploads begun (their request headers arrived).
+    pub fn uploads_started(&self) -> usize {
+        self.inner.lock().unwrap().uploads_started
+    }
+
+    /// The artifact versions, files and refusals the stand-in holds.
+    pub fn artifacts(&self) -> super::artifacts::Store {
+        self.inner.lock().unwrap().artifacts.clone()
+    }
 }
+
+/// The rest of an artifact file upload, hashed as it arrives.
+async fn hash_body<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    mut have: Vec<u8>,
+    len: u64,
+    rate: Option<u64>,
+) -> std::io::Result<Option<(String, u64)>> {
+    use md5::{Digest, Md5};
+    let mut h = Md5::new();
+    have.truncate(len as usize);
+    let mut got = have.len() as u64;
+    h.update(&have);
+    let mut chunk = vec![0u8; 1 << 16];
+    while got < len {
+        let want = chunk.len().min((len - got) as usize);
+        let n = stream.read(&mut chunk[..want]).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        h.update(&chunk[..n]);
+        got += n as u64;
+        if let Some(rate) = rate {
+            tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate.max(1) as f64)).await;
+        }
+    }
+    Ok(Some((super::artifacts::b64(&h.finalize()), got)))
+}
+
+type Request = (
+    String,
+    String,
+    BTreeMap<String, String>,
+    Vec<u8>,
+    Option<(String, u64)>,
+);
 
 async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut S,
-) -> std::io::Result<Option<(String, String, BTreeMap<String, String>, Vec<u8>)>> {
+    inner: &Arc<Mutex<Inner>>,
+) -> std::io::Result<Option<Request>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {
@@ -318,6 +382,21 @@ async fn read_request<S: AsyncRead + Unpin>(
         }
     }
     let mut body = buf[head_end + 4..].to_vec();
+    if method == "PUT" && target.contains("/artifact-upload/file/") {
+        let len: u64 = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let rate = {
+            let mut g = inner.lock().unwrap();
+            g.uploads_started += 1;
+            g.upload_rate
+        };
+        let Some(upload) = hash_body(stream, body, len, rate).await? else {
+            return Ok(None);
+        };
+        return Ok(Some((method, target, headers, Vec::new(), Some(upload))));
+    }
     if headers
         .get("transfer-encoding")
         .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
@@ -348,7 +427,7 @@ async fn read_request<S: AsyncRead + Unpin>(
         }
         body.truncate(len);
     }
-    Ok(Some((method, target, headers, body)))
+    Ok(Some((method, target, headers, body, None)))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -412,7 +491,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     inner: Arc<Mutex<Inner>>,
     addr: SocketAddr,
 ) -> std::io::Result<()> {
-    let Some((method, target, headers, raw)) = read_request(&mut stream).await? else {
+    let Some((method, target, headers, raw, upload)) = read_request(&mut stream, &inner).await?
+    else {
         return Ok(());
     };
     let path = match target.split_once("://") {
@@ -439,14 +519,25 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         body,
         gzipped,
         at: std::time::Instant::now(),
+        upload,
     };
     let on = if path.ends_with("/file_stream") {
         Some(On::FileStream)
     } else if path.starts_with("/graphql") {
         Some(On::Graphql)
+    } else if path.starts_with("/artifact-upload/") {
+        Some(On::Upload)
     } else {
         None
     };
+    if std::env::var_os("MOSAIC_STANDIN_DEBUG").is_some() {
+        eprintln!(
+            "stand-in: {} {} {}",
+            rec.method,
+            rec.path,
+            String::from_utf8_lossy(&rec.body[..rec.body.len().min(400)])
+        );
+    }
     let echoing = inner.lock().unwrap().echo;
     let (echo_body, echo_headers) = if echoing {
         echo(&rec)
@@ -609,15 +700,40 @@ fn apply(inner: &Arc<Mutex<Inner>>, rec: &Recorded, addr: SocketAddr) -> Option<
         }
         return Some(json!({}));
     }
+    if rec.method == "PUT" && rec.path.starts_with("/artifact-upload/") {
+        let (md5, len) = rec
+            .upload
+            .clone()
+            .unwrap_or_else(|| (super::artifacts::md5_b64(&rec.body), rec.body.len() as u64));
+        return g
+            .artifacts
+            .upload(&rec.path, &md5, len, &rec.body)
+            .then(|| json!({}));
+    }
     if rec.method != "POST" {
         return None;
     }
     if rec.path.starts_with("/graphql") {
         let req = rec.json();
+        // Clients that send no operationName (the SDK's service API) name
+        // the operation in the query text.
+        let named = req["query"].as_str().and_then(|q| {
+            let q = q.trim_start();
+            let rest = q
+                .strip_prefix("query ")
+                .or_else(|| q.strip_prefix("mutation "))?;
+            rest.split(|c: char| !c.is_alphanumeric() && c != '_')
+                .next()
+                .map(str::to_string)
+        });
         let op = req
             .get("operationName")
             .and_then(Value::as_str)
-            .unwrap_or("");
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .or(named)
+            .unwrap_or_default();
+        let op = op.as_str();
         let v = req.get("variables").cloned().unwrap_or(json!({}));
         let data = match op {
             "UpsertBucket" => {
@@ -662,7 +778,13 @@ fn apply(inner: &Arc<Mutex<Inner>>, rec: &Recorded, addr: SocketAddr) -> Option<
                 json!({"serverInfo": {"features": fs}})
             }
             "RunResumeStatus" => json!({"model": null}),
-            _ => json!({}),
+            _ => match g.artifacts.graphql(op, &v, addr) {
+                Some(d) if d.get("__error").is_some() => {
+                    return Some(json!({"errors": [{"message": d["__error"]}], "data": null}));
+                }
+                Some(d) => d,
+                None => json!({}),
+            },
         };
         return Some(json!({"data": data}));
     }

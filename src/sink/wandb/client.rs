@@ -74,6 +74,15 @@ impl Client {
         Ok(e)
     }
 
+    /// The HTTP client, for the artifact protocol (`artifact`).
+    pub fn http(&self) -> &Http {
+        &self.http
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     /// Creates or updates a run (`UpsertBucket`).
     pub async fn upsert(&self, input: &UpsertInput<'_>) -> Result<Bucket, WandbError> {
         graphql::upsert_bucket(&self.http, &self.base_url, input).await

@@ -174,6 +174,46 @@ impl Http {
         } else {
             req.body.clone()
         };
+        self.with_retries(req, None, || async {
+            Ok(reqwest::Body::from(body.clone()))
+        })
+        .await
+    }
+
+    /// PUTs the file at `path` (`len` bytes) to `req.url` as it is read,
+    /// never whole in memory, with the same retry policy; every attempt
+    /// reads the file again from its start (an upload restarts in full).
+    /// `req.upload` says which headers go with it; `req.body` is unused.
+    /// The timeout (`timeout_ms`) is for the answer; the body gets on top
+    /// of it one second per MiB (an uplink slower than 1 MiB/s fails).
+    pub async fn put_file(
+        &self,
+        req: &Request<'_>,
+        path: &std::path::Path,
+        len: u64,
+    ) -> Result<Vec<u8>, WandbError> {
+        let timeout = self.opts.timeout + Duration::from_secs(len >> 20);
+        self.with_retries(req, Some(timeout), || async move {
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            use tokio::io::AsyncReadExt;
+            let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 1 << 20);
+            Ok(reqwest::Body::wrap_stream(stream))
+        })
+        .await
+    }
+
+    async fn with_retries<F, Fut>(
+        &self,
+        req: &Request<'_>,
+        timeout: Option<Duration>,
+        mut body: F,
+    ) -> Result<Vec<u8>, WandbError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<reqwest::Body, String>>,
+    {
         let mut backoff = backoff::ExponentialBackoff {
             initial_interval: self.opts.retry_initial,
             max_interval: self.opts.retry_max,
@@ -186,7 +226,15 @@ impl Http {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let (why, after, slow_down) = match self.attempt(req, body.clone()).await {
+            let outcome = match body().await {
+                Ok(b) => self.attempt(req, b, timeout).await,
+                Err(why) => Outcome::Final(WandbError::Protocol {
+                    what: req.what,
+                    run: req.run.to_string(),
+                    message: why,
+                }),
+            };
+            let (why, after, slow_down) = match outcome {
                 Outcome::Done(b) => return Ok(b),
                 Outcome::Final(e) => return Err(e),
                 Outcome::Retry {
@@ -220,7 +268,12 @@ impl Http {
         self.opts.retry_initial.max(Duration::from_secs(1))
     }
 
-    async fn attempt(&self, req: &Request<'_>, body: Vec<u8>) -> Outcome {
+    async fn attempt(
+        &self,
+        req: &Request<'_>,
+        body: reqwest::Body,
+        timeout: Option<Duration>,
+    ) -> Outcome {
         let mut rb = match &req.upload {
             None => self
                 .client
@@ -241,6 +294,9 @@ impl Http {
         };
         if req.gzip {
             rb = rb.header(reqwest::header::CONTENT_ENCODING, "gzip");
+        }
+        if let Some(t) = timeout {
+            rb = rb.timeout(t);
         }
         if req.graphql {
             rb = rb

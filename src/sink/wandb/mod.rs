@@ -31,6 +31,7 @@
 //! duplicates. [`WandbSink::flush`] returns only after the server
 //! acknowledged every line written, so the cursor never runs ahead of it.
 
+pub mod artifact;
 pub mod auth;
 pub mod client;
 pub mod ending;

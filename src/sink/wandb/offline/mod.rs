@@ -32,6 +32,7 @@
 //! after the first in the same W&B run (tests/wandb_sync.rs); whether
 //! `wandb sync` does the same is not verified.
 
+pub mod artifacts;
 pub mod records;
 pub mod txlog;
 
@@ -102,6 +103,9 @@ struct State {
     /// exit record, or a file cut short by hand) goes on counting.
     #[serde(default)]
     steps: BTreeMap<String, i64>,
+    /// Keys of the checkpoint versions written as artifact records.
+    #[serde(default)]
+    artifacts: std::collections::BTreeSet<String>,
     /// Per W&B run id, runs without a directory yet: their configuration
     /// records and machine facts, written when the run's first metric row,
     /// console line or end opens it (`worker_tracks`).
@@ -136,6 +140,8 @@ pub struct WandbOfflineSink {
     finish_inbox: FinishInbox,
     /// Finish requests (W&B run id to exit code) waiting for a tick.
     finishing: BTreeMap<String, i32>,
+    /// Checkpoint versions to write as artifact records (`artifacts`).
+    artifacts: Option<artifacts::ArtifactFeed>,
 }
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> SinkError {
@@ -203,8 +209,97 @@ impl WandbOfflineSink {
             delivered: HashSet::new(),
             finish_inbox: inbox,
             finishing: BTreeMap::new(),
+            artifacts: None,
         };
         (sink, handle)
+    }
+
+    /// Also writes the checkpoint versions the journal records for the
+    /// runs of this sink as artifact records (see `artifacts`).
+    pub fn with_artifacts(mut self, feed: artifacts::ArtifactFeed) -> WandbOfflineSink {
+        self.artifacts = Some(feed);
+        self
+    }
+
+    /// Frames an artifact record for every complete checkpoint version of
+    /// an open run, after staging a copy; marks in the journal those whose
+    /// record is committed. True when a record was framed.
+    async fn log_artifacts(&mut self) -> Result<bool, SinkError> {
+        use crate::journal::artifacts::ArtifactState;
+        let Some(feed) = self.artifacts.clone() else {
+            return Ok(false);
+        };
+        let mut framed = false;
+        for mut f in feed.journal.artifact_files()? {
+            if !matches!(f.state, ArtifactState::Pending) {
+                continue;
+            }
+            let key = String::from_utf8_lossy(&f.key()).to_string();
+            let id = wandb_run_id(&f.run_id);
+            if self.committed.artifacts.contains(&key) {
+                let dir = self
+                    .committed
+                    .runs
+                    .get(&id)
+                    .map(|r| r.dir.display().to_string());
+                f.state = ArtifactState::Offline {
+                    dir: dir.unwrap_or_default(),
+                };
+                feed.journal.put_artifact_file(&f)?;
+                continue;
+            }
+            if self.working.artifacts.contains(&key) {
+                continue;
+            }
+            // A run's log opens with its first row; until then, wait.
+            let Some(run) = self.working.runs.get(&id) else {
+                continue;
+            };
+            if run.finished.is_some() {
+                let reason = "the run's offline log had ended (exit record written) before the checkpoint was complete";
+                tracing::warn!(run = %f.run_id, file = %f.rel_path, reason, "checkpoint not written offline");
+                f.state = ArtifactState::Skipped {
+                    reason: reason.into(),
+                };
+                feed.journal.put_artifact_file(&f)?;
+                continue;
+            }
+            let src = feed.cfg.runs_dir.join(&f.run_id).join(&f.rel_path);
+            let dest = artifacts::staged_path(&run.dir, &f);
+            let (s2, d2) = (src.clone(), dest.clone());
+            let copied = tokio::task::spawn_blocking(move || artifacts::stage_copy(&s2, &d2))
+                .await
+                .expect("copying does not panic");
+            let same = std::fs::metadata(&src).is_ok_and(|m| {
+                m.len() == f.size && crate::source::artifacts::mtime_ns(&m) == f.mtime_ns
+            });
+            let md5 = match copied {
+                Ok((md5, n))
+                    if n == f.size && same && f.md5_b64.as_ref().map_or(true, |m| *m == md5) =>
+                {
+                    md5
+                }
+                other => {
+                    let reason = match other {
+                        Err(e) => format!("cannot copy it to {}: {e}", dest.display()),
+                        _ => "the file changed while it was copied".to_string(),
+                    };
+                    let _ = std::fs::remove_file(&dest);
+                    tracing::warn!(run = %f.run_id, file = %f.rel_path, %reason, "checkpoint not written offline");
+                    f.state = ArtifactState::Skipped { reason };
+                    feed.journal.put_artifact_file(&f)?;
+                    continue;
+                }
+            };
+            let entity = self.settings.entity.clone().unwrap_or_default();
+            let rec = artifacts::record(&f, &id, &self.settings.project, &entity, &md5, &dest);
+            tracing::info!(run = %f.run_id, file = %f.rel_path, artifact = %rec.name, "checkpoint written to the offline run as an artifact");
+            // With `_info.stream_id`, as the SDK writes artifact records.
+            self.push(&id, RecordType::Artifact(rec), true);
+            self.working.artifacts.insert(key);
+            framed = true;
+        }
+        Ok(framed)
     }
 
     fn state(&self) -> Vec<u8> {
@@ -528,6 +623,9 @@ impl Sink for WandbOfflineSink {
     /// replaced: the first end the worker reported stays (a later exit
     /// code of a run whose run-finished record was written is ignored).
     async fn tick(&mut self) -> Result<Option<Vec<u8>>, SinkError> {
+        if self.log_artifacts().await? {
+            return Ok(Some(self.flush().await?));
+        }
         self.finish_inbox
             .gather(&mut self.finishing, wandb_run_id, self.delivered.iter());
         let mut due = Vec::new();
@@ -663,6 +761,7 @@ impl Sink for WandbOfflineSink {
         self.committed.steps = self.working.steps.clone();
         self.committed.waiting = self.working.waiting.clone();
         self.committed.worker_tracked = self.working.worker_tracked.clone();
+        self.committed.artifacts = self.working.artifacts.clone();
         Ok(self.state())
     }
 }

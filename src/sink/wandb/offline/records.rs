@@ -13,7 +13,10 @@ pub struct Record {
     /// 1, 2, 3, ... in write order (core's `setNumber`).
     #[prost(int64, tag = "1")]
     pub num: i64,
-    #[prost(oneof = "record::RecordType", tags = "2, 3, 5, 12, 13, 17, 18, 21, 26")]
+    #[prost(
+        oneof = "record::RecordType",
+        tags = "2, 3, 5, 8, 12, 13, 17, 18, 21, 26"
+    )]
     pub record_type: Option<record::RecordType>,
     #[prost(message, optional, tag = "200")]
     pub info: Option<RecordInfo>,
@@ -30,6 +33,8 @@ pub mod record {
         Summary(super::SummaryRecord),
         #[prost(message, tag = "5")]
         Config(super::ConfigRecord),
+        #[prost(message, tag = "8")]
+        Artifact(super::ArtifactRecord),
         #[prost(message, tag = "12")]
         Metric(super::MetricRecord),
         #[prost(message, tag = "13")]
@@ -298,4 +303,74 @@ pub struct CpuInfo {
     pub count_logical: u32,
     #[prost(string, tag = "3")]
     pub model: String,
+}
+
+/// `wandb_internal.ArtifactRecord`: `run.log_artifact` in an offline run;
+/// `wandb sync` saves it as the SDK online would (fields as the SDK
+/// writes them offline, tests/fixtures/wandb-sdk-artifacts.json).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ArtifactRecord {
+    #[prost(string, tag = "1")]
+    pub run_id: String,
+    #[prost(string, tag = "2")]
+    pub project: String,
+    #[prost(string, tag = "3")]
+    pub entity: String,
+    #[prost(string, tag = "4")]
+    pub r#type: String,
+    #[prost(string, tag = "5")]
+    pub name: String,
+    #[prost(string, tag = "6")]
+    pub digest: String,
+    /// JSON text.
+    #[prost(string, tag = "8")]
+    pub metadata: String,
+    #[prost(string, repeated, tag = "11")]
+    pub aliases: Vec<String>,
+    #[prost(message, optional, tag = "12")]
+    pub manifest: Option<ArtifactManifest>,
+    #[prost(bool, tag = "14")]
+    pub finalize: bool,
+    #[prost(string, tag = "15")]
+    pub client_id: String,
+    #[prost(string, tag = "16")]
+    pub sequence_client_id: String,
+    #[prost(string, tag = "20")]
+    pub digest_algorithm: String,
+}
+
+/// `wandb_internal.ArtifactManifest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ArtifactManifest {
+    #[prost(int32, tag = "1")]
+    pub version: i32,
+    #[prost(string, tag = "2")]
+    pub storage_policy: String,
+    #[prost(message, repeated, tag = "3")]
+    pub storage_policy_config: Vec<StoragePolicyConfigItem>,
+    #[prost(message, repeated, tag = "4")]
+    pub contents: Vec<ArtifactManifestEntry>,
+}
+
+/// `wandb_internal.StoragePolicyConfigItem`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoragePolicyConfigItem {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value_json: String,
+}
+
+/// `wandb_internal.ArtifactManifestEntry`: `local_path` is where sync
+/// reads the file from.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ArtifactManifestEntry {
+    #[prost(string, tag = "1")]
+    pub path: String,
+    #[prost(string, tag = "2")]
+    pub digest: String,
+    #[prost(int64, tag = "4")]
+    pub size: i64,
+    #[prost(string, tag = "6")]
+    pub local_path: String,
 }

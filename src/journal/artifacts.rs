@@ -1,0 +1,140 @@
+//! What the journal keeps about checkpoint files shipped as W&B model
+//! artifacts: one record per version of a file (a run, a path relative to
+//! its run directory, and the size and modification time it was complete
+//! with), and how far its upload got.
+//!
+//! The journal owns these types because it stores them: `source::artifacts`
+//! finds the files, `sink::wandb::artifact` moves a record through its
+//! states. Every state change is one sled write, flushed before the next
+//! network step, so that after a SIGKILL at any point the uploader resumes
+//! the same version (the same artifact id once the server gave one) instead
+//! of creating another.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Journal, JournalError};
+
+/// One complete version of a checkpoint file, and its upload's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactFile {
+    /// The MOSAIC run id (the run directory's name).
+    pub run_id: String,
+    /// Path relative to the run directory, `/`-separated.
+    pub rel_path: String,
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch, when found complete.
+    pub mtime_ns: i128,
+    /// MD5 of the content, base64, as W&B's manifest carries it (`None`
+    /// until hashed).
+    #[serde(default)]
+    pub md5_b64: Option<String>,
+    /// The step in the file's name (`checkpoint_000010`, `step_500`), if any.
+    #[serde(default)]
+    pub step: Option<i64>,
+    pub state: ArtifactState,
+    /// Order of discovery (versions are logged in this order).
+    pub seq: u64,
+}
+
+/// How far one version got. Forward only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ArtifactState {
+    /// Complete and counted within the limits; nothing sent yet.
+    Pending,
+    /// `CreateArtifact` answered with this id (a PENDING version on the
+    /// server: invisible until committed). A restart resumes with it.
+    Created {
+        artifact_id: String,
+        /// The collection's latest version then (the manifest's base).
+        base_artifact_id: Option<String>,
+    },
+    /// Committed, or the server already held a committed version with the
+    /// same digest (`deduplicated`: no new version, the alias moved).
+    Done {
+        artifact_id: String,
+        deduplicated: bool,
+    },
+    /// Written, with a copy of the file, into the run's W&B offline log
+    /// (`run-<id>.wandb` in `dir`): `wandb sync` of that directory logs it.
+    Offline { dir: String },
+    /// Not shipped: over a byte limit, or the file changed while being
+    /// read. Counted and logged once.
+    Skipped { reason: String },
+}
+
+impl ArtifactFile {
+    /// The record's key: run, path, then the version's identity.
+    pub fn key(&self) -> Vec<u8> {
+        format!(
+            "{}\0{}\0{:040}\0{:020}",
+            self.run_id, self.rel_path, self.mtime_ns, self.size
+        )
+        .into_bytes()
+    }
+
+    /// A short word for `status`.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            ArtifactState::Pending => "pending",
+            ArtifactState::Created { .. } => "uploading",
+            ArtifactState::Done {
+                deduplicated: false,
+                ..
+            } => "uploaded",
+            ArtifactState::Done {
+                deduplicated: true, ..
+            } => "deduplicated",
+            ArtifactState::Offline { .. } => "written offline",
+            ArtifactState::Skipped { .. } => "skipped",
+        }
+    }
+}
+
+impl Journal {
+    /// Every artifact record, in discovery order.
+    pub fn artifact_files(&self) -> Result<Vec<ArtifactFile>, JournalError> {
+        let mut out = Vec::new();
+        for kv in self.artifacts.iter() {
+            let (_, v) = kv.map_err(self.io("read artifact records"))?;
+            match serde_json::from_slice::<ArtifactFile>(&v) {
+                Ok(f) => out.push(f),
+                Err(e) => {
+                    tracing::warn!(error = %e, "an artifact record of the journal cannot be read; ignored")
+                }
+            }
+        }
+        out.sort_by_key(|f| f.seq);
+        Ok(out)
+    }
+
+    /// Stores `file` (new, or its new state) and makes it durable before
+    /// returning: the next network step may depend on it.
+    pub fn put_artifact_file(&self, file: &ArtifactFile) -> Result<(), JournalError> {
+        let v = serde_json::to_vec(file).expect("artifact record serialises");
+        self.artifacts
+            .insert(file.key(), v)
+            .map_err(self.io("store an artifact record"))?;
+        self.artifacts
+            .flush()
+            .map_err(self.io("flush artifact records"))?;
+        self.artifact_writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Artifact records written by this process so far.
+    pub fn artifact_writes(&self) -> u64 {
+        self.artifact_writes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The next discovery number.
+    pub fn next_artifact_seq(&self) -> Result<u64, JournalError> {
+        Ok(self
+            .artifact_files()?
+            .iter()
+            .map(|f| f.seq + 1)
+            .max()
+            .unwrap_or(0))
+    }
+}

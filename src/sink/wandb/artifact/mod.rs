@@ -1,0 +1,442 @@
+//! Checkpoint files as versions of W&B `model` artifacts, exactly once.
+//!
+//! Naming, as `run.log_model(path)` of W&B's SDK names what it logs: the
+//! artifact (collection) `run-<W&B run id>-<file name>`, type `model`,
+//! holding the one file under its file name, alias `latest`, metadata
+//! `{"step", "source_path", "size"}` (step: the number in the file's
+//! name, when there is one). A file rewritten in place, or the same name
+//! in another checkpoint directory (`checkpoint_000010/x.pkl`,
+//! `checkpoint_000020/x.pkl`), is a new version of the same artifact; the
+//! same content again has the same digest, so the server keeps one
+//! version and moves `latest` onto it. The run "logged" every version
+//! (`runName`), which is the lineage W&B shows.
+//!
+//! Exactly once (the journal's `ArtifactFile` states, each durable before
+//! the next network step): a version found complete is recorded Pending;
+//! `CreateArtifact`'s id is recorded (Created) before any file is sent; a
+//! restart resumes that same server-side version, whose files the server
+//! then reports held (a file is uploaded again, in full, only if its
+//! upload had not finished); Done is recorded after `CommitArtifact`. A
+//! version is committed only after its manifest and every file arrived,
+//! so a crash never leaves a partial version, and no step creates a second
+//! version of the same content. The upload itself is streamed from the
+//! file, with the W&B client's retry policy and proxy.
+
+pub mod manifest;
+pub mod protocol;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::config::ArtifactsConfig;
+use crate::journal::artifacts::{ArtifactFile, ArtifactState};
+use crate::journal::Journal;
+use crate::sink::wandb::client::Client;
+use crate::sink::wandb::graphql::UpsertInput;
+use crate::sink::wandb::http::WandbError;
+use crate::sink::wandb::{wandb_run_id, WandbSettings};
+use crate::sink::Mode;
+use crate::source::artifacts::{step_in_name, ArtifactSource, CompleteFile};
+use protocol::{NewVersion, Target};
+
+/// The artifact name for a file of a run: `run-<run id>-<file name>`,
+/// with characters W&B does not allow in names replaced by `-`.
+pub fn artifact_name(wandb_run: &str, rel_path: &str) -> String {
+    let base = rel_path.rsplit('/').next().unwrap_or(rel_path);
+    format!("run-{wandb_run}-{base}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// The metadata of a version, in the SDK's key order.
+pub fn metadata(f: &ArtifactFile) -> String {
+    let mut m = serde_json::Map::new();
+    if let Some(s) = f.step {
+        m.insert("step".into(), s.into());
+    }
+    m.insert("source_path".into(), f.rel_path.clone().into());
+    m.insert("size".into(), f.size.into());
+    serde_json::Value::Object(m).to_string()
+}
+
+/// Why an artifact pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error(transparent)]
+    Wandb(#[from] WandbError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+}
+
+/// Finds complete checkpoint files and ships them (module documentation).
+pub struct ArtifactShipper {
+    source: ArtifactSource,
+    journal: Arc<Journal>,
+    /// `None` when W&B rows are staged: versions are only recorded, for
+    /// `mosaic-shipper sync` to upload ([`ship_staged`]).
+    client: Option<Client>,
+    settings: WandbSettings,
+    cfg: ArtifactsConfig,
+    /// W&B runs announced (UpsertBucket) by this process.
+    announced: std::collections::HashSet<String>,
+}
+
+impl ArtifactShipper {
+    /// `upload`: ship versions as they complete (W&B online); otherwise
+    /// only record them (staged).
+    pub fn new(
+        cfg: &ArtifactsConfig,
+        settings: WandbSettings,
+        journal: Arc<Journal>,
+        upload: bool,
+    ) -> anyhow::Result<ArtifactShipper> {
+        let source = ArtifactSource::new(
+            &cfg.runs_dir,
+            &cfg.paths,
+            Duration::from_millis(cfg.settle_ms),
+        )
+        .map_err(anyhow::Error::msg)?;
+        Ok(ArtifactShipper {
+            source,
+            journal,
+            client: if upload {
+                Some(Client::new(&settings)?)
+            } else {
+                None
+            },
+            settings,
+            cfg: cfg.clone(),
+            announced: Default::default(),
+        })
+    }
+
+    /// Looks and ships every `poll_interval_ms` until told to drain; then
+    /// ships what is complete by the deadline and returns. A failed pass
+    /// is logged and retried at the next look (versions stay journaled).
+    pub async fn run(mut self, mut mode: watch::Receiver<Mode>) -> Result<(), ArtifactError> {
+        let poll = Duration::from_millis(self.cfg.poll_interval_ms.max(10));
+        let mut failures = 0u32;
+        loop {
+            let draining = match *mode.borrow() {
+                Mode::Run => None,
+                Mode::Drain { until } => Some(until),
+            };
+            self.discover()?;
+            let shipped = if self.client.is_some() {
+                self.ship_pending().await
+            } else {
+                Ok(())
+            };
+            match shipped {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, "artifact upload failed; retrying at the next look");
+                    if draining.is_some() && failures >= 3 {
+                        return Err(e);
+                    }
+                }
+            }
+            if let Some(until) = draining {
+                let pending = if self.client.is_some() {
+                    self.pending()?
+                } else {
+                    0
+                };
+                if (pending == 0 && self.source.waiting() == 0)
+                    || std::time::Instant::now() >= until
+                {
+                    return Ok(());
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = mode.changed() => {}
+            }
+        }
+    }
+
+    fn pending(&self) -> Result<usize, ArtifactError> {
+        Ok(self
+            .journal
+            .artifact_files()?
+            .iter()
+            .filter(|f| {
+                matches!(
+                    f.state,
+                    ArtifactState::Pending | ArtifactState::Created { .. }
+                )
+            })
+            .count())
+    }
+
+    /// Records the versions that became complete, applying the limits.
+    fn discover(&mut self) -> Result<(), ArtifactError> {
+        let found = self.source.scan(SystemTime::now());
+        if found.is_empty() {
+            return Ok(());
+        }
+        let known = self.journal.artifact_files()?;
+        let mut seq = self.journal.next_artifact_seq()?;
+        let mut run_bytes: std::collections::HashMap<String, u64> = Default::default();
+        for f in known
+            .iter()
+            .filter(|f| !matches!(f.state, ArtifactState::Skipped { .. }))
+        {
+            *run_bytes.entry(f.run_id.clone()).or_default() += f.size;
+        }
+        for c in found {
+            let mut rec = record(&c, seq);
+            if known.iter().any(|k| k.key() == rec.key()) {
+                continue;
+            }
+            seq += 1;
+            let used = run_bytes.entry(c.run_id.clone()).or_default();
+            if c.size > self.cfg.max_file_bytes {
+                rec.state = ArtifactState::Skipped {
+                    reason: format!(
+                        "larger than artifacts.max_file_bytes ({} > {})",
+                        c.size, self.cfg.max_file_bytes
+                    ),
+                };
+            } else if *used + c.size > self.cfg.max_run_bytes {
+                rec.state = ArtifactState::Skipped {
+                    reason: format!(
+                        "the run's artifacts would pass artifacts.max_run_bytes ({} + {} > {})",
+                        used, c.size, self.cfg.max_run_bytes
+                    ),
+                };
+            } else {
+                *used += c.size;
+            }
+            if let ArtifactState::Skipped { reason } = &rec.state {
+                tracing::warn!(run = %c.run_id, file = %c.path.display(), %reason, "checkpoint not shipped");
+            } else {
+                tracing::info!(run = %c.run_id, file = %c.path.display(), size = c.size, "checkpoint complete; shipping it as a W&B artifact");
+            }
+            self.journal.put_artifact_file(&rec)?;
+        }
+        Ok(())
+    }
+
+    async fn ship_pending(&mut self) -> Result<(), ArtifactError> {
+        for f in self.journal.artifact_files()? {
+            if matches!(
+                f.state,
+                ArtifactState::Pending | ArtifactState::Created { .. }
+            ) {
+                self.ship(f).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn path_of(&self, f: &ArtifactFile) -> PathBuf {
+        self.cfg.runs_dir.join(&f.run_id).join(&f.rel_path)
+    }
+
+    /// Moves one version through its states to Done (or Skipped).
+    async fn ship(&mut self, mut f: ArtifactFile) -> Result<(), ArtifactError> {
+        let path = self.path_of(&f);
+        if f.md5_b64.is_none() {
+            let p = path.clone();
+            let hashed = tokio::task::spawn_blocking(move || manifest::md5_file(&p))
+                .await
+                .expect("hashing does not panic");
+            match hashed {
+                Ok((md5, n)) if n == f.size && unchanged(&path, &f) => f.md5_b64 = Some(md5),
+                Ok(_) => return self.skip(f, "the file changed while it was read"),
+                Err(e) => return self.skip(f, &format!("cannot read it: {e}")),
+            }
+            self.journal.put_artifact_file(&f)?;
+        }
+        let Some(mut client) = self.client.take() else {
+            return Ok(());
+        };
+        let r = self.ship_with(&mut client, f, &path).await;
+        self.client = Some(client);
+        r
+    }
+
+    /// The network part of [`ship`](Self::ship), from a hashed version.
+    async fn ship_with(
+        &mut self,
+        client: &mut Client,
+        mut f: ArtifactFile,
+        path: &Path,
+    ) -> Result<(), ArtifactError> {
+        let md5 = f.md5_b64.clone().expect("hashed before");
+        let run = wandb_run_id(&f.run_id);
+        let entity = client
+            .entity(self.settings.entity.as_deref())
+            .await?
+            .unwrap_or_default();
+        let project = self.settings.project.clone();
+        let t = Target {
+            entity: &entity,
+            project: &project,
+            run: &run,
+            display: &f.run_id,
+        };
+        if !self.announced.contains(&run) {
+            // The run must exist before it can log a version; this creates
+            // it, or leaves an existing one as it is (no config, no state).
+            client
+                .upsert(&UpsertInput {
+                    id: None,
+                    name: &run,
+                    project: &project,
+                    entity: (!entity.is_empty()).then_some(entity.as_str()),
+                    display_name: Some(&f.run_id),
+                    config: None,
+                    host: None,
+                    program: None,
+                })
+                .await?;
+            self.announced.insert(run.clone());
+        }
+        let name = artifact_name(&run, &f.rel_path);
+        let file_name = f
+            .rel_path
+            .rsplit('/')
+            .next()
+            .unwrap_or(&f.rel_path)
+            .to_string();
+        let mut entry = manifest::Entry {
+            name: file_name.clone(),
+            md5_b64: md5.clone(),
+            size: f.size,
+            local_path: path.display().to_string(),
+            birth_artifact_id: None,
+        };
+        let digest = manifest::artifact_digest(std::slice::from_ref(&entry));
+        let (http, base) = (client.http(), client.base_url());
+        let (artifact_id, base_id) = match &f.state {
+            ArtifactState::Created {
+                artifact_id,
+                base_artifact_id,
+            } => (artifact_id.clone(), base_artifact_id.clone()),
+            _ => {
+                let meta = metadata(&f);
+                let created = protocol::create_artifact(
+                    http,
+                    base,
+                    &t,
+                    &NewVersion {
+                        collection: &name,
+                        digest: &digest,
+                        aliases: &["latest"],
+                        metadata: &meta,
+                    },
+                )
+                .await?;
+                if created.state == "COMMITTED" {
+                    tracing::info!(run = %f.run_id, artifact = %name, "W&B already holds this content; no new version (latest moved to it)");
+                    f.state = ArtifactState::Done {
+                        artifact_id: created.id,
+                        deduplicated: true,
+                    };
+                    self.journal.put_artifact_file(&f)?;
+                    return Ok(());
+                }
+                f.state = ArtifactState::Created {
+                    artifact_id: created.id.clone(),
+                    base_artifact_id: created.latest_id.clone(),
+                };
+                self.journal.put_artifact_file(&f)?;
+                (created.id, created.latest_id)
+            }
+        };
+        let (manifest_id, _) =
+            protocol::create_manifest(http, base, &t, &artifact_id, base_id.as_deref(), None)
+                .await?;
+        let (upload, birth) =
+            protocol::create_file(http, base, &t, &artifact_id, &manifest_id, &file_name, &md5)
+                .await?;
+        if let Some(to) = upload {
+            protocol::put_file(http, &t, &to, path, f.size).await?;
+            if !unchanged(path, &f) {
+                // What was sent may not be what was hashed: never commit it.
+                return self.skip(f, "the file changed while it was uploaded");
+            }
+        }
+        entry.birth_artifact_id = Some(birth);
+        let bytes = manifest::manifest_json(&[entry]);
+        let (_, to) = protocol::create_manifest(
+            http,
+            base,
+            &t,
+            &artifact_id,
+            base_id.as_deref(),
+            Some(&manifest::md5_b64(&bytes)),
+        )
+        .await?;
+        let to = to.expect("create_manifest returns the URL when asked for it");
+        protocol::put_manifest(http, &t, &to, bytes).await?;
+        protocol::commit(http, base, &t, &artifact_id).await?;
+        tracing::info!(run = %f.run_id, artifact = %name, file = %path.display(), "checkpoint logged as a new W&B artifact version");
+        f.state = ArtifactState::Done {
+            artifact_id,
+            deduplicated: false,
+        };
+        self.journal.put_artifact_file(&f)?;
+        Ok(())
+    }
+
+    fn skip(&self, mut f: ArtifactFile, reason: &str) -> Result<(), ArtifactError> {
+        tracing::warn!(run = %f.run_id, file = %self.path_of(&f).display(), reason, "checkpoint not shipped");
+        f.state = ArtifactState::Skipped {
+            reason: reason.to_string(),
+        };
+        self.journal.put_artifact_file(&f)?;
+        Ok(())
+    }
+}
+
+/// `mosaic-shipper sync`: uploads the versions the agent recorded while
+/// W&B rows were staged (the checkpoint files must still be where they
+/// were found). Returns (versions done now, versions still pending).
+pub async fn ship_staged(
+    cfg: &ArtifactsConfig,
+    settings: WandbSettings,
+    journal: Arc<Journal>,
+) -> anyhow::Result<(usize, usize)> {
+    let mut s = ArtifactShipper::new(cfg, settings, journal, true)?;
+    let before = s.pending()?;
+    if before == 0 {
+        return Ok((0, 0));
+    }
+    s.ship_pending().await?;
+    let after = s.pending()?;
+    Ok((before - after, after))
+}
+
+/// The file still has the size and modification time it was found with.
+fn unchanged(path: &Path, f: &ArtifactFile) -> bool {
+    std::fs::metadata(path)
+        .map(|m| m.len() == f.size && crate::source::artifacts::mtime_ns(&m) == f.mtime_ns)
+        .unwrap_or(false)
+}
+
+fn record(c: &CompleteFile, seq: u64) -> ArtifactFile {
+    ArtifactFile {
+        run_id: c.run_id.clone(),
+        rel_path: c.rel_path.clone(),
+        size: c.size,
+        mtime_ns: c.mtime_ns,
+        md5_b64: None,
+        step: step_in_name(&c.rel_path),
+        state: ArtifactState::Pending,
+        seq,
+    }
+}

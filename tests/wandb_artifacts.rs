@@ -1,0 +1,471 @@
+//! Checkpoints become versions of W&B model artifacts: the agent's
+//! requests against the stand-in match what the real SDK (0.31.0) sends
+//! for `run.log_artifact` of the same file (tests/fixtures/
+//! wandb-sdk-artifacts.json, scripts/record-wandb-sdk), field by field,
+//! manifest digests included; identical content makes no second version;
+//! a SIGKILL at any point of an upload leaves exactly the right versions.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::harness::{self, agent, wait_child, wait_for, write_config};
+use support::sdk;
+use support::standin::StandIn;
+
+/// The SDK recording's run, as a MOSAIC run directory name.
+const RUN: &str = "01JDAS000000000000000MODEL";
+
+fn config(dir: &Path, standin: &StandIn) -> PathBuf {
+    let path = write_config(dir, &standin.base_url(), "");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[artifacts]\nruns_dir = \"{}\"\nsettle_ms = 300\npoll_interval_ms = 100\n",
+        dir.join("var/trainer/runs").display()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn checkpoint(dir: &Path) -> PathBuf {
+    let p = dir
+        .join("var/trainer/runs")
+        .join(RUN)
+        .join("checkpoints/model.pth");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    p
+}
+
+/// Writes a file the way `torch.save` does: in one go, then closed.
+fn write(path: &Path, content: &[u8]) {
+    std::fs::write(path, content).unwrap();
+}
+
+fn creates(standin: &StandIn) -> usize {
+    standin
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/graphql" && r.operation().as_deref() == Some("CreateArtifact"))
+        .count()
+}
+
+/// The fixture's requests and the agent's, with the metadata apart
+/// (the SDK script chose its own; the agent's is checked on its own), and
+/// without the manifest's length.
+fn without_metadata(reqs: &Value) -> (Value, Vec<Value>) {
+    let mut reqs = reqs.clone();
+    let mut metas = Vec::new();
+    for r in reqs.as_array_mut().unwrap() {
+        if r.get("manifest").is_some() {
+            // Its length follows `local_path`, a path on each machine.
+            r.as_object_mut().unwrap().remove("length");
+        }
+        if r["graphql"] == "CreateArtifact" {
+            let m = r["body"]["variables"]["input"]["metadata"].take();
+            metas.push(serde_json::from_str(m.as_str().unwrap()).unwrap());
+        }
+    }
+    (reqs, metas)
+}
+
+#[test]
+fn checkpoints_become_versions_as_the_sdk_logs_them() {
+    sdk::python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let cfg = config(dir, &standin);
+    let path = checkpoint(dir);
+    let mut child = harness::spawn(&mut agent(dir, &cfg, &[]));
+    // The SDK script's three checkpoints: A, A again (rewritten), B.
+    for (i, content) in [b"checkpoint A\n", b"checkpoint A\n", b"checkpoint B\n"]
+        .iter()
+        .enumerate()
+    {
+        write(&path, &content.repeat(1000));
+        wait_for(
+            dir,
+            Duration::from_secs(60),
+            "the version to be logged",
+            || {
+                let done = creates(&standin) > i;
+                let store = standin.artifacts();
+                done && store.versions.iter().all(|v| v.state == "COMMITTED")
+            },
+        );
+        // A new modification time for the next write.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_child(&mut child, Duration::from_secs(60)).success());
+
+    let fixture = sdk::artifacts_fixture();
+    let (want, _) = without_metadata(&fixture["online"]["requests"]);
+    let (got, metas) = without_metadata(&support::artifacts::requests(&standin));
+    assert_eq!(
+        got, want,
+        "the agent's artifact requests differ from the SDK's"
+    );
+    for m in &metas {
+        assert_eq!(m["source_path"], "checkpoints/model.pth");
+        assert_eq!(m["size"], 13000);
+    }
+    // Two versions: v0 (A) and v1 (B, latest), as the SDK left them.
+    let versions = support::artifacts::versions(&standin);
+    let summary = |v: &Value| -> Vec<Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                serde_json::json!([
+                    v["collection"],
+                    v["version"],
+                    v["aliases"],
+                    v["digest"],
+                    v["state"],
+                    v["run"],
+                    v["files"]
+                ])
+            })
+            .collect()
+    };
+    assert_eq!(summary(&versions), summary(&fixture["online"]["versions"]));
+    assert_eq!(
+        standin
+            .artifacts()
+            .committed("run-01jdas000000000000000model-model.pth")
+            .len(),
+        2
+    );
+
+    // `status` lists the three versions found and what became of them.
+    let out = harness::shipper(dir, "status", &cfg, &["--json"])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let states: Vec<(String, String)> = status["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["path"].as_str().unwrap().to_string(),
+                a["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let p = "checkpoints/model.pth".to_string();
+    assert_eq!(
+        states,
+        vec![
+            (p.clone(), "uploaded".to_string()),
+            (p.clone(), "deduplicated".to_string()),
+            (p, "uploaded".to_string())
+        ]
+    );
+}
+
+/// Deterministic bytes that do not compress into nothing.
+fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_during_uploads_leaves_exactly_the_right_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    // 80 MB at 40 MB/s: each upload of the big file takes about 2 s.
+    standin.set_upload_rate(Some(40_000_000));
+    let cfg = config(dir, &standin);
+    let run_dir = dir.join("var/trainer/runs").join(RUN);
+    let big = content(80_000_000, 7);
+    // The same big content twice under one file name (two checkpoint
+    // directories: one artifact, one version), and a small other file.
+    for sub in ["checkpoint_000010", "checkpoint_000020"] {
+        let p = run_dir.join("checkpoints").join(sub).join("model.pth");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        write(&p, &big);
+    }
+    write(
+        &run_dir.join("checkpoints/optimizer.pt"),
+        &content(100_000, 9),
+    );
+    let big_name = "run-01jdas000000000000000model-model.pth";
+    let small_name = "run-01jdas000000000000000model-optimizer.pt";
+    let done = |s: &StandIn| {
+        let a = s.artifacts();
+        a.committed(big_name).len() == 1 && a.committed(small_name).len() == 1 && creates(s) >= 3
+    };
+    // Kill rounds: mid-upload (after an upload began, at different
+    // points of it) and right after other calls.
+    let mut kills = 0;
+    for round in 0..8u64 {
+        if done(&standin) {
+            break;
+        }
+        let (uploads, calls) = (standin.uploads_started(), standin.requests().len());
+        let mut child = harness::spawn(&mut agent(dir, &cfg, &[]));
+        if round % 2 == 0 {
+            wait_for(dir, Duration::from_secs(120), "an upload to begin", || {
+                standin.uploads_started() > uploads || done(&standin)
+            });
+            std::thread::sleep(Duration::from_millis(200 + 300 * round));
+        } else {
+            wait_for(dir, Duration::from_secs(120), "an artifact call", || {
+                standin.requests().len() > calls + round as usize || done(&standin)
+            });
+        }
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = wait_child(&mut child, Duration::from_secs(60));
+        kills += 1;
+    }
+    assert!(
+        kills >= 3,
+        "too few kills happened before the end ({kills})"
+    );
+    standin.set_upload_rate(None);
+    let mut child = harness::spawn(&mut agent(dir, &cfg, &[]));
+    wait_for(dir, Duration::from_secs(180), "every version", || {
+        done(&standin)
+    });
+    // Give a wrongly repeated upload or version the chance to show.
+    std::thread::sleep(Duration::from_millis(1500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_child(&mut child, Duration::from_secs(60)).success());
+
+    let store = standin.artifacts();
+    assert!(store.bad_uploads.is_empty(), "{:?}", store.bad_uploads);
+    assert!(
+        store.refused_commits.is_empty(),
+        "{:?}",
+        store.refused_commits
+    );
+    // Exactly one version per content, all committed: no partial version.
+    assert_eq!(store.versions.len(), 2, "{:#?}", store.versions);
+    assert!(store.versions.iter().all(|v| v.state == "COMMITTED"));
+    assert_eq!(
+        store.committed(big_name)[0].aliases,
+        vec!["latest".to_string()]
+    );
+    let big_md5 = support::artifacts::md5_b64(&big);
+    assert_eq!(store.blobs.get(&big_md5), Some(&80_000_000));
+    // At least one upload was cut by a kill (begun, never completed),
+    // and every completed upload of the big file was a whole one.
+    let completed = standin
+        .requests()
+        .iter()
+        .filter(|r| r.upload.is_some())
+        .count();
+    eprintln!(
+        "kills {kills}, uploads begun {}, completed {completed}",
+        standin.uploads_started()
+    );
+    assert!(
+        standin.uploads_started() > completed,
+        "no kill landed mid-upload"
+    );
+    for r in standin.requests().iter().filter(|r| r.upload.is_some()) {
+        let (md5, len) = r.upload.clone().unwrap();
+        assert!(md5 == big_md5 || len == 100_000, "{md5} {len}");
+    }
+}
+
+#[test]
+fn staged_checkpoints_are_logged_by_sync_and_limits_skip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let path = write_config(dir, &standin.base_url(), "mode = \"stage\"\n");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[artifacts]\nruns_dir = \"{}\"\nsettle_ms = 300\npoll_interval_ms = 100\nmax_file_bytes = 50000\n",
+        dir.join("var/trainer/runs").display()
+    ));
+    std::fs::write(&path, text).unwrap();
+    let cfg = path;
+    let run_dir = dir.join("var/trainer/runs").join(RUN);
+    std::fs::create_dir_all(run_dir.join("checkpoints")).unwrap();
+    write(&run_dir.join("checkpoints/model.pth"), &content(13000, 3));
+    write(&run_dir.join("checkpoints/huge.pth"), &content(60000, 4));
+    harness::run_once(dir, &cfg);
+    // Staged: nothing sent, both recorded (the large one skipped).
+    assert!(standin.artifacts().versions.is_empty());
+    let status = |dir: &Path| -> Vec<(String, String)> {
+        let out = harness::shipper(dir, "status", &cfg, &["--json"])
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut s: Vec<(String, String)> = v["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["path"].as_str().unwrap().to_string(),
+                    a["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        s.sort();
+        s
+    };
+    let pair = |p: &str, s: &str| (p.to_string(), s.to_string());
+    assert_eq!(
+        status(dir),
+        vec![
+            pair("checkpoints/huge.pth", "skipped"),
+            pair("checkpoints/model.pth", "pending")
+        ]
+    );
+    let mut c = harness::shipper(dir, "sync", &cfg, &[]);
+    let mut child = harness::spawn(&mut c);
+    assert!(wait_child(&mut child, Duration::from_secs(120)).success());
+    let store = standin.artifacts();
+    assert_eq!(
+        store
+            .committed("run-01jdas000000000000000model-model.pth")
+            .len(),
+        1
+    );
+    assert_eq!(store.versions.len(), 1, "{:#?}", store.versions);
+    assert_eq!(
+        status(dir),
+        vec![
+            pair("checkpoints/huge.pth", "skipped"),
+            pair("checkpoints/model.pth", "uploaded")
+        ]
+    );
+    // A second sync logs nothing again.
+    let mut child = harness::spawn(&mut harness::shipper(dir, "sync", &cfg, &[]));
+    assert!(wait_child(&mut child, Duration::from_secs(120)).success());
+    assert_eq!(creates(&standin), 1);
+}
+
+/// Counts the versions `status` reports in `state`.
+fn in_state(dir: &Path, cfg: &Path, state: &str) -> usize {
+    let out = harness::shipper(dir, "status", cfg, &["--json"])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["artifacts"]
+        .as_array()
+        .map(|a| a.iter().filter(|a| a["state"] == state).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn offline_checkpoints_are_logged_by_the_real_wandb_sync() {
+    sdk::python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let path = write_config(dir, &standin.base_url(), "mode = \"offline\"\n");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[artifacts]\nruns_dir = \"{}\"\nsettle_ms = 300\npoll_interval_ms = 100\n",
+        dir.join("var/trainer/runs").display()
+    ));
+    text = text.replace(
+        "[sinks.wandb]\n",
+        &format!(
+            "[sinks.wandb]\noffline_dir = \"{}\"\n",
+            dir.join("wandb").display()
+        ),
+    );
+    std::fs::write(&path, text).unwrap();
+    let cfg = path;
+    // The run has rows (its offline log opens with the first).
+    harness::gen_logs(dir, RUN, 20, 1);
+    let ckpt = checkpoint(dir);
+    let mut child = harness::spawn(&mut agent(dir, &cfg, &[]));
+    for (i, content) in [b"checkpoint A\n", b"checkpoint A\n", b"checkpoint B\n"]
+        .iter()
+        .enumerate()
+    {
+        write(&ckpt, &content.repeat(1000));
+        wait_for(
+            dir,
+            Duration::from_secs(60),
+            "the version written offline",
+            || in_state(dir, &cfg, "written offline") > i,
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_child(&mut child, Duration::from_secs(60)).success());
+    // Rewritten after being written offline: the staged copies hold
+    // what was written.
+    write(&ckpt, b"something else");
+
+    let run_dir = sdk::offline_dir(dir);
+    let records: Vec<Value> = sdk::datastore_read(&sdk::log_in(&run_dir))
+        .into_iter()
+        .filter(|r| r["type"] == "artifact")
+        .map(|mut r| {
+            support::artifacts::normalize(&mut r);
+            r["artifact"].as_object_mut().unwrap().remove("metadata");
+            r.as_object_mut().unwrap().remove("num");
+            r
+        })
+        .collect();
+    let fixture = sdk::artifacts_fixture();
+    let want: Vec<Value> = fixture["offline"]["artifact_records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r["artifact"].as_object_mut().unwrap().remove("metadata");
+            r.as_object_mut().unwrap().remove("num");
+            r
+        })
+        .collect();
+    assert_eq!(
+        records, want,
+        "the offline artifact records differ from the SDK's"
+    );
+
+    // The real `wandb sync` makes the same requests and versions as it
+    // does of the SDK's own offline run.
+    let synced = StandIn::start();
+    sdk::wandb_sync(dir, &run_dir, &synced);
+    let (want, _) = without_metadata(&fixture["wandb_sync"]["requests"]);
+    let (got, _) = without_metadata(&support::artifacts::requests(&synced));
+    assert_eq!(got, want, "wandb sync of the agent's offline run differs");
+    let versions = support::artifacts::versions(&synced);
+    let summary = |v: &Value| -> Vec<Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                serde_json::json!([
+                    v["collection"],
+                    v["version"],
+                    v["aliases"],
+                    v["digest"],
+                    v["state"],
+                    v["files"]
+                ])
+            })
+            .collect()
+    };
+    assert_eq!(
+        summary(&versions),
+        summary(&fixture["wandb_sync"]["versions"])
+    );
+}
