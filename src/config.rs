@@ -57,6 +57,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub system_metrics: SystemMetricsConfig,
+    #[serde(default)]
     pub artifacts: ArtifactsConfig,
     /// Where this configuration came from, for error messages and `check-config`.
     #[serde(skip)]
