@@ -59,10 +59,14 @@ fn format_time(secs: f64, zone: bool) -> String {
 
 /// The run's start for the metadata: the worker's start when init mode
 /// knows it, else the earliest row's time (`start`, `+inf` before one).
+/// The worker's start alone, not moved back by rows: workers stamp their
+/// records to the second, so the first row often reads as earlier than
+/// the process that wrote it, and the metadata must keep the value the
+/// config's `_wandb.e` was sent with.
 pub fn started_at(facts: &MachineFacts, start: f64) -> Option<f64> {
     let worker = facts.worker.as_ref().map(|w| w.started_at);
     match worker {
-        Some(w) if w.is_finite() => Some(w.min(start)),
+        Some(w) if w.is_finite() => Some(w),
         _ => start.is_finite().then_some(start),
     }
 }
