@@ -595,7 +595,12 @@ fn sync_of_an_sdk_directory_sends_what_wandb_sync_sends() {
     ] {
         let body = |reqs: &[Recorded]| {
             reqs.iter()
-                .find(|r| r.method == "PUT" && r.path == format!("/upload/{name}"))
+                // The stand-in hands out `/upload/<run>/<file>`.
+                .find(|r| {
+                    r.method == "PUT"
+                        && r.path.starts_with("/upload/")
+                        && r.path.ends_with(&format!("/{name}"))
+                })
                 .map(|r| r.body.clone())
                 .unwrap_or_else(|| panic!("{name} not uploaded"))
         };
