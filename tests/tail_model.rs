@@ -724,3 +724,48 @@ fn a_restored_rotation_is_known_where_a_deleted_copy_was() {
         Op::LookAt,
     ]);
 }
+
+/// A stale checkpoint at x.log (its file renamed away and deleted while
+/// the agent was stopped: it is never found again) must not hide the
+/// checkpoint of the file that was restored at x.log, when the agent first
+/// looks once the restored file has been copied too (copytruncate): the
+/// restored file goes on from its checkpoint, and the copy is its copy.
+/// The rename of x.log.1 makes the scan re-sort its files while the old
+/// x.log is known to be deleted, so the path's lookup prefers the stale
+/// checkpoint. (Found by the model test when the stale checkpoint's inode
+/// happened not to be reused by a later file; pinned here with an inode no
+/// regular file has.)
+#[test]
+fn a_stale_checkpoint_at_the_path_does_not_hide_a_restored_file() {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = Harness::new();
+    let dev = fs::metadata(h.path(0)).unwrap().dev();
+    h.committed.insert(
+        1000,
+        FileState {
+            id: 1000,
+            path: h.path(0).display().to_string(),
+            dev,
+            // ext4's bad-blocks inode: never a file in a directory.
+            ino: 1,
+            ..FileState::default()
+        },
+    );
+    for op in [
+        write(vec![30]),
+        Op::Rotate,
+        Op::Look,
+        write(vec![50, 60]),
+        Op::Restore { n: 0 },
+        Op::CopyTruncate {
+            window: 0,
+            cut: 10,
+            looks: 4,
+            targeted: true,
+        },
+        write(vec![80]),
+    ] {
+        h.apply(&op);
+    }
+    h.check();
+}

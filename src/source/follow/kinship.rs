@@ -203,15 +203,20 @@ impl Tailer {
         if bytes.is_empty() {
             return None;
         }
-        if same_path {
-            let &id = self.by_path.get(path)?;
-            return self.restores(id, file, len, bytes).then_some(id);
-        }
+        // Every checkpoint last seen at `path` is a candidate, not only the
+        // one the path lookup prefers: a stale checkpoint there (a file
+        // renamed away and deleted while the agent was stopped) must not
+        // hide the one the file restores, or the restored file's copy
+        // would be taken for it and the file itself read again.
         let family = self.families.get(&rotation_family(path))?;
-        family
-            .iter()
-            .copied()
-            .find(|&id| self.restores(id, file, len, bytes))
+        family.iter().copied().find(|&id| {
+            (!same_path
+                || self
+                    .files
+                    .get(&id)
+                    .is_some_and(|t| Path::new(&t.state.path) == path))
+                && self.restores(id, file, len, bytes)
+        })
     }
 
     /// As [`Tailer::restored`], for checkpoints dropped in this scan or a
