@@ -361,3 +361,31 @@ fn a_frame_cut_at_the_end_waits_and_a_restart_resumes_at_the_committed_frame() {
         Op::Look,
     ]);
 }
+
+/// A damaged header before an 8-byte record's worth of bytes: the
+/// record's data and data checksum read as a valid header (a length of 3
+/// with its checksum), so the resync stops inside the damaged record. The
+/// good frame written after it must still come out, not be swallowed by
+/// that false length. (Found by the proptest above.)
+#[test]
+fn a_false_header_inside_a_damaged_record_does_not_swallow_the_next_frame() {
+    run_ops(&[
+        Op::Frame {
+            w: 0,
+            len: 0,
+            flip: None,
+        },
+        Op::Frame {
+            w: 0,
+            len: 0,
+            flip: None,
+        },
+        Op::Frame {
+            w: 0,
+            len: 0,
+            flip: Some((4749948661494945528, 1)),
+        },
+        Op::Flush { w: 0, n: 72 },
+        Op::Look,
+    ]);
+}

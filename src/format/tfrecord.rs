@@ -110,8 +110,9 @@ pub enum DamageKind {
     /// The length's checksum does not match: the length cannot be trusted,
     /// so the bytes up to the next verified frame were skipped.
     LengthCrc,
-    /// The length is good but the data's checksum is not: that one record
-    /// was skipped.
+    /// The length is good but the data's checksum is not: the bytes up to
+    /// the next verified frame (that record, when the length was a real
+    /// one) were skipped.
     DataCrc,
     /// The length is good but over the limit given to [`split`]: the record
     /// was skipped without being read (its length is checksummed, so where
@@ -212,9 +213,11 @@ fn data_at(buf: &[u8], at: usize, len: usize) -> Option<(bool, Range<usize>, usi
 ///
 /// - A frame whose bytes are not all in `buf` ends the split without being
 ///   consumed: a writer is appending it.
-/// - Bad data checksum under a good length checksum: that record is
-///   skipped ([`DamageKind::DataCrc`]); so is a good length over
-///   `max_record` ([`DamageKind::TooLong`]).
+/// - Bad data checksum under a good length checksum: the bytes up to the
+///   next verified frame are skipped, found as after a bad length
+///   checksum (below), which for a real record with bad data is where its
+///   length says it ends ([`DamageKind::DataCrc`]). A good length over
+///   `max_record` skips that record ([`DamageKind::TooLong`]).
 /// - Bad length checksum: the length cannot be trusted, so the following
 ///   positions are tried until one holds a frame whose length checksum is
 ///   good, whose length is within `max_record` and whose data checksum is
@@ -262,15 +265,28 @@ pub fn split(buf: &[u8], base: u64, max_record: usize) -> Split {
                     offset: at_file(at),
                     data,
                 });
-            } else {
-                out.damage.push(Damage {
-                    offset: at_file(at),
-                    end: at_file(end),
-                    kind: DamageKind::DataCrc,
-                });
+                at = end;
+                continue;
             }
-            at = end;
-            continue;
+            // A good length checksum is not proof that a frame starts
+            // here: the data and data checksum of an 8-byte record read
+            // as a valid header, so a resync can stop inside a damaged
+            // record. Skipping the whole claimed length would then swallow
+            // the good frame after it; the next verified frame is looked
+            // for instead (for a real record with bad data, that is
+            // where its length says it ends).
+            match resync(buf, at, max_record, max_frame) {
+                Some(next) => {
+                    out.damage.push(Damage {
+                        offset: at_file(at),
+                        end: at_file(next),
+                        kind: DamageKind::DataCrc,
+                    });
+                    at = next;
+                    continue;
+                }
+                None => break,
+            }
         }
         // Over the limit: the length is checksummed, so skip the whole
         // record unread; unless its end is not even a file offset, which
@@ -506,6 +522,32 @@ mod split_tests {
         let s = split(&buf, 0, MAX);
         assert_eq!(s.damage[0].kind, DamageKind::DataCrc);
         assert_eq!(s.frames.len(), 2);
+    }
+
+    /// An 8-byte record's data and data checksum form a valid header; a
+    /// resync after damage before it stops there, and the false length
+    /// must not swallow the good frame that follows, however the bytes
+    /// arrive.
+    #[test]
+    fn a_false_header_inside_a_damaged_record_does_not_swallow_the_next_frame() {
+        let mut buf = Vec::new();
+        append_record(&mut buf, &[3, 0, 0, 0, 0, 0, 0, 0]);
+        let good = buf.len();
+        append_record(&mut buf, &[9; 16]);
+        buf[0] ^= 1;
+        for cut in 0..=buf.len() {
+            let first = split(&buf[..cut], 0, MAX);
+            let from = first.consumed as usize;
+            let rest = split(&buf[from..], from as u64, MAX);
+            check_tiling(&buf[from..], from as u64, &rest);
+            let frames: Vec<u64> = first
+                .frames
+                .iter()
+                .chain(&rest.frames)
+                .map(|f| f.offset)
+                .collect();
+            assert_eq!(frames, [good as u64], "cut at {cut}");
+        }
     }
 
     #[test]
