@@ -37,7 +37,6 @@ fn text(out: &Output) -> String {
 /// The packages `cargo deb` made, once for all tests: the `.deb` and the
 /// `-dbgsym` `.ddeb`.
 struct Built {
-    _dir: tempfile::TempDir,
     deb: PathBuf,
     ddeb: PathBuf,
 }
@@ -49,10 +48,17 @@ struct Built {
 /// checked is the package's layout and metadata, the same for either
 /// profile; `cargo deb` with no flags (the README's command) builds the
 /// release. `--fast`: light compression, for the test's time only.
+///
+/// Once per binary, also across processes: cargo-nextest runs each test
+/// in a process of its own, and cargo-deb strips into one fixed path of
+/// the target directory, so the packages are made under a lock, into
+/// `<target>/deb-test/<binary's size and mtime>/`, and reused while the
+/// binary is the same.
 fn built() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let out_dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::io::AsRawFd;
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         run(
             Command::new(&cargo).args(["deb", "--version"]),
@@ -65,24 +71,42 @@ fn built() -> &'static Built {
             "debug" => "dev",
             other => other,
         };
-        run(
-            Command::new(&cargo)
-                .current_dir(ROOT)
-                .env("CARGO_TARGET_DIR", target_dir)
-                .args([
-                    "deb",
-                    "--locked",
-                    "--no-build",
-                    "--fast",
-                    "--profile",
-                    profile,
-                ])
-                .arg("--output")
-                .arg(out_dir.path()),
-            "cargo deb",
-        );
+        let meta = fs::metadata(bin).unwrap();
+        let key = format!("{}-{}.{}", meta.len(), meta.mtime(), meta.mtime_nsec());
+        let cache = target_dir.join("deb-test");
+        fs::create_dir_all(&cache).unwrap();
+        let lock = fs::File::create(cache.join(".lock")).unwrap();
+        // Held until this function returns (the file is closed then).
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let out_dir = cache.join(&key);
+        if !out_dir.join(".done").exists() {
+            // Packages of binaries built before: not needed again.
+            for e in fs::read_dir(&cache).unwrap().flatten() {
+                if e.file_name() != ".lock" {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+            fs::create_dir_all(&out_dir).unwrap();
+            run(
+                Command::new(&cargo)
+                    .current_dir(ROOT)
+                    .env("CARGO_TARGET_DIR", target_dir)
+                    .args([
+                        "deb",
+                        "--locked",
+                        "--no-build",
+                        "--fast",
+                        "--profile",
+                        profile,
+                    ])
+                    .arg("--output")
+                    .arg(&out_dir),
+                "cargo deb",
+            );
+            fs::write(out_dir.join(".done"), b"").unwrap();
+        }
         let with_ext = |ext: &str| -> PathBuf {
-            let found: Vec<PathBuf> = fs::read_dir(out_dir.path())
+            let found: Vec<PathBuf> = fs::read_dir(&out_dir)
                 .unwrap()
                 .map(|e| e.unwrap().path())
                 .filter(|p| p.extension().is_some_and(|x| x == ext))
@@ -90,11 +114,12 @@ fn built() -> &'static Built {
             assert_eq!(found.len(), 1, "one .{ext} expected: {found:?}");
             found[0].clone()
         };
-        Built {
+        let built = Built {
             deb: with_ext("deb"),
             ddeb: with_ext("ddeb"),
-            _dir: out_dir,
-        }
+        };
+        drop(lock);
+        built
     })
 }
 
