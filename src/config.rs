@@ -251,31 +251,9 @@ pub struct SourceConfig {
     pub console: Vec<String>,
 }
 
-/// How a source's files are cut into records.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceKind {
-    /// Text files of lines, appended to and rotated: JSON objects go to
-    /// the JSON rules, other lines to the text rules.
-    #[default]
-    Lines,
-    /// TensorBoard event files: TFRecord frames of `Event` protos.
-    Tfevents,
-    /// Whole JSON documents, read again whenever they change.
-    Document,
-}
-
-impl SourceKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::Lines => "lines",
-            SourceKind::Tfevents => "tfevents",
-            SourceKind::Document => "document",
-        }
-    }
-}
+/// How a source's files are cut into records; the journal owns the type,
+/// since every checkpoint stores it.
+pub use crate::journal::SourceKind;
 
 /// The ordered list of extraction rules.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -564,6 +542,28 @@ pub struct WandbSinkConfig {
     pub worker_dir: String,
 }
 
+/// What to do with a run whose worker tracks W&B itself
+/// (`sinks.wandb.when_worker_tracks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenWorkerTracks {
+    /// Leave the run to the worker's own W&B run.
+    #[default]
+    Skip,
+    /// Ship it as any other run (two W&B runs of the same metrics).
+    Ship,
+}
+
+impl WhenWorkerTracks {
+    /// The configuration's word; `None` for anything else.
+    pub fn parse(s: &str) -> Option<WhenWorkerTracks> {
+        match s {
+            "skip" => Some(WhenWorkerTracks::Skip),
+            "ship" => Some(WhenWorkerTracks::Ship),
+            _ => None,
+        }
+    }
+}
+
 fn default_when_worker_tracks() -> String {
     "skip".into()
 }
@@ -658,9 +658,7 @@ impl Config {
         if w.timeout_ms < 100 {
             return Err(self.invalid("sinks.wandb.timeout_ms must be at least 100"));
         }
-        if crate::sink::wandb::worker_tracks::WhenWorkerTracks::parse(&w.when_worker_tracks)
-            .is_none()
-        {
+        if WhenWorkerTracks::parse(&w.when_worker_tracks).is_none() {
             return Err(self.invalid(format!(
                 "sinks.wandb.when_worker_tracks must be \"skip\" or \"ship\", not {:?}",
                 w.when_worker_tracks
@@ -1026,8 +1024,11 @@ impl<'de> Deserialize<'de> for SystemMetricsEnabled {
     }
 }
 
+/// The SDK's default sampling interval (`x_stats_sampling_interval`).
+pub const DEFAULT_SYSTEM_INTERVAL_SECS: f64 = 15.0;
+
 fn default_system_interval() -> f64 {
-    crate::sysmetrics::DEFAULT_INTERVAL_SECS
+    DEFAULT_SYSTEM_INTERVAL_SECS
 }
 
 impl Default for SystemMetricsConfig {

@@ -49,7 +49,7 @@ impl std::fmt::Display for ChildExit {
         match self {
             ChildExit::Exited(code) => write!(f, "exited with code {code}"),
             ChildExit::Signaled(sig) => {
-                write!(f, "was killed by {}", super::signals::SigName(*sig))
+                write!(f, "was killed by {}", crate::signals::SigName(*sig))
             }
         }
     }

@@ -6,8 +6,33 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::SourceKind;
 use crate::stats::Counters;
+
+/// How a source's files are cut into records.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// Text files of lines, appended to and rotated: JSON objects go to
+    /// the JSON rules, other lines to the text rules.
+    #[default]
+    Lines,
+    /// TensorBoard event files: TFRecord frames of `Event` protos.
+    Tfevents,
+    /// Whole JSON documents, read again whenever they change.
+    Document,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Lines => "lines",
+            SourceKind::Tfevents => "tfevents",
+            SourceKind::Document => "document",
+        }
+    }
+}
 
 /// The checkpoint of one followed file, as committed in the journal.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 
 use crate::row::{Entry, Row};
 use crate::stats::Counters;
-pub use checkpoint::FileState;
+pub use checkpoint::{FileState, SourceKind};
 use codec::{block_len, decode_block, encode_block, key_u64, seal, u64_key, unseal};
 pub use guard::reset_store;
 use guard::{expect_sled_files, read_marker};

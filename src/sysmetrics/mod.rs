@@ -32,8 +32,9 @@ use std::time::{Duration, Instant};
 use crate::journal::Journal;
 use crate::row::{Row, RunEvent};
 
-/// The SDK's default sampling interval (`x_stats_sampling_interval`).
-pub const DEFAULT_INTERVAL_SECS: f64 = 15.0;
+/// The SDK's default sampling interval (`x_stats_sampling_interval`); the
+/// configuration schema owns it.
+pub use crate::config::DEFAULT_SYSTEM_INTERVAL_SECS as DEFAULT_INTERVAL_SECS;
 
 /// What the host has that every run's samples share.
 #[derive(Debug, Clone)]

@@ -17,26 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// What to do with a run whose worker tracks W&B itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WhenWorkerTracks {
-    /// Leave the run to the worker's own W&B run.
-    #[default]
-    Skip,
-    /// Ship it as any other run (two W&B runs of the same metrics).
-    Ship,
-}
-
-impl WhenWorkerTracks {
-    /// The configuration's word; `None` for anything else.
-    pub fn parse(s: &str) -> Option<WhenWorkerTracks> {
-        match s {
-            "skip" => Some(WhenWorkerTracks::Skip),
-            "ship" => Some(WhenWorkerTracks::Ship),
-            _ => None,
-        }
-    }
-}
+pub use crate::config::WhenWorkerTracks;
 
 /// Where workers' own SDK runs live and what to do about them.
 #[derive(Debug, Clone, Default)]
