@@ -240,83 +240,104 @@ pub fn split(buf: &[u8], base: u64, max_record: usize) -> Split {
     let mut at = 0usize;
     let at_file = |at: usize| base.saturating_add(at as u64);
     loop {
-        let len = match header_at(buf, at) {
+        // What is wrong with the frame at `at` when it does not verify:
+        // then the bytes up to the next verified frame are skipped.
+        let damaged = match header_at(buf, at) {
             Header::Short => break,
-            Header::Len(len) => len,
-            Header::Bad => match resync(buf, at, max_record, max_frame) {
-                Some(next) => {
-                    out.damage.push(Damage {
-                        offset: at_file(at),
-                        end: at_file(next),
-                        kind: DamageKind::LengthCrc,
-                    });
-                    at = next;
-                    continue;
+            Header::Bad => DamageKind::LengthCrc,
+            Header::Len(len) => match usize::try_from(len).ok().filter(|&l| l <= max_record) {
+                Some(len) => {
+                    let Some((good, data, end)) = data_at(buf, at, len) else {
+                        break;
+                    };
+                    if good {
+                        out.frames.push(Frame {
+                            offset: at_file(at),
+                            data,
+                        });
+                        at = end;
+                        continue;
+                    }
+                    // A good length checksum is not proof that a frame
+                    // starts here: the data and data checksum of an 8-byte
+                    // record read as a valid header, so a resync can stop
+                    // inside a damaged record. Skipping the whole claimed
+                    // length would then swallow the good frame after it;
+                    // the next verified frame is looked for instead (for a
+                    // real record with bad data, that is where its length
+                    // says it ends).
+                    DamageKind::DataCrc
                 }
-                None => break,
+                None => match too_long(&mut out, buf, base, at, len, max_record, max_frame) {
+                    Next::At(end) => {
+                        at = end;
+                        continue;
+                    }
+                    Next::Beyond => return out,
+                    Next::Wait => break,
+                },
             },
         };
-        if let Some(len) = usize::try_from(len).ok().filter(|&l| l <= max_record) {
-            let Some((good, data, end)) = data_at(buf, at, len) else {
-                break;
-            };
-            if good {
-                out.frames.push(Frame {
+        match resync(buf, at, max_record, max_frame) {
+            Some(next) => {
+                out.damage.push(Damage {
                     offset: at_file(at),
-                    data,
+                    end: at_file(next),
+                    kind: damaged,
                 });
-                at = end;
-                continue;
+                at = next;
             }
-            // A good length checksum is not proof that a frame starts
-            // here: the data and data checksum of an 8-byte record read
-            // as a valid header, so a resync can stop inside a damaged
-            // record. Skipping the whole claimed length would then swallow
-            // the good frame after it; the next verified frame is looked
-            // for instead (for a real record with bad data, that is
-            // where its length says it ends).
-            match resync(buf, at, max_record, max_frame) {
-                Some(next) => {
-                    out.damage.push(Damage {
-                        offset: at_file(at),
-                        end: at_file(next),
-                        kind: DamageKind::DataCrc,
-                    });
-                    at = next;
-                    continue;
-                }
-                None => break,
-            }
-        }
-        // Over the limit: the length is checksummed, so skip the whole
-        // record unread; unless its end is not even a file offset, which
-        // only garbage with a lucky checksum can say.
-        let end = (at as u64)
-            .checked_add(OVERHEAD as u64)
-            .and_then(|e| e.checked_add(len))
-            .filter(|e| base.checked_add(*e).is_some());
-        let end = match end {
-            Some(end) => end,
-            None => match resync(buf, at, max_record, max_frame) {
-                Some(next) => next as u64,
-                None => break,
-            },
-        };
-        out.damage.push(Damage {
-            offset: at_file(at),
-            end: base + end,
-            kind: DamageKind::TooLong { len },
-        });
-        match usize::try_from(end).ok().filter(|&e| e <= buf.len()) {
-            Some(end) => at = end,
-            None => {
-                out.consumed = end;
-                return out;
-            }
+            None => break,
         }
     }
     out.consumed = at as u64;
     out
+}
+
+/// Where [`split`] goes on after skipped bytes.
+enum Next {
+    /// At this position of the buffer.
+    At(usize),
+    /// Past the buffer's end: `consumed` says where, and the split ends.
+    Beyond,
+    /// Nowhere yet: more bytes are needed.
+    Wait,
+}
+
+/// A record at `at` whose checksummed length `len` is over the limit:
+/// skipped whole and unread, and reported in `out`.
+fn too_long(
+    out: &mut Split,
+    buf: &[u8],
+    base: u64,
+    at: usize,
+    len: u64,
+    max_record: usize,
+    max_frame: usize,
+) -> Next {
+    // The length is checksummed, so the whole record is skipped unread;
+    // unless its end is not even a file offset, which only garbage with a
+    // lucky checksum can say.
+    let end = (at as u64)
+        .checked_add(OVERHEAD as u64)
+        .and_then(|e| e.checked_add(len))
+        .filter(|e| base.checked_add(*e).is_some());
+    let end = match end.or_else(|| resync(buf, at, max_record, max_frame).map(|n| n as u64)) {
+        Some(end) => end,
+        None => return Next::Wait,
+    };
+    out.damage.push(Damage {
+        offset: base.saturating_add(at as u64),
+        end: base + end,
+        kind: DamageKind::TooLong { len },
+    });
+    match usize::try_from(end).ok().filter(|&e| e <= buf.len()) {
+        Some(end) => Next::At(end),
+        None => {
+            out.consumed = end;
+            Next::Beyond
+        }
+    }
 }
 
 /// The fewest bytes from its offset a caller must give [`split`], when the
