@@ -159,9 +159,19 @@ pub fn shipper(dir: &Path, command: &str, config: &Path, args: &[&str]) -> Comma
     c.current_dir(dir);
     clean_env(&mut c, dir);
     c.env("WANDB_API_KEY", KEY);
-    // stderr to a file: a pipe nobody reads could block the agent.
-    let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-    let log = std::fs::File::create(dir.join(format!("agent-stderr-{n}.log"))).unwrap();
+    // stderr to a file: a pipe nobody reads could block the agent. A new
+    // file for every agent, never one an earlier agent wrote (counting the
+    // directory's entries could repeat a number when the agent's own files
+    // come and go, and lose that agent's log).
+    let log = (0..10_000)
+        .find_map(|n| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(dir.join(format!("agent-stderr-{n}.log")))
+                .ok()
+        })
+        .expect("a new agent-stderr-N.log");
     c.stdout(Stdio::null()).stderr(log);
     c
 }
