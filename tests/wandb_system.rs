@@ -881,6 +881,15 @@ fn daemon_offline_samples_are_stats_records_wandb_sync_uploads() {
     worker.0.wait().unwrap();
     unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
     assert!(harness::wait_child(&mut agent.0, std::time::Duration::from_secs(60)).success());
+    // One run, one directory: a sample taken as the worker ended does not
+    // start another.
+    let dirs: Vec<_> = std::fs::read_dir(dir.join("wandb"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains("offline-run-"))
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}\n{}", harness::stderr_logs(dir));
     let run_dir = offline_run().unwrap();
     let records = dump_records(&sdk::log_in(&run_dir));
     let stats = stats_shape(&records);

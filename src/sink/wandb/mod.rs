@@ -617,18 +617,22 @@ impl Sink for WandbSink {
                 }
                 continue;
             }
-            if matches!(entry.row.event, Some(RunEvent::Console { .. }))
-                && self
-                    .working
-                    .runs
-                    .get(id)
-                    .is_some_and(|r| r.finished.is_some())
+            if matches!(
+                entry.row.event,
+                Some(RunEvent::Console { .. } | RunEvent::System)
+            ) && self
+                .working
+                .runs
+                .get(id)
+                .is_some_and(|r| r.finished.is_some())
             {
-                // Printed after the run was completed: its Logs tab is
-                // closed with it (reopening would leave it running).
+                // Printed or sampled after the run was completed (a
+                // sampler's last tick races with the worker's end): its
+                // Logs and System tabs are closed with it (reopening would
+                // leave it running).
                 tracing::debug!(
                     run = id,
-                    "console line after the run was completed; not sent"
+                    "console line or system sample after the run was completed; not sent"
                 );
                 continue;
             }

@@ -501,12 +501,13 @@ impl WandbOfflineSink {
         }
         self.delivered.insert(id.clone());
         let finish = matches!(row.event, Some(RunEvent::Finished(_)));
-        // Console lines and machine facts of an ended run (printed after
-        // its run-finished record, told again after a restart) do not
-        // start a new directory: the run's file is closed.
+        // Console lines, system samples and machine facts of an ended run
+        // (printed or sampled after its run-finished record, told again
+        // after a restart) do not start a new directory: the run's file
+        // is closed.
         let aside = matches!(
             row.event,
-            Some(RunEvent::Console { .. } | RunEvent::Machine(_))
+            Some(RunEvent::Console { .. } | RunEvent::System | RunEvent::Machine(_))
         );
         let reopen = match self.working.runs.get(&id) {
             None => true,
