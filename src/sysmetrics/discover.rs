@@ -3,7 +3,9 @@
 //! A worker is a process that holds one of its run's files open or works
 //! in its run directory: `/proc/<pid>/fd/*` and `/proc/<pid>/cwd` link to
 //! paths, and the run id is read from a path as the sources read it
-//! (`run_id_from_path`, by default `runs/(?P<run_id>[^/]+)/`). MOSAIC
+//! (`run_id_from_path`, by default `runs/(?P<run_id>[^/]+)/`), in daemon
+//! mode only of paths under the directories the sources read (a path
+//! elsewhere that looks alike is another project's). MOSAIC
 //! starts workers with stdout and stderr redirected to
 //! `runs/<id>/logs/*.log`, Python's logging handlers and TensorBoard
 //! writers keep their files open, so every worker the agent ships rows of
@@ -20,8 +22,39 @@ use std::path::{Path, PathBuf};
 
 use super::procfs;
 
-/// The run ids the paths a process holds name.
-fn runs_of(proc_root: &Path, pid: u32, run_path: &regex::Regex) -> BTreeSet<String> {
+/// The directory a source pattern reads under: its components before the
+/// first one with a wildcard, absolute (relative patterns are read from
+/// the working directory) and with symbolic links resolved where it
+/// exists, as `/proc`'s links show paths.
+pub fn pattern_root(pattern: &str) -> PathBuf {
+    let mut root = PathBuf::new();
+    for c in Path::new(pattern).components() {
+        if c.as_os_str()
+            .to_string_lossy()
+            .contains(['*', '?', '[', '{'])
+        {
+            break;
+        }
+        root.push(c);
+    }
+    let root = if root.is_absolute() {
+        root
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(&root))
+            .unwrap_or(root)
+    };
+    std::fs::canonicalize(&root).unwrap_or(root)
+}
+
+/// The run ids the paths a process holds name; with `roots`, only paths
+/// under one of them count.
+fn runs_of(
+    proc_root: &Path,
+    pid: u32,
+    run_path: &regex::Regex,
+    roots: Option<&[PathBuf]>,
+) -> BTreeSet<String> {
     let dir = proc_root.join(pid.to_string());
     let mut paths: Vec<PathBuf> = Vec::new();
     if let Ok(cwd) = std::fs::read_link(dir.join("cwd")) {
@@ -35,6 +68,7 @@ fn runs_of(proc_root: &Path, pid: u32, run_path: &regex::Regex) -> BTreeSet<Stri
     }
     paths
         .iter()
+        .filter(|p| roots.map_or(true, |roots| roots.iter().any(|r| p.starts_with(r))))
         .filter_map(|p| {
             let text = p.to_string_lossy();
             run_path
@@ -53,15 +87,20 @@ fn is_agent(proc_root: &Path, pid: u32, own_exe: Option<&Path>) -> bool {
         })
 }
 
-/// Daemon mode: each run's worker processes (tree roots), by run id.
-pub fn runs(proc_root: &Path, run_path: &regex::Regex) -> BTreeMap<String, Vec<u32>> {
+/// Daemon mode: each run's worker processes (tree roots), by run id, of
+/// the processes holding paths under `roots`.
+pub fn runs(
+    proc_root: &Path,
+    run_path: &regex::Regex,
+    roots: &[PathBuf],
+) -> BTreeMap<String, Vec<u32>> {
     let own_exe = std::fs::read_link("/proc/self/exe").ok();
     let mut found: BTreeMap<String, BTreeMap<u32, u32>> = BTreeMap::new();
     for pid in procfs::pids(proc_root) {
         if is_agent(proc_root, pid, own_exe.as_deref()) {
             continue;
         }
-        let runs = runs_of(proc_root, pid, run_path);
+        let runs = runs_of(proc_root, pid, run_path, Some(roots));
         if runs.is_empty() {
             continue;
         }
@@ -95,7 +134,7 @@ pub fn init_runs(
 ) -> BTreeMap<String, Vec<u32>> {
     let mut runs: BTreeSet<String> = named.iter().cloned().collect();
     for (p, _) in procfs::tree(proc_root, pid) {
-        runs.extend(runs_of(proc_root, p, run_path));
+        runs.extend(runs_of(proc_root, p, run_path, None));
     }
     if procfs::process(proc_root, pid).is_none() {
         return BTreeMap::new();
@@ -120,12 +159,35 @@ mod tests {
             .spawn()
             .unwrap();
         let re = regex::Regex::new("runs/(?P<run_id>[^/]+)/").unwrap();
-        let found = runs(Path::new("/proc"), &re);
+        let root = pattern_root(&format!("{}/runs/*/logs/*.log", tmp.path().display()));
+        let found = runs(Path::new("/proc"), &re, std::slice::from_ref(&root));
+        // The same process, seen by an agent whose sources are elsewhere.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let other_root = pattern_root(&format!("{}/runs/*/logs/*.log", elsewhere.path().display()));
+        let foreign = runs(Path::new("/proc"), &re, &[other_root]);
         let init = init_runs(Path::new("/proc"), child.id(), &["NAMED".into()], &re);
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(found.get("01ABC"), Some(&vec![child.id()]), "{found:?}");
+        assert!(!foreign.contains_key("01ABC"), "{foreign:?}");
         assert_eq!(init.keys().collect::<Vec<_>>(), ["01ABC", "NAMED"]);
         assert!(init_runs(Path::new("/proc"), child.id(), &["X".into()], &re).is_empty());
+    }
+
+    #[test]
+    fn a_pattern_reads_under_its_part_before_the_first_wildcard() {
+        assert_eq!(
+            pattern_root("/nonexistent/var/trainer/runs/*/logs/*.log"),
+            Path::new("/nonexistent/var/trainer/runs")
+        );
+        assert_eq!(
+            pattern_root("/nonexistent/r/{a,b}/x.json"),
+            Path::new("/nonexistent/r")
+        );
+        let rel = pattern_root("nonexistent-dir/runs/*/x.log");
+        assert!(
+            rel.is_absolute() && rel.ends_with("nonexistent-dir/runs"),
+            "{rel:?}"
+        );
     }
 }

@@ -194,6 +194,12 @@ pub struct MonitorSettings {
     pub workers: Workers,
     /// Tells a run id from a path (`run_id_from_path`).
     pub run_path: regex::Regex,
+    /// Daemon mode: the directories the sources read under (each
+    /// pattern's part before its first wildcard). Only paths under them
+    /// name a run: a process elsewhere on the machine whose files merely
+    /// look like `runs/<id>/` (another project, another agent's workers)
+    /// is none of this agent's.
+    pub roots: Vec<PathBuf>,
     pub host: Host,
 }
 
@@ -237,10 +243,16 @@ pub fn start(
         Some(PathBuf::from(&c.nvidia_smi))
     };
     tracing::info!(interval_secs = c.interval_secs, ?workers, gpu = ?nvidia_smi, "sampling system metrics");
+    let roots = config
+        .sources()
+        .iter()
+        .flat_map(|s| s.paths.iter().map(|p| discover::pattern_root(p)))
+        .collect();
     let settings = MonitorSettings {
         interval: Duration::from_secs_f64(c.interval_secs),
         workers,
         run_path,
+        roots,
         host: Host::new(Path::new("/proc"), nvidia_smi),
     };
     Some(Monitor(spawn(settings, journal)))
@@ -271,7 +283,11 @@ pub fn spawn(
                     Workers::Init { pid, run_ids } => {
                         discover::init_runs(&settings.host.proc_root, *pid, run_ids, &settings.run_path)
                     }
-                    Workers::Daemon => discover::runs(&settings.host.proc_root, &settings.run_path),
+                    Workers::Daemon => discover::runs(
+                        &settings.host.proc_root,
+                        &settings.run_path,
+                        &settings.roots,
+                    ),
                 };
                 samplers.retain(|id, _| runs.contains_key(id));
                 let mut rows = Vec::new();
