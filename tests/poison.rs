@@ -552,3 +552,96 @@ fn a_file_stream_refusal_under_sigkill_keeps_every_row_once() {
     harness::assert_history(&standin.runs()[&c_id], &c);
     assert_eq!(wandb_sink(&status_json(dir, &cfg))["set_aside_rows"], 0);
 }
+
+/// What HTTP Basic sends for the test key (`api:<key>`, base64).
+fn basic_value() -> String {
+    mosaic_shipper::sink::wandb::redact::base64(format!("api:{}", harness::KEY).as_bytes())
+}
+
+#[test]
+fn graphql_errors_in_a_200_answer_set_one_run_aside_or_hold_every_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let a = gen_logs(dir, A, 20, 1);
+    let c = gen_logs(dir, C, 15, 3);
+    let cfg = write_config(dir, &standin.base_url(), "");
+    let c_id = harness::wandb_id(C);
+    // As W&B answers a name it will not take: HTTP 200, `errors`. The
+    // message repeats the key (a hostile server) to check the redaction.
+    let message = format!("invalid run name {c_id} (key {})", harness::KEY);
+    standin.graphql_error(Some((Some(&c_id), &message)));
+
+    let logs = run_once(dir, &cfg);
+    harness::assert_history(&standin.runs()[&harness::wandb_id(A)], &a);
+    assert!(standin
+        .runs()
+        .get(&c_id)
+        .map_or(true, |r| r.history.is_empty()));
+    let refusal: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("refused run") && l.contains(C))
+        .collect();
+    assert_eq!(refusal.len(), 1, "{logs}");
+    assert!(
+        refusal[0].contains("GraphQL errors") && refusal[0].contains("invalid run name"),
+        "{}",
+        refusal[0]
+    );
+    let sink = wandb_sink(&status_json(dir, &cfg));
+    assert_eq!(sink["set_aside"][0]["run"], C, "{sink}");
+    assert_eq!(sink["set_aside_rows"], c.len() as u64 + FACTS_ROWS);
+    // Asked once: the set-aside run's later rows did not ask again.
+    let asked = standin
+        .requests()
+        .iter()
+        .filter(|r| r.json().pointer("/variables/name").and_then(Value::as_str) == Some(&c_id))
+        .count();
+    assert_eq!(asked, 1);
+
+    // Errors about what every run shares (here a permission): no run is
+    // set aside, `--once` gives up with a message saying what to check,
+    // and the rows stay in the journal.
+    standin.graphql_error(Some((
+        None,
+        "permission denied: this key may not write to project mosaic-test",
+    )));
+    let b = gen_logs(dir, B, 10, 2);
+    let mut child = harness::spawn(&mut shipper(
+        dir,
+        "run",
+        &cfg,
+        &["--once", "--log-level", "debug"],
+    ));
+    let status = wait_child(&mut child.0, Duration::from_secs(120));
+    let logs2 = harness::stderr_logs(dir);
+    assert!(!status.success(), "{logs2}");
+    assert!(
+        logs2.contains("concern every run") && logs2.contains("permission denied"),
+        "{logs2}"
+    );
+    let sink = wandb_sink(&status_json(dir, &cfg));
+    assert_eq!(sink["set_aside"].as_array().unwrap().len(), 1, "{sink}");
+    assert!(
+        sink["pending"].as_u64().unwrap() >= b.len() as u64,
+        "{sink}"
+    );
+
+    // Once the server takes them: B ships, C stays set aside.
+    standin.graphql_error(None);
+    run_once(dir, &cfg);
+    harness::assert_history(&standin.runs()[&harness::wandb_id(B)], &b);
+    let sink = wandb_sink(&status_json(dir, &cfg));
+    assert_eq!(sink["pending"], 0, "{sink}");
+    assert_eq!(sink["set_aside_rows"], c.len() as u64 + FACTS_ROWS);
+
+    // Neither the key nor its Basic value (echoed in the error's
+    // `extensions`) reached a log, at the default level or at debug.
+    let mut all = harness::stderr_logs(dir);
+    for e in std::fs::read_dir(dir.join("store/logs")).unwrap().flatten() {
+        all.push_str(&std::fs::read_to_string(e.path()).unwrap());
+    }
+    assert!(all.contains("invalid run name"), "{all}");
+    assert!(!all.contains(harness::KEY), "the key was logged");
+    assert!(!all.contains(&basic_value()), "the Basic value was logged");
+}
