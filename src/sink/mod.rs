@@ -16,6 +16,7 @@
 //! state, and recovery cuts it back: each row arrives exactly once.
 
 pub mod enabled;
+mod fs_refusal;
 pub mod health;
 pub mod jsonl;
 pub mod runname;
@@ -45,7 +46,8 @@ pub enum SinkError {
     #[error("{0}")]
     Io(String),
     /// The destination will not take rows of this one run, and trying
-    /// again will not change that (W&B answered 4xx for it). The runner
+    /// again will not change that (W&B answered 4xx for it; a file sink
+    /// cannot write under that run's directory, see `fs_refusal`). The runner
     /// sets the run's rows aside for this sink (kept in the journal, see
     /// `journal/set_aside.rs`) and every other run goes on.
     #[error("run {run:?} refused: {reason}")]
