@@ -853,3 +853,82 @@ fn a_run_a_file_sink_cannot_write_is_set_aside_a_whole_destination_fault_holds_a
         assert_eq!(s["pending"], 0, "{s}");
     }
 }
+
+#[test]
+fn set_aside_retry_and_drop_reach_a_running_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let a = gen_logs(dir, A, 20, 1);
+    let c = gen_logs(dir, C, 15, 3);
+    let cfg = write_config(dir, &standin.base_url(), "");
+    let (a_id, c_id, d_id) = (
+        harness::wandb_id(A),
+        harness::wandb_id(C),
+        harness::wandb_id(D),
+    );
+    standin.refuse_run(Some((&c_id, 400, false)));
+    let mut daemon = harness::spawn(&mut shipper(dir, "run", &cfg, &[]));
+    let aside = |run: &str| {
+        let s = wandb_sink(&status_json(dir, &cfg));
+        s["set_aside"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["run"] == run)
+    };
+    wait_for(
+        dir,
+        Duration::from_secs(60),
+        "C set aside, A shipped",
+        || {
+            standin
+                .runs()
+                .get(&a_id)
+                .is_some_and(|r| r.history.len() == a.len())
+                && aside(C)
+        },
+    );
+
+    // retry while it runs: the agent takes the request, delivers at once.
+    standin.refuse_run(None);
+    let (ok, said) = set_aside(dir, &cfg, &["retry", "--run", C]);
+    assert!(
+        ok && said.contains("will retry") && said.contains("delivers them now"),
+        "{said}"
+    );
+    wait_for(dir, Duration::from_secs(60), "C delivered on retry", || {
+        standin
+            .runs()
+            .get(&c_id)
+            .is_some_and(|r| r.history.len() == c.len())
+    });
+    harness::assert_history(&standin.runs()[&c_id], &c);
+    wait_for(
+        dir,
+        Duration::from_secs(30),
+        "C no longer set aside",
+        || !aside(C),
+    );
+
+    // drop while it runs.
+    standin.refuse_run(Some((&d_id, 404, false)));
+    gen_logs(dir, D, 10, 4);
+    wait_for(dir, Duration::from_secs(60), "D set aside", || aside(D));
+    let (ok, said) = set_aside(dir, &cfg, &["drop", "--run", D, "--sink", "wandb"]);
+    assert!(ok && said.contains("dropped") && said.contains(D), "{said}");
+    wait_for(dir, Duration::from_secs(30), "nothing set aside", || {
+        wandb_sink(&status_json(dir, &cfg))["set_aside_rows"] == 0
+    });
+
+    // Still the one agent, stopping cleanly; A and C once each.
+    let pid = daemon.0.id() as i32;
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = wait_child(&mut daemon.0, Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{}", harness::stderr_logs(dir));
+    harness::assert_history(&standin.runs()[&a_id], &a);
+    harness::assert_history(&standin.runs()[&c_id], &c);
+    let logs = harness::stderr_logs(dir);
+    assert!(logs.contains("set-aside request carried out"), "{logs}");
+}

@@ -15,6 +15,7 @@ pub(crate) mod codec;
 mod guard;
 pub mod marker;
 mod memo;
+pub mod requests;
 mod set_aside;
 mod transfer;
 
@@ -151,6 +152,13 @@ pub struct Journal {
     last_seq: watch::Sender<u64>,
     /// Lowest cursor of the enabled sinks; `--once` and back-pressure wait on it.
     acked: watch::Sender<u64>,
+    /// Counts changes to the set-aside runs made by `set-aside retry` and
+    /// `drop` (set_aside.rs): a running sink session starts anew on it.
+    set_aside_changes: watch::Sender<u64>,
+    /// `(sink, run)` pairs dropped by this process while it runs: a sink
+    /// session may still hold rows it read as theirs, which are then given
+    /// up with the rest instead of being taken for damage.
+    dropped: Mutex<std::collections::HashSet<(String, String)>>,
     /// Serialises deletions so that byte accounting stays exact.
     compact_lock: Mutex<()>,
     /// The first fatal error ([`JournalError::is_fatal`]) met, in words;
@@ -381,6 +389,8 @@ impl Journal {
             enabled_sinks: enabled_sinks.iter().map(|s| s.to_string()).collect(),
             last_seq: watch::channel(0).0,
             acked: watch::channel(0).0,
+            set_aside_changes: watch::channel(0).0,
+            dropped: Mutex::default(),
             compact_lock: Mutex::new(()),
             failed: watch::channel(None).0,
             marker: Mutex::new(None),
@@ -946,6 +956,11 @@ impl Journal {
     /// Watches the last committed sequence number.
     pub fn subscribe_rows(&self) -> watch::Receiver<u64> {
         self.last_seq.subscribe()
+    }
+
+    /// Watches changes to the set-aside runs (`set-aside retry`, `drop`).
+    pub fn subscribe_set_aside(&self) -> watch::Receiver<u64> {
+        self.set_aside_changes.subscribe()
     }
 
     /// Watches the lowest cursor of the enabled sinks.
