@@ -154,6 +154,8 @@ impl Agent {
             &enabled,
             config.store.cache_bytes,
         )?);
+        // `set-aside retry` / `drop` made while no agent ran.
+        crate::journal::requests::serve(&journal, &config.store.path);
         let metrics = if config.metrics.enabled {
             Some(crate::metrics::bind(&config.metrics)?)
         } else {
@@ -321,6 +323,7 @@ impl Agent {
         }
         background.spawn(snapshots(probe.clone()));
         background.spawn(guard_store(journal.clone()));
+        background.spawn(serve_requests(journal.clone(), config.store.path.clone()));
         tracing::info!(
             store = %config.store.path.display(),
             sinks = ?enabled,
@@ -825,6 +828,17 @@ const STORE_FAILED_WAIT: Duration = Duration::from_secs(2);
 /// [`MARKER_EVERY`] that its marker is up to date
 /// ([`Journal::record_progress`]). A failure is recorded by the journal as
 /// fatal, which stops the agent ([`Agent::store_failed`]).
+/// Carries out `set-aside retry` / `drop` requests made while the agent
+/// runs (journal/requests.rs).
+async fn serve_requests(journal: Arc<Journal>, store: std::path::PathBuf) {
+    let mut every = tokio::time::interval(crate::journal::requests::POLL);
+    loop {
+        every.tick().await;
+        let (j, s) = (journal.clone(), store.clone());
+        let _ = tokio::task::spawn_blocking(move || crate::journal::requests::serve(&j, &s)).await;
+    }
+}
+
 async fn guard_store(journal: Arc<Journal>) {
     let mut last_marker = Instant::now();
     loop {
@@ -926,6 +940,11 @@ fn change_signature(probe: &Probe) -> String {
             runners,
             unreadable,
             journal.artifact_writes(),
+            // Retried rows delivered and runs dropped move no cursor.
+            journal
+                .set_aside_runs(None)
+                .map(|rs| rs.iter().map(|r| (r.rows, r.retry)).collect::<Vec<_>>())
+                .ok(),
         )
     )
 }

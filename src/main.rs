@@ -622,15 +622,39 @@ fn status(config: Config, json: bool) -> anyhow::Result<()> {
 fn set_aside(config: Config, action: SetAsideAction) -> anyhow::Result<()> {
     use mosaic_shipper::journal::SetAsideRun;
     let store = &config.store.path;
-    let open = || -> anyhow::Result<Journal> {
+    use mosaic_shipper::journal::requests::{self, Action, Request};
+    // The store itself, or (`None`) a running agent holds it: then the
+    // request goes to that agent (journal/requests.rs).
+    let open = || -> anyhow::Result<Option<Journal>> {
         match Journal::open_existing(store) {
-            Ok(j) => Ok(j),
-            Err(JournalError::Locked { .. }) => anyhow::bail!(
-                "the agent is running on store {}: stop it first (set-aside retry and drop \
-                 change the store; `status` shows what is set aside while it runs)",
-                store.display()
-            ),
+            Ok(j) => Ok(Some(j)),
+            Err(JournalError::Locked { .. }) => Ok(None),
             Err(e) => Err(e.into()),
+        }
+    };
+    let through_agent = |action: Action, which: &Which| -> anyhow::Result<Vec<SetAsideRun>> {
+        let request = Request {
+            action,
+            sink: which.sink.clone(),
+            run: which.run.clone(),
+        };
+        let path = requests::submit(store, &request).with_context(|| {
+            format!(
+                "the agent is running on store {}, and the request for it cannot be written",
+                store.display()
+            )
+        })?;
+        match requests::wait_answer(&path, std::time::Duration::from_secs(15)) {
+            Some(a) => match a.error {
+                Some(e) => anyhow::bail!("the running agent could not carry it out: {e}"),
+                None => Ok(a.runs),
+            },
+            None => anyhow::bail!(
+                "the agent running on store {} did not answer within 15 s; the request stays in \
+                 {} and is carried out when the agent next runs",
+                store.display(),
+                path.display()
+            ),
         }
     };
     let describe = |r: &SetAsideRun| {
@@ -687,15 +711,24 @@ fn set_aside(config: Config, action: SetAsideAction) -> anyhow::Result<()> {
             if which.run.is_none() && which.sink.is_none() && !which.all {
                 anyhow::bail!("say which runs to retry: --run RUN, --sink SINK, or --all");
             }
-            let journal = open()?;
-            let runs = journal.retry_set_aside(which.sink.as_deref(), which.run.as_deref())?;
+            let (runs, running) = match open()? {
+                Some(j) => (
+                    j.retry_set_aside(which.sink.as_deref(), which.run.as_deref())?,
+                    false,
+                ),
+                None => (through_agent(Action::Retry, &which)?, true),
+            };
             if runs.is_empty() {
                 println!("nothing is set aside{}", which_text(&which));
             }
             for r in &runs {
                 println!("will retry: {}", describe(r));
             }
-            if !runs.is_empty() {
+            if !runs.is_empty() && running {
+                println!(
+                    "The running agent delivers them now; a run refused again is set aside again."
+                );
+            } else if !runs.is_empty() {
                 println!(
                     "The agent delivers them when it next runs (`mosaic-shipper run --once` to do \
                      it now); a run refused again is set aside again."
@@ -706,8 +739,10 @@ fn set_aside(config: Config, action: SetAsideAction) -> anyhow::Result<()> {
             if which.run.is_none() && which.sink.is_none() && !which.all {
                 anyhow::bail!("say which runs to drop: --run RUN, --sink SINK, or --all");
             }
-            let journal = open()?;
-            let runs = journal.drop_set_aside(which.sink.as_deref(), which.run.as_deref())?;
+            let runs = match open()? {
+                Some(j) => j.drop_set_aside(which.sink.as_deref(), which.run.as_deref())?,
+                None => through_agent(Action::Drop, &which)?,
+            };
             if runs.is_empty() {
                 println!("nothing is set aside{}", which_text(&which));
             }

@@ -552,3 +552,383 @@ fn a_file_stream_refusal_under_sigkill_keeps_every_row_once() {
     harness::assert_history(&standin.runs()[&c_id], &c);
     assert_eq!(wandb_sink(&status_json(dir, &cfg))["set_aside_rows"], 0);
 }
+
+/// What HTTP Basic sends for the test key (`api:<key>`, base64).
+fn basic_value() -> String {
+    mosaic_shipper::sink::wandb::redact::base64(format!("api:{}", harness::KEY).as_bytes())
+}
+
+#[test]
+fn graphql_errors_in_a_200_answer_set_one_run_aside_or_hold_every_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let a = gen_logs(dir, A, 20, 1);
+    let c = gen_logs(dir, C, 15, 3);
+    let cfg = write_config(dir, &standin.base_url(), "");
+    let c_id = harness::wandb_id(C);
+    // As W&B answers a name it will not take: HTTP 200, `errors`. The
+    // message repeats the key (a hostile server) to check the redaction.
+    let message = format!("invalid run name {c_id} (key {})", harness::KEY);
+    standin.graphql_error(Some((Some(&c_id), &message)));
+
+    let logs = run_once(dir, &cfg);
+    harness::assert_history(&standin.runs()[&harness::wandb_id(A)], &a);
+    assert!(standin
+        .runs()
+        .get(&c_id)
+        .map_or(true, |r| r.history.is_empty()));
+    let refusal: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("refused run") && l.contains(C))
+        .collect();
+    assert_eq!(refusal.len(), 1, "{logs}");
+    assert!(
+        refusal[0].contains("GraphQL errors") && refusal[0].contains("invalid run name"),
+        "{}",
+        refusal[0]
+    );
+    let sink = wandb_sink(&status_json(dir, &cfg));
+    assert_eq!(sink["set_aside"][0]["run"], C, "{sink}");
+    assert_eq!(sink["set_aside_rows"], c.len() as u64 + FACTS_ROWS);
+    // Asked once: the set-aside run's later rows did not ask again.
+    let asked = standin
+        .requests()
+        .iter()
+        .filter(|r| r.json().pointer("/variables/name").and_then(Value::as_str) == Some(&c_id))
+        .count();
+    assert_eq!(asked, 1);
+
+    // Errors about what every run shares (here a permission): no run is
+    // set aside, `--once` gives up with a message saying what to check,
+    // and the rows stay in the journal.
+    standin.graphql_error(Some((
+        None,
+        "permission denied: this key may not write to project mosaic-test",
+    )));
+    let b = gen_logs(dir, B, 10, 2);
+    let mut child = harness::spawn(&mut shipper(
+        dir,
+        "run",
+        &cfg,
+        &["--once", "--log-level", "debug"],
+    ));
+    let status = wait_child(&mut child.0, Duration::from_secs(120));
+    let logs2 = harness::stderr_logs(dir);
+    assert!(!status.success(), "{logs2}");
+    assert!(
+        logs2.contains("concern every run") && logs2.contains("permission denied"),
+        "{logs2}"
+    );
+    let sink = wandb_sink(&status_json(dir, &cfg));
+    assert_eq!(sink["set_aside"].as_array().unwrap().len(), 1, "{sink}");
+    assert!(
+        sink["pending"].as_u64().unwrap() >= b.len() as u64,
+        "{sink}"
+    );
+
+    // Once the server takes them: B ships, C stays set aside.
+    standin.graphql_error(None);
+    run_once(dir, &cfg);
+    harness::assert_history(&standin.runs()[&harness::wandb_id(B)], &b);
+    let sink = wandb_sink(&status_json(dir, &cfg));
+    assert_eq!(sink["pending"], 0, "{sink}");
+    assert_eq!(sink["set_aside_rows"], c.len() as u64 + FACTS_ROWS);
+
+    // Neither the key nor its Basic value (echoed in the error's
+    // `extensions`) reached a log, at the default level or at debug.
+    let mut all = harness::stderr_logs(dir);
+    for e in std::fs::read_dir(dir.join("store/logs")).unwrap().flatten() {
+        all.push_str(&std::fs::read_to_string(e.path()).unwrap());
+    }
+    assert!(all.contains("invalid run name"), "{all}");
+    assert!(!all.contains(harness::KEY), "the key was logged");
+    assert!(!all.contains(&basic_value()), "the Basic value was logged");
+}
+
+/// Appends steps `steps` of every run in `ids` to the one worker log.
+fn append_log(root: &Path, ids: &[&str], steps: std::ops::RangeInclusive<i64>) {
+    use std::io::Write;
+    let dir = root.join("var/trainer/runs/host/logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("worker.log"))
+        .unwrap();
+    for step in steps {
+        for id in ids {
+            let line = serde_json::json!({
+                "timestamp": 1_773_107_642.0 + step as f64, "level": "INFO",
+                "event": "metrics", "run_id": id, "global_step": step,
+                "episodic_return": step as f64,
+            });
+            writeln!(f, "{line}").unwrap();
+        }
+    }
+}
+
+/// `chattr +i` on paths, undone on drop (or the temp dir stays behind).
+struct Immutable(Vec<PathBuf>);
+
+impl Immutable {
+    fn set(&mut self, p: &Path) {
+        let ok = Command::new("chattr").arg("+i").arg(p).status().unwrap();
+        assert!(ok.success(), "chattr +i {} failed", p.display());
+        self.0.push(p.to_path_buf());
+    }
+    fn clear(&mut self) {
+        for p in self.0.drain(..) {
+            let _ = Command::new("chattr").arg("-i").arg(&p).status();
+        }
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+fn sink_named(status: &Value, name: &str) -> Value {
+    status["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no sink {name}: {status}"))
+}
+
+fn set_aside_runs(sink: &Value) -> Vec<String> {
+    sink["set_aside"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Steps of `run` in its TensorBoard directory, read by TensorBoard.
+fn tb_steps(runs: &Path, run: &str) -> Vec<i64> {
+    let out = Command::new(sdk::python())
+        .arg(harness::repo().join("tests/py/tb_read.py"))
+        .arg(runs)
+        .arg("--scalars-only")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tb: Value = serde_json::from_slice(&out.stdout).unwrap();
+    tb["series"][format!("{run}/tensorboard")]["charts/episodic_return"]
+        .as_array()
+        .map(|ps| ps.iter().map(|p| p[0].as_i64().unwrap()).collect())
+        .unwrap_or_default()
+}
+
+/// Steps in `run`'s offline run file(s), read by W&B's own reader.
+fn offline_steps(offline: &Path, run: &str) -> Vec<i64> {
+    let mut steps = Vec::new();
+    for file in find(offline, &format!("run-{}.wandb", runname::wandb_id(run))) {
+        for r in sdk::datastore_read(&file) {
+            if r["type"] == "history" {
+                let s = r["history"]["items"]["global_step"].as_str().unwrap();
+                steps.push(s.parse().unwrap());
+            }
+        }
+    }
+    steps.sort();
+    steps
+}
+
+#[test]
+fn a_run_a_file_sink_cannot_write_is_set_aside_a_whole_destination_fault_holds_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let runs = root.join("var/trainer/runs");
+    let offline = root.join("var/wandb");
+    let cfg = config(
+        root,
+        &[
+            ("enabled = \"auto\"", "enabled = true".into()),
+            ("# mode = \"online\"", "mode = \"offline\"".into()),
+            (
+                "# offline_dir = \"var/wandb\"",
+                format!("offline_dir = \"{}\"", offline.display()),
+            ),
+        ],
+    );
+    let mut frozen = Immutable(Vec::new());
+    let ids = [A, B, C];
+    append_log(root, &ids, 1..=5);
+    // C's jsonl and TensorBoard directories are files: nothing can be
+    // created under them (EEXIST / ENOTDIR).
+    std::fs::create_dir_all(runs.join(C)).unwrap();
+    std::fs::write(runs.join(C).join("shipper"), "not a directory").unwrap();
+    std::fs::write(runs.join(C).join("tensorboard"), "not a directory").unwrap();
+
+    let logs = run_once(root, &cfg);
+    let rows = |run: &str| {
+        let f = runs.join(run).join("shipper/rows.jsonl");
+        if f.is_file() {
+            harness_rows(&f).len()
+        } else {
+            0
+        }
+    };
+    assert_eq!((rows(A), rows(B)), (5, 5));
+    assert_eq!(tb_steps(&runs, A), (1..=5).collect::<Vec<_>>());
+    assert_eq!(tb_steps(&runs, B), (1..=5).collect::<Vec<_>>());
+    for run in ids {
+        assert_eq!(
+            offline_steps(&offline, run),
+            (1..=5).collect::<Vec<_>>(),
+            "{run}"
+        );
+    }
+    let status = status_json(root, &cfg);
+    for sink in ["jsonl", "tensorboard"] {
+        let s = sink_named(&status, sink);
+        assert_eq!(set_aside_runs(&s), [C], "{s}");
+        assert_eq!(s["set_aside_rows"], 5 + FACTS_ROWS, "{s}");
+        assert_eq!(s["pending"], 0, "{s}");
+        let line = logs
+            .lines()
+            .find(|l| l.contains(&format!("sink {sink} refused run")) && l.contains(C))
+            .unwrap_or_else(|| panic!("no refusal by {sink}: {logs}"));
+        assert!(line.contains(&runs.join(C).display().to_string()), "{line}");
+    }
+    assert!(set_aside_runs(&sink_named(&status, "wandb-offline")).is_empty());
+
+    // C's offline run file made immutable: the offline sink sets C aside,
+    // A and B go on there and everywhere.
+    let c_file = find(&offline, &format!("run-{}.wandb", runname::wandb_id(C)));
+    assert_eq!(c_file.len(), 1);
+    frozen.set(&c_file[0]);
+    append_log(root, &ids, 6..=10);
+    run_once(root, &cfg);
+    let status = status_json(root, &cfg);
+    let off = sink_named(&status, "wandb-offline");
+    assert_eq!(set_aside_runs(&off), [C], "{off}");
+    assert_eq!(off["pending"], 0, "{off}");
+    for run in [A, B] {
+        assert_eq!(offline_steps(&offline, run), (1..=10).collect::<Vec<_>>());
+        assert_eq!(rows(run), 10);
+    }
+
+    // The destination's shared root unwritable (new run D cannot get a
+    // directory): not one run's fault, so nothing is set aside; `--once`
+    // gives up and the rows wait in the journal.
+    const D2: &str = "01JDAF000000000000000P0SNE";
+    append_log(root, &[D2], 1..=3);
+    frozen.set(&runs);
+    let mut child = harness::spawn(&mut shipper(root, "run", &cfg, &["--once"]));
+    let status_code = wait_child(&mut child.0, Duration::from_secs(120));
+    assert!(!status_code.success(), "{}", harness::stderr_logs(root));
+    let status = status_json(root, &cfg);
+    for sink in ["jsonl", "tensorboard"] {
+        let s = sink_named(&status, sink);
+        assert_eq!(set_aside_runs(&s), [C], "{s}");
+        assert!(s["pending"].as_u64().unwrap() >= 3, "{s}");
+    }
+
+    // Fixed, and retried: every kept row arrives once, D's too.
+    frozen.clear();
+    std::fs::remove_file(runs.join(C).join("shipper")).unwrap();
+    std::fs::remove_file(runs.join(C).join("tensorboard")).unwrap();
+    let (ok, said) = set_aside(root, &cfg, &["retry", "--all"]);
+    assert!(ok, "{said}");
+    run_once(root, &cfg);
+    assert_eq!(rows(C), 10);
+    assert_eq!(rows(D2), 3);
+    assert_eq!(tb_steps(&runs, C), (1..=10).collect::<Vec<_>>());
+    assert_eq!(offline_steps(&offline, C), (1..=10).collect::<Vec<_>>());
+    let status = status_json(root, &cfg);
+    for sink in ["jsonl", "tensorboard", "wandb-offline"] {
+        let s = sink_named(&status, sink);
+        assert_eq!(s["set_aside_rows"], 0, "{s}");
+        assert_eq!(s["pending"], 0, "{s}");
+    }
+}
+
+#[test]
+fn set_aside_retry_and_drop_reach_a_running_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let a = gen_logs(dir, A, 20, 1);
+    let c = gen_logs(dir, C, 15, 3);
+    let cfg = write_config(dir, &standin.base_url(), "");
+    let (a_id, c_id, d_id) = (
+        harness::wandb_id(A),
+        harness::wandb_id(C),
+        harness::wandb_id(D),
+    );
+    standin.refuse_run(Some((&c_id, 400, false)));
+    let mut daemon = harness::spawn(&mut shipper(dir, "run", &cfg, &[]));
+    let aside = |run: &str| {
+        let s = wandb_sink(&status_json(dir, &cfg));
+        s["set_aside"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["run"] == run)
+    };
+    wait_for(
+        dir,
+        Duration::from_secs(60),
+        "C set aside, A shipped",
+        || {
+            standin
+                .runs()
+                .get(&a_id)
+                .is_some_and(|r| r.history.len() == a.len())
+                && aside(C)
+        },
+    );
+
+    // retry while it runs: the agent takes the request, delivers at once.
+    standin.refuse_run(None);
+    let (ok, said) = set_aside(dir, &cfg, &["retry", "--run", C]);
+    assert!(
+        ok && said.contains("will retry") && said.contains("delivers them now"),
+        "{said}"
+    );
+    wait_for(dir, Duration::from_secs(60), "C delivered on retry", || {
+        standin
+            .runs()
+            .get(&c_id)
+            .is_some_and(|r| r.history.len() == c.len())
+    });
+    harness::assert_history(&standin.runs()[&c_id], &c);
+    wait_for(
+        dir,
+        Duration::from_secs(30),
+        "C no longer set aside",
+        || !aside(C),
+    );
+
+    // drop while it runs.
+    standin.refuse_run(Some((&d_id, 404, false)));
+    gen_logs(dir, D, 10, 4);
+    wait_for(dir, Duration::from_secs(60), "D set aside", || aside(D));
+    let (ok, said) = set_aside(dir, &cfg, &["drop", "--run", D, "--sink", "wandb"]);
+    assert!(ok && said.contains("dropped") && said.contains(D), "{said}");
+    wait_for(dir, Duration::from_secs(30), "nothing set aside", || {
+        wandb_sink(&status_json(dir, &cfg))["set_aside_rows"] == 0
+    });
+
+    // Still the one agent, stopping cleanly; A and C once each.
+    let pid = daemon.0.id() as i32;
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = wait_child(&mut daemon.0, Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{}", harness::stderr_logs(dir));
+    harness::assert_history(&standin.runs()[&a_id], &a);
+    harness::assert_history(&standin.runs()[&c_id], &c);
+    let logs = harness::stderr_logs(dir);
+    assert!(logs.contains("set-aside request carried out"), "{logs}");
+}

@@ -543,3 +543,53 @@ fn a_full_disk_under_the_store_stops_the_agent_and_nothing_is_lost_or_doubled() 
     );
     assert_eq!(got, second, "in order");
 }
+
+/// A byte flipped inside a pending row block (rows staged for W&B) is
+/// reported when the store is opened, by `status` (which reads no row)
+/// and `run --once` alike, naming the store, the block and `--reset-store`.
+#[test]
+fn a_flipped_byte_in_a_pending_row_block_is_refused_at_open() {
+    let (t, expected) = shipped(
+        &[
+            ("enabled = \"auto\"", "enabled = true"),
+            ("# mode = \"online\"", "mode = \"stage\""),
+        ],
+        900,
+    );
+    // Rows are held for W&B: every block is pending.
+    let status = t.status_json();
+    let wandb = status["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "wandb")
+        .cloned()
+        .unwrap();
+    assert!(wandb["pending"].as_u64().unwrap() > 0, "{wandb}");
+    // One byte of one block flipped through sled itself, so that sled's
+    // own checks (its page checksums) pass: only the journal's own
+    // checksum of the block can tell.
+    {
+        let db = sled::open(t.store().join("journal")).unwrap();
+        let rows = db.open_tree("rows").unwrap();
+        let (k, v) = rows.iter().next().expect("a pending row block").unwrap();
+        let mut v = v.to_vec();
+        let mid = v.len() / 2;
+        v[mid] ^= 0x01;
+        rows.insert(k, v).unwrap();
+        db.flush().unwrap();
+    }
+    // `status` reads no row: only the check at open can see it.
+    let out = bounded(&t, &["status"]);
+    assert!(!out.status.success(), "status took a damaged row block");
+    assert_refused(&t, &out, "status, a flipped byte in a pending row block");
+    let out = run_once(&t, &[]);
+    assert!(!out.status.success(), "run --once took a damaged row block");
+    assert_refused(&t, &out, "a flipped byte in a pending row block");
+    assert!(
+        stderr(&out).contains("row block #1"),
+        "the message names the block: {}",
+        stderr(&out)
+    );
+    assert_reset_recovers(&t, &expected, "flipped row block");
+}

@@ -152,6 +152,23 @@ impl Journal {
             return self.ack(sink, seq, state);
         }
         let cursor = cursor_value(&SinkCursor { seq, state });
+        // Rows of runs dropped (`set-aside drop`) since the session read
+        // them go with the rest of the dropped rows.
+        let dropped = self
+            .dropped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let aside: Vec<&Entry> = aside
+            .iter()
+            .filter(|e| {
+                !dropped.contains(&(sink.to_string(), e.row.run_id.clone()))
+                    || self
+                        .refused
+                        .contains_key(key(sink, Some(&e.row.run_id)))
+                        .unwrap_or(true)
+            })
+            .collect();
         let rows: Vec<(Vec<u8>, Vec<u8>)> = aside
             .iter()
             .map(|e| {
@@ -164,7 +181,7 @@ impl Journal {
         (&*self.sinks, &*self.set_aside, &*self.refused)
             .transaction(|(sinks_t, rows_t, refused_t)| {
                 sinks_t.insert(sink.as_bytes(), seal(sink.as_bytes(), &cursor))?;
-                for ((k, v), e) in rows.iter().zip(aside) {
+                for ((k, v), e) in rows.iter().zip(&aside) {
                     // A replay after a lost ack sets the same rows aside
                     // again: count each once.
                     if rows_t.insert(k.as_slice(), v.as_slice())?.is_some() {
@@ -296,6 +313,9 @@ impl Journal {
             out.push(r);
         }
         self.flush()?;
+        if !out.is_empty() {
+            self.set_aside_changes.send_modify(|n| *n += 1);
+        }
         Ok(out)
     }
 
@@ -324,8 +344,15 @@ impl Journal {
                     Ok(())
                 })
                 .map_err(|e| self.tx_err("drop set-aside rows", e))?;
+            self.dropped
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((r.sink.clone(), r.run.clone()));
         }
         self.flush()?;
+        if !found.is_empty() {
+            self.set_aside_changes.send_modify(|n| *n += 1);
+        }
         Ok(found)
     }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::ser::{SerializeMap, Serializer};
 
-use super::{Checkpoint, PathTemplate, Sink, SinkError};
+use super::{fs_refusal, Checkpoint, PathTemplate, Sink, SinkError};
 use crate::row::{Entry, Row};
 
 /// Committed length of every file the sink has written: its recovery state.
@@ -24,10 +24,24 @@ pub struct JsonlSink {
     committed: Lengths,
     /// Rows written but not yet flushed, by file.
     pending: HashMap<PathBuf, Vec<u8>>,
+    /// The MOSAIC run whose rows each file holds (a file error refuses
+    /// that run, see `fs_refusal`).
+    owners: HashMap<PathBuf, String>,
+    /// The directory above every run's own part of the path.
+    root: Option<PathBuf>,
 }
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> SinkError {
     SinkError::Io(format!("jsonl sink: {what} {}: {e}", path.display()))
+}
+
+fn recover_err(
+    root: Option<&Path>,
+    path: &Path,
+    what: &str,
+    e: std::io::Error,
+) -> Result<(), SinkError> {
+    fs_refusal::let_pass("jsonl", root, path, what, e)
 }
 
 impl JsonlSink {
@@ -36,11 +50,18 @@ impl JsonlSink {
             template: PathTemplate::new(template),
             committed: Lengths::new(),
             pending: HashMap::new(),
+            owners: HashMap::new(),
+            root: fs_refusal::template_root(template),
         }
     }
 
     fn state(&self) -> Vec<u8> {
         serde_json::to_vec(&self.committed).expect("lengths serialise")
+    }
+
+    /// The error of `what` on `path`, which holds `run`'s rows.
+    fn run_err(&self, run: &str, path: &Path, what: &str, e: std::io::Error) -> SinkError {
+        fs_refusal::error("jsonl", self.root.as_deref(), run, path, what, e)
     }
 }
 
@@ -98,6 +119,7 @@ impl Sink for JsonlSink {
             serde_json::from_slice(state)
                 .map_err(|e| SinkError::Io(format!("jsonl sink: damaged saved state: {e}")))?
         };
+        let root = self.root.as_deref();
         for (path, &len) in &self.committed {
             let file = match OpenOptions::new().write(true).open(path) {
                 Ok(f) => f,
@@ -105,7 +127,10 @@ impl Sink for JsonlSink {
                     tracing::warn!(file = %path.display(), "jsonl output file was removed; it will be created again");
                     continue;
                 }
-                Err(e) => return Err(io_err(path, "cannot open", e)),
+                Err(e) => {
+                    recover_err(root, path, "open", e)?;
+                    continue;
+                }
             };
             let on_disk = file
                 .metadata()
@@ -113,8 +138,10 @@ impl Sink for JsonlSink {
                 .len();
             if on_disk > len {
                 tracing::info!(file = %path.display(), from = on_disk, to = len, "cutting uncommitted rows (written before a crash)");
-                file.set_len(len)
-                    .map_err(|e| io_err(path, "cannot truncate", e))?;
+                if let Err(e) = file.set_len(len) {
+                    recover_err(root, path, "truncate", e)?;
+                    continue;
+                }
                 file.sync_all()
                     .map_err(|e| io_err(path, "cannot sync", e))?;
             } else if on_disk < len {
@@ -149,18 +176,23 @@ impl Sink for JsonlSink {
             if !self.committed.contains_key(&path) && !self.pending.contains_key(&path) {
                 // Record the file's current length before writing to it,
                 // so that recovery can cut back what follows.
+                let run = entry.row.run_id.as_str();
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, "cannot create", e))?;
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| self.run_err(run, dir, "cannot create", e))?;
                 }
                 let len = match std::fs::metadata(&path) {
                     Ok(m) => m.len(),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-                    Err(e) => return Err(io_err(&path, "cannot stat", e)),
+                    Err(e) => return Err(self.run_err(run, &path, "cannot stat", e)),
                 };
                 self.committed.insert(path.clone(), len);
                 new_files = true;
             }
             write_row(&mut gathered, &entry.row);
+            if !self.owners.contains_key(&path) {
+                self.owners.insert(path.clone(), entry.row.run_id.clone());
+            }
             current = Some((entry.row.run_id.as_str(), path));
         }
         if let Some((_, path)) = current {
@@ -176,22 +208,24 @@ impl Sink for JsonlSink {
     }
 
     async fn flush(&mut self) -> Result<Vec<u8>, SinkError> {
-        for (path, bytes) in self.pending.drain() {
+        let pending: Vec<(PathBuf, Vec<u8>)> = self.pending.drain().collect();
+        for (path, bytes) in pending {
             let committed = self.committed.get(&path).copied().unwrap_or(0);
+            let run = self.owners.get(&path).cloned().unwrap_or_default();
+            let err = |what: &str, e| self.run_err(&run, &path, what, e);
             let mut file: File = OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .open(&path)
-                .map_err(|e| io_err(&path, "cannot open", e))?;
+                .map_err(|e| err("cannot open", e))?;
             // Write at the committed end: a failed earlier attempt may have
             // left a partial tail, which this overwrites.
             file.set_len(committed)
-                .map_err(|e| io_err(&path, "cannot truncate", e))?;
+                .map_err(|e| err("cannot truncate", e))?;
             std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(committed))
                 .map_err(|e| io_err(&path, "cannot seek", e))?;
-            file.write_all(&bytes)
-                .map_err(|e| io_err(&path, "cannot write", e))?;
+            file.write_all(&bytes).map_err(|e| err("cannot write", e))?;
             file.sync_data()
                 .map_err(|e| io_err(&path, "cannot sync", e))?;
             self.committed.insert(path, committed + bytes.len() as u64);

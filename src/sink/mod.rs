@@ -16,6 +16,7 @@
 //! state, and recovery cuts it back: each row arrives exactly once.
 
 pub mod enabled;
+mod fs_refusal;
 pub mod health;
 pub mod jsonl;
 pub mod runname;
@@ -45,7 +46,8 @@ pub enum SinkError {
     #[error("{0}")]
     Io(String),
     /// The destination will not take rows of this one run, and trying
-    /// again will not change that (W&B answered 4xx for it). The runner
+    /// again will not change that (W&B answered 4xx for it; a file sink
+    /// cannot write under that run's directory, see `fs_refusal`). The runner
     /// sets the run's rows aside for this sink (kept in the journal, see
     /// `journal/set_aside.rs`) and every other run goes on.
     #[error("run {run:?} refused: {reason}")]
@@ -194,7 +196,9 @@ async fn run_sessions<S: Sink>(
             }
         };
         match session {
-            Ok(()) => return Ok(()),
+            Ok(Session::Done) => return Ok(()),
+            // `set-aside retry` or `drop` changed what is set aside.
+            Ok(Session::Again) => continue,
             Err(SinkError::Refused { run, reason })
                 if !journal
                     .set_aside_runs(Some(name))?
@@ -317,14 +321,27 @@ impl NameNotes {
     }
 }
 
-/// One recovery-and-deliver session; returns on drain completion or error.
+/// How a delivery session ended (other than by an error).
+enum Session {
+    /// Drained: the agent is stopping.
+    Done,
+    /// The set-aside runs changed (`set-aside retry` or `drop` carried out
+    /// by the running agent): a new session takes them into account.
+    Again,
+}
+
+/// One recovery-and-deliver session; returns on drain completion, on a
+/// change of the set-aside runs, or on error.
 async fn deliver<S: Sink>(
     sink: &mut S,
     journal: &Arc<Journal>,
     options: &RunOptions,
     mode: &mut watch::Receiver<Mode>,
-) -> Result<(), SinkError> {
+) -> Result<Session, SinkError> {
     let name = sink.name();
+    let mut aside_changes = journal.subscribe_set_aside();
+    aside_changes.borrow_and_update();
+    let mut aside_changed = false;
     let cursor = journal.cursor(name)?;
     sink.recover(&cursor.state).await?;
     let refused: HashSet<String> = journal
@@ -388,8 +405,9 @@ async fn deliver<S: Sink>(
         // (a trickle catches up on every commit), at most once per
         // interval: each flush is an fsync.
         let interval_passed = last_flush.elapsed() >= options.flush_interval;
+        let again = aside_changed || aside_changes.has_changed().unwrap_or(false);
         let flush_due =
-            (caught_up && draining) || unflushed >= options.batch_rows || interval_passed;
+            (caught_up && draining) || unflushed >= options.batch_rows || interval_passed || again;
         if written > acked && flush_due {
             let state = sink.flush().await?;
             journal.ack_with_set_aside(name, written, state, &aside)?;
@@ -399,6 +417,11 @@ async fn deliver<S: Sink>(
             acked = written;
             unflushed = 0;
             last_flush = Instant::now();
+        }
+        if again {
+            // Everything written is acknowledged (the flush above): the
+            // new session starts from this cursor.
+            return Ok(Session::Again);
         }
         if !caught_up {
             continue;
@@ -424,7 +447,7 @@ async fn deliver<S: Sink>(
                         journal.ack(name, acked, state)?;
                     }
                 }
-                return Ok(());
+                return Ok(Session::Done);
             }
             continue;
         }
@@ -447,8 +470,9 @@ async fn deliver<S: Sink>(
         tokio::select! {
             _ = rows.changed() => {}
             changed = mode.changed() => {
-                if changed.is_err() { return Ok(()); }
+                if changed.is_err() { return Ok(Session::Done); }
             }
+            _ = aside_changes.changed() => { aside_changed = true; }
             _ = tokio::time::sleep(wake) => {}
         }
     }

@@ -225,6 +225,16 @@ pub fn start(
         (E::Off, _) | (E::Auto, Workers::Daemon) => return None,
         _ => {}
     }
+    // CMD already exited and was reaped (`run -- true`): its tree is gone
+    // for good and every sample would be empty (`discover::init_runs`);
+    // skipping the sampler spares a walk of /proc while the agent starts
+    // and drains (a fifth of `run -- true`, scripts/bench-init).
+    if let Workers::Init { pid, .. } = &workers {
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            tracing::debug!(pid, "CMD has already exited: no system metrics to sample");
+            return None;
+        }
+    }
     let pattern = config
         .sources()
         .iter()

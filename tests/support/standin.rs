@@ -134,6 +134,11 @@ struct Inner {
     /// server answers for a run it will not take; with `true`, only its
     /// file_stream requests.
     refused_run: Option<(String, u16, bool)>,
+    /// GraphQL requests about this run (`None`: about any run) are
+    /// answered with HTTP 200 and `{"errors": [{"message": ...}]}`, as
+    /// W&B answers a resolver's refusal; the error's `extensions` echo the
+    /// request's Authorization header (nothing of it may reach a log).
+    graphql_error: Option<(Option<String>, String)>,
     /// Served over TLS: upload URLs are https.
     tls: bool,
 }
@@ -283,6 +288,12 @@ impl StandIn {
     pub fn refuse_run(&self, run: Option<(&str, u16, bool)>) {
         self.inner.lock().unwrap().refused_run =
             run.map(|(name, status, fs_only)| (name.to_string(), status, fs_only));
+    }
+
+    /// See `Inner::graphql_error`; `None` clears it.
+    pub fn graphql_error(&self, about: Option<(Option<&str>, &str)>) {
+        self.inner.lock().unwrap().graphql_error =
+            about.map(|(run, message)| (run.map(str::to_string), message.to_string()));
     }
 
     pub fn faults_pending(&self) -> usize {
@@ -564,6 +575,33 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     if let Some(status) = refused {
         inner.lock().unwrap().requests.push(rec.clone());
         return respond(&mut stream, status, &[], b"{\"error\":\"run refused\"}").await;
+    }
+    let graphql_error = {
+        let g = inner.lock().unwrap();
+        g.graphql_error.clone()
+    }
+    .filter(|(run, _)| {
+        let vars = rec.json().get("variables").cloned().unwrap_or_default();
+        let about = [&vars["name"], &vars["run"]]
+            .into_iter()
+            .find_map(|v| v.as_str().map(str::to_string));
+        path.starts_with("/graphql")
+            && about.is_some()
+            && run.as_ref().map_or(true, |r| about.as_ref() == Some(r))
+    });
+    if let Some((_, message)) = graphql_error {
+        let auth = rec
+            .headers
+            .get("authorization")
+            .cloned()
+            .unwrap_or_default();
+        inner.lock().unwrap().requests.push(rec.clone());
+        let body = json!({
+            "data": {"upsertBucket": null},
+            "errors": [{"message": message, "path": ["upsertBucket"],
+                        "extensions": {"request": {"Authorization": auth}}}],
+        });
+        return respond(&mut stream, 200, &[], body.to_string().as_bytes()).await;
     }
     let (fault, latency) = {
         let mut g = inner.lock().unwrap();

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Checkpoint, PathTemplate, Sink, SinkError};
+use super::{fs_refusal, Checkpoint, PathTemplate, Sink, SinkError};
 use crate::row::Entry;
 pub use encode::{scalar_value, Encoder};
 pub use naming::{event_file_name, hostname};
@@ -63,6 +63,11 @@ pub struct TensorBoardSink {
     /// The last run id rendered and its directory: rows come in runs of
     /// the same id, and rendering allocates.
     last_dir: Option<(String, PathBuf)>,
+    /// The MOSAIC run each directory is for (a file error refuses that
+    /// run, see `fs_refusal`).
+    owners: HashMap<PathBuf, String>,
+    /// The directory above every run's own part of the path.
+    root: Option<PathBuf>,
 }
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> SinkError {
@@ -83,6 +88,8 @@ impl TensorBoardSink {
             files: OpenFiles::new(max_open_files),
             encoder: Encoder::default(),
             last_dir: None,
+            owners: HashMap::new(),
+            root: fs_refusal::template_root(dir_template),
         }
     }
 
@@ -105,6 +112,12 @@ impl TensorBoardSink {
                 dir
             }
         }
+    }
+
+    /// The error of `what` on `path`, under the directory `dir`.
+    fn run_err(&self, dir: &Path, path: &Path, what: &str, e: std::io::Error) -> SinkError {
+        let run = self.owners.get(dir).map_or("", String::as_str);
+        fs_refusal::error("tensorboard", self.root.as_deref(), run, path, what, e)
     }
 
     /// A fresh file for `dir`, recorded at length 0 (not yet created).
@@ -141,20 +154,30 @@ impl Sink for TensorBoardSink {
                 .map_err(|e| SinkError::Io(format!("tensorboard sink: damaged saved state: {e}")))?
         };
         let dirs: Vec<PathBuf> = self.committed.keys().cloned().collect();
+        let root = self.root.clone();
+        let pass = |path: &Path, what: &str, e| {
+            fs_refusal::let_pass("tensorboard", root.as_deref(), path, what, e)
+        };
         for dir in dirs {
             let ef = self.committed[&dir].clone();
             let on_disk = match std::fs::metadata(&ef.file) {
                 Ok(m) => Some(m.len()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(io_err(&ef.file, "cannot stat", e)),
+                Err(e) => {
+                    pass(&ef.file, "stat", e)?;
+                    continue;
+                }
             };
             match on_disk {
                 Some(n) if n > ef.len => {
                     tracing::info!(file = %ef.file.display(), from = n, to = ef.len, "cutting uncommitted events (written before a crash)");
-                    let f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&ef.file)
-                        .map_err(|e| io_err(&ef.file, "cannot open", e))?;
+                    let f = match std::fs::OpenOptions::new().write(true).open(&ef.file) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            pass(&ef.file, "open", e)?;
+                            continue;
+                        }
+                    };
                     f.set_len(ef.len).map_err(|e| {
                         io_err(
                             &ef.file,
@@ -213,6 +236,9 @@ impl Sink for TensorBoardSink {
                 if committed_len == 0 && out.is_empty() {
                     self.encoder.file_version(out, (self.now)());
                 }
+                if !self.owners.contains_key(&dir) {
+                    self.owners.insert(dir.clone(), row.run_id.clone());
+                }
                 current = Some((row.run_id.as_str(), dir));
             }
             self.encoder.row(&mut gathered, row);
@@ -236,24 +262,23 @@ impl Sink for TensorBoardSink {
             let bytes = self.pending.remove(&dir).expect("listed above");
             let ef = self
                 .committed
-                .get_mut(&dir)
+                .get(&dir)
+                .cloned()
                 .expect("every pending directory has a committed file");
             if ef.len == 0 {
-                std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, "cannot create", e))?;
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| self.run_err(&dir, &dir, "cannot create", e))?;
             }
-            let (file, created) = self
-                .files
-                .get(&ef.file)
-                .map_err(|e| io_err(&ef.file, "cannot open", e))?;
+            let (file, created) = match self.files.get(&ef.file) {
+                Ok(f) => f,
+                Err(e) => return Err(self.run_err(&dir, &ef.file, "cannot open", e)),
+            };
             // Positional write at the committed end: whatever a failed
             // attempt left beyond it is overwritten (recovery also cut it).
-            file.write_all_at(&bytes, ef.len).map_err(|e| {
-                io_err(
-                    &ef.file,
-                    &format!("cannot write {} bytes at byte {} of", bytes.len(), ef.len),
-                    e,
-                )
-            })?;
+            if let Err(e) = file.write_all_at(&bytes, ef.len) {
+                let what = format!("cannot write {} bytes at byte {} of", bytes.len(), ef.len);
+                return Err(self.run_err(&dir, &ef.file, &what, e));
+            }
             file.sync_data()
                 .map_err(|e| io_err(&ef.file, "cannot sync", e))?;
             if created {
@@ -263,7 +288,9 @@ impl Sink for TensorBoardSink {
                     sync_dir(parent)?;
                 }
             }
-            ef.len += bytes.len() as u64;
+            if let Some(ef) = self.committed.get_mut(&dir) {
+                ef.len += bytes.len() as u64;
+            }
         }
         Ok(self.state())
     }

@@ -69,9 +69,9 @@ pub fn upsert_body(input: &UpsertInput<'_>) -> Vec<u8> {
 }
 
 /// Reads the answer: a non-empty `errors` array is an error (not retried,
-/// as in core), and so is a missing bucket (the file_stream URL needs
-/// its entity and project).
-pub fn parse_upsert(body: &[u8], run: &str) -> Result<Bucket, WandbError> {
+/// as in core; whom it concerns is told by `gql_errors`), and so is a
+/// missing bucket (the file_stream URL needs its entity and project).
+pub fn parse_upsert(body: &[u8], run: &str, url: &str) -> Result<Bucket, WandbError> {
     let err = |message: String| WandbError::Protocol {
         what: "UpsertBucket",
         run: run.to_string(),
@@ -79,20 +79,7 @@ pub fn parse_upsert(body: &[u8], run: &str) -> Result<Bucket, WandbError> {
     };
     let v: Value =
         serde_json::from_slice(body).map_err(|e| err(format!("answer is not JSON: {e}")))?;
-    if let Some(errors) = v.get("errors").and_then(Value::as_array) {
-        if !errors.is_empty() {
-            let msgs: Vec<String> = errors
-                .iter()
-                .map(|e| {
-                    e.get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("?")
-                        .to_string()
-                })
-                .collect();
-            return Err(err(format!("GraphQL errors: {}", msgs.join("; "))));
-        }
-    }
+    super::gql_errors::check(&v, "UpsertBucket", run, url)?;
     let b = v
         .pointer("/data/upsertBucket/bucket")
         .filter(|b| b.is_object())
@@ -128,7 +115,7 @@ pub async fn upsert_bucket(
             upload: None,
         })
         .await?;
-    parse_upsert(&body, input.name)
+    parse_upsert(&body, input.name, &url)
 }
 
 /// `ServerFeaturesQuery`, verbatim from core (`gql_gen.go`).
@@ -195,6 +182,8 @@ pub async fn viewer_entity(http: &Http, base_url: &str) -> Result<Option<String>
         run: "-".into(),
         message: format!("answer is not JSON: {e}"),
     })?;
+    // Errors about the viewer are about the key: every run's concern.
+    super::gql_errors::check(&v, "Viewer", "-", &url)?;
     Ok(v.pointer("/data/viewer/entity")
         .and_then(Value::as_str)
         .filter(|e| !e.is_empty())
@@ -245,16 +234,7 @@ pub async fn create_run_files(
     };
     let v: Value =
         serde_json::from_slice(&answer).map_err(|e| err(format!("answer is not JSON: {e}")))?;
-    if let Some(errors) = v
-        .get("errors")
-        .and_then(Value::as_array)
-        .filter(|e| !e.is_empty())
-    {
-        return Err(err(format!(
-            "GraphQL errors: {}",
-            Value::Array(errors.clone())
-        )));
-    }
+    super::gql_errors::check(&v, "CreateRunFiles", run, &url)?;
     let headers = v
         .pointer("/data/createRunFiles/uploadHeaders")
         .and_then(Value::as_array)
@@ -323,13 +303,13 @@ mod tests {
     #[test]
     fn answer_parsing() {
         let ok = br#"{"data":{"upsertBucket":{"bucket":{"id":"b1","name":"r1","project":{"name":"p","entity":{"name":"e"}},"historyLineCount":7},"inserted":false}}}"#;
-        let b = parse_upsert(ok, "r1").unwrap();
+        let b = parse_upsert(ok, "r1", "http://h/graphql").unwrap();
         assert_eq!(
             (b.entity.as_str(), b.project.as_str(), b.history_line_count),
             ("e", "p", 7)
         );
         let bad = br#"{"data":null,"errors":[{"message":"nope"}]}"#;
-        assert!(parse_upsert(bad, "r1")
+        assert!(parse_upsert(bad, "r1", "http://h/graphql")
             .unwrap_err()
             .to_string()
             .contains("nope"));

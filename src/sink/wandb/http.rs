@@ -66,6 +66,24 @@ pub enum WandbError {
         run: String,
         message: String,
     },
+    /// GraphQL errors in a 200 answer about one run (see gql_errors.rs):
+    /// the run is refused, as for a 4xx.
+    #[error("W&B refused {what} for run {run}: GraphQL errors in the answer from {url}: {messages} (not retried)")]
+    GraphQlRun {
+        what: &'static str,
+        run: String,
+        url: String,
+        messages: String,
+    },
+    /// GraphQL errors in a 200 answer that concern every run (the key,
+    /// the entity, the project): retried, with what to check.
+    #[error("W&B answered {what} for run {run} at {url} with GraphQL errors that concern every run: {messages} (check the API key, WANDB_ENTITY / sinks.wandb.entity and WANDB_PROJECT / sinks.wandb.project; retried)")]
+    GraphQlShared {
+        what: &'static str,
+        run: String,
+        url: String,
+        messages: String,
+    },
     #[error("W&B client setup: {0}")]
     Setup(String),
 }

@@ -36,6 +36,7 @@ pub mod auth;
 pub mod client;
 pub mod ending;
 pub mod filestream;
+pub mod gql_errors;
 pub mod graphql;
 pub mod http;
 pub mod offline; // wandb offline sink (issue 5)
@@ -197,11 +198,15 @@ fn refuses_run(status: u16) -> bool {
 }
 
 /// The error of a request about MOSAIC run `run`: a 4xx that refuses the
-/// run becomes [`SinkError::Refused`] (its rows are set aside and other
+/// run, or GraphQL errors about it alone (`gql_errors`), becomes [`SinkError::Refused`] (its rows are set aside and other
 /// runs go on), anything else an error the runner retries.
 fn run_err(run: &str) -> impl Fn(WandbError) -> SinkError + '_ {
     move |e| match &e {
         WandbError::Rejected { status, .. } if refuses_run(*status) => SinkError::Refused {
+            run: run.to_string(),
+            reason: e.to_string(),
+        },
+        WandbError::GraphQlRun { .. } => SinkError::Refused {
             run: run.to_string(),
             reason: e.to_string(),
         },

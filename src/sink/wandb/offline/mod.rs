@@ -36,7 +36,7 @@ pub mod artifacts;
 pub mod records;
 pub mod txlog;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -142,6 +142,27 @@ pub struct WandbOfflineSink {
     finishing: BTreeMap<String, i32>,
     /// Checkpoint versions to write as artifact records (`artifacts`).
     artifacts: Option<artifacts::ArtifactFeed>,
+    /// The MOSAIC run each run file is for: an error under one run's
+    /// directory refuses that run (`sink::fs_refusal`).
+    owners: HashMap<PathBuf, String>,
+    /// W&B ids of the runs whose rows are set aside for this sink (told
+    /// by the runner): no exit or artifact record is written for them,
+    /// their files may be what cannot be written.
+    set_aside: HashSet<String>,
+}
+
+impl WandbOfflineSink {
+    /// The error of `what` on `path`, written for MOSAIC run `run`.
+    fn run_err(&self, run: &str, path: &Path, what: &str, e: std::io::Error) -> SinkError {
+        crate::sink::fs_refusal::error(
+            "wandb-offline",
+            Some(&self.settings.dir),
+            run,
+            path,
+            what,
+            e,
+        )
+    }
 }
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> SinkError {
@@ -210,6 +231,8 @@ impl WandbOfflineSink {
             finish_inbox: inbox,
             finishing: BTreeMap::new(),
             artifacts: None,
+            owners: HashMap::new(),
+            set_aside: HashSet::new(),
         };
         (sink, handle)
     }
@@ -255,6 +278,9 @@ impl WandbOfflineSink {
             let Some(run) = self.working.runs.get(&id) else {
                 continue;
             };
+            if self.set_aside.contains(&id) {
+                continue;
+            }
             if run.finished.is_some() {
                 let reason = "the run's offline log had ended (exit record written) before the checkpoint was complete";
                 tracing::warn!(run = %f.run_id, file = %f.rel_path, reason, "checkpoint not written offline");
@@ -353,7 +379,9 @@ impl WandbOfflineSink {
         self.committed.lengths.insert(run.file.clone(), 0);
         self.working.lengths.insert(run.file.clone(), 0);
         checkpoint.save(self.state())?;
-        std::fs::create_dir_all(dir.join("files")).map_err(|e| io_err(&dir, "cannot create", e))?;
+        std::fs::create_dir_all(dir.join("files"))
+            .map_err(|e| self.run_err(&row.run_id, &dir, "cannot create", e))?;
+        self.owners.insert(run.file.clone(), row.run_id.clone());
         let mut run = run;
         run.len = txlog::FILE_HEADER.len() as u64;
         self.pending
@@ -535,6 +563,11 @@ impl WandbOfflineSink {
                 }
             }
         }
+        if let Some(r) = self.working.runs.get(&id) {
+            if !self.owners.contains_key(&r.file) {
+                self.owners.insert(r.file.clone(), row.run_id.clone());
+            }
+        }
         match &row.event {
             Some(RunEvent::Config(text)) => self.write_config(&id, text),
             Some(RunEvent::Finished(code)) => self.write_exit(&id, *code),
@@ -615,6 +648,10 @@ impl Sink for WandbOfflineSink {
         "wandb-offline"
     }
 
+    fn set_aside(&mut self, runs: &HashSet<String>) {
+        self.set_aside = runs.iter().map(|r| wandb_run_id(r)).collect();
+    }
+
     /// Writes exit records for runs whose worker exited (init mode's exit
     /// code, through the handle). Runs only with everything acknowledged,
     /// so the exit records are appended at committed lengths and committed
@@ -633,6 +670,9 @@ impl Sink for WandbOfflineSink {
         for (id, run) in &self.working.runs {
             if run.finished.is_some() {
                 self.finishing.remove(id);
+                continue;
+            }
+            if self.set_aside.contains(id) {
                 continue;
             }
             if let Some(&code) = self.finishing.get(id) {
@@ -674,7 +714,11 @@ impl Sink for WandbOfflineSink {
                     }
                     continue;
                 }
-                Err(e) => return Err(io_err(path, "cannot open", e)),
+                Err(e) => {
+                    let root = Some(self.settings.dir.as_path());
+                    crate::sink::fs_refusal::let_pass("wandb-offline", root, path, "open", e)?;
+                    continue;
+                }
             };
             if len == 0 {
                 // Created, but nothing of it was committed: remove it, so
@@ -731,19 +775,20 @@ impl Sink for WandbOfflineSink {
     async fn flush(&mut self) -> Result<Vec<u8>, SinkError> {
         for (path, bytes) in std::mem::take(&mut self.pending) {
             let committed_len = self.committed.lengths.get(&path).copied().unwrap_or(0);
+            let run = self.owners.get(&path).cloned().unwrap_or_default();
+            let err = |what: &str, e| self.run_err(&run, &path, what, e);
             let mut file = OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .open(&path)
-                .map_err(|e| io_err(&path, "cannot open", e))?;
+                .map_err(|e| err("cannot open", e))?;
             // A failed earlier attempt may have left a partial tail.
             file.set_len(committed_len)
-                .map_err(|e| io_err(&path, "cannot truncate", e))?;
+                .map_err(|e| err("cannot truncate", e))?;
             file.seek(SeekFrom::Start(committed_len))
                 .map_err(|e| io_err(&path, "cannot seek", e))?;
-            file.write_all(&bytes)
-                .map_err(|e| io_err(&path, "cannot write", e))?;
+            file.write_all(&bytes).map_err(|e| err("cannot write", e))?;
             file.sync_data()
                 .map_err(|e| io_err(&path, "cannot sync", e))?;
             if committed_len == 0 {
