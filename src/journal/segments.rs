@@ -224,6 +224,18 @@ impl Segments {
         };
         let mut st = segments.lock();
         for (id, len) in files {
+            if keep(id) {
+                // The one part of a file no block's checksum covers.
+                let path = segments.path(id);
+                let mut magic = [0u8; 8];
+                let read = File::open(&path).and_then(|f| f.read_exact_at(&mut magic, 0));
+                if read.is_err() || &magic != MAGIC {
+                    return Err(SegmentError::Damaged {
+                        what: format!("segment file {}", path.display()),
+                        detail: "it does not start as a row segment does".into(),
+                    });
+                }
+            }
             if keep(id) || !repair {
                 st.files.insert(id, len);
             } else {
