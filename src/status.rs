@@ -110,6 +110,7 @@ pub struct KindSummary {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoreStatus {
     pub path: PathBuf,
+    /// The journal's files: sled's and the row segments.
     pub size_on_disk: u64,
     /// Bytes of rows held, the figure `store.max_bytes` caps.
     pub stored_bytes: u64,

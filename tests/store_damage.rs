@@ -281,6 +281,84 @@ fn flipped_bytes_under_staged_rows_are_caught_when_the_rows_are_read() {
     });
 }
 
+/// The journal's row segment files (`journal/segments/*.seg`).
+fn segment_files(t: &Tree) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(t.store().join("journal/segments"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The rows themselves are in segment files beside sled's: every byte of
+/// them is covered by a check (the file's header, each block's sequence
+/// number, length and checksum), so any flipped byte is refused when the
+/// rows are read, and the store from then on; a segment file deleted or
+/// cut is refused when the store is opened.
+#[test]
+fn damaged_or_missing_segment_files_are_refused_never_re_shipped() {
+    let (t, expected) = shipped(
+        &[
+            ("enabled = \"auto\"", "enabled = true"),
+            ("# mode = \"online\"", "mode = \"stage\""),
+        ],
+        900,
+    );
+    let good = t.root().join("good-store");
+    copy_dir(&t.store(), &good);
+    let files = segment_files(&t);
+    assert!(!files.is_empty(), "the staged rows are in segment files");
+    let seg = files[0].file_name().unwrap().to_owned();
+    let len = std::fs::metadata(&files[0]).unwrap().len();
+    let bundle = t.root().join("bundle");
+    let variants = 13;
+    for i in 0..variants {
+        restore(&t, &good);
+        let offset = (len - 1) * i / (variants - 1);
+        let path = t.store().join("journal/segments").join(&seg);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[offset as usize] ^= 0xFF;
+        std::fs::write(&path, &bytes).unwrap();
+        let case = format!("byte {offset} of {len} of segment {seg:?} flipped");
+        let _ = std::fs::remove_dir_all(&bundle);
+        let out = bounded(&t, &["export", "--to", bundle.to_str().unwrap()]);
+        assert_refused(&t, &out, &case);
+        assert!(
+            stderr(&out).contains(&seg.to_string_lossy().to_string()),
+            "{case}: the message does not name the segment file:\n{}",
+            stderr(&out)
+        );
+        // Refused from then on, by every command.
+        let out = run_once(&t, &[]);
+        assert_refused(&t, &out, &format!("run after {case}"));
+        assert_eq!(delivered(&t, RUN), expected, "{case}: rows shipped again");
+    }
+    for (case, damage) in [
+        ("segment file deleted", None),
+        ("segment file cut by 1 byte", Some(len - 1)),
+    ] {
+        restore(&t, &good);
+        let path = t.store().join("journal/segments").join(&seg);
+        match damage {
+            None => std::fs::remove_file(&path).unwrap(),
+            Some(to) => cut(&path, to),
+        }
+        let out = run_once(&t, &[]);
+        assert_refused(&t, &out, case);
+        assert!(
+            stderr(&out).contains(&path.display().to_string()),
+            "{case}: the message does not name {}:\n{}",
+            path.display(),
+            stderr(&out)
+        );
+        assert_eq!(delivered(&t, RUN), expected, "{case}: rows shipped again");
+    }
+    assert_reset_recovers(&t, &expected, "segment file damaged");
+}
+
 #[test]
 fn db_or_conf_deleted_or_cut_are_refused_never_re_shipped() {
     let (t, expected) = shipped(&[], 900);
@@ -546,7 +624,8 @@ fn a_full_disk_under_the_store_stops_the_agent_and_nothing_is_lost_or_doubled() 
 
 /// A byte flipped inside a pending row block (rows staged for W&B) is
 /// reported when the store is opened, by `status` (which reads no row)
-/// and `run --once` alike, naming the store, the block and `--reset-store`.
+/// and `run --once` alike, naming the store, the segment file and
+/// `--reset-store`.
 #[test]
 fn a_flipped_byte_in_a_pending_row_block_is_refused_at_open() {
     let (t, expected) = shipped(
@@ -566,19 +645,14 @@ fn a_flipped_byte_in_a_pending_row_block_is_refused_at_open() {
         .cloned()
         .unwrap();
     assert!(wandb["pending"].as_u64().unwrap() > 0, "{wandb}");
-    // One byte of one block flipped through sled itself, so that sled's
-    // own checks (its page checksums) pass: only the journal's own
-    // checksum of the block can tell.
-    {
-        let db = sled::open(t.store().join("journal")).unwrap();
-        let rows = db.open_tree("rows").unwrap();
-        let (k, v) = rows.iter().next().expect("a pending row block").unwrap();
-        let mut v = v.to_vec();
-        let mid = v.len() / 2;
-        v[mid] ^= 0x01;
-        rows.insert(k, v).unwrap();
-        db.flush().unwrap();
-    }
+    // One byte in the middle of the rows' segment file flipped: the
+    // block's own checksum is what tells.
+    let files = segment_files(&t);
+    let path = files.first().expect("a segment file").clone();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
     // `status` reads no row: only the check at open can see it.
     let out = bounded(&t, &["status"]);
     assert!(!out.status.success(), "status took a damaged row block");
@@ -586,9 +660,10 @@ fn a_flipped_byte_in_a_pending_row_block_is_refused_at_open() {
     let out = run_once(&t, &[]);
     assert!(!out.status.success(), "run --once took a damaged row block");
     assert_refused(&t, &out, "a flipped byte in a pending row block");
+    let seg = path.file_name().unwrap().to_string_lossy().to_string();
     assert!(
-        stderr(&out).contains("row block #1"),
-        "the message names the block: {}",
+        stderr(&out).contains(&seg),
+        "the message names the segment file: {}",
         stderr(&out)
     );
     assert_reset_recovers(&t, &expected, "flipped row block");

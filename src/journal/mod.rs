@@ -1,10 +1,11 @@
-//! The journal: rows and file offsets committed together in sled.
+//! The journal: rows and file offsets committed together.
 //!
 //! It is the one place where the agent's progress lives. The tailer's
-//! offsets, the rows they produced and the counters describing the lines
-//! are written in one multi-tree transaction, so after a crash at any
-//! point they agree: a line is either fully journaled (row and offset) or
-//! will be read again. Sinks read rows after their own durable cursor and
+//! offsets, where the rows they produced are, and the counters describing
+//! the lines are written in one sled transaction, after the rows
+//! themselves were appended to the journal's segment files
+//! (segments.rs), so after a crash at any point they agree: a line is
+//! either fully journaled (row and offset) or will be read again. Sinks read rows after their own durable cursor and
 //! acknowledge; a row is deleted only once every enabled sink has
 //! acknowledged it. Rows carried between machines (`export`/`import`)
 //! are recorded here too (transfer.rs).
@@ -16,12 +17,13 @@ mod guard;
 pub mod marker;
 mod memo;
 pub mod requests;
+mod segments;
 mod set_aside;
 mod transfer;
 
 use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -37,13 +39,15 @@ pub use guard::reset_store;
 use guard::{expect_sled_files, read_marker};
 use marker::{Marker, Progress};
 pub use memo::Memo;
+use segments::{Flusher, Location, SegmentError, Segments};
 pub use set_aside::{RunName, SetAsideRun};
 pub use transfer::{ExportMark, ImportRecord, SourceMark};
 
 /// The journal's on-disk format version, refused when unknown. Format 2
-/// seals every value with a checksum (codec.rs); a format 1 journal is
-/// converted when it is opened.
-const FORMAT: u64 = 2;
+/// seals every value with a checksum (codec.rs); format 3 keeps row blocks
+/// in segment files instead of sled's tree (segments.rs). Journals of
+/// formats 1 and 2 are converted when they are opened.
+const FORMAT: u64 = 3;
 
 /// Errors of the store; each names the store path and what to do.
 #[derive(Debug, Error)]
@@ -129,7 +133,12 @@ pub struct SinkCursor {
 pub struct Journal {
     path: PathBuf,
     db: ManuallyDrop<sled::Db>,
-    rows: ManuallyDrop<sled::Tree>,
+    /// Where each row block is, by its first sequence number (a
+    /// [`Location`]); the blocks are in `segments`.
+    blocks: ManuallyDrop<sled::Tree>,
+    segments: Arc<Segments>,
+    /// Makes segments and sled durable in the background.
+    flusher: Option<Flusher>,
     files: ManuallyDrop<sled::Tree>,
     sinks: ManuallyDrop<sled::Tree>,
     meta: ManuallyDrop<sled::Tree>,
@@ -184,6 +193,10 @@ const NEXT_SEQ: &[u8] = b"next_seq";
 const STORED_BYTES: &[u8] = b"stored_bytes";
 const COUNTERS: &[u8] = b"counters";
 const NEXT_FILE_ID: &[u8] = b"next_file_id";
+/// The tree of row blocks before format 3 (the blocks themselves).
+const OLD_ROWS_TREE: &str = "rows";
+/// Blocks moved to segment files per transaction when converting.
+const CONVERT_BATCH: usize = 64;
 /// Stored as it is (8 bytes), not sealed: any other value is refused.
 const FORMAT_KEY: &[u8] = b"format";
 
@@ -298,7 +311,9 @@ impl Journal {
         loop {
             let opened = sled::Config::new()
                 .path(path.join("journal"))
-                .flush_every_ms(Some(200))
+                // The journal's flusher (segments.rs) flushes sled, after
+                // the segment files.
+                .flush_every_ms(None)
                 .cache_capacity(cache_bytes)
                 .open();
             match opened {
@@ -337,7 +352,8 @@ impl Journal {
         let open_err = |e: sled::Error| sled_open_error(path, "read", e);
         let meta = db.open_tree("meta").map_err(open_err)?;
         let mut fresh = false;
-        let mut convert = false;
+        // The format found, when older than this build's.
+        let mut convert = None;
         match meta.get(FORMAT_KEY).map_err(open_err)? {
             None if marker.is_some() => {
                 let m = marker.as_ref().expect("checked");
@@ -359,7 +375,7 @@ impl Journal {
                 ))
             }
             Some(v) if key_u64(&v) == Some(FORMAT) => {}
-            Some(v) if key_u64(&v) == Some(1) => convert = true,
+            Some(v) if matches!(key_u64(&v), Some(1 | 2)) => convert = key_u64(&v),
             Some(v) => {
                 return Err(refuse(format!(
                     "unknown journal format {:?} (this build reads format {FORMAT})",
@@ -373,9 +389,21 @@ impl Journal {
                 .ok()
                 .map(|m| (m.dev(), m.ino()))
         };
+        let blocks = db.open_tree("blocks").map_err(open_err)?;
+        let segments = Arc::new(open_segments(path, &blocks).map_err(|e| match e {
+            SegmentError::Io(detail) => JournalError::Io {
+                path: path.to_path_buf(),
+                op: "open the row segments",
+                detail,
+            },
+            SegmentError::Damaged { what, detail } => refuse(format!("{what}: {detail}")),
+        })?);
+        let flusher = Flusher::start(segments.clone(), db.clone(), path.to_path_buf());
         let journal = Journal {
             path: path.to_path_buf(),
-            rows: ManuallyDrop::new(db.open_tree("rows").map_err(open_err)?),
+            blocks: ManuallyDrop::new(blocks),
+            segments,
+            flusher: Some(flusher),
             files: ManuallyDrop::new(db.open_tree("files").map_err(open_err)?),
             sinks: ManuallyDrop::new(db.open_tree("sinks").map_err(open_err)?),
             imports: ManuallyDrop::new(db.open_tree("imports").map_err(open_err)?),
@@ -397,8 +425,25 @@ impl Journal {
             progress_lock: Mutex::new(()),
             db_identity,
         };
-        if convert {
-            journal.convert_from_format_1()?;
+        if let Some(from) = convert {
+            let old_rows = journal.db.open_tree(OLD_ROWS_TREE).map_err(open_err)?;
+            if from == 1 {
+                journal.convert_from_format_1(&old_rows)?;
+            }
+            journal
+                .convert_from_format_2(&old_rows)
+                .map_err(|e| match e {
+                    JournalError::Corrupt { what, detail, .. } => {
+                        refuse(format!("damaged record in {what}: {detail}"))
+                    }
+                    e => e,
+                })?;
+            drop(old_rows);
+            journal
+                .db
+                .drop_tree(OLD_ROWS_TREE)
+                .map_err(journal.io("drop the old rows tree"))?;
+            journal.flush()?;
         }
         journal.verify().map_err(|e| refuse(e.to_string()))?;
         if fresh {
@@ -442,17 +487,6 @@ impl Journal {
     /// measures it: the bytes are read at the disk's speed, the checksum
     /// costs little beside that).
     fn verify(&self) -> Result<(), JournalError> {
-        for item in self.rows.iter() {
-            let (k, v) = item.map_err(self.io("read the journal's rows"))?;
-            let block = unseal(&k, &v)
-                .map_err(|e| self.damaged(format!("row block {}", what_key(&k)), e))?;
-            if block_len(block).is_none() {
-                return Err(self.damaged(
-                    format!("row block {}", what_key(&k)),
-                    "block shorter than its count",
-                ));
-            }
-        }
         for (name, tree) in [
             ("meta", &self.meta),
             ("sinks", &self.sinks),
@@ -469,27 +503,109 @@ impl Journal {
                 })?;
             }
         }
+        for item in self.blocks.iter() {
+            let (k, v) = item.map_err(self.io("read the journal"))?;
+            let loc = self.location(&k, &v)?;
+            self.segments
+                .check(&loc)
+                .map_err(|e| self.damaged(block_what(&k, &loc), e))?;
+            let block = self
+                .segments
+                .read(key_u64(&k).unwrap_or_default(), &loc)
+                .map_err(|e| self.segment_error("read a row block", e))?;
+            if block_len(&block).is_none() {
+                return Err(self.damaged(block_what(&k, &loc), "block shorter than its count"));
+            }
+        }
         self.files()?;
         self.counters()?;
         Ok(())
     }
 
+    /// A block's recorded location, checked against its checksum.
+    fn location(&self, key: &[u8], stored: &[u8]) -> Result<Location, JournalError> {
+        let what = || format!("the location of the rows from #{}", what_key(key));
+        let v = unseal(key, stored).map_err(|e| self.damaged(what(), e))?;
+        Location::decode(v).map_err(|e| self.damaged(what(), e))
+    }
+
+    fn segment_error(&self, op: &'static str, e: SegmentError) -> JournalError {
+        match e {
+            SegmentError::Io(detail) => self.fatal(JournalError::Io {
+                path: self.path.clone(),
+                op,
+                detail,
+            }),
+            SegmentError::Damaged { what, detail } => self.damaged(what, detail),
+        }
+    }
+
+    /// Moves the blocks of a format 2 journal (values in the `rows` tree)
+    /// to segment files, a batch per transaction, then marks the journal
+    /// format 3. Interrupted, it goes on at the next open: the blocks
+    /// moved are recorded in `blocks`, the rest are still in `rows`.
+    fn convert_from_format_2(&self, old: &sled::Tree) -> Result<(), JournalError> {
+        let mut moved = 0u64;
+        loop {
+            let batch: Vec<(sled::IVec, sled::IVec)> = old
+                .iter()
+                .take(CONVERT_BATCH)
+                .collect::<Result<_, _>>()
+                .map_err(self.io("read the journal"))?;
+            if batch.is_empty() {
+                break;
+            }
+            let mut st = self.segments.lock();
+            let mut placed = Vec::with_capacity(batch.len());
+            let mut was = 0u64;
+            for (k, v) in &batch {
+                let what = || format!("rows from #{} (journal key {0})", what_key(k));
+                let block = unseal(k, v).map_err(|e| self.damaged(what(), e))?;
+                let first = key_u64(k).ok_or_else(|| self.damaged(what(), "a key of 8 bytes"))?;
+                let loc = st
+                    .append(&self.segments, first, block)
+                    .map_err(|e| self.segment_error("convert the journal to format 3", e))?;
+                was += 8 + v.len() as u64;
+                placed.push((k.clone(), loc));
+            }
+            (old, &*self.blocks, &*self.meta)
+                .transaction(|(old_t, blocks_t, meta_t)| {
+                    let mut bytes = tx_u64(meta_t, STORED_BYTES)?.saturating_sub(was);
+                    for (k, loc) in &placed {
+                        old_t.remove(k)?;
+                        tx_put(blocks_t, k, &loc.encode())?;
+                        bytes += loc.len;
+                    }
+                    tx_put(meta_t, STORED_BYTES, &u64_key(bytes))?;
+                    Ok(())
+                })
+                .map_err(|e| self.tx_err("convert the journal to format 3", e))?;
+            drop(st);
+            moved += batch.len() as u64;
+        }
+        self.meta
+            .insert(FORMAT_KEY, &u64_key(FORMAT))
+            .map_err(self.io("convert the journal to format 3"))?;
+        tracing::info!(store = %self.path.display(), blocks = moved, "journal converted to format 3 (row blocks in segment files)");
+        Ok(())
+    }
+
     /// Seals every value of a format 1 journal (stored without
     /// checksums), in one transaction.
-    fn convert_from_format_1(&self) -> Result<(), JournalError> {
+    fn convert_from_format_1(&self, old_rows: &sled::Tree) -> Result<(), JournalError> {
         let collect = |tree: &sled::Tree| -> Result<Vec<(sled::IVec, sled::IVec)>, JournalError> {
             tree.iter()
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(self.io("read the journal"))
         };
-        let rows = collect(&self.rows)?;
+        let rows = collect(old_rows)?;
         let files = collect(&self.files)?;
         let sinks = collect(&self.sinks)?;
         let meta = collect(&self.meta)?;
         let imports = collect(&self.imports)?;
         let stored: u64 = rows.iter().map(|(_, v)| 8 + v.len() as u64 + 4).sum();
         (
-            &*self.rows,
+            old_rows,
             &*self.files,
             &*self.sinks,
             &*self.meta,
@@ -512,11 +628,10 @@ impl Journal {
                     }
                 }
                 tx_put(meta_t, STORED_BYTES, &u64_key(stored))?;
-                meta_t.insert(FORMAT_KEY, &u64_key(FORMAT))?;
+                meta_t.insert(FORMAT_KEY, &u64_key(2))?;
                 Ok(())
             })
             .map_err(|e| self.tx_err("convert the journal to format 2", e))?;
-        self.flush()?;
         tracing::info!(store = %self.path.display(), "journal converted to format 2 (checksums on every record)");
         Ok(())
     }
@@ -682,7 +797,7 @@ impl Journal {
             return Ok(());
         }
         let first = self
-            .rows
+            .blocks
             .first()
             .map_err(self.io("read rows"))?
             .and_then(|(k, _)| key_u64(&k));
@@ -782,15 +897,31 @@ impl Journal {
         self.live()?;
         let block = (!rows.is_empty()).then(|| encode_block(rows));
         let file_json = file.map(|f| serde_json::to_vec(f).expect("file state serialises"));
-        let last = (&*self.rows, &*self.files, &*self.meta)
-            .transaction(|(rows_t, files_t, meta_t)| {
+        // Held until the transaction recording the block is done (see
+        // segments.rs).
+        let mut segments = self.segments.lock();
+        let placed = match &block {
+            Some(block) => {
+                let first = self.meta_u64(NEXT_SEQ)?.max(1);
+                let loc = segments
+                    .append(&self.segments, first, block)
+                    .map_err(|e| self.segment_error("append rows", e))?;
+                Some((first, loc))
+            }
+            None => None,
+        };
+        let last = (&*self.blocks, &*self.files, &*self.meta)
+            .transaction(|(blocks_t, files_t, meta_t)| {
                 let mut next = tx_u64(meta_t, NEXT_SEQ)?.max(1);
                 let mut bytes = tx_u64(meta_t, STORED_BYTES)?;
-                if let Some(block) = &block {
-                    let key = u64_key(next);
-                    let sealed = seal(&key, block);
-                    bytes += 8 + sealed.len() as u64;
-                    rows_t.insert(&key, sealed)?;
+                if let Some((first, loc)) = &placed {
+                    if *first != next {
+                        return Err(ConflictableTransactionError::Abort(TxAbort::Refused(
+                            format!("rows were committed from #{next} meanwhile, not #{first}"),
+                        )));
+                    }
+                    bytes += loc.len;
+                    tx_put(blocks_t, &u64_key(next), &loc.encode())?;
                     next += rows.len() as u64;
                 }
                 if let (Some(file), Some(json)) = (file, &file_json) {
@@ -816,6 +947,7 @@ impl Journal {
                 Ok(next - 1)
             })
             .map_err(|e| self.tx_err("commit rows", e))?;
+        drop(segments);
         self.last_seq.send_replace(last);
         Ok(last)
     }
@@ -829,16 +961,22 @@ impl Journal {
         Ok(())
     }
 
-    /// The rows of a stored block, checked against its checksum.
-    fn block_rows(&self, key: &[u8], stored: &[u8]) -> Result<Vec<Row>, JournalError> {
-        let block = unseal(key, stored).map_err(|e| self.damaged(block_what(key, stored), e))?;
-        decode_block(block).map_err(|e| self.damaged(block_what(key, stored), e))
-    }
-
-    /// The row count of a stored block, checked against its checksum.
-    fn checked_block_len(&self, key: &[u8], stored: &[u8]) -> Result<u64, JournalError> {
-        let block = unseal(key, stored).map_err(|e| self.damaged(block_what(key, stored), e))?;
-        Ok(block_len(block).unwrap_or(0))
+    /// The rows of the block recorded at `loc`, read from its segment and
+    /// checked against its checksum.
+    fn block_rows(&self, key: &[u8], loc: &Location) -> Result<Vec<Row>, JournalError> {
+        let first = key_u64(key).unwrap_or_default();
+        let block = self
+            .segments
+            .read(first, loc)
+            .map_err(|e| self.segment_error("read rows", e))?;
+        let rows = decode_block(&block).map_err(|e| self.damaged(block_what(key, loc), e))?;
+        if rows.len() as u64 != loc.rows {
+            return Err(self.damaged(
+                block_what(key, loc),
+                format!("{} rows in the block, {} recorded", rows.len(), loc.rows),
+            ));
+        }
+        Ok(rows)
     }
 
     /// Rows after `after`, in sequence order: whole blocks (one per ingest
@@ -851,25 +989,26 @@ impl Journal {
         let want = after.saturating_add(1);
         // The block holding `want` starts at or before it.
         let start = match self
-            .rows
+            .blocks
             .range(..=u64_key(want))
             .next_back()
             .transpose()
             .map_err(self.io("read rows"))?
         {
-            Some((k, v)) if key_u64(&k).unwrap_or(0) + self.checked_block_len(&k, &v)? > want => {
+            Some((k, v)) if key_u64(&k).unwrap_or(0) + self.location(&k, &v)?.rows > want => {
                 key_u64(&k).unwrap_or(want)
             }
             _ => want,
         };
         let mut out = Vec::new();
-        for item in self.rows.range(u64_key(start)..) {
+        for item in self.blocks.range(u64_key(start)..) {
             if out.len() >= max {
                 break;
             }
             let (k, v) = item.map_err(self.io("read rows"))?;
             let first = key_u64(&k).unwrap_or_default();
-            for (i, row) in self.block_rows(&k, &v)?.into_iter().enumerate() {
+            let loc = self.location(&k, &v)?;
+            for (i, row) in self.block_rows(&k, &loc)?.into_iter().enumerate() {
                 let seq = first + i as u64;
                 if seq >= want {
                     out.push(Entry { seq, row });
@@ -935,13 +1074,14 @@ impl Journal {
         let upto = self.min_cursor()?;
         let mut keys = Vec::new();
         let mut freed = 0u64;
-        for item in self.rows.range(..=u64_key(upto)) {
+        for item in self.blocks.range(..=u64_key(upto)) {
             let (k, v) = item.map_err(self.io("read rows"))?;
-            let last = key_u64(&k).unwrap_or(0) + self.checked_block_len(&k, &v)? - 1;
+            let loc = self.location(&k, &v)?;
+            let last = key_u64(&k).unwrap_or(0) + loc.rows.max(1) - 1;
             if last > upto {
                 break; // partly acknowledged: kept until all of it is
             }
-            freed += 8 + v.len() as u64;
+            freed += loc.len;
             keys.push(k);
             if keys.len() >= 10_000 {
                 self.delete_rows(&keys, freed)?;
@@ -952,16 +1092,37 @@ impl Journal {
         if !keys.is_empty() {
             self.delete_rows(&keys, freed)?;
         }
+        self.release_segments()?;
         self.acked.send_replace(upto);
         Ok(())
     }
 
+    /// Deletes the segment files no recorded block is in any more, once
+    /// sled has made the removal of their blocks durable: a crash then
+    /// cannot bring back a location in a file that is gone.
+    fn release_segments(&self) -> Result<(), JournalError> {
+        let mut st = self.segments.lock();
+        let oldest = match self.blocks.first().map_err(self.io("read rows"))? {
+            Some((k, v)) => Some(self.location(&k, &v)?.segment),
+            None => None,
+        };
+        let unused = st.unused(oldest);
+        if unused.is_empty() {
+            return Ok(());
+        }
+        st.sync(&self.segments)
+            .map_err(|e| self.segment_error("sync the row segments", SegmentError::Io(e)))?;
+        self.db.flush().map_err(self.io("flush"))?;
+        st.delete(&self.segments, &unused)
+            .map_err(|e| self.segment_error("delete delivered rows", SegmentError::Io(e)))
+    }
+
     fn delete_rows(&self, keys: &[sled::IVec], freed: u64) -> Result<(), JournalError> {
         self.live()?;
-        (&*self.rows, &*self.meta)
-            .transaction(|(rows_t, meta_t)| {
+        (&*self.blocks, &*self.meta)
+            .transaction(|(blocks_t, meta_t)| {
                 for k in keys {
-                    rows_t.remove(k)?;
+                    blocks_t.remove(k)?;
                 }
                 let bytes = tx_u64(meta_t, STORED_BYTES)?;
                 tx_put(meta_t, STORED_BYTES, &u64_key(bytes.saturating_sub(freed)))?;
@@ -992,18 +1153,29 @@ impl Journal {
     /// Makes everything committed so far durable on disk.
     pub fn flush(&self) -> Result<(), JournalError> {
         self.live()?;
+        // The segments first, under their lock: sled then records no block
+        // whose bytes are not durable (segments.rs).
+        let mut st = self.segments.lock();
+        st.sync(&self.segments)
+            .map_err(|e| self.segment_error("sync the row segments", SegmentError::Io(e)))?;
         self.db.flush().map_err(self.io("flush"))?;
         Ok(())
     }
 
+    /// The store's files: sled's and the row segments.
     pub fn size_on_disk(&self) -> Result<u64, JournalError> {
-        self.db.size_on_disk().map_err(self.io("measure"))
+        let sled = self.db.size_on_disk().map_err(self.io("measure"))?;
+        Ok(sled + self.segments.bytes())
     }
 }
 
 impl Drop for Journal {
     fn drop(&mut self) {
-        if self.failed.borrow().is_some() {
+        let failed = self.failed.borrow().is_some();
+        if let Some(mut f) = self.flusher.take() {
+            f.stop(!failed);
+        }
+        if failed {
             // sled's handles flush when the last one goes, and after a
             // write error (a full disk) sled 0.34.7's flush waits forever
             // for a write it will never make: the agent would hang instead
@@ -1013,8 +1185,11 @@ impl Drop for Journal {
         }
         // SAFETY: each handle is dropped once, here, and never used again
         // (`self` is being dropped).
+        if let Err(e) = self.segments.lock().sync(&self.segments) {
+            tracing::error!(store = %self.path.display(), error = %e, "the row segments could not be synced on close");
+        }
         unsafe {
-            ManuallyDrop::drop(&mut self.rows);
+            ManuallyDrop::drop(&mut self.blocks);
             ManuallyDrop::drop(&mut self.files);
             ManuallyDrop::drop(&mut self.sinks);
             ManuallyDrop::drop(&mut self.meta);
@@ -1028,14 +1203,37 @@ impl Drop for Journal {
     }
 }
 
-/// A stored block, in words: its rows (as far as its count can be
-/// trusted) and its key.
-fn block_what(key: &[u8], stored: &[u8]) -> String {
+/// A recorded block, in words: its rows and where they are.
+fn block_what(key: &[u8], loc: &Location) -> String {
     let first = key_u64(key).unwrap_or_default();
-    match block_len(stored) {
-        Some(n) if n > 0 => format!("rows #{first}..#{} (journal key {first})", first + n - 1),
-        _ => format!("the rows from #{first} (journal key {first})"),
+    let at = format!(
+        "segment {} at byte {}",
+        segments::file_name(loc.segment),
+        loc.offset
+    );
+    match loc.rows {
+        n if n > 0 => format!("rows #{first}..#{} ({at})", first + n - 1),
+        _ => format!("the rows from #{first} ({at})"),
     }
+}
+
+/// The segment files of the store at `path`, checked against the first
+/// and last block `blocks` records, and repaired after a crash.
+fn open_segments(path: &Path, blocks: &sled::Tree) -> Result<Segments, SegmentError> {
+    let read = |item: sled::Result<Option<(sled::IVec, sled::IVec)>>| -> Result<Option<Location>, SegmentError> {
+        let Some((k, v)) = item.map_err(|e| SegmentError::Io(e.to_string()))? else {
+            return Ok(None);
+        };
+        let damaged = |detail: String| SegmentError::Damaged {
+            what: format!("the location of the rows from #{}", what_key(&k)),
+            detail,
+        };
+        let v = unseal(&k, &v).map_err(damaged)?;
+        Location::decode(v).map(Some).map_err(damaged)
+    };
+    let first = read(blocks.first())?;
+    let last = read(blocks.last())?;
+    Segments::open(&path.join("journal/segments"), first, last, true)
 }
 
 /// sled's error while opening the store: a full disk, a read-only file
@@ -1293,14 +1491,20 @@ mod tests {
             let j = Journal::open(&store, &["jsonl"]).unwrap();
             j.commit_events(&[row(3), row(4)]).unwrap();
             // One bit of the block of #3..#4 flipped, as a disk would.
-            let mut v = j.rows.get(u64_key(3)).unwrap().unwrap().to_vec();
-            v[6] ^= 0x10;
-            j.rows.insert(u64_key(3), v).unwrap();
+            let v = j.blocks.get(u64_key(3)).unwrap().unwrap();
+            let loc = Location::decode(unseal(&u64_key(3), &v).unwrap()).unwrap();
+            let seg = j.segments.path(loc.segment);
+            let mut bytes = std::fs::read(&seg).unwrap();
+            bytes[loc.offset as usize + 20] ^= 0x10;
+            std::fs::write(&seg, bytes).unwrap();
             let err = j.read_after(2, 10).unwrap_err();
             assert!(matches!(err, JournalError::Corrupt { .. }), "{err}");
             let msg = err.to_string();
             assert!(
-                msg.contains("rows #3..#4") && msg.contains("checksum"),
+                msg.contains("rows #3..#4")
+                    && msg.contains("checksum")
+                    && msg.contains(&seg.display().to_string())
+                    && msg.contains("--reset-store"),
                 "{msg}"
             );
             assert!(j.failure().is_some());
@@ -1407,6 +1611,165 @@ mod tests {
         j.ack("jsonl", 2, vec![]).unwrap();
         assert_eq!(j.stored_bytes().unwrap(), 0, "accounting stays exact");
         assert_eq!(marker::read(&store).unwrap().unwrap().store_id, "0123");
+    }
+
+    /// Rows of about 1 KiB each, so that a few commits fill a segment.
+    fn wide_rows(from: i64, n: i64) -> Vec<Row> {
+        (from..from + n)
+            .map(|step| {
+                let mut r = row(step);
+                r.values = (0..40)
+                    .map(|i| (format!("metric/{i:03}"), step as f64))
+                    .collect();
+                r
+            })
+            .collect()
+    }
+
+    fn segment_files(store: &Path) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = std::fs::read_dir(store.join("journal/segments"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn delivered_rows_give_their_segment_files_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let j = Journal::open(&store, &["a"]).unwrap();
+        let mut last = 0;
+        while j.segments.bytes() < 2 * segments::RETIRE_BYTES {
+            last = j.commit_events(&wide_rows(last as i64 + 1, 500)).unwrap();
+        }
+        assert_eq!(segment_files(&store).len(), 1);
+        j.ack("a", last / 2, vec![]).unwrap();
+        assert_eq!(
+            segment_files(&store).len(),
+            1,
+            "half of it is still pending"
+        );
+        assert!(j.stored_bytes().unwrap() > 0);
+        j.ack("a", last, vec![]).unwrap();
+        assert_eq!(j.stored_bytes().unwrap(), 0);
+        assert!(segment_files(&store).is_empty(), "every row delivered");
+        assert_eq!(j.segments.bytes(), 0);
+        // A short active segment is kept for the next rows, and deleted by
+        // the next open once delivered.
+        let last = j.commit_events(&wide_rows(1, 10)).unwrap();
+        j.ack("a", last, vec![]).unwrap();
+        assert_eq!(segment_files(&store).len(), 1);
+        drop(j);
+        let j = Journal::open(&store, &["a"]).unwrap();
+        assert!(segment_files(&store).is_empty());
+        assert_eq!(j.size_on_disk().unwrap(), j.db.size_on_disk().unwrap());
+    }
+
+    #[test]
+    fn what_a_crash_leaves_past_the_last_commit_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        {
+            let j = Journal::open(&store, &["a"]).unwrap();
+            j.commit_events(&[row(1), row(2)]).unwrap();
+        }
+        let seg = segment_files(&store).pop().unwrap();
+        let len = std::fs::metadata(&seg).unwrap().len();
+        // An append whose transaction never committed, and a segment
+        // started for it.
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes.extend_from_slice(&[0xEE; 300]);
+        std::fs::write(&seg, bytes).unwrap();
+        let orphan = store.join("journal/segments").join(segments::file_name(3));
+        std::fs::write(&orphan, b"half a block").unwrap();
+        let j = Journal::open(&store, &["a"]).unwrap();
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+        assert!(!orphan.exists());
+        assert_eq!(j.commit_events(&[row(3)]).unwrap(), 3);
+        let seqs: Vec<u64> = j.read_after(0, 10).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_segment_file_missing_or_cut_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        used_store(&store);
+        let seg = segment_files(&store).pop().unwrap();
+        let copy = dir.path().join("missing");
+        copy_dir(&store, &copy);
+        std::fs::remove_file(copy.join("journal/segments").join(seg.file_name().unwrap())).unwrap();
+        let msg = refusal(&copy);
+        assert!(msg.contains("is missing") && msg.contains(".seg"), "{msg}");
+        let copy = dir.path().join("cut");
+        copy_dir(&store, &copy);
+        let cut = copy.join("journal/segments").join(seg.file_name().unwrap());
+        let len = std::fs::metadata(&cut).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&cut)
+            .unwrap()
+            .set_len(len - 1)
+            .unwrap();
+        let msg = refusal(&copy);
+        assert!(msg.contains(&cut.display().to_string()), "{msg}");
+    }
+
+    #[test]
+    fn a_format_2_journal_moves_its_rows_to_segment_files_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        {
+            // What format 2 wrote: sealed blocks in the `rows` tree.
+            let db = sled::open(store.join("journal")).unwrap();
+            let meta = db.open_tree("meta").unwrap();
+            let rows = db.open_tree(OLD_ROWS_TREE).unwrap();
+            let mut stored = 0;
+            for (first, block) in [
+                (1u64, encode_block(&[row(1), row(2)])),
+                (3, encode_block(&[row(3)])),
+            ] {
+                let sealed = seal(&u64_key(first), &block);
+                stored += 8 + sealed.len() as u64;
+                rows.insert(u64_key(first), sealed).unwrap();
+            }
+            meta.insert(FORMAT_KEY, &u64_key(2)).unwrap();
+            for (k, v) in [(NEXT_SEQ, u64_key(4)), (STORED_BYTES, u64_key(stored))] {
+                meta.insert(k, seal(k, &v)).unwrap();
+            }
+            let mut cursor = u64_key(1).to_vec();
+            cursor.extend_from_slice(b"st");
+            db.open_tree("sinks")
+                .unwrap()
+                .insert("jsonl", seal(b"jsonl", &cursor))
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let j = Journal::open(&store, &["jsonl"]).unwrap();
+        assert!(!j
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| &**n == OLD_ROWS_TREE.as_bytes()));
+        assert_eq!(
+            j.meta.get(FORMAT_KEY).unwrap().as_deref(),
+            Some(&u64_key(FORMAT)[..])
+        );
+        assert_eq!(j.last_seq().unwrap(), 3);
+        assert_eq!(j.cursor("jsonl").unwrap().state, b"st");
+        let rows: Vec<Row> = j
+            .read_after(1, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.row)
+            .collect();
+        assert_eq!(rows, [row(2), row(3)]);
+        assert_eq!(j.stored_bytes().unwrap(), j.segments.bytes() - 8);
+        j.ack("jsonl", 3, vec![]).unwrap();
+        assert_eq!(j.stored_bytes().unwrap(), 0, "accounting stays exact");
     }
 
     fn copy_dir(from: &Path, to: &Path) {

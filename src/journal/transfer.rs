@@ -226,8 +226,24 @@ impl Journal {
             bundle_id: record.bundle_id.clone(),
         })
         .expect("source mark serialises");
-        let done = (&*self.rows, &*self.meta, &*self.imports)
-            .transaction(|(rows_t, meta_t, imports_t)| {
+        // The blocks go to the segment files first, their locations into
+        // the transaction, under the segments' lock (segments.rs). Should
+        // the transaction refuse the bundle, the bytes appended are
+        // recorded nowhere: later blocks go after them, and they go with
+        // their segment (or the next open cuts them off).
+        let mut segments = self.segments.lock();
+        let first = self.meta_u64(NEXT_SEQ)?.max(1);
+        let mut placed = Vec::with_capacity(blocks.len());
+        let mut next = first;
+        for block in blocks {
+            let loc = segments
+                .append(&self.segments, next, block)
+                .map_err(|e| self.segment_error("import rows", e))?;
+            placed.push((next, loc));
+            next += block_len(block).unwrap_or_default();
+        }
+        let done = (&*self.blocks, &*self.meta, &*self.imports)
+            .transaction(|(blocks_t, meta_t, imports_t)| {
                 if imports_t.get(&bundle)?.is_some() {
                     return Err(ConflictableTransactionError::Abort(TxAbort::Refused(
                         format!("bundle {} is already imported", record.bundle_id),
@@ -249,15 +265,15 @@ impl Journal {
                         )));
                     }
                 }
-                let first = tx_u64(meta_t, NEXT_SEQ)?.max(1);
-                let mut next = first;
+                if tx_u64(meta_t, NEXT_SEQ)?.max(1) != first {
+                    return Err(ConflictableTransactionError::Abort(TxAbort::Refused(
+                        "rows were committed meanwhile".into(),
+                    )));
+                }
                 let mut bytes = tx_u64(meta_t, STORED_BYTES)?;
-                for block in blocks {
-                    let key = u64_key(next);
-                    let sealed = seal(&key, block);
-                    bytes += 8 + sealed.len() as u64;
-                    rows_t.insert(&key, sealed)?;
-                    next += block_len(block).unwrap_or_default();
+                for (seq, loc) in &placed {
+                    bytes += loc.len;
+                    tx_put(blocks_t, &u64_key(*seq), &loc.encode())?;
                 }
                 let mut done = record.clone();
                 done.local_first = first;
@@ -273,6 +289,7 @@ impl Journal {
                 Ok(done)
             })
             .map_err(|e| self.tx_err("import rows", e))?;
+        drop(segments);
         self.last_seq.send_replace(done.local_last);
         Ok(done)
     }
@@ -324,8 +341,8 @@ mod tests {
         assert_eq!(*j.subscribe_rows().borrow(), 3);
         assert_eq!(
             j.stored_bytes().unwrap(),
-            16 + 8 + (b1.len() + b2.len()) as u64,
-            "keys, blocks and their checksums"
+            2 * (12 + 4) + (b1.len() + b2.len()) as u64,
+            "record headers, blocks and their checksums"
         );
         let rows: Vec<Row> = j
             .read_after(0, 10)
