@@ -745,7 +745,7 @@ fn export(config: Config, to: &Path) -> anyhow::Result<()> {
                 eprintln!("mosaic-shipper: warning: {w}");
             }
             println!(
-                "exported {} rows (#{}..#{} of store {}; runs {}) to bundle {}\n\
+                "exported {} rows (#{}..#{} of store {}; runs {}){} to bundle {}\n\
                  They no longer wait for W&B here. On the connected machine: \
                  mosaic-shipper import {}",
                 manifest.rows,
@@ -753,6 +753,11 @@ fn export(config: Config, to: &Path) -> anyhow::Result<()> {
                 manifest.seq.last,
                 store.display(),
                 manifest.runs.join(", "),
+                if manifest.artifacts.is_empty() {
+                    String::new()
+                } else {
+                    format!(" and {} checkpoint versions", manifest.artifacts.len())
+                },
                 dir.display(),
                 dir.display()
             );
@@ -775,9 +780,18 @@ fn import(config: Config, dir: &Path, allow_gap: bool) -> anyhow::Result<()> {
     } else {
         String::new()
     };
+    let checkpoints = if done.checkpoints > 0 {
+        format!(
+            "\n{} checkpoint versions were copied into the store; they are logged to W&B as \
+             model artifacts by `mosaic-shipper sync` or the online W&B sink",
+            done.checkpoints
+        )
+    } else {
+        String::new()
+    };
     println!(
         "imported {} rows (#{}..#{} of journal {} on {}) from bundle {} into store {} as rows \
-         #{}..#{}{skipped}\nThey go to: {}",
+         #{}..#{}{skipped}\nThey go to: {}{checkpoints}",
         r.rows,
         r.first,
         r.last,

@@ -469,3 +469,171 @@ fn offline_checkpoints_are_logged_by_the_real_wandb_sync() {
         summary(&fixture["wandb_sync"]["versions"])
     );
 }
+
+/// A staged store's config in `dir` (checkpoints under its own runs dir).
+fn staged_config(dir: &Path, standin: &StandIn) -> PathBuf {
+    let path = write_config(dir, &standin.base_url(), "mode = \"stage\"\n");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[artifacts]\nruns_dir = \"{}\"\nsettle_ms = 300\npoll_interval_ms = 100\n",
+        dir.join("var/trainer/runs").display()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn states(dir: &Path, cfg: &Path) -> Vec<String> {
+    let out = harness::shipper(dir, "status", cfg, &["--json"])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["state"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `export` on an air-gapped machine (A) carries the checkpoint files in
+/// the bundle, with their SHA-256 in the manifest; `import` on another
+/// (B) checks them and `sync` there logs the same versions as the online
+/// agent does, though A's files are gone by then. A damaged checkpoint
+/// in a bundle is refused.
+#[test]
+fn bundles_carry_checkpoints_and_sync_logs_them_elsewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let standin = StandIn::start();
+    let cfg_a = staged_config(&a, &standin);
+    let cfg_b = staged_config(&b, &standin);
+    harness::gen_logs(&a, RUN, 20, 1);
+    // The SDK script's three checkpoints (A, A, B), each in its own
+    // directory (staged, a version is read from its file when exported:
+    // one rewritten in place before that is not carried).
+    let run_dir = a.join("var/trainer/runs").join(RUN);
+    for (i, content) in [b"checkpoint A\n", b"checkpoint A\n", b"checkpoint B\n"]
+        .iter()
+        .enumerate()
+    {
+        let p = run_dir.join(format!("checkpoints/checkpoint_00000{i}/model.pth"));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        write(&p, &content.repeat(1000));
+        harness::run_once(&a, &cfg_a);
+    }
+    assert_eq!(states(&a, &cfg_a), ["pending", "pending", "pending"]);
+
+    let bundle = tmp.path().join("bundle");
+    let out = harness::shipper(&a, "export", &cfg_a, &["--to", bundle.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}\n{}", harness::stderr_logs(&a));
+    assert!(said.contains("and 3 checkpoint versions"), "{said}");
+    assert_eq!(states(&a, &cfg_a), ["exported", "exported", "exported"]);
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    let carried = manifest["artifacts"].as_array().unwrap();
+    assert_eq!(carried.len(), 3);
+    for c in carried {
+        let file = c["file"].as_str().unwrap();
+        let bytes = std::fs::read(bundle.join(file)).unwrap();
+        let entry = manifest["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == file)
+            .unwrap();
+        assert_eq!(entry["sha256"], support::artifacts::sha256_hex(&bytes));
+        assert_eq!(c["md5_b64"], support::artifacts::md5_b64(&bytes));
+        assert!(c["rel_path"].as_str().unwrap().ends_with("/model.pth"));
+    }
+    // The run directory's checkpoint is gone: B has only the bundle.
+    std::fs::remove_dir_all(run_dir.join("checkpoints")).unwrap();
+
+    // A damaged checkpoint (same length, one byte changed) is refused.
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    for e in std::fs::read_dir(&bundle).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), bad.join(e.file_name())).unwrap();
+    }
+    let victim = bad.join(carried[1]["file"].as_str().unwrap());
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&victim, bytes).unwrap();
+    let out = harness::shipper(&b, "import", &cfg_b, &[bad.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("SHA-256 mismatch") && err.contains(carried[1]["file"].as_str().unwrap()),
+        "{err}"
+    );
+
+    let out = harness::shipper(&b, "import", &cfg_b, &[bundle.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}\n{}", harness::stderr_logs(&b));
+    assert!(said.contains("3 checkpoint versions were copied"), "{said}");
+    assert_eq!(states(&b, &cfg_b), ["pending", "pending", "pending"]);
+    let mut child = harness::spawn(&mut harness::shipper(&b, "sync", &cfg_b, &[]));
+    assert!(wait_child(&mut child, Duration::from_secs(120)).success());
+    assert_eq!(states(&b, &cfg_b), ["uploaded", "deduplicated", "uploaded"]);
+
+    // The versions the online agent leaves (tests/fixtures' SDK run).
+    let fixture = sdk::artifacts_fixture();
+    let summary = |v: &Value| -> Vec<Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                serde_json::json!([
+                    v["collection"],
+                    v["version"],
+                    v["aliases"],
+                    v["digest"],
+                    v["state"],
+                    v["run"],
+                    v["files"]
+                ])
+            })
+            .collect()
+    };
+    assert_eq!(
+        summary(&support::artifacts::versions(&standin)),
+        summary(&fixture["online"]["versions"])
+    );
+    assert_eq!(creates(&standin), 3);
+    // The store's copies are deleted once logged.
+    let copies: Vec<_> = walk(&b.join("store/checkpoints"));
+    assert!(copies.is_empty(), "{copies:?}");
+    // A second sync logs nothing again.
+    let mut child = harness::spawn(&mut harness::shipper(&b, "sync", &cfg_b, &[]));
+    assert!(wait_child(&mut child, Duration::from_secs(120)).success());
+    assert_eq!(creates(&standin), 3);
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}

@@ -242,7 +242,7 @@ impl ArtifactShipper {
     }
 
     fn path_of(&self, f: &ArtifactFile) -> PathBuf {
-        self.cfg.runs_dir.join(&f.run_id).join(&f.rel_path)
+        f.path(&self.cfg.runs_dir)
     }
 
     /// Moves one version through its states to Done (or Skipped).
@@ -254,7 +254,7 @@ impl ArtifactShipper {
                 .await
                 .expect("hashing does not panic");
             match hashed {
-                Ok((md5, n)) if n == f.size && unchanged(&path, &f) => f.md5_b64 = Some(md5),
+                Ok((md5, n)) if n == f.size && f.unchanged(&path) => f.md5_b64 = Some(md5),
                 Ok(_) => return self.skip(f, "the file changed while it was read"),
                 Err(e) => return self.skip(f, &format!("cannot read it: {e}")),
             }
@@ -347,6 +347,7 @@ impl ArtifactShipper {
                         deduplicated: true,
                     };
                     self.journal.put_artifact_file(&f)?;
+                    drop_stored(&f);
                     return Ok(());
                 }
                 f.state = ArtifactState::Created {
@@ -365,7 +366,7 @@ impl ArtifactShipper {
                 .await?;
         if let Some(to) = upload {
             protocol::put_file(http, &t, &to, path, f.size).await?;
-            if !unchanged(path, &f) {
+            if !f.unchanged(path) {
                 // What was sent may not be what was hashed: never commit it.
                 return self.skip(f, "the file changed while it was uploaded");
             }
@@ -390,6 +391,7 @@ impl ArtifactShipper {
             deduplicated: false,
         };
         self.journal.put_artifact_file(&f)?;
+        drop_stored(&f);
         Ok(())
     }
 
@@ -421,11 +423,14 @@ pub async fn ship_staged(
     Ok((before - after, after))
 }
 
-/// The file still has the size and modification time it was found with.
-fn unchanged(path: &Path, f: &ArtifactFile) -> bool {
-    std::fs::metadata(path)
-        .map(|m| m.len() == f.size && crate::source::artifacts::mtime_ns(&m) == f.mtime_ns)
-        .unwrap_or(false)
+/// Deletes the store's copy of a version logged (imported from a bundle):
+/// W&B has it now, and the store should not grow by every checkpoint.
+fn drop_stored(f: &ArtifactFile) {
+    if let Some(p) = &f.stored {
+        if let Err(e) = std::fs::remove_file(p) {
+            tracing::warn!(file = %p, error = %e, "cannot delete the store's copy of a logged checkpoint");
+        }
+    }
 }
 
 fn record(c: &CompleteFile, seq: u64) -> ArtifactFile {
@@ -438,5 +443,6 @@ fn record(c: &CompleteFile, seq: u64) -> ArtifactFile {
         step: step_in_name(&c.rel_path),
         state: ArtifactState::Pending,
         seq,
+        stored: None,
     }
 }

@@ -264,15 +264,13 @@ impl WandbOfflineSink {
                 feed.journal.put_artifact_file(&f)?;
                 continue;
             }
-            let src = feed.cfg.runs_dir.join(&f.run_id).join(&f.rel_path);
+            let src = f.path(&feed.cfg.runs_dir);
             let dest = artifacts::staged_path(&run.dir, &f);
             let (s2, d2) = (src.clone(), dest.clone());
             let copied = tokio::task::spawn_blocking(move || artifacts::stage_copy(&s2, &d2))
                 .await
                 .expect("copying does not panic");
-            let same = std::fs::metadata(&src).is_ok_and(|m| {
-                m.len() == f.size && crate::source::artifacts::mtime_ns(&m) == f.mtime_ns
-            });
+            let same = f.unchanged(&src);
             let md5 = match copied {
                 Ok((md5, n))
                     if n == f.size && same && f.md5_b64.as_ref().map_or(true, |m| *m == md5) =>
