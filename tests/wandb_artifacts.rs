@@ -468,6 +468,95 @@ fn offline_checkpoints_are_logged_by_the_real_wandb_sync() {
         summary(&versions),
         summary(&fixture["wandb_sync"]["versions"])
     );
+
+    // `mosaic-shipper sync` of the same directory logs them too, with the
+    // online agent's requests (the run's entity resolved, where `wandb
+    // sync` sends the record's empty one) and the same versions.
+    let ours = StandIn::start();
+    let cfg2 = write_config(dir, &ours.base_url(), "");
+    let d = run_dir.to_str().unwrap();
+    let mut child = harness::spawn(&mut harness::shipper(
+        dir,
+        "sync",
+        &cfg2,
+        &[d, "--include-synced"],
+    ));
+    assert!(
+        wait_child(&mut child, Duration::from_secs(120)).success(),
+        "{}",
+        harness::stderr_logs(dir)
+    );
+    let (want, _) = without_metadata(&fixture["online"]["requests"]);
+    let (got, _) = without_metadata(&support::artifacts::requests(&ours));
+    assert_eq!(got, want, "sync of the agent's offline run differs");
+    assert_eq!(
+        summary(&support::artifacts::versions(&ours)),
+        summary(&fixture["wandb_sync"]["versions"])
+    );
+    // Again: nothing new.
+    let mut child = harness::spawn(&mut harness::shipper(
+        dir,
+        "sync",
+        &cfg2,
+        &[d, "--include-synced"],
+    ));
+    assert!(wait_child(&mut child, Duration::from_secs(120)).success());
+    assert_eq!(creates(&ours), 3);
+}
+
+/// An offline run the real SDK (0.31.0) wrote with `run.log_artifact`
+/// (tests/py/sdk_artifact.py, the recording's script) is logged by
+/// `mosaic-shipper sync` with the requests the online SDK sends.
+#[test]
+fn sync_logs_the_artifacts_of_an_sdk_offline_run() {
+    sdk::python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let work = dir.join("offline-files");
+    std::fs::create_dir_all(&work).unwrap();
+    let script = harness::repo().join("tests/py/sdk_artifact.py");
+    let wdir = sdk::run_script(
+        dir,
+        "offline",
+        &script,
+        &["01jdas000000000000000model", "R", work.to_str().unwrap()],
+        None,
+    );
+    let run_dir = sdk::offline_dir(&wdir);
+    let standin = StandIn::start();
+    let cfg = write_config(dir, &standin.base_url(), "");
+    let d = run_dir.to_str().unwrap();
+    let mut child = harness::spawn(&mut harness::shipper(dir, "sync", &cfg, &[d]));
+    assert!(
+        wait_child(&mut child, Duration::from_secs(120)).success(),
+        "{}",
+        harness::stderr_logs(dir)
+    );
+    let fixture = sdk::artifacts_fixture();
+    let (want, _) = without_metadata(&fixture["online"]["requests"]);
+    let (got, _) = without_metadata(&support::artifacts::requests(&standin));
+    assert_eq!(got, want, "sync of the SDK's offline run differs");
+    let summary = |v: &Value| -> Vec<Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                serde_json::json!([
+                    v["collection"],
+                    v["version"],
+                    v["aliases"],
+                    v["digest"],
+                    v["state"],
+                    v["run"],
+                    v["files"]
+                ])
+            })
+            .collect()
+    };
+    assert_eq!(
+        summary(&support::artifacts::versions(&standin)),
+        summary(&fixture["wandb_sync"]["versions"])
+    );
 }
 
 /// A staged store's config in `dir` (checkpoints under its own runs dir).
@@ -636,4 +725,131 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// `sync` of an offline run directory killed (SIGKILL) at points of its
+/// artifact uploads, then run to the end: exactly one version per content,
+/// none partial, every completed upload whole.
+#[test]
+fn sigkill_during_sync_of_offline_artifacts_leaves_exactly_the_right_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let offline = StandIn::start();
+    let path = write_config(dir, &offline.base_url(), "mode = \"offline\"\n");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[artifacts]\nruns_dir = \"{}\"\nsettle_ms = 300\npoll_interval_ms = 100\n",
+        dir.join("var/trainer/runs").display()
+    ));
+    text = text.replace(
+        "[sinks.wandb]\n",
+        &format!(
+            "[sinks.wandb]\noffline_dir = \"{}\"\n",
+            dir.join("wandb").display()
+        ),
+    );
+    std::fs::write(&path, text).unwrap();
+    let cfg = path;
+    harness::gen_logs(dir, RUN, 20, 1);
+    let run_dir = dir.join("var/trainer/runs").join(RUN);
+    let big = content(80_000_000, 11);
+    for sub in ["checkpoint_000010", "checkpoint_000020"] {
+        let p = run_dir.join("checkpoints").join(sub).join("model.pth");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        write(&p, &big);
+    }
+    write(
+        &run_dir.join("checkpoints/optimizer.pt"),
+        &content(100_000, 12),
+    );
+    let mut child = harness::spawn(&mut agent(dir, &cfg, &[]));
+    wait_for(
+        dir,
+        Duration::from_secs(120),
+        "3 versions written offline",
+        || in_state(dir, &cfg, "written offline") == 3,
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_child(&mut child, Duration::from_secs(60)).success());
+    assert!(offline.artifacts().versions.is_empty());
+
+    let standin = StandIn::start();
+    standin.set_upload_rate(Some(40_000_000));
+    let sync_cfg = write_config(dir, &standin.base_url(), "");
+    let run_dir = sdk::offline_dir(dir);
+    let d = run_dir.to_str().unwrap().to_string();
+    let big_name = "run-01jdas000000000000000model-model.pth";
+    let small_name = "run-01jdas000000000000000model-optimizer.pt";
+    let done = |s: &StandIn| {
+        let a = s.artifacts();
+        a.committed(big_name).len() == 1 && a.committed(small_name).len() == 1 && creates(s) >= 3
+    };
+    let mut kills = 0;
+    for round in 0..8u64 {
+        if done(&standin) {
+            break;
+        }
+        let (uploads, calls) = (standin.uploads_started(), standin.requests().len());
+        let mut child = harness::spawn(&mut harness::shipper(
+            dir,
+            "sync",
+            &sync_cfg,
+            &[&d, "--include-synced"],
+        ));
+        if round % 2 == 0 {
+            wait_for(dir, Duration::from_secs(120), "an upload to begin", || {
+                standin.uploads_started() > uploads || done(&standin)
+            });
+            std::thread::sleep(Duration::from_millis(200 + 300 * round));
+        } else {
+            wait_for(dir, Duration::from_secs(120), "an artifact call", || {
+                standin.requests().len() > calls + round as usize || done(&standin)
+            });
+        }
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = wait_child(&mut child, Duration::from_secs(60));
+        kills += 1;
+    }
+    assert!(
+        kills >= 3,
+        "too few kills happened before the end ({kills})"
+    );
+    standin.set_upload_rate(None);
+    let mut child = harness::spawn(&mut harness::shipper(
+        dir,
+        "sync",
+        &sync_cfg,
+        &[&d, "--include-synced"],
+    ));
+    assert!(
+        wait_child(&mut child, Duration::from_secs(180)).success(),
+        "{}",
+        harness::stderr_logs(dir)
+    );
+    assert!(done(&standin));
+
+    let store = standin.artifacts();
+    assert!(store.bad_uploads.is_empty(), "{:?}", store.bad_uploads);
+    assert!(
+        store.refused_commits.is_empty(),
+        "{:?}",
+        store.refused_commits
+    );
+    assert_eq!(store.versions.len(), 2, "{:#?}", store.versions);
+    assert!(store.versions.iter().all(|v| v.state == "COMMITTED"));
+    let big_md5 = support::artifacts::md5_b64(&big);
+    assert_eq!(store.blobs.get(&big_md5), Some(&80_000_000));
+    let completed = standin
+        .requests()
+        .iter()
+        .filter(|r| r.upload.is_some())
+        .count();
+    eprintln!(
+        "kills {kills}, uploads begun {}, completed {completed}",
+        standin.uploads_started()
+    );
+    assert!(
+        standin.uploads_started() > completed,
+        "no kill landed mid-upload"
+    );
 }
