@@ -853,3 +853,77 @@ fn sigkill_during_sync_of_offline_artifacts_leaves_exactly_the_right_versions() 
         "no kill landed mid-upload"
     );
 }
+
+/// A checkpoint that completes after the run's offline log ended (its exit
+/// record written) goes to a follow-up offline run directory of the same
+/// run, closed with the same exit; the real `wandb sync` of both logs
+/// the version, and the run keeps its history, summary and exit code.
+#[test]
+fn a_checkpoint_completed_after_the_offline_exit_reaches_wandb_sync() {
+    sdk::python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let unused = StandIn::start();
+    let path = write_config(dir, &unused.base_url(), "mode = \"offline\"\n");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[artifacts]\nruns_dir = \"{}\"\nsettle_ms = 300\npoll_interval_ms = 100\n",
+        dir.join("var/trainer/runs").display()
+    ));
+    text = text.replace(
+        "[sinks.wandb]\n",
+        &format!(
+            "[sinks.wandb]\noffline_dir = \"{}\"\n",
+            dir.join("wandb").display()
+        ),
+    );
+    std::fs::write(&path, text).unwrap();
+    let cfg = path;
+    let expected = harness::gen_logs(dir, RUN, 20, 1);
+    harness::run_once(dir, &cfg);
+    // First the run ends (its exit record is written) ...
+    harness::lifecycle(dir, RUN, "run_completed", None);
+    harness::run_once(dir, &cfg);
+    // ... then its final checkpoint completes.
+    write(&checkpoint(dir), &b"checkpoint A\n".repeat(1000));
+    let mut child = harness::spawn(&mut agent(dir, &cfg, &[]));
+    wait_for(
+        dir,
+        Duration::from_secs(60),
+        "the version written offline",
+        || in_state(dir, &cfg, "written offline") == 1,
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_child(&mut child, Duration::from_secs(60)).success());
+
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir.join("wandb"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs.len(), 2, "a follow-up directory: {dirs:?}");
+    let follow_up: Vec<Value> = sdk::datastore_read(&sdk::log_in(&dirs[1]));
+    let kinds: Vec<&str> = follow_up
+        .iter()
+        .filter_map(|r| r["type"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"artifact") && kinds.contains(&"exit"),
+        "{kinds:?}"
+    );
+
+    let synced = StandIn::start();
+    for d in &dirs {
+        sdk::wandb_sync(dir, d, &synced);
+    }
+    let store = synced.artifacts();
+    let got = store.committed("run-01jdas000000000000000model-model.pth");
+    assert_eq!(got.len(), 1, "{:#?}", store.versions);
+    assert_eq!(got[0].aliases, vec!["latest".to_string()]);
+    assert_eq!(store.versions.len(), 1);
+    let runs = synced.runs();
+    let run = &runs[&harness::wandb_id(RUN)];
+    harness::assert_history(run, &expected);
+    assert_eq!(run.exit_code, Some(0));
+}

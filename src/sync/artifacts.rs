@@ -266,11 +266,13 @@ pub async fn log_records(
                     deduplicated: true,
                 }
             }
-            Logged::Changed { file } => return Err(ArtifactError::Progress(format!(
+            Logged::Changed { file } => {
+                return Err(ArtifactError::Progress(format!(
                 "{}: artifact {} (record {n}): {file} changed while it was uploaded; not committed",
                 run.dir.display(),
                 a.name
-            ))),
+            )))
+            }
         };
         saved.records.insert(n, step);
         store(&path, &saved)?;
