@@ -611,6 +611,25 @@ fn status(config: Config, json: bool) -> anyhow::Result<()> {
         })?,
         Err(e) => return Err(e.into()),
     };
+    let status = if config.artifacts.enabled {
+        // Files still being written are in no journal record: found here.
+        let a = &config.artifacts;
+        let files = mosaic_shipper::source::artifacts::ArtifactSource::new(
+            &a.runs_dir,
+            &a.paths,
+            std::time::Duration::from_millis(a.settle_ms),
+        )
+        .map_err(anyhow::Error::msg)?
+        .list();
+        status.with_unsettled(
+            files
+                .into_iter()
+                .map(|f| (f.run_id, f.rel_path, f.size, f.mtime_ns))
+                .collect(),
+        )
+    } else {
+        status
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

@@ -331,6 +331,22 @@ fn staged_checkpoints_are_logged_by_sync_and_limits_skip() {
             pair("checkpoints/model.pth", "pending")
         ]
     );
+    // A checkpoint not complete yet (written after the agent's last look)
+    // is listed as being written; rewritten, a recorded one is too.
+    write(&run_dir.join("checkpoints/late.pth"), &content(1000, 5));
+    std::thread::sleep(Duration::from_millis(20));
+    write(&run_dir.join("checkpoints/huge.pth"), &content(60001, 4));
+    assert_eq!(
+        status(dir),
+        vec![
+            pair("checkpoints/huge.pth", "being written"),
+            pair("checkpoints/huge.pth", "skipped"),
+            pair("checkpoints/late.pth", "being written"),
+            pair("checkpoints/model.pth", "pending")
+        ]
+    );
+    std::fs::remove_file(run_dir.join("checkpoints/late.pth")).unwrap();
+    std::fs::remove_file(run_dir.join("checkpoints/huge.pth")).unwrap();
     let mut c = harness::shipper(dir, "sync", &cfg, &[]);
     let mut child = harness::spawn(&mut c);
     assert!(wait_child(&mut child, Duration::from_secs(120)).success());
