@@ -611,6 +611,25 @@ fn status(config: Config, json: bool) -> anyhow::Result<()> {
         })?,
         Err(e) => return Err(e.into()),
     };
+    let status = if config.artifacts.enabled {
+        // Files still being written are in no journal record: found here.
+        let a = &config.artifacts;
+        let files = mosaic_shipper::source::artifacts::ArtifactSource::new(
+            &a.runs_dir,
+            &a.paths,
+            std::time::Duration::from_millis(a.settle_ms),
+        )
+        .map_err(anyhow::Error::msg)?
+        .list();
+        status.with_unsettled(
+            files
+                .into_iter()
+                .map(|f| (f.run_id, f.rel_path, f.size, f.mtime_ns))
+                .collect(),
+        )
+    } else {
+        status
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -780,7 +799,7 @@ fn export(config: Config, to: &Path) -> anyhow::Result<()> {
                 eprintln!("mosaic-shipper: warning: {w}");
             }
             println!(
-                "exported {} rows (#{}..#{} of store {}; runs {}) to bundle {}\n\
+                "exported {} rows (#{}..#{} of store {}; runs {}){} to bundle {}\n\
                  They no longer wait for W&B here. On the connected machine: \
                  mosaic-shipper import {}",
                 manifest.rows,
@@ -788,6 +807,11 @@ fn export(config: Config, to: &Path) -> anyhow::Result<()> {
                 manifest.seq.last,
                 store.display(),
                 manifest.runs.join(", "),
+                if manifest.artifacts.is_empty() {
+                    String::new()
+                } else {
+                    format!(" and {} checkpoint versions", manifest.artifacts.len())
+                },
                 dir.display(),
                 dir.display()
             );
@@ -810,9 +834,18 @@ fn import(config: Config, dir: &Path, allow_gap: bool) -> anyhow::Result<()> {
     } else {
         String::new()
     };
+    let checkpoints = if done.checkpoints > 0 {
+        format!(
+            "\n{} checkpoint versions were copied into the store; they are logged to W&B as \
+             model artifacts by `mosaic-shipper sync` or the online W&B sink",
+            done.checkpoints
+        )
+    } else {
+        String::new()
+    };
     println!(
         "imported {} rows (#{}..#{} of journal {} on {}) from bundle {} into store {} as rows \
-         #{}..#{}{skipped}\nThey go to: {}",
+         #{}..#{}{skipped}\nThey go to: {}{checkpoints}",
         r.rows,
         r.first,
         r.last,

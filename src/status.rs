@@ -61,7 +61,15 @@ pub struct ArtifactStatus {
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The file's modification time (ns) of the version, to tell a file
+    /// rewritten since from the version recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime_ns: Option<i128>,
 }
+
+/// The `state` of a matching file the journal has no version of yet:
+/// still being written, or not settled (`artifacts.settle_ms`).
+pub const BEING_WRITTEN: &str = "being written";
 
 impl ArtifactStatus {
     fn of(f: &crate::journal::artifacts::ArtifactFile) -> ArtifactStatus {
@@ -69,6 +77,7 @@ impl ArtifactStatus {
             run_id: f.run_id.clone(),
             path: f.rel_path.clone(),
             size: f.size,
+            mtime_ns: Some(f.mtime_ns),
             state: f.state_name().to_string(),
             reason: match &f.state {
                 crate::journal::artifacts::ArtifactState::Skipped { reason } => {
@@ -314,6 +323,30 @@ impl Status {
                 .iter()
                 .find(|(name, _)| *name == sink.name)
                 .map(|(_, r)| *r);
+        }
+        self
+    }
+
+    /// Adds the checkpoint files found now (run, path, size, modification
+    /// time) that no version recorded matches, as [`BEING_WRITTEN`].
+    pub fn with_unsettled(mut self, files: Vec<(String, String, u64, i128)>) -> Status {
+        for (run_id, path, size, mtime) in files {
+            let known = self.artifacts.iter().any(|a| {
+                a.run_id == run_id
+                    && a.path == path
+                    && a.size == size
+                    && a.mtime_ns.map_or(true, |m| m == mtime)
+            });
+            if !known {
+                self.artifacts.push(ArtifactStatus {
+                    run_id,
+                    path,
+                    size,
+                    state: BEING_WRITTEN.into(),
+                    reason: None,
+                    mtime_ns: Some(mtime),
+                });
+            }
         }
         self
     }

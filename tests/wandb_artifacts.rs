@@ -331,6 +331,22 @@ fn staged_checkpoints_are_logged_by_sync_and_limits_skip() {
             pair("checkpoints/model.pth", "pending")
         ]
     );
+    // A checkpoint not complete yet (written after the agent's last look)
+    // is listed as being written; rewritten, a recorded one is too.
+    write(&run_dir.join("checkpoints/late.pth"), &content(1000, 5));
+    std::thread::sleep(Duration::from_millis(20));
+    write(&run_dir.join("checkpoints/huge.pth"), &content(60001, 4));
+    assert_eq!(
+        status(dir),
+        vec![
+            pair("checkpoints/huge.pth", "being written"),
+            pair("checkpoints/huge.pth", "skipped"),
+            pair("checkpoints/late.pth", "being written"),
+            pair("checkpoints/model.pth", "pending")
+        ]
+    );
+    std::fs::remove_file(run_dir.join("checkpoints/late.pth")).unwrap();
+    std::fs::remove_file(run_dir.join("checkpoints/huge.pth")).unwrap();
     let mut c = harness::shipper(dir, "sync", &cfg, &[]);
     let mut child = harness::spawn(&mut c);
     assert!(wait_child(&mut child, Duration::from_secs(120)).success());
@@ -468,4 +484,462 @@ fn offline_checkpoints_are_logged_by_the_real_wandb_sync() {
         summary(&versions),
         summary(&fixture["wandb_sync"]["versions"])
     );
+
+    // `mosaic-shipper sync` of the same directory logs them too, with the
+    // online agent's requests (the run's entity resolved, where `wandb
+    // sync` sends the record's empty one) and the same versions.
+    let ours = StandIn::start();
+    let cfg2 = write_config(dir, &ours.base_url(), "");
+    let d = run_dir.to_str().unwrap();
+    let mut child = harness::spawn(&mut harness::shipper(
+        dir,
+        "sync",
+        &cfg2,
+        &[d, "--include-synced"],
+    ));
+    assert!(
+        wait_child(&mut child, Duration::from_secs(120)).success(),
+        "{}",
+        harness::stderr_logs(dir)
+    );
+    let (want, _) = without_metadata(&fixture["online"]["requests"]);
+    let (got, _) = without_metadata(&support::artifacts::requests(&ours));
+    assert_eq!(got, want, "sync of the agent's offline run differs");
+    assert_eq!(
+        summary(&support::artifacts::versions(&ours)),
+        summary(&fixture["wandb_sync"]["versions"])
+    );
+    // Again: nothing new.
+    let mut child = harness::spawn(&mut harness::shipper(
+        dir,
+        "sync",
+        &cfg2,
+        &[d, "--include-synced"],
+    ));
+    assert!(wait_child(&mut child, Duration::from_secs(120)).success());
+    assert_eq!(creates(&ours), 3);
+}
+
+/// An offline run the real SDK (0.31.0) wrote with `run.log_artifact`
+/// (tests/py/sdk_artifact.py, the recording's script) is logged by
+/// `mosaic-shipper sync` with the requests the online SDK sends.
+#[test]
+fn sync_logs_the_artifacts_of_an_sdk_offline_run() {
+    sdk::python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let work = dir.join("offline-files");
+    std::fs::create_dir_all(&work).unwrap();
+    let script = harness::repo().join("tests/py/sdk_artifact.py");
+    let wdir = sdk::run_script(
+        dir,
+        "offline",
+        &script,
+        &["01jdas000000000000000model", "R", work.to_str().unwrap()],
+        None,
+    );
+    let run_dir = sdk::offline_dir(&wdir);
+    let standin = StandIn::start();
+    let cfg = write_config(dir, &standin.base_url(), "");
+    let d = run_dir.to_str().unwrap();
+    let mut child = harness::spawn(&mut harness::shipper(dir, "sync", &cfg, &[d]));
+    assert!(
+        wait_child(&mut child, Duration::from_secs(120)).success(),
+        "{}",
+        harness::stderr_logs(dir)
+    );
+    let fixture = sdk::artifacts_fixture();
+    let (want, _) = without_metadata(&fixture["online"]["requests"]);
+    let (got, _) = without_metadata(&support::artifacts::requests(&standin));
+    assert_eq!(got, want, "sync of the SDK's offline run differs");
+    let summary = |v: &Value| -> Vec<Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                serde_json::json!([
+                    v["collection"],
+                    v["version"],
+                    v["aliases"],
+                    v["digest"],
+                    v["state"],
+                    v["run"],
+                    v["files"]
+                ])
+            })
+            .collect()
+    };
+    assert_eq!(
+        summary(&support::artifacts::versions(&standin)),
+        summary(&fixture["wandb_sync"]["versions"])
+    );
+}
+
+/// A staged store's config in `dir` (checkpoints under its own runs dir).
+fn staged_config(dir: &Path, standin: &StandIn) -> PathBuf {
+    let path = write_config(dir, &standin.base_url(), "mode = \"stage\"\n");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[artifacts]\nruns_dir = \"{}\"\nsettle_ms = 300\npoll_interval_ms = 100\n",
+        dir.join("var/trainer/runs").display()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn states(dir: &Path, cfg: &Path) -> Vec<String> {
+    let out = harness::shipper(dir, "status", cfg, &["--json"])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["state"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `export` on an air-gapped machine (A) carries the checkpoint files in
+/// the bundle, with their SHA-256 in the manifest; `import` on another
+/// (B) checks them and `sync` there logs the same versions as the online
+/// agent does, though A's files are gone by then. A damaged checkpoint
+/// in a bundle is refused.
+#[test]
+fn bundles_carry_checkpoints_and_sync_logs_them_elsewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let standin = StandIn::start();
+    let cfg_a = staged_config(&a, &standin);
+    let cfg_b = staged_config(&b, &standin);
+    harness::gen_logs(&a, RUN, 20, 1);
+    // The SDK script's three checkpoints (A, A, B), each in its own
+    // directory (staged, a version is read from its file when exported:
+    // one rewritten in place before that is not carried).
+    let run_dir = a.join("var/trainer/runs").join(RUN);
+    for (i, content) in [b"checkpoint A\n", b"checkpoint A\n", b"checkpoint B\n"]
+        .iter()
+        .enumerate()
+    {
+        let p = run_dir.join(format!("checkpoints/checkpoint_00000{i}/model.pth"));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        write(&p, &content.repeat(1000));
+        harness::run_once(&a, &cfg_a);
+    }
+    assert_eq!(states(&a, &cfg_a), ["pending", "pending", "pending"]);
+
+    let bundle = tmp.path().join("bundle");
+    let out = harness::shipper(&a, "export", &cfg_a, &["--to", bundle.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}\n{}", harness::stderr_logs(&a));
+    assert!(said.contains("and 3 checkpoint versions"), "{said}");
+    assert_eq!(states(&a, &cfg_a), ["exported", "exported", "exported"]);
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    let carried = manifest["artifacts"].as_array().unwrap();
+    assert_eq!(carried.len(), 3);
+    for c in carried {
+        let file = c["file"].as_str().unwrap();
+        let bytes = std::fs::read(bundle.join(file)).unwrap();
+        let entry = manifest["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == file)
+            .unwrap();
+        assert_eq!(entry["sha256"], support::artifacts::sha256_hex(&bytes));
+        assert_eq!(c["md5_b64"], support::artifacts::md5_b64(&bytes));
+        assert!(c["rel_path"].as_str().unwrap().ends_with("/model.pth"));
+    }
+    // The run directory's checkpoint is gone: B has only the bundle.
+    std::fs::remove_dir_all(run_dir.join("checkpoints")).unwrap();
+
+    // A damaged checkpoint (same length, one byte changed) is refused.
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    for e in std::fs::read_dir(&bundle).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), bad.join(e.file_name())).unwrap();
+    }
+    let victim = bad.join(carried[1]["file"].as_str().unwrap());
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&victim, bytes).unwrap();
+    let out = harness::shipper(&b, "import", &cfg_b, &[bad.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("SHA-256 mismatch") && err.contains(carried[1]["file"].as_str().unwrap()),
+        "{err}"
+    );
+
+    let out = harness::shipper(&b, "import", &cfg_b, &[bundle.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}\n{}", harness::stderr_logs(&b));
+    assert!(said.contains("3 checkpoint versions were copied"), "{said}");
+    assert_eq!(states(&b, &cfg_b), ["pending", "pending", "pending"]);
+    let mut child = harness::spawn(&mut harness::shipper(&b, "sync", &cfg_b, &[]));
+    assert!(wait_child(&mut child, Duration::from_secs(120)).success());
+    assert_eq!(states(&b, &cfg_b), ["uploaded", "deduplicated", "uploaded"]);
+
+    // The versions the online agent leaves (tests/fixtures' SDK run).
+    let fixture = sdk::artifacts_fixture();
+    let summary = |v: &Value| -> Vec<Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                serde_json::json!([
+                    v["collection"],
+                    v["version"],
+                    v["aliases"],
+                    v["digest"],
+                    v["state"],
+                    v["run"],
+                    v["files"]
+                ])
+            })
+            .collect()
+    };
+    assert_eq!(
+        summary(&support::artifacts::versions(&standin)),
+        summary(&fixture["online"]["versions"])
+    );
+    assert_eq!(creates(&standin), 3);
+    // The store's copies are deleted once logged.
+    let copies: Vec<_> = walk(&b.join("store/checkpoints"));
+    assert!(copies.is_empty(), "{copies:?}");
+    // A second sync logs nothing again.
+    let mut child = harness::spawn(&mut harness::shipper(&b, "sync", &cfg_b, &[]));
+    assert!(wait_child(&mut child, Duration::from_secs(120)).success());
+    assert_eq!(creates(&standin), 3);
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// `sync` of an offline run directory killed (SIGKILL) at points of its
+/// artifact uploads, then run to the end: exactly one version per content,
+/// none partial, every completed upload whole.
+#[test]
+fn sigkill_during_sync_of_offline_artifacts_leaves_exactly_the_right_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let offline = StandIn::start();
+    let path = write_config(dir, &offline.base_url(), "mode = \"offline\"\n");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[artifacts]\nruns_dir = \"{}\"\nsettle_ms = 300\npoll_interval_ms = 100\n",
+        dir.join("var/trainer/runs").display()
+    ));
+    text = text.replace(
+        "[sinks.wandb]\n",
+        &format!(
+            "[sinks.wandb]\noffline_dir = \"{}\"\n",
+            dir.join("wandb").display()
+        ),
+    );
+    std::fs::write(&path, text).unwrap();
+    let cfg = path;
+    harness::gen_logs(dir, RUN, 20, 1);
+    let run_dir = dir.join("var/trainer/runs").join(RUN);
+    let big = content(80_000_000, 11);
+    for sub in ["checkpoint_000010", "checkpoint_000020"] {
+        let p = run_dir.join("checkpoints").join(sub).join("model.pth");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        write(&p, &big);
+    }
+    write(
+        &run_dir.join("checkpoints/optimizer.pt"),
+        &content(100_000, 12),
+    );
+    let mut child = harness::spawn(&mut agent(dir, &cfg, &[]));
+    wait_for(
+        dir,
+        Duration::from_secs(120),
+        "3 versions written offline",
+        || in_state(dir, &cfg, "written offline") == 3,
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_child(&mut child, Duration::from_secs(60)).success());
+    assert!(offline.artifacts().versions.is_empty());
+
+    let standin = StandIn::start();
+    standin.set_upload_rate(Some(40_000_000));
+    let sync_cfg = write_config(dir, &standin.base_url(), "");
+    let run_dir = sdk::offline_dir(dir);
+    let d = run_dir.to_str().unwrap().to_string();
+    let big_name = "run-01jdas000000000000000model-model.pth";
+    let small_name = "run-01jdas000000000000000model-optimizer.pt";
+    let done = |s: &StandIn| {
+        let a = s.artifacts();
+        a.committed(big_name).len() == 1 && a.committed(small_name).len() == 1 && creates(s) >= 3
+    };
+    let mut kills = 0;
+    for round in 0..8u64 {
+        if done(&standin) {
+            break;
+        }
+        let (uploads, calls) = (standin.uploads_started(), standin.requests().len());
+        let mut child = harness::spawn(&mut harness::shipper(
+            dir,
+            "sync",
+            &sync_cfg,
+            &[&d, "--include-synced"],
+        ));
+        if round % 2 == 0 {
+            wait_for(dir, Duration::from_secs(120), "an upload to begin", || {
+                standin.uploads_started() > uploads || done(&standin)
+            });
+            std::thread::sleep(Duration::from_millis(200 + 300 * round));
+        } else {
+            wait_for(dir, Duration::from_secs(120), "an artifact call", || {
+                standin.requests().len() > calls + round as usize || done(&standin)
+            });
+        }
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = wait_child(&mut child, Duration::from_secs(60));
+        kills += 1;
+    }
+    assert!(
+        kills >= 3,
+        "too few kills happened before the end ({kills})"
+    );
+    standin.set_upload_rate(None);
+    let mut child = harness::spawn(&mut harness::shipper(
+        dir,
+        "sync",
+        &sync_cfg,
+        &[&d, "--include-synced"],
+    ));
+    assert!(
+        wait_child(&mut child, Duration::from_secs(180)).success(),
+        "{}",
+        harness::stderr_logs(dir)
+    );
+    assert!(done(&standin));
+
+    let store = standin.artifacts();
+    assert!(store.bad_uploads.is_empty(), "{:?}", store.bad_uploads);
+    assert!(
+        store.refused_commits.is_empty(),
+        "{:?}",
+        store.refused_commits
+    );
+    assert_eq!(store.versions.len(), 2, "{:#?}", store.versions);
+    assert!(store.versions.iter().all(|v| v.state == "COMMITTED"));
+    let big_md5 = support::artifacts::md5_b64(&big);
+    assert_eq!(store.blobs.get(&big_md5), Some(&80_000_000));
+    let completed = standin
+        .requests()
+        .iter()
+        .filter(|r| r.upload.is_some())
+        .count();
+    eprintln!(
+        "kills {kills}, uploads begun {}, completed {completed}",
+        standin.uploads_started()
+    );
+    assert!(
+        standin.uploads_started() > completed,
+        "no kill landed mid-upload"
+    );
+}
+
+/// A checkpoint that completes after the run's offline log ended (its exit
+/// record written) goes to a follow-up offline run directory of the same
+/// run, closed with the same exit; the real `wandb sync` of both logs
+/// the version, and the run keeps its history, summary and exit code.
+#[test]
+fn a_checkpoint_completed_after_the_offline_exit_reaches_wandb_sync() {
+    sdk::python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let unused = StandIn::start();
+    let path = write_config(dir, &unused.base_url(), "mode = \"offline\"\n");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[artifacts]\nruns_dir = \"{}\"\nsettle_ms = 300\npoll_interval_ms = 100\n",
+        dir.join("var/trainer/runs").display()
+    ));
+    text = text.replace(
+        "[sinks.wandb]\n",
+        &format!(
+            "[sinks.wandb]\noffline_dir = \"{}\"\n",
+            dir.join("wandb").display()
+        ),
+    );
+    std::fs::write(&path, text).unwrap();
+    let cfg = path;
+    let expected = harness::gen_logs(dir, RUN, 20, 1);
+    harness::run_once(dir, &cfg);
+    // First the run ends (its exit record is written) ...
+    harness::lifecycle(dir, RUN, "run_completed", None);
+    harness::run_once(dir, &cfg);
+    // ... then its final checkpoint completes.
+    write(&checkpoint(dir), &b"checkpoint A\n".repeat(1000));
+    let mut child = harness::spawn(&mut agent(dir, &cfg, &[]));
+    wait_for(
+        dir,
+        Duration::from_secs(60),
+        "the version written offline",
+        || in_state(dir, &cfg, "written offline") == 1,
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_child(&mut child, Duration::from_secs(60)).success());
+
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir.join("wandb"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs.len(), 2, "a follow-up directory: {dirs:?}");
+    let follow_up: Vec<Value> = sdk::datastore_read(&sdk::log_in(&dirs[1]));
+    let kinds: Vec<&str> = follow_up
+        .iter()
+        .filter_map(|r| r["type"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"artifact") && kinds.contains(&"exit"),
+        "{kinds:?}"
+    );
+
+    let synced = StandIn::start();
+    for d in &dirs {
+        sdk::wandb_sync(dir, d, &synced);
+    }
+    let store = synced.artifacts();
+    let got = store.committed("run-01jdas000000000000000model-model.pth");
+    assert_eq!(got.len(), 1, "{:#?}", store.versions);
+    assert_eq!(got[0].aliases, vec!["latest".to_string()]);
+    assert_eq!(store.versions.len(), 1);
+    let runs = synced.runs();
+    let run = &runs[&harness::wandb_id(RUN)];
+    harness::assert_history(run, &expected);
+    assert_eq!(run.exit_code, Some(0));
 }

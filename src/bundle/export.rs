@@ -83,7 +83,7 @@ pub fn export(config: &Config, to: &Path) -> Result<Exported, BundleError> {
         return Ok(Exported::Nothing {
             store,
             cursor: cursor.seq,
-            warning: None,
+            warning: checkpoints_left(&journal)?,
         });
     }
     let state = State::decode(&cursor.state).map_err(|e| refuse(e.to_string()))?;
@@ -103,7 +103,8 @@ pub fn export(config: &Config, to: &Path) -> Result<Exported, BundleError> {
             )),
         });
     };
-    let mut warnings = Vec::new();
+    let carried = super::checkpoints::carry(&journal, &staging, &config.artifacts.runs_dir)?;
+    let mut warnings = carried.warnings;
     if written.first > cursor.seq + 1 {
         warnings.push(format!(
             "rows #{}..#{} are no longer in the journal (deleted while the W&B sink was not \
@@ -147,11 +148,14 @@ pub fn export(config: &Config, to: &Path) -> Result<Exported, BundleError> {
         }),
         rows: written.rows,
         runs: written.runs.into_iter().collect(),
-        files: vec![FileEntry {
+        files: std::iter::once(FileEntry {
             path: ROWS_FILE.into(),
             bytes: written.bytes,
             sha256: written.sha256,
-        }],
+        })
+        .chain(carried.files)
+        .collect(),
+        artifacts: carried.entries,
     };
     staging.write(MANIFEST_FILE, &manifest.to_json())?;
     let dir = staging.publish()?;
@@ -170,12 +174,36 @@ pub fn export(config: &Config, to: &Path) -> Result<Exported, BundleError> {
                 dir.display()
             ))
         })?;
+    super::checkpoints::mark_exported(&journal, carried.records, &mark.bundle_id).map_err(|e| {
+        refuse(format!(
+            "the bundle {} is written and holds its rows, but marking its checkpoints \
+             exported failed: {e}. They stay pending here; a later export carries them \
+             again, and import takes each once",
+            dir.display()
+        ))
+    })?;
     Ok(Exported::Written {
         dir,
         store,
         manifest: Box::new(manifest),
         warnings,
     })
+}
+
+/// A warning when checkpoint versions wait for W&B although no row does:
+/// a bundle carries them only with rows.
+fn checkpoints_left(journal: &Journal) -> Result<Option<String>, BundleError> {
+    let n = journal
+        .artifact_files()?
+        .iter()
+        .filter(|f| f.state == crate::journal::artifacts::ArtifactState::Pending)
+        .count();
+    Ok((n > 0).then(|| {
+        format!(
+            "{n} checkpoint versions wait for W&B here, but a bundle carries them only with \
+             rows; they go with the next export that has rows"
+        )
+    }))
 }
 
 /// Streams the rows after `after` up to `last` into rows.bin, fsynced.

@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
+use super::checkpoints;
 use super::frames::{self, Parsed};
 use super::manifest::Manifest;
 use super::order::{self, Plan};
@@ -29,6 +30,8 @@ pub struct Imported {
     pub record: ImportRecord,
     /// Rows of the bundle already here (from an earlier bundle), skipped.
     pub skipped: u64,
+    /// Checkpoint versions recorded for W&B (copied into the store).
+    pub checkpoints: usize,
     /// Sinks enabled by the configuration; they deliver the rows.
     pub sinks: Vec<String>,
     pub warnings: Vec<String>,
@@ -85,6 +88,19 @@ pub fn import(config: &Config, dir: &Path, allow_gap: bool) -> Result<Imported, 
         local_last: 0,
         imported_at: now_unix(),
     };
+    // Checkpoints first: copied and checked, then recorded (each once, by
+    // its identity), before the rows. A crash between the two leaves the
+    // bundle not imported; importing it again takes the rows and finds the
+    // checkpoints already recorded.
+    let taken = checkpoints::take(
+        dir,
+        &store,
+        &manifest.bundle_id,
+        &manifest.artifacts,
+        &manifest.files,
+        &journal,
+    )?;
+    let checkpoints = checkpoints::record(&journal, taken)?;
     let refs: Vec<&[u8]> = blocks.iter().map(|b| b.as_ref()).collect();
     let record = journal.commit_import(&refs, record)?;
     journal.flush()?;
@@ -122,6 +138,7 @@ pub fn import(config: &Config, dir: &Path, allow_gap: bool) -> Result<Imported, 
         dir: dir.to_path_buf(),
         store,
         skipped: manifest.rows - record.rows,
+        checkpoints,
         manifest,
         record,
         sinks: enabled.iter().map(|s| s.to_string()).collect(),
@@ -206,9 +223,17 @@ fn check_files(dir: &Path) -> Result<(Manifest, Vec<u8>), BundleError> {
                 f.bytes
             )));
         }
-        let bytes =
-            std::fs::read(&path).map_err(|e| refuse(format!("{} cannot be read: {e}", f.path)))?;
-        let sha = digest::sha256_hex(&bytes);
+        let (bytes, sha) = if f.path == ROWS_FILE {
+            let bytes = std::fs::read(&path)
+                .map_err(|e| refuse(format!("{} cannot be read: {e}", f.path)))?;
+            let sha = digest::sha256_hex(&bytes);
+            (Some(bytes), sha)
+        } else {
+            // A checkpoint: streamed, it may be gigabytes.
+            let (_, sha) = checkpoints::sha256_of(&path)
+                .map_err(|e| refuse(format!("{} cannot be read: {e}", f.path)))?;
+            (None, sha)
+        };
         if sha != f.sha256.to_ascii_lowercase() {
             return Err(refuse(format!(
                 "{}: SHA-256 mismatch: the file's is {sha}, {MANIFEST_FILE} says {} (damaged)",
@@ -216,7 +241,7 @@ fn check_files(dir: &Path) -> Result<(Manifest, Vec<u8>), BundleError> {
             )));
         }
         if f.path == ROWS_FILE {
-            rows = Some(bytes);
+            rows = bytes;
         }
     }
     let rows = rows.expect("the manifest check requires rows.bin");

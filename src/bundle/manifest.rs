@@ -40,6 +40,31 @@ pub struct Manifest {
     /// Every run id in the rows, sorted.
     pub runs: Vec<String>,
     pub files: Vec<FileEntry>,
+    /// Checkpoint versions recorded for W&B artifacts, each with its file
+    /// among `files` (absent when there are none, so a bundle without
+    /// checkpoints reads as before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactEntry>,
+}
+
+/// One checkpoint version a bundle carries: what the source journal knew
+/// of it, and which file of the bundle holds its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactEntry {
+    /// The bundle's file holding the content (listed in `files`, with
+    /// its SHA-256).
+    pub file: String,
+    pub run_id: String,
+    /// Relative to the run directory on the source machine.
+    pub rel_path: String,
+    pub size: u64,
+    /// The file's modification time on the source, nanoseconds.
+    pub mtime_ns: i128,
+    /// MD5 of the content, base64: the digest W&B's manifest carries,
+    /// checked again on import.
+    pub md5_b64: String,
+    pub step: Option<i64>,
 }
 
 /// Where the rows were journaled.
@@ -168,6 +193,36 @@ impl Manifest {
         if !names.contains(ROWS_FILE) {
             return Err(format!("files does not list {ROWS_FILE}"));
         }
+        let mut carried = BTreeSet::new();
+        for a in &self.artifacts {
+            let listed = self.file(&a.file);
+            if a.file == ROWS_FILE || listed.is_none() {
+                return Err(format!(
+                    "artifact {} of run {} names file {:?}, which files does not list",
+                    a.rel_path, a.run_id, a.file
+                ));
+            }
+            if !carried.insert(a.file.as_str()) {
+                return Err(format!("two artifacts name file {:?}", a.file));
+            }
+            let bytes = listed.map_or(0, |f| f.bytes);
+            if bytes != a.size {
+                return Err(format!(
+                    "artifact {} of run {} is {} bytes, its file {:?} {bytes}",
+                    a.rel_path, a.run_id, a.size, a.file
+                ));
+            }
+        }
+        if let Some(f) = self
+            .files
+            .iter()
+            .find(|f| f.path != ROWS_FILE && !carried.contains(f.path.as_str()))
+        {
+            return Err(format!(
+                "files lists {:?}, which is neither {ROWS_FILE} nor an artifact's",
+                f.path
+            ));
+        }
         Ok(())
     }
 
@@ -201,6 +256,7 @@ mod tests {
                 bytes: 10,
                 sha256: "0".repeat(64),
             }],
+            artifacts: Vec::new(),
         }
     }
 
@@ -224,6 +280,29 @@ mod tests {
             v["previous"] = serde_json::json!({"bundle_id": "p", "seq": {"first": 1, "last": 5}})
         })
         .contains("previous"));
+        let mut with = sample();
+        with.files.push(FileEntry {
+            path: "checkpoint-0".into(),
+            bytes: 3,
+            sha256: "1".repeat(64),
+        });
+        assert!(Manifest::parse(&with.to_json())
+            .unwrap_err()
+            .contains("neither rows.bin nor an artifact's"));
+        with.artifacts.push(ArtifactEntry {
+            file: "checkpoint-0".into(),
+            run_id: "R".into(),
+            rel_path: "checkpoints/a.pth".into(),
+            size: 3,
+            mtime_ns: 1_700_000_000_123_456_789,
+            md5_b64: "x".into(),
+            step: None,
+        });
+        assert_eq!(Manifest::parse(&with.to_json()).unwrap(), with);
+        with.artifacts[0].size = 4;
+        assert!(Manifest::parse(&with.to_json())
+            .unwrap_err()
+            .contains("4 bytes"));
         assert!(Manifest::parse(b"{not json")
             .unwrap_err()
             .contains("not valid JSON"));

@@ -7,11 +7,14 @@
 //! file's SHA-256) and hands them over by moving that cursor; `import` on
 //! the connected machine verifies the bundle and appends its rows to that
 //! journal, where every enabled sink (and `sync`) takes them like rows read
-//! from logs. The format is in docs/bundle.md.
+//! from logs. Checkpoint versions recorded for W&B artifacts travel with
+//! the rows, their files in the bundle ([`checkpoints`]). The format is in
+//! docs/bundle.md.
 //!
 //! Both commands need the store to themselves (sled allows one process per
 //! store), so the agent must not be running on it.
 
+mod checkpoints;
 mod digest;
 mod export;
 mod frames;
@@ -26,9 +29,10 @@ use thiserror::Error;
 
 use crate::journal::JournalError;
 
+pub use checkpoints::STORE_DIR as CHECKPOINTS_DIR;
 pub use export::{export, Exported};
 pub use import::{import, Imported};
-pub use manifest::{Manifest, MANIFEST_FILE, ROWS_FILE};
+pub use manifest::{ArtifactEntry, Manifest, MANIFEST_FILE, ROWS_FILE};
 
 /// The sink whose staged rows a bundle carries.
 pub const WANDB_SINK: &str = "wandb";

@@ -111,6 +111,7 @@ mod tests {
                 bytes: 0,
                 sha256: "0".repeat(64),
             }],
+            artifacts: vec![],
         }
     }
 

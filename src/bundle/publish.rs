@@ -99,6 +99,16 @@ impl Staging {
         })
     }
 
+    /// Deletes file `name` again (one that must not be part of the bundle).
+    pub fn remove(&self, name: &str) -> Result<(), BundleError> {
+        let path = self.path(name);
+        std::fs::remove_file(&path).map_err(|source| BundleError::Io {
+            op: "delete",
+            path,
+            source,
+        })
+    }
+
     /// Writes file `name` whole and fsyncs it.
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<(), BundleError> {
         let mut f = self.create(name)?;

@@ -10,6 +10,8 @@
 //! the same version (the same artifact id once the server gave one) instead
 //! of creating another.
 
+use std::path::{Path, PathBuf};
+
 use serde::{Deserialize, Serialize};
 
 use super::{Journal, JournalError};
@@ -34,6 +36,11 @@ pub struct ArtifactFile {
     pub state: ArtifactState,
     /// Order of discovery (versions are logged in this order).
     pub seq: u64,
+    /// A copy of the file kept in the store (a version imported from a
+    /// bundle: the run directory is on another machine), absolute. `None`:
+    /// the file is read from the run directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<String>,
 }
 
 /// How far one version got. Forward only.
@@ -60,6 +67,9 @@ pub enum ArtifactState {
     /// Not shipped: over a byte limit, or the file changed while being
     /// read. Counted and logged once.
     Skipped { reason: String },
+    /// Carried, with a copy of the file, in bundle `bundle_id` (`export`):
+    /// the machine that imports it logs it.
+    Exported { bundle_id: String },
 }
 
 impl ArtifactFile {
@@ -86,7 +96,30 @@ impl ArtifactFile {
             } => "deduplicated",
             ArtifactState::Offline { .. } => "written offline",
             ArtifactState::Skipped { .. } => "skipped",
+            ArtifactState::Exported { .. } => "exported",
         }
+    }
+
+    /// Where the file is read from: its copy in the store, or the run
+    /// directory under `runs_dir`.
+    pub fn path(&self, runs_dir: &Path) -> PathBuf {
+        match &self.stored {
+            Some(p) => PathBuf::from(p),
+            None => runs_dir.join(&self.run_id).join(&self.rel_path),
+        }
+    }
+
+    /// The file at `path` still is the version found: the same size and,
+    /// in a run directory, the same modification time (a copy in the store
+    /// has no writer, and its own modification time).
+    pub fn unchanged(&self, path: &Path) -> bool {
+        std::fs::metadata(path)
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                let mtime = m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128;
+                m.len() == self.size && (self.stored.is_some() || mtime == self.mtime_ns)
+            })
+            .unwrap_or(false)
     }
 }
 

@@ -96,6 +96,13 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// A checkpoint at sink `name`'s cursor as the journal holds it: for a
+    /// sink's `tick`, which runs with everything acknowledged.
+    pub fn at_cursor(journal: Arc<Journal>, name: &'static str) -> Result<Checkpoint, SinkError> {
+        let seq = journal.cursor(name)?.seq;
+        Ok(Checkpoint { journal, name, seq })
+    }
+
     /// Commits `state` with the unchanged cursor and makes it durable
     /// before returning. The flush matters: the sink is about to write
     /// bytes that recovery must be able to cut back, and a SIGKILL loses

@@ -13,6 +13,7 @@
 //! twice: journal rows are behind the sink's cursor once acknowledged, and
 //! a directory is marked synced as `wandb sync` marks it.
 
+pub mod artifacts;
 pub mod journal;
 pub mod offline_run;
 pub mod progress;
@@ -330,42 +331,71 @@ async fn upload_dir(
     let label = run.display_name.clone().unwrap_or(run.run_id.clone());
     let mut bar = progress.run(&label, run.history_lines, "lines");
     match upload::upload(client, settings, &run, include_synced, &mut bar).await {
-        Ok(outcome) => {
+        Ok((outcome, logged)) => {
+            let mut artifacts = artifact_lines(dir, &logged);
             let damaged = match &run.stop {
                 Some(s @ crate::sink::wandb::offline::txlog::Stop::Damaged { .. }) => {
                     Some(s.to_string())
                 }
                 _ => None,
             };
-            match (outcome, damaged) {
+            let line = match (outcome, damaged) {
                 (Outcome::Unfinished { lines }, Some(damage)) => {
                     bar.fail(&damage);
-                    vec![Line::Failed(format!(
+                    Line::Failed(format!(
                         "{}: {lines} lines uploaded, then the log is damaged: {damage}; not marked synced",
                         run.file.display()
-                    ))]
+                    ))
                 }
                 (Outcome::Unfinished { lines }, None) => {
                     bar.finish("uploaded; run not finished yet");
-                    vec![Line::Note(format!(
+                    Line::Note(format!(
                         "{}: {lines} lines uploaded; no exit record yet, so the run stays open and the directory is not marked synced",
                         dir.display()
-                    ))]
+                    ))
                 }
                 (Outcome::Synced { lines, exit_code }, _) => {
                     bar.finish("synced");
-                    vec![Line::Note(format!(
+                    Line::Note(format!(
                         "{}: {lines} lines uploaded, run complete (exit code {exit_code}), marked synced",
                         dir.display()
-                    ))]
+                    ))
                 }
-            }
+            };
+            let mut all = vec![line];
+            all.append(&mut artifacts);
+            all
         }
         Err(e) => {
             bar.fail(&format!("{e:#}"));
             vec![Line::Failed(format!("{e:#}"))]
         }
     }
+}
+
+/// The report lines of a directory's artifact records.
+fn artifact_lines(dir: &Path, c: &artifacts::Counts) -> Vec<Line> {
+    let mut out = Vec::new();
+    if c.committed + c.deduplicated > 0 {
+        out.push(Line::Note(format!(
+            "{}: artifacts: {} new versions, {} already held by W&B (aliases moved){}",
+            dir.display(),
+            c.committed,
+            c.deduplicated,
+            if c.before > 0 {
+                format!(", {} logged by an earlier sync", c.before)
+            } else {
+                String::new()
+            }
+        )));
+    }
+    for s in &c.skipped {
+        out.push(Line::Failed(format!(
+            "{}: artifact not logged: {s}",
+            dir.display()
+        )));
+    }
+    out
 }
 
 #[cfg(test)]

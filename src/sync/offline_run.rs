@@ -187,6 +187,9 @@ pub struct OfflineRun {
     pub stop: Option<Stop>,
     /// What the SDK's own records add (system metrics, console, machine).
     pub sdk: SdkParts,
+    /// Artifact records (`run.log_artifact` offline, or the agent's
+    /// checkpoints), in log order.
+    pub artifacts: Vec<crate::sink::wandb::offline::records::ArtifactRecord>,
 }
 
 /// What a log holds besides rows, config and summary: the system
@@ -547,6 +550,7 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
     let mut last_line = None;
     let mut exit_code = None;
     let mut metrics = Vec::new();
+    let mut artifacts = Vec::new();
     let mut sdk = SdkParts::default();
     let mut stats: Vec<StatsRecord> = Vec::new();
     let mut console = ConsoleLines::default();
@@ -606,6 +610,7 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
                     exit_code: None,
                     stop: None,
                     sdk: SdkParts::default(),
+                    artifacts: Vec::new(),
                 });
             }
             Some(RecordType::Config(c)) => {
@@ -623,6 +628,7 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
             }
             Some(RecordType::Exit(e)) => exit_code = Some(e.exit_code),
             Some(RecordType::Metric(m)) => metrics.push(m),
+            Some(RecordType::Artifact(a)) => artifacts.push(a),
             _ => {}
         }
     }
@@ -659,6 +665,7 @@ pub fn read(dir: &Path) -> Result<OfflineRun, ReadError> {
     sdk.console = console.finish();
     run.sdk = sdk;
     run.metrics = metrics;
+    run.artifacts = artifacts;
     run.history_lines = history_lines;
     run.last_line = match last_line {
         Some(raw) => match records.decode(&raw)?.record_type {

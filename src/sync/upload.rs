@@ -166,14 +166,15 @@ fn run_files(
 }
 
 /// Uploads `run` (see the module documentation); `again`: from its first
-/// line, even if an earlier sync sent some (`--include-synced`).
+/// line, even if an earlier sync sent some (`--include-synced`). Also
+/// logs its artifact records ([`super::artifacts`]).
 pub async fn upload(
     client: &mut Client,
     settings: &WandbSettings,
     run: &OfflineRun,
     again: bool,
     progress: &mut RunProgress,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<(Outcome, super::artifacts::Counts)> {
     let total = run.history_lines;
     let saved = load_saved(&run.file, run);
     let mut sent = saved.filter(|_| !again).map_or(0, |s| s.lines);
@@ -280,11 +281,26 @@ pub async fn upload(
                 .map_err(|e| fail(run, e))?;
         }
     }
+    // Artifact records, once the run has its rows (as core logs them
+    // beside the history); before the exit, so a run marked synced has
+    // every version.
+    let logged = super::artifacts::log_records(
+        client,
+        run,
+        &crate::sink::wandb::artifact::protocol::Target {
+            entity: &bucket.entity,
+            project: &bucket.project,
+            run: &bucket.name,
+            display,
+        },
+    )
+    .await
+    .map_err(|e| fail(run, e))?;
     // A damaged log may have lost records after the damage: never call
     // such a run complete.
     let damaged = matches!(run.stop, Some(Stop::Damaged { .. }));
     let Some(exit_code) = run.exit_code.filter(|_| !damaged) else {
-        return Ok(Outcome::Unfinished { lines: sent });
+        return Ok((Outcome::Unfinished { lines: sent }, logged));
     };
     let summary = summary.unwrap_or_else(|| "{}".into());
     let files = run_files(run, &summary, &config)?;
@@ -312,8 +328,11 @@ pub async fn upload(
         })?;
     // The progress file stays: `--include-synced` rewrites the same
     // offsets with it instead of appending the run a second time.
-    Ok(Outcome::Synced {
-        lines: total,
-        exit_code,
-    })
+    Ok((
+        Outcome::Synced {
+            lines: total,
+            exit_code,
+        },
+        logged,
+    ))
 }

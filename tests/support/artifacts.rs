@@ -366,6 +366,15 @@ pub fn md5_b64(data: &[u8]) -> String {
     b64(&Md5::digest(data))
 }
 
+/// SHA-256 of bytes, lower-case hex (a bundle manifest's file digest).
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The artifact requests of a stand-in, in order, with what varies from
 /// one run to the next replaced: the stand-in's address by `<standin>`,
 /// the SDK's random client ids by `<client id>`. GraphQL operations other

@@ -85,6 +85,22 @@ impl ArtifactSource {
         self.stability.look(seen, now)
     }
 
+    /// Every matching file now, complete or not (for `status`, which
+    /// lists those the journal has no version of as still being written).
+    pub fn list(&self) -> Vec<CompleteFile> {
+        let mut seen = BTreeMap::new();
+        let Ok(runs) = std::fs::read_dir(&self.runs_dir) else {
+            return Vec::new();
+        };
+        for run in runs.flatten() {
+            if run.file_type().is_ok_and(|t| t.is_dir()) {
+                let run_id = run.file_name().to_string_lossy().to_string();
+                self.walk(&run.path(), &run_id, "", 0, &mut seen);
+            }
+        }
+        seen.into_values().collect()
+    }
+
     /// Matching files seen but not complete yet.
     pub fn waiting(&self) -> usize {
         self.stability.waiting()

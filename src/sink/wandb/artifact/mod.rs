@@ -24,6 +24,7 @@
 
 pub mod manifest;
 pub mod protocol;
+pub mod version;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,7 +41,8 @@ use crate::sink::wandb::http::WandbError;
 use crate::sink::wandb::{wandb_run_id, WandbSettings};
 use crate::sink::Mode;
 use crate::source::artifacts::{step_in_name, ArtifactSource, CompleteFile};
-use protocol::{NewVersion, Target};
+use protocol::Target;
+use version::{Logged, Resume, Version, VersionFile};
 
 /// The artifact name for a file of a run: `run-<run id>-<file name>`,
 /// with characters W&B does not allow in names replaced by `-`.
@@ -76,6 +78,30 @@ pub enum ArtifactError {
     Wandb(#[from] WandbError),
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    /// The progress of an upload could not be kept (file and reason).
+    #[error("{0}")]
+    Progress(String),
+}
+
+/// A journal record as the [`version::Progress`] of its upload.
+struct Journaled<'a> {
+    journal: &'a Journal,
+    f: ArtifactFile,
+}
+
+impl version::Progress for Journaled<'_> {
+    fn created(&mut self, r: &Resume) -> Result<(), ArtifactError> {
+        self.f.state = ArtifactState::Created {
+            artifact_id: r.artifact_id.clone(),
+            base_artifact_id: r.base_artifact_id.clone(),
+        };
+        self.journal.put_artifact_file(&self.f)?;
+        Ok(())
+    }
+
+    fn unchanged(&self, file: &VersionFile) -> bool {
+        self.f.unchanged(&file.path)
+    }
 }
 
 /// Finds complete checkpoint files and ships them (module documentation).
@@ -242,7 +268,7 @@ impl ArtifactShipper {
     }
 
     fn path_of(&self, f: &ArtifactFile) -> PathBuf {
-        self.cfg.runs_dir.join(&f.run_id).join(&f.rel_path)
+        f.path(&self.cfg.runs_dir)
     }
 
     /// Moves one version through its states to Done (or Skipped).
@@ -254,7 +280,7 @@ impl ArtifactShipper {
                 .await
                 .expect("hashing does not panic");
             match hashed {
-                Ok((md5, n)) if n == f.size && unchanged(&path, &f) => f.md5_b64 = Some(md5),
+                Ok((md5, n)) if n == f.size && f.unchanged(&path) => f.md5_b64 = Some(md5),
                 Ok(_) => return self.skip(f, "the file changed while it was read"),
                 Err(e) => return self.skip(f, &format!("cannot read it: {e}")),
             }
@@ -272,7 +298,7 @@ impl ArtifactShipper {
     async fn ship_with(
         &mut self,
         client: &mut Client,
-        mut f: ArtifactFile,
+        f: ArtifactFile,
         path: &Path,
     ) -> Result<(), ArtifactError> {
         let md5 = f.md5_b64.clone().expect("hashed before");
@@ -306,90 +332,76 @@ impl ArtifactShipper {
             self.announced.insert(run.clone());
         }
         let name = artifact_name(&run, &f.rel_path);
-        let file_name = f
-            .rel_path
-            .rsplit('/')
-            .next()
-            .unwrap_or(&f.rel_path)
-            .to_string();
-        let mut entry = manifest::Entry {
-            name: file_name.clone(),
-            md5_b64: md5.clone(),
+        let file = VersionFile {
+            name: f
+                .rel_path
+                .rsplit('/')
+                .next()
+                .unwrap_or(&f.rel_path)
+                .to_string(),
+            md5_b64: md5,
+            size: f.size,
+            path: path.to_path_buf(),
+        };
+        let entry = manifest::Entry {
+            name: file.name.clone(),
+            md5_b64: file.md5_b64.clone(),
             size: f.size,
             local_path: path.display().to_string(),
             birth_artifact_id: None,
         };
-        let digest = manifest::artifact_digest(std::slice::from_ref(&entry));
-        let (http, base) = (client.http(), client.base_url());
-        let (artifact_id, base_id) = match &f.state {
+        let v = Version {
+            collection: name.clone(),
+            type_name: "model".into(),
+            aliases: vec!["latest".into()],
+            metadata: metadata(&f),
+            description: None,
+            digest: manifest::artifact_digest(std::slice::from_ref(&entry)),
+            files: vec![file],
+        };
+        let resume = match &f.state {
             ArtifactState::Created {
                 artifact_id,
                 base_artifact_id,
-            } => (artifact_id.clone(), base_artifact_id.clone()),
-            _ => {
-                let meta = metadata(&f);
-                let created = protocol::create_artifact(
-                    http,
-                    base,
-                    &t,
-                    &NewVersion {
-                        collection: &name,
-                        digest: &digest,
-                        aliases: &["latest"],
-                        metadata: &meta,
-                    },
-                )
-                .await?;
-                if created.state == "COMMITTED" {
-                    tracing::info!(run = %f.run_id, artifact = %name, "W&B already holds this content; no new version (latest moved to it)");
-                    f.state = ArtifactState::Done {
-                        artifact_id: created.id,
-                        deduplicated: true,
-                    };
-                    self.journal.put_artifact_file(&f)?;
-                    return Ok(());
-                }
-                f.state = ArtifactState::Created {
-                    artifact_id: created.id.clone(),
-                    base_artifact_id: created.latest_id.clone(),
-                };
-                self.journal.put_artifact_file(&f)?;
-                (created.id, created.latest_id)
-            }
+            } => Some(Resume {
+                artifact_id: artifact_id.clone(),
+                base_artifact_id: base_artifact_id.clone(),
+            }),
+            _ => None,
         };
-        let (manifest_id, _) =
-            protocol::create_manifest(http, base, &t, &artifact_id, base_id.as_deref(), None)
-                .await?;
-        let (upload, birth) =
-            protocol::create_file(http, base, &t, &artifact_id, &manifest_id, &file_name, &md5)
-                .await?;
-        if let Some(to) = upload {
-            protocol::put_file(http, &t, &to, path, f.size).await?;
-            if !unchanged(path, &f) {
-                // What was sent may not be what was hashed: never commit it.
-                return self.skip(f, "the file changed while it was uploaded");
-            }
-        }
-        entry.birth_artifact_id = Some(birth);
-        let bytes = manifest::manifest_json(&[entry]);
-        let (_, to) = protocol::create_manifest(
-            http,
-            base,
+        let mut journaled = Journaled {
+            journal: &self.journal,
+            f: f.clone(),
+        };
+        let logged = version::log_version(
+            client.http(),
+            client.base_url(),
             &t,
-            &artifact_id,
-            base_id.as_deref(),
-            Some(&manifest::md5_b64(&bytes)),
+            &v,
+            resume,
+            &mut journaled,
         )
         .await?;
-        let to = to.expect("create_manifest returns the URL when asked for it");
-        protocol::put_manifest(http, &t, &to, bytes).await?;
-        protocol::commit(http, base, &t, &artifact_id).await?;
-        tracing::info!(run = %f.run_id, artifact = %name, file = %path.display(), "checkpoint logged as a new W&B artifact version");
+        let mut f = journaled.f;
+        let (artifact_id, deduplicated) = match logged {
+            Logged::Changed { .. } => {
+                return self.skip(f, "the file changed while it was uploaded")
+            }
+            Logged::Deduplicated { artifact_id } => {
+                tracing::info!(run = %f.run_id, artifact = %name, "W&B already holds this content; no new version (latest moved to it)");
+                (artifact_id, true)
+            }
+            Logged::Committed { artifact_id } => {
+                tracing::info!(run = %f.run_id, artifact = %name, file = %path.display(), "checkpoint logged as a new W&B artifact version");
+                (artifact_id, false)
+            }
+        };
         f.state = ArtifactState::Done {
             artifact_id,
-            deduplicated: false,
+            deduplicated,
         };
         self.journal.put_artifact_file(&f)?;
+        drop_stored(&f);
         Ok(())
     }
 
@@ -421,11 +433,14 @@ pub async fn ship_staged(
     Ok((before - after, after))
 }
 
-/// The file still has the size and modification time it was found with.
-fn unchanged(path: &Path, f: &ArtifactFile) -> bool {
-    std::fs::metadata(path)
-        .map(|m| m.len() == f.size && crate::source::artifacts::mtime_ns(&m) == f.mtime_ns)
-        .unwrap_or(false)
+/// Deletes the store's copy of a version logged (imported from a bundle):
+/// W&B has it now, and the store should not grow by every checkpoint.
+fn drop_stored(f: &ArtifactFile) {
+    if let Some(p) = &f.stored {
+        if let Err(e) = std::fs::remove_file(p) {
+            tracing::warn!(file = %p, error = %e, "cannot delete the store's copy of a logged checkpoint");
+        }
+    }
 }
 
 fn record(c: &CompleteFile, seq: u64) -> ArtifactFile {
@@ -438,5 +453,6 @@ fn record(c: &CompleteFile, seq: u64) -> ArtifactFile {
         step: step_in_name(&c.rel_path),
         state: ArtifactState::Pending,
         seq,
+        stored: None,
     }
 }

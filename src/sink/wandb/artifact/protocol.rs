@@ -109,6 +109,9 @@ fn client_id() -> String {
 /// The input of `CreateArtifact`.
 pub struct NewVersion<'a> {
     pub collection: &'a str,
+    /// `model` for checkpoints; an SDK's offline record says its own.
+    pub type_name: &'a str,
+    pub description: Option<&'a str>,
     pub digest: &'a str,
     pub aliases: &'a [&'a str],
     /// JSON text.
@@ -130,10 +133,10 @@ pub async fn create_artifact(
         "aliases": aliases,
         "artifactCollectionName": v.collection,
         "artifactCollectionNames": null,
-        "artifactTypeName": "model",
+        "artifactTypeName": v.type_name,
         "clientID": client_id(),
         "clientMutationId": null,
-        "description": null,
+        "description": v.description,
         "digest": v.digest,
         "digestAlgorithm": "MANIFEST_MD5",
         "distributedID": null,
@@ -222,46 +225,61 @@ fn headers(v: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `CreateArtifactFiles` for one file: where to upload it (`None`: the
+/// `CreateArtifactFiles` for the files of a version (name, MD5 base64),
+/// in one request: per file, in order, where to upload it (`None`: the
 /// server holds this content already) and the id of the version the
 /// content was born with.
-pub async fn create_file(
+pub async fn create_files(
     http: &Http,
     base_url: &str,
     t: &Target<'_>,
     artifact_id: &str,
     manifest_id: &str,
-    name: &str,
-    md5_b64: &str,
-) -> Result<(Option<UploadTo>, String), WandbError> {
+    files: &[(&str, &str)],
+) -> Result<Vec<(Option<UploadTo>, String)>, WandbError> {
     const W: &str = "CreateArtifactFiles";
+    let announced: Vec<Value> = files
+        .iter()
+        .map(|(name, md5)| {
+            json!({
+                "artifactID": artifact_id,
+                "artifactManifestID": manifest_id,
+                "md5": md5,
+                "mimetype": null,
+                "name": name,
+                "uploadPartsInput": null,
+            })
+        })
+        .collect();
     let vars = json!({"input": {
-        "artifactFiles": [{
-            "artifactID": artifact_id,
-            "artifactManifestID": manifest_id,
-            "md5": md5_b64,
-            "mimetype": null,
-            "name": name,
-            "uploadPartsInput": null,
-        }],
+        "artifactFiles": announced,
         "clientMutationId": null,
         "cloudRegionID": null,
         "storageLayout": "V2",
     }});
     let d = call(http, base_url, W, t, CREATE_ARTIFACT_FILES, vars).await?;
-    let node = &d["createArtifactFiles"]["files"]["edges"][0]["node"];
-    if node.is_null() {
-        return Err(missing(W, t, "file"));
+    let edges = d["createArtifactFiles"]["files"]["edges"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if edges.len() != files.len() {
+        return Err(missing(W, t, "one file per file announced"));
     }
-    let birth = node["artifact"]["id"]
-        .as_str()
-        .unwrap_or(artifact_id)
-        .to_string();
-    let upload = node["uploadUrl"].as_str().map(|u| UploadTo {
-        url: u.to_string(),
-        headers: headers(&node["uploadHeaders"]),
-    });
-    Ok((upload, birth))
+    Ok(edges
+        .iter()
+        .map(|e| {
+            let node = &e["node"];
+            let birth = node["artifact"]["id"]
+                .as_str()
+                .unwrap_or(artifact_id)
+                .to_string();
+            let upload = node["uploadUrl"].as_str().map(|u| UploadTo {
+                url: u.to_string(),
+                headers: headers(&node["uploadHeaders"]),
+            });
+            (upload, birth)
+        })
+        .collect())
 }
 
 /// PUTs a file, streamed (`Http::put_file`); no key, as core sends none

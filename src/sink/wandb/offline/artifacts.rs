@@ -103,6 +103,7 @@ pub fn record(
         r#type: "model".into(),
         name: artifact_name(run, &f.rel_path),
         digest: manifest::artifact_digest(std::slice::from_ref(&entry)),
+        description: String::new(),
         metadata: metadata(f),
         aliases: vec!["latest".into()],
         manifest: Some(ArtifactManifest {
@@ -115,6 +116,7 @@ pub fn record(
             contents: vec![ArtifactManifestEntry {
                 path: name,
                 digest: md5.to_string(),
+                r#ref: String::new(),
                 size: f.size as i64,
                 local_path: entry.local_path,
             }],

@@ -253,6 +253,7 @@ impl WandbOfflineSink {
             return Ok(false);
         };
         let mut framed = false;
+        let mut reopened = Vec::new();
         for mut f in feed.journal.artifact_files()? {
             if !matches!(f.state, ArtifactState::Pending) {
                 continue;
@@ -281,24 +282,40 @@ impl WandbOfflineSink {
             if self.set_aside.contains(&id) {
                 continue;
             }
-            if run.finished.is_some() {
-                let reason = "the run's offline log had ended (exit record written) before the checkpoint was complete";
-                tracing::warn!(run = %f.run_id, file = %f.rel_path, reason, "checkpoint not written offline");
-                f.state = ArtifactState::Skipped {
-                    reason: reason.into(),
+            if let Some(code) = run.finished {
+                // The run's log ended (exit record written) before the
+                // checkpoint was complete: a follow-up directory of the
+                // same run takes it, closed with the same exit, as rows
+                // for a finished run go to one.
+                let (start, last_time) = (run.start, run.last_time);
+                let row = Row {
+                    run_id: f.run_id.clone(),
+                    step: 0,
+                    wall_time: if start.is_finite() {
+                        start
+                    } else {
+                        crate::util::now_secs()
+                    },
+                    values: Default::default(),
+                    event: None,
+                    origin: Default::default(),
                 };
-                feed.journal.put_artifact_file(&f)?;
-                continue;
+                let checkpoint = Checkpoint::at_cursor(feed.journal.clone(), "wandb-offline")?;
+                self.open_run(&id, &row, &checkpoint)?;
+                let run = self.working.runs.get_mut(&id).expect("opened");
+                // The exit record repeats the first one's runtime.
+                (run.start, run.last_time) = (start, last_time);
+                tracing::info!(run = %f.run_id, file = %f.rel_path, dir = %run.dir.display(), "checkpoint complete after the run's offline log ended; it goes to a follow-up offline run directory");
+                reopened.push((id.clone(), code));
             }
-            let src = feed.cfg.runs_dir.join(&f.run_id).join(&f.rel_path);
+            let run = &self.working.runs[&id];
+            let src = f.path(&feed.cfg.runs_dir);
             let dest = artifacts::staged_path(&run.dir, &f);
             let (s2, d2) = (src.clone(), dest.clone());
             let copied = tokio::task::spawn_blocking(move || artifacts::stage_copy(&s2, &d2))
                 .await
                 .expect("copying does not panic");
-            let same = std::fs::metadata(&src).is_ok_and(|m| {
-                m.len() == f.size && crate::source::artifacts::mtime_ns(&m) == f.mtime_ns
-            });
+            let same = f.unchanged(&src);
             let md5 = match copied {
                 Ok((md5, n))
                     if n == f.size && same && f.md5_b64.as_ref().map_or(true, |m| *m == md5) =>
@@ -323,6 +340,12 @@ impl WandbOfflineSink {
             // With `_info.stream_id`, as the SDK writes artifact records.
             self.push(&id, RecordType::Artifact(rec), true);
             self.working.artifacts.insert(key);
+            framed = true;
+        }
+        for (id, code) in reopened {
+            // A follow-up directory without a version (its copy failed)
+            // still needs its exit, so that the run ends as it did.
+            self.write_exit(&id, code);
             framed = true;
         }
         Ok(framed)

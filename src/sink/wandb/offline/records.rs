@@ -322,6 +322,9 @@ pub struct ArtifactRecord {
     pub name: String,
     #[prost(string, tag = "6")]
     pub digest: String,
+    /// Set by an SDK's `Artifact(description=...)`; the agent writes none.
+    #[prost(string, tag = "7")]
+    pub description: String,
     /// JSON text.
     #[prost(string, tag = "8")]
     pub metadata: String,
@@ -369,6 +372,9 @@ pub struct ArtifactManifestEntry {
     pub path: String,
     #[prost(string, tag = "2")]
     pub digest: String,
+    /// A reference entry's URI (`add_reference`): no local file.
+    #[prost(string, tag = "3")]
+    pub r#ref: String,
     #[prost(int64, tag = "4")]
     pub size: i64,
     #[prost(string, tag = "6")]
