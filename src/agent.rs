@@ -132,6 +132,8 @@ pub struct Agent {
     probe: Probe,
     /// The system metrics sampler (W&B's System tab), while it runs.
     system: Option<crate::sysmetrics::Monitor>,
+    /// Daemon mode's watch of the workers' processes; stops with the agent.
+    _watcher: Option<crate::sysmetrics::liveness::Watcher>,
 }
 
 impl Agent {
@@ -149,6 +151,7 @@ impl Agent {
         worker: Option<crate::machine::WorkerFacts>,
     ) -> anyhow::Result<Agent> {
         let enabled = config.enabled_sinks();
+        let worker_known = worker.as_ref().map(|_| ());
         let journal = Arc::new(Journal::open_with_cache(
             &config.store.path,
             &enabled,
@@ -339,7 +342,14 @@ impl Agent {
                 )
             })
             .flatten();
+        // Daemon mode: a run whose worker process is gone without a
+        // run-finished record ends failed (init mode knows CMD's status).
+        let watcher =
+            (!once && worker_known.is_none() && enabled.iter().any(|s| s.starts_with("wandb")))
+                .then(|| crate::sysmetrics::liveness::start(&config, journal.clone()))
+                .flatten();
         Ok(Agent {
+            _watcher: watcher,
             system,
             first_seq,
             config,

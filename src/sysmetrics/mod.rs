@@ -22,6 +22,7 @@
 
 pub mod discover;
 pub mod gpu;
+pub mod liveness;
 pub mod procfs;
 
 use std::collections::{BTreeMap, BTreeSet};
