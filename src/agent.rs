@@ -181,7 +181,13 @@ impl Agent {
         if enabled.iter().any(|s| s.starts_with("wandb")) {
             ingest.console =
                 crate::extract::console::ConsoleFiles::new(&sources).map_err(anyhow::Error::msg)?;
-            ingest.machine = crate::machine::MachineFacts::local(worker).to_json();
+            let smi = &config.system_metrics.nvidia_smi;
+            let smi = if smi.is_empty() {
+                crate::sysmetrics::gpu::find_on_path()
+            } else {
+                Some(std::path::PathBuf::from(smi))
+            };
+            ingest.machine = crate::machine::MachineFacts::local(worker, smi.as_deref()).to_json();
         }
         let control = ingest.control();
         let unreadable = ingest.unreadable.clone();
