@@ -677,13 +677,6 @@ impl Config {
                 w.when_worker_tracks
             )));
         }
-        // The last lines a worker wrote before it exited must be read
-        // before its run is judged to have died without a word.
-        if w.worker_gone_secs != 0 && w.worker_gone_secs * 1000 < 2 * self.tail.poll_interval_ms {
-            return Err(self.invalid(
-                "sinks.wandb.worker_gone_secs must be 0 or at least twice tail.poll_interval_ms",
-            ));
-        }
         if w.retry_initial_ms == 0 || w.retry_max_ms < w.retry_initial_ms {
             return Err(self.invalid(
                 "sinks.wandb: retry_initial_ms must be positive and at most retry_max_ms",

@@ -135,7 +135,10 @@ pub fn start(config: &crate::config::Config, journal: Arc<Journal>) -> Option<Wa
             return None;
         }
     };
-    let grace = Duration::from_secs(secs);
+    // The last lines a worker wrote before it exited must be read before
+    // its run is judged to have died without a word: at least two polls.
+    let grace =
+        Duration::from_secs(secs).max(Duration::from_millis(2 * config.tail.poll_interval_ms));
     let every = (grace / 4).min(Duration::from_secs(5));
     let mut watch = Watch::new(PathBuf::from("/proc"), run_path, grace);
     let stop = Arc::new(AtomicBool::new(false));
@@ -177,7 +180,7 @@ pub fn start(config: &crate::config::Config, journal: Arc<Journal>) -> Option<Wa
         tracing::warn!(error = %e, "cannot start the worker watch; runs whose worker dies end by the idle timeout");
     }
     tracing::info!(
-        gone_secs = secs,
+        gone_secs = grace.as_secs_f64(),
         "watching the workers found in run directories"
     );
     Some(Watcher(stop))
