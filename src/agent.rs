@@ -132,6 +132,8 @@ pub struct Agent {
     probe: Probe,
     /// The system metrics sampler (W&B's System tab), while it runs.
     system: Option<crate::sysmetrics::Monitor>,
+    /// Daemon mode's watch of the workers' processes; stops with the agent.
+    _watcher: Option<crate::sysmetrics::liveness::Watcher>,
 }
 
 impl Agent {
@@ -149,6 +151,7 @@ impl Agent {
         worker: Option<crate::machine::WorkerFacts>,
     ) -> anyhow::Result<Agent> {
         let enabled = config.enabled_sinks();
+        let worker_known = worker.as_ref().map(|_| ());
         let journal = Arc::new(Journal::open_with_cache(
             &config.store.path,
             &enabled,
@@ -180,7 +183,13 @@ impl Agent {
         if enabled.iter().any(|s| s.starts_with("wandb")) {
             ingest.console =
                 crate::extract::console::ConsoleFiles::new(&sources).map_err(anyhow::Error::msg)?;
-            ingest.machine = crate::machine::MachineFacts::local(worker).to_json();
+            let smi = &config.system_metrics.nvidia_smi;
+            let smi = if smi.is_empty() {
+                crate::sysmetrics::gpu::find_on_path()
+            } else {
+                Some(std::path::PathBuf::from(smi))
+            };
+            ingest.machine = crate::machine::MachineFacts::local(worker, smi.as_deref()).to_json();
         }
         let control = ingest.control();
         let unreadable = ingest.unreadable.clone();
@@ -342,7 +351,14 @@ impl Agent {
                 )
             })
             .flatten();
+        // Daemon mode: a run whose worker process is gone without a
+        // run-finished record ends failed (init mode knows CMD's status).
+        let watcher =
+            (!once && worker_known.is_none() && enabled.iter().any(|s| s.starts_with("wandb")))
+                .then(|| crate::sysmetrics::liveness::start(&config, journal.clone()))
+                .flatten();
         Ok(Agent {
+            _watcher: watcher,
             system,
             first_seq,
             config,

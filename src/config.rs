@@ -511,6 +511,12 @@ pub struct WandbSinkConfig {
     pub flush_interval_ms: u64,
     #[serde(default = "default_wandb_idle")]
     pub idle_finish_secs: u64,
+    /// Daemon mode: how long a run's worker process (found holding the
+    /// run's files, `sysmetrics::liveness`) must be gone, with no
+    /// run-finished record read meanwhile, before its run ends failed;
+    /// 0 turns the watch off.
+    #[serde(default = "default_wandb_worker_gone")]
+    pub worker_gone_secs: u64,
     #[serde(default = "default_wandb_timeout")]
     pub timeout_ms: u64,
     #[serde(default = "default_wandb_retry_initial")]
@@ -587,6 +593,9 @@ fn default_wandb_flush() -> u64 {
 fn default_wandb_idle() -> u64 {
     1800
 }
+fn default_wandb_worker_gone() -> u64 {
+    10
+}
 fn default_wandb_timeout() -> u64 {
     60_000
 }
@@ -613,6 +622,7 @@ impl std::fmt::Debug for WandbSinkConfig {
             .field("rows_per_request", &self.rows_per_request)
             .field("flush_interval_ms", &self.flush_interval_ms)
             .field("idle_finish_secs", &self.idle_finish_secs)
+            .field("worker_gone_secs", &self.worker_gone_secs)
             .field("timeout_ms", &self.timeout_ms)
             .field("retry_initial_ms", &self.retry_initial_ms)
             .field("retry_max_ms", &self.retry_max_ms)
@@ -636,6 +646,7 @@ impl Default for WandbSinkConfig {
             rows_per_request: default_wandb_rows(),
             flush_interval_ms: default_wandb_flush(),
             idle_finish_secs: default_wandb_idle(),
+            worker_gone_secs: default_wandb_worker_gone(),
             timeout_ms: default_wandb_timeout(),
             retry_initial_ms: default_wandb_retry_initial(),
             retry_max_ms: default_wandb_retry_max(),

@@ -33,9 +33,38 @@ pub struct MachineFacts {
     /// `MemTotal` of /proc/meminfo, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_total: Option<u64>,
+    /// The filesystem of `/`: what the SDK reports as `disk["/"]` (its
+    /// default `x_stats_disk_paths`), when the agent started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskFacts>,
+    /// The NVIDIA GPUs `nvidia-smi` lists, in its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<GpuFacts>,
     /// The worker: init mode only (the agent started it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<WorkerFacts>,
+}
+
+/// A filesystem's size and use, in bytes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DiskFacts {
+    pub total: u64,
+    pub used: u64,
+}
+
+/// One GPU as `nvidia-smi --query-gpu=name,memory.total,uuid,pci.bus_id`
+/// describes it (the SDK reads the same through NVML; CUDA cores and
+/// architecture, which `nvidia-smi` does not print, are left out).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuFacts {
+    pub name: String,
+    /// Bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_total: Option<u64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uuid: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pci_bus_id: String,
 }
 
 /// The worker process init mode started: its command, directory and
@@ -49,6 +78,15 @@ pub struct WorkerFacts {
     /// The interpreter for `python script.py`, else `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executable: Option<String>,
+    /// The interpreter's implementation and version as the SDK gives them
+    /// (`CPython 3.11.2`): asked of the interpreter itself, so only for a
+    /// Python CMD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
+    /// The script's path inside the git checkout that holds it, as the
+    /// SDK's `codePath`; `None` outside a checkout or for no script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_path: Option<String>,
     /// The working directory the worker started in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<String>,
@@ -79,11 +117,14 @@ impl WorkerFacts {
             .then(|| cmd.get(1))
             .flatten()
             .filter(|a| !a.starts_with('-'));
+        let version = python.then(|| python_version(&cmd[0])).flatten();
         match script {
             Some(script) => WorkerFacts {
                 program: script.clone(),
                 args: cmd[2..].to_vec(),
                 executable: cmd.first().cloned(),
+                python: version,
+                code_path: code_path(std::path::Path::new(script)),
                 root,
                 started_at,
             },
@@ -91,6 +132,8 @@ impl WorkerFacts {
                 program: cmd.first().cloned().unwrap_or_default(),
                 args: cmd.get(1..).map(<[String]>::to_vec).unwrap_or_default(),
                 executable: None,
+                python: version,
+                code_path: None,
                 root,
                 started_at,
             },
@@ -98,9 +141,40 @@ impl WorkerFacts {
     }
 }
 
+/// `CPython 3.11.2` for the interpreter `exe` (found on PATH as the
+/// worker's will be), asked of it once, within a deadline; `None` if it
+/// does not answer so.
+fn python_version(exe: &str) -> Option<String> {
+    let args = [
+        "-c".to_string(),
+        "import platform; print(platform.python_implementation(), platform.python_version())"
+            .to_string(),
+    ];
+    let out = crate::sysmetrics::gpu::run(std::path::Path::new(exe), &args)?;
+    let v = out.trim();
+    (!v.is_empty() && !v.contains('\n')).then(|| v.to_string())
+}
+
+/// The path of `script` relative to the root of the git checkout that
+/// holds it (the closest directory above it with a `.git`), as the SDK's
+/// `codePath` reads for a script inside a checkout.
+fn code_path(script: &std::path::Path) -> Option<String> {
+    let abs = if script.is_absolute() {
+        script.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(script)
+    };
+    let root = abs.ancestors().skip(1).find(|d| d.join(".git").exists())?;
+    let rel = abs.strip_prefix(root).ok()?;
+    Some(rel.display().to_string())
+}
+
 impl MachineFacts {
     /// This machine's facts, with the worker's when init mode knows it.
-    pub fn local(worker: Option<WorkerFacts>) -> MachineFacts {
+    pub fn local(
+        worker: Option<WorkerFacts>,
+        nvidia_smi: Option<&std::path::Path>,
+    ) -> MachineFacts {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let (physical, logical) = cpu_counts(&cpuinfo);
         let logical = logical.or_else(|| {
@@ -122,8 +196,27 @@ impl MachineFacts {
             memory_total: std::fs::read_to_string("/proc/meminfo")
                 .ok()
                 .and_then(|m| mem_total(&m)),
+            disk: crate::sysmetrics::procfs::disk_usage(std::path::Path::new("/"))
+                .map(|(used, total)| DiskFacts { total, used }),
+            gpus: nvidia_smi
+                .map(crate::sysmetrics::gpu::devices)
+                .unwrap_or_default(),
             worker,
         }
+    }
+
+    /// Whether `other` describes the same machine and worker: the disk's
+    /// use is a reading taken when each agent process started, not a
+    /// fact that tells a new Overview (a restart must not send it again).
+    pub fn same_as(&self, other: &MachineFacts) -> bool {
+        let strip = |f: &MachineFacts| MachineFacts {
+            disk: f.disk.as_ref().map(|d| DiskFacts {
+                total: d.total,
+                used: 0,
+            }),
+            ..f.clone()
+        };
+        strip(self) == strip(other)
     }
 
     /// The journaled text.
@@ -212,7 +305,11 @@ mod tests {
             mem_total("MemFree: 1 kB\nMemTotal:       16303412 kB\n"),
             Some(16303412 * 1024)
         );
-        let local = MachineFacts::local(None);
+        let local = MachineFacts::local(None, None);
+        assert!(local
+            .disk
+            .as_ref()
+            .is_some_and(|d| d.total >= d.used && d.total > 0));
         assert!(local.os.as_deref().is_some_and(|o| o.starts_with("Linux-")));
         assert!(local.cpu_count_logical.is_some_and(|n| n > 0));
         assert_eq!(MachineFacts::from_json(&local.to_json()), Some(local));

@@ -519,35 +519,41 @@ fn init_mode_sigkill_of_the_worker_is_a_failed_run() {
     );
 }
 
-/// Daemon mode: the worker dies without a word (SIGKILL while logging).
-/// The agent cannot know: it sends no `complete`, so the run is never
-/// shown finished; with `idle_finish_secs` passed its heartbeats stop
-/// (the server shows it crashed), also through the agent's own shutdown.
+/// A worker, for daemon-mode tests: Python writing `lines` metric lines of
+/// `run` to `log` (kept open, as a worker's logging handler keeps it), then
+/// waiting (at most 60 s) for `go` to appear and killing itself with
+/// SIGKILL, without a run-finished record.
+fn doomed_worker(log: &Path, go: &Path, run: &str, lines: usize) -> std::process::Child {
+    let script = format!(
+        "import json, os, signal, time\nf = open({log:?}, 'a')\nfor i in range({lines}):\n    f.write(json.dumps({{'event': 'metrics', 'run_id': {run:?}, 'global_step': i, 'episodic_return': 1.0 / (i + 1)}}) + '\\n')\n    f.flush()\nfor _ in range(600):\n    if os.path.exists({go:?}):\n        break\n    time.sleep(0.1)\nos.kill(os.getpid(), signal.SIGKILL)\n",
+        log = log.display().to_string(),
+        go = go.display().to_string(),
+    );
+    std::process::Command::new(support::harness::python())
+        .arg("-c")
+        .arg(&script)
+        .spawn()
+        .unwrap()
+}
+
+/// Daemon mode: the worker dies without a word (SIGKILL after logging).
+/// The agent found it holding the run's log open and watched its pid: once
+/// it is gone for `worker_gone_secs` without a run-finished record, the
+/// run ends failed with exit code -1 (unknown: the agent is not its
+/// parent), never finished with 0.
 #[test]
-fn daemon_mode_a_worker_killed_silently_is_never_completed() {
-    use support::harness::{self, agent, wait_for, write_config};
+fn daemon_mode_a_worker_killed_silently_ends_failed() {
+    use support::harness::{self, agent, stderr_logs, wait_for, write_config};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let standin = StandIn::start();
     let run = "01JDAE0000000000000000DEAD";
     let logs = dir.join(format!("var/trainer/runs/{run}/logs"));
     std::fs::create_dir_all(&logs).unwrap();
-    // A worker writing a metric line every 20 ms until it is killed.
-    let script = format!(
-        "import json, os, signal, time\nf = open({path:?}, 'a')\nfor i in range(100000):\n    f.write(json.dumps({{'event': 'metrics', 'run_id': {run:?}, 'global_step': i, 'episodic_return': 1.0 / (i + 1)}}) + '\\n')\n    f.flush()\n    if i == 50:\n        os.kill(os.getpid(), signal.SIGKILL)\n    time.sleep(0.02)\n",
-        path = logs.join("worker.log").display().to_string(),
-    );
-    let config = write_config(dir, &standin.base_url(), "idle_finish_secs = 1\n");
+    let config = write_config(dir, &standin.base_url(), "worker_gone_secs = 1\n");
     let mut child = harness::spawn(&mut agent(dir, &config, &[]));
-    let worker = std::process::Command::new(harness::python())
-        .arg("-c")
-        .arg(&script)
-        .status()
-        .unwrap();
-    {
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(worker.signal(), Some(libc::SIGKILL));
-    }
+    let go = dir.join("go");
+    let mut worker = doomed_worker(&logs.join("worker.log"), &go, run, 51);
     let id = harness::wandb_id(run);
     wait_for(dir, Duration::from_secs(60), "the worker's rows", || {
         standin
@@ -555,11 +561,67 @@ fn daemon_mode_a_worker_killed_silently_is_never_completed() {
             .get(&id)
             .is_some_and(|r| r.history.len() == 51)
     });
-    // Past idle_finish_secs and several ticks.
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for(dir, Duration::from_secs(60), "the worker found", || {
+        stderr_logs(dir).contains("worker process found for the run")
+    });
+    assert_eq!(standin.runs()[&id].exit_code, None, "alive: not ended");
+    std::fs::write(&go, "").unwrap();
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(worker.wait().unwrap().signal(), Some(libc::SIGKILL));
+    }
+    wait_for(dir, Duration::from_secs(60), "the run's end", || {
+        standin.runs()[&id].exit_code.is_some()
+    });
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(harness::wait_child(&mut child, Duration::from_secs(60)).success());
     let end = support::sdk::run_end(&standin.requests());
-    assert_eq!(end["complete_requests"], serde_json::json!([]), "{end}");
-    assert_eq!(standin.runs()[&id].exit_code, None);
+    assert_eq!(
+        end["complete_requests"],
+        serde_json::json!([{"complete": true, "exitcode": -1}]),
+        "{end}"
+    );
+    assert_eq!(standin.runs()[&id].exit_code, Some(-1));
+    assert_eq!(standin.runs()[&id].history.len(), 51);
+}
+
+/// Daemon mode: a worker that logged `run_completed` and then exited is
+/// finished with 0: its own word stands over the agent's watch.
+#[test]
+fn daemon_mode_a_worker_gone_after_its_end_record_stays_finished() {
+    use support::harness::{self, agent, stderr_logs, wait_for, write_config};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let run = "01JDAE00000000000000000DNE";
+    let logs = dir.join(format!("var/trainer/runs/{run}/logs"));
+    std::fs::create_dir_all(&logs).unwrap();
+    let config = write_config(dir, &standin.base_url(), "worker_gone_secs = 1\n");
+    let mut child = harness::spawn(&mut agent(dir, &config, &[]));
+    let go = dir.join("go");
+    let mut worker = doomed_worker(&logs.join("worker.log"), &go, run, 10);
+    let id = harness::wandb_id(run);
+    wait_for(dir, Duration::from_secs(60), "the worker found", || {
+        stderr_logs(dir).contains("worker process found for the run")
+    });
+    harness::lifecycle(dir, run, "run_completed", None);
+    wait_for(dir, Duration::from_secs(60), "the run's end", || {
+        standin
+            .runs()
+            .get(&id)
+            .is_some_and(|r| r.exit_code.is_some())
+    });
+    std::fs::write(&go, "").unwrap();
+    worker.wait().unwrap();
+    wait_for(dir, Duration::from_secs(60), "the watch's verdict", || {
+        stderr_logs(dir).contains("worker process is gone")
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(harness::wait_child(&mut child, Duration::from_secs(60)).success());
+    let end = support::sdk::run_end(&standin.requests());
+    assert_eq!(
+        end["complete_requests"],
+        serde_json::json!([{"complete": true, "exitcode": 0}]),
+        "{end}"
+    );
 }

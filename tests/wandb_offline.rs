@@ -641,3 +641,74 @@ fn an_idle_run_gets_no_exit_record_until_the_worker_ends() {
     assert_eq!(run_dirs(dir).len(), 1, "the run continued in its directory");
     assert_records(&read(&file), &expected, Some(2));
 }
+
+/// Daemon mode, offline: a worker killed by SIGKILL after logging, with no
+/// run-finished record, is found holding its run's log and watched; once
+/// it is gone for `worker_gone_secs` the run gets an exit record with
+/// exit code -1 (failed, cause unknown) that W&B's own reader decodes,
+/// never an exit 0.
+#[test]
+fn a_worker_killed_silently_gets_a_failed_exit_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let run = "01JD9X2K7M3N4P5Q6R7S8T9KIL";
+    let logs = dir.join(format!("var/trainer/runs/{run}/logs"));
+    std::fs::create_dir_all(&logs).unwrap();
+    let extra = format!(
+        "mode = \"offline\"\noffline_dir = \"{}\"\nworker_gone_secs = 1",
+        dir.join("wandb").display()
+    );
+    let cfg = harness::write_config(dir, "http://127.0.0.1:9", &extra);
+    let mut agent = harness::spawn(harness::agent(dir, &cfg, &[]).current_dir(dir));
+    let go = dir.join("go");
+    let script = format!(
+        "import json, os, signal, time\nf = open({log:?}, 'a')\nfor i in range(20):\n    f.write(json.dumps({{'event': 'metrics', 'run_id': {run:?}, 'global_step': i, 'episodic_return': 1.0 / (i + 1)}}) + '\\n')\n    f.flush()\nfor _ in range(600):\n    if os.path.exists({go:?}):\n        break\n    time.sleep(0.1)\nos.kill(os.getpid(), signal.SIGKILL)\n",
+        log = logs.join("worker.log").display().to_string(),
+        go = go.display().to_string(),
+    );
+    let mut worker = Command::new(python())
+        .arg("-c")
+        .arg(&script)
+        .spawn()
+        .unwrap();
+    harness::wait_for(dir, Duration::from_secs(60), "the worker found", || {
+        harness::stderr_logs(dir).contains("worker process found for the run")
+    });
+    let id = harness::wandb_id(run);
+    let history = |dir: &Path| {
+        run_dirs(dir)
+            .iter()
+            .map(|d| d.join(format!("run-{id}.wandb")))
+            .filter(|f| f.exists())
+            .map(|f| read(&f).iter().filter(|r| r["type"] == "history").count())
+            .sum::<usize>()
+    };
+    harness::wait_for(dir, Duration::from_secs(60), "every row", || {
+        history(dir) == 20
+    });
+    let (_, file) = the_file(dir, run);
+    assert_eq!(last_type(&file).as_deref(), Some("history"), "alive: open");
+    std::fs::write(&go, "").unwrap();
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(worker.wait().unwrap().signal(), Some(libc::SIGKILL));
+    }
+    harness::wait_for(dir, Duration::from_secs(60), "the exit record", || {
+        last_type(&file).as_deref() == Some("exit")
+    });
+    unsafe {
+        libc::kill(agent.0.id() as i32, libc::SIGTERM);
+    }
+    harness::wait_child(&mut agent.0, Duration::from_secs(30));
+    let records = read(&file);
+    let exits: Vec<i64> = records
+        .iter()
+        .filter(|r| r["type"] == "exit")
+        .map(|r| r["exit_code"].as_i64().unwrap())
+        .collect();
+    assert_eq!(exits, [-1], "{}", harness::stderr_logs(dir));
+    assert_eq!(
+        records.iter().filter(|r| r["type"] == "history").count(),
+        20
+    );
+}

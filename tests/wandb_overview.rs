@@ -262,6 +262,56 @@ fn init_mode_ships_the_workers_console_and_overview_like_the_sdk() {
     assert_eq!(metadata["args"], serde_json::json!([ulid, "0", "6"]));
     assert_eq!(metadata["executable"], py.display().to_string());
     assert_eq!(metadata["root"], dir.display().to_string());
+    // The worker's facts as the SDK fills them (recorded with the script
+    // inside this checkout, given by its absolute path): the interpreter's
+    // `platform` implementation and version, the script's path in the
+    // checkout as codePath and codePathLocal, `/`'s size and use.
+    let facts = &sdk::overview_fixture()["online"]["worker_facts"];
+    let repo = harness::repo().display().to_string();
+    let sdk_program = facts["program"].as_str().unwrap();
+    let in_checkout = sdk_program.strip_prefix("<repo>/").unwrap();
+    assert_eq!(facts["codePath"], in_checkout);
+    assert_eq!(facts["codePathLocal"], in_checkout);
+    let ours = metadata["program"]
+        .as_str()
+        .unwrap()
+        .replace(&repo, "<repo>");
+    let ours = ours.strip_prefix("<repo>/").unwrap();
+    assert_eq!(metadata["codePath"], ours, "{metadata}");
+    assert_eq!(metadata["codePathLocal"], ours, "{metadata}");
+    assert_eq!(facts["python_is_implementation_and_version"], true);
+    let interpreter = Command::new(&py)
+        .args([
+            "-c",
+            "import platform; print(platform.python_implementation(), platform.python_version())",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        metadata["python"],
+        String::from_utf8_lossy(&interpreter.stdout).trim(),
+        "{metadata}"
+    );
+    let disk: serde_json::Map<String, Value> = metadata["disk"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), sdk::key_types(v)))
+        .collect();
+    assert_eq!(Value::Object(disk), facts["disk"]);
+    let (total, used): (u64, u64) = (
+        metadata["disk"]["/"]["total"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+        metadata["disk"]["/"]["used"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+    );
+    assert!(used <= total && total > 0, "{metadata}");
     assert_eq!(
         record.program.as_deref(),
         Some(script.display().to_string().as_str())
@@ -365,6 +415,9 @@ fn offline_console_records_are_the_sdks_and_wandb_sync_uploads_them() {
     let env = &records.iter().find(|r| r["type"] == "environment").unwrap()["environment"];
     assert_eq!(env["host"], hostname());
     assert!(env["startedAt"].is_string(), "the run's start: {env}");
+    // `/`'s size and use, as the SDK's environment record holds them.
+    assert!(env["disk"]["/"]["total"].is_string(), "{env}");
+    assert!(env["disk"]["/"]["used"].is_string(), "{env}");
     assert!(
         env["os"].as_str().is_some_and(|o| o.starts_with("Linux-")),
         "{env}"

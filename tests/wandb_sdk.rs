@@ -564,6 +564,46 @@ fn record_sdk_overview(dir: &std::path::Path) -> Value {
         .values()
         .map(|l| sdk::output_shape(l))
         .collect();
+    // The worker's own facts, with this checkout and the run's directory
+    // masked: how the SDK fills program, code path and interpreter.
+    let online_dir = dir.join("online");
+    let repo = harness::repo().display().to_string();
+    let mask = |v: &Value| -> Value {
+        v.as_str()
+            .map(|s| {
+                Value::String(
+                    s.replace(&online_dir.display().to_string(), "<cwd>")
+                        .replace(&repo, "<repo>"),
+                )
+            })
+            .unwrap_or(Value::Null)
+    };
+    let interpreter = std::process::Command::new(sdk::python())
+        .args([
+            "-c",
+            "import platform; print(platform.python_implementation(), platform.python_version())",
+        ])
+        .output()
+        .expect("the interpreter runs");
+    let interpreter = String::from_utf8_lossy(&interpreter.stdout)
+        .trim()
+        .to_string();
+    let disk: serde_json::Map<String, Value> = metadata["disk"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), sdk::key_types(v)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let worker_facts = serde_json::json!({
+        "program": mask(&metadata["program"]),
+        "codePath": mask(&metadata["codePath"]),
+        "codePathLocal": mask(&metadata["codePathLocal"]),
+        "executable_is_the_interpreter": metadata["executable"] == Value::String(sdk::python().display().to_string()),
+        "python_is_implementation_and_version": metadata["python"] == Value::String(interpreter),
+        "disk": disk,
+    });
 
     let wdir = sdk_with_overview("offline", None);
     let run_dir = sdk::offline_dir(&wdir);
@@ -608,6 +648,7 @@ fn record_sdk_overview(dir: &std::path::Path) -> Value {
         "online": {
             "metadata_key_types": sdk::key_types(&metadata),
             "memory_total": sdk::key_types(&metadata["memory"]),
+            "worker_facts": worker_facts,
             "config_wandb_keys": sdk::key_types(&wandb),
             "config_e_is_the_metadata_under_its_writer_id": wandb["e"][writer] == metadata,
             "upsert_host_is_the_metadatas": upserts.iter().any(|u| u["host"] == metadata["host"]),

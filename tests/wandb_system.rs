@@ -663,14 +663,16 @@ fn console_time_of_first_output(run_dir: &Path) -> String {
 /// A stand-in `nvidia-smi` in `dir/bin`: for the agent's `--query-gpu`
 /// query it prints what the real one prints (`csv,noheader,nounits`: one
 /// line per GPU, `, ` between values, `[N/A]` / `[Not Supported]` for
-/// readings a board lacks); no compute processes; anything else fails.
+/// readings a board lacks), and for the Overview's device query each
+/// GPU's name, MiB, UUID and bus id; no compute processes; anything else
+/// fails.
 fn fake_nvidia_smi(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let path = bin.join("nvidia-smi");
     let query = "index,uuid,utilization.gpu,utilization.memory,memory.total,memory.used,temperature.gpu,power.draw,enforced.power.limit,clocks.sm,clocks.mem,clocks.gr,fan.speed,utilization.encoder,ecc.errors.corrected.volatile.total,ecc.errors.uncorrected.volatile.total,pcie.link.gen.current,pcie.link.width.current,pcie.link.gen.max";
     let script = format!(
-        "#!/bin/sh\nif [ \"$1\" = \"--query-gpu={query}\" ] && [ \"$2\" = \"--format=csv,noheader,nounits\" ]; then\n  printf '0, GPU-5f1d2c3e-aaaa, 87, 41, 16384, 6144, 66, 182.35, 250.00, 1755, 6250, 1755, 45, 0, 0, 0, 3, 16, 3\\n1, GPU-5f1d2c3e-bbbb, 0, 0, 8192, 0, 35, [N/A], [N/A], 300, 405, 300, [Not Supported], 0, [N/A], [N/A], 1, 16, 3\\n'\n  exit 0\nfi\nif [ \"$1\" = \"--query-compute-apps=pid,gpu_uuid\" ]; then exit 0; fi\necho \"unexpected arguments: $*\" >&2\nexit 2\n"
+        "#!/bin/sh\nif [ \"$1\" = \"--query-gpu={query}\" ] && [ \"$2\" = \"--format=csv,noheader,nounits\" ]; then\n  printf '0, GPU-5f1d2c3e-aaaa, 87, 41, 16384, 6144, 66, 182.35, 250.00, 1755, 6250, 1755, 45, 0, 0, 0, 3, 16, 3\\n1, GPU-5f1d2c3e-bbbb, 0, 0, 8192, 0, 35, [N/A], [N/A], 300, 405, 300, [Not Supported], 0, [N/A], [N/A], 1, 16, 3\\n'\n  exit 0\nfi\nif [ \"$1\" = \"--query-gpu=name,memory.total,uuid,pci.bus_id\" ] && [ \"$2\" = \"--format=csv,noheader,nounits\" ]; then\n  printf 'NVIDIA A100-SXM4-40GB, 40960, GPU-5f1d2c3e-aaaa, 00000000:07:00.0\\nTesla T4, 15360, GPU-5f1d2c3e-bbbb, 00000000:0A:00.0\\n'\n  exit 0\nfi\nif [ \"$1\" = \"--query-compute-apps=pid,gpu_uuid\" ]; then exit 0; fi\necho \"unexpected arguments: $*\" >&2\nexit 2\n"
     );
     std::fs::write(&path, script).unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -831,6 +833,19 @@ fn init_mode_streams_system_metrics_as_the_sdk_does() {
         assert!(v["system.proc.memory.rssMB"].as_f64().unwrap() > 0.0);
         assert!(v["system.proc.cpu.threads"].as_f64().unwrap() >= 1.0);
     }
+    // The Overview lists the GPUs as the SDK's metadata does (`gpu` is
+    // the first one's name; protojson writes uint64 bytes as strings).
+    let metadata: Value =
+        serde_json::from_slice(&standin.runs()[&id].files["wandb-metadata.json"]).unwrap();
+    assert_eq!(metadata["gpu"], "NVIDIA A100-SXM4-40GB", "{metadata}");
+    assert_eq!(metadata["gpu_count"], 2);
+    assert_eq!(
+        metadata["gpu_nvidia"],
+        json!([
+            {"name": "NVIDIA A100-SXM4-40GB", "memoryTotal": (40960u64 << 20).to_string(), "uuid": "GPU-5f1d2c3e-aaaa", "pciBusId": "00000000:07:00.0"},
+            {"name": "Tesla T4", "memoryTotal": (15360u64 << 20).to_string(), "uuid": "GPU-5f1d2c3e-bbbb", "pciBusId": "00000000:0A:00.0"},
+        ])
+    );
     // The worker's rows arrived as well, and the run completed with 0.
     let got = &standin.runs()[&id];
     assert!(got.history.len() >= 3);

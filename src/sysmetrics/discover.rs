@@ -22,6 +22,34 @@ use std::path::{Path, PathBuf};
 
 use super::procfs;
 
+/// How daemon mode tells a process's run from the paths it holds, from
+/// the configuration: the sources' `run_id_from_path` and the directories
+/// they read under ([`pattern_root`]).
+#[derive(Debug, Clone)]
+pub struct RunPaths {
+    pub run_path: regex::Regex,
+    pub roots: Vec<PathBuf>,
+}
+
+impl RunPaths {
+    /// Fails with the pattern and why when `run_id_from_path` is not a
+    /// regular expression.
+    pub fn from_config(config: &crate::config::Config) -> Result<RunPaths, String> {
+        let sources = config.sources();
+        let pattern = sources
+            .iter()
+            .find_map(|s| s.run_id_from_path.clone())
+            .unwrap_or_else(|| crate::extract::events::DEFAULT_RUN_ID_FROM_PATH.to_string());
+        let run_path = regex::Regex::new(&pattern)
+            .map_err(|e| format!("run_id_from_path {pattern:?} is not a regex: {e}"))?;
+        let roots = sources
+            .iter()
+            .flat_map(|s| s.paths.iter().map(|p| pattern_root(p)))
+            .collect();
+        Ok(RunPaths { run_path, roots })
+    }
+}
+
 /// The directory a source pattern reads under: its components before the
 /// first one with a wildcard, absolute (relative patterns are read from
 /// the working directory) and with symbolic links resolved where it

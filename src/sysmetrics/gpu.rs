@@ -56,7 +56,7 @@ pub fn query_args() -> Vec<String> {
 /// rather than its exit waited for: in init mode the agent reaps every
 /// child that exits (it is the container's init), so the exit status may
 /// be gone already; where it is still there, a failure discards the output.
-fn run(program: &Path, args: &[String]) -> Option<String> {
+pub(crate) fn run(program: &Path, args: &[String]) -> Option<String> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -96,6 +96,43 @@ fn run(program: &Path, args: &[String]) -> Option<String> {
             Err(_) => return out,
         }
     }
+}
+
+/// What the Overview lists of each GPU, asked once at start.
+pub const INFO_QUERY: &str = "--query-gpu=name,memory.total,uuid,pci.bus_id";
+
+/// The GPUs `smi` lists (`INFO_QUERY`, one line each, `name, MiB, uuid,
+/// bus id`); none when it fails or is not there.
+pub fn devices(smi: &Path) -> Vec<crate::machine::GpuFacts> {
+    let args = [
+        INFO_QUERY.to_string(),
+        "--format=csv,noheader,nounits".into(),
+    ];
+    run(smi, &args)
+        .map(|t| parse_devices(&t))
+        .unwrap_or_default()
+}
+
+fn parse_devices(text: &str) -> Vec<crate::machine::GpuFacts> {
+    text.lines()
+        .filter_map(|line| {
+            // The name may hold a comma; the other three never do.
+            let mut f: Vec<&str> = line.rsplitn(4, ',').map(str::trim).collect();
+            if f.len() != 4 || f[3].is_empty() {
+                return None;
+            }
+            f.reverse();
+            let known = |v: &str| {
+                (!v.starts_with('[') && !v.eq_ignore_ascii_case("N/A")).then(|| v.to_string())
+            };
+            Some(crate::machine::GpuFacts {
+                name: f[0].to_string(),
+                memory_total: number(f[1]).map(|mib| (mib * 1024.0 * 1024.0) as u64),
+                uuid: known(f[2]).unwrap_or_default(),
+                pci_bus_id: known(f[3]).unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 /// A reading: `None` for `[N/A]`, `[Not Supported]` and the like.
@@ -236,6 +273,18 @@ pub fn find_on_path() -> Option<std::path::PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn devices_are_read_from_the_info_query() {
+        let d = super::parse_devices(
+            "NVIDIA A100-SXM4-40GB, 40960, GPU-5f1d2c3e-aaaa, 00000000:07:00.0\nTesla T4, [N/A], GPU-b, [N/A]\n\n",
+        );
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].name, "NVIDIA A100-SXM4-40GB");
+        assert_eq!(d[0].memory_total, Some(40960 * 1024 * 1024));
+        assert_eq!(d[0].pci_bus_id, "00000000:07:00.0");
+        assert_eq!((d[1].memory_total, d[1].pci_bus_id.as_str()), (None, ""));
+    }
+
     use super::*;
 
     /// What `nvidia-smi` prints for [`QUERY`] on two GPUs, the second

@@ -22,6 +22,7 @@
 
 pub mod discover;
 pub mod gpu;
+pub mod liveness;
 pub mod procfs;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -235,15 +236,10 @@ pub fn start(
             return None;
         }
     }
-    let pattern = config
-        .sources()
-        .iter()
-        .find_map(|s| s.run_id_from_path.clone())
-        .unwrap_or_else(|| crate::extract::events::DEFAULT_RUN_ID_FROM_PATH.to_string());
-    let run_path = match regex::Regex::new(&pattern) {
-        Ok(r) => r,
+    let paths = match discover::RunPaths::from_config(config) {
+        Ok(p) => p,
         Err(e) => {
-            tracing::warn!(pattern, error = %e, "run_id_from_path is not a regex; no system metrics");
+            tracing::warn!(error = %e, "no system metrics");
             return None;
         }
     };
@@ -253,16 +249,11 @@ pub fn start(
         Some(PathBuf::from(&c.nvidia_smi))
     };
     tracing::info!(interval_secs = c.interval_secs, ?workers, gpu = ?nvidia_smi, "sampling system metrics");
-    let roots = config
-        .sources()
-        .iter()
-        .flat_map(|s| s.paths.iter().map(|p| discover::pattern_root(p)))
-        .collect();
     let settings = MonitorSettings {
         interval: Duration::from_secs_f64(c.interval_secs),
         workers,
-        run_path,
-        roots,
+        run_path: paths.run_path,
+        roots: paths.roots,
         host: Host::new(Path::new("/proc"), nvidia_smi),
     };
     Some(Monitor(spawn(settings, journal)))

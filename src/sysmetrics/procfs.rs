@@ -45,6 +45,20 @@ pub fn process(root: &Path, pid: u32) -> Option<Proc> {
     })
 }
 
+/// A process's identity over time: its start (clock ticks after boot,
+/// `stat` field 22), which tells it from a later process given the same
+/// pid; `None` when it is gone or a zombie (exited, not yet reaped).
+pub fn start_time(root: &Path, pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(root.join(pid.to_string()).join("stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state), so field 22 is rest[19].
+    if matches!(f.first(), Some(&"Z") | Some(&"X")) {
+        return None;
+    }
+    f.get(19)?.parse().ok()
+}
+
 /// Every process id under the proc root.
 pub fn pids(root: &Path) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir(root) else {

@@ -9,6 +9,20 @@
 //! The agent sends `complete` only for an end the worker reported, so that
 //! a worker that died is never shown as a successful run.
 
+/// The exit code of a daemon-mode run whose worker process is gone
+/// without a run-finished record (`sysmetrics::liveness`): the agent is not
+/// its parent and cannot know its status, so "unknown", and non-zero so
+/// that the run shows *failed*, never *finished*. It never replaces an end
+/// the worker logged itself ([`keeps_requested`]).
+pub const DIED: i32 = -1;
+
+/// Whether a run-finished event with `code` leaves an end already
+/// requested or sent alone: the agent's [`DIED`] yields to the worker's
+/// own record (read before it, or already sent).
+pub fn keeps_requested(code: i32, requested: Option<i32>, finished: Option<i32>) -> bool {
+    code == DIED && (requested.is_some() || finished.is_some())
+}
+
 /// The exit code to report when the worker's process exited with `exit`
 /// (init mode) and its records said `record` (a run-finished record's
 /// code, if it logged one): a failure either way wins over success, and the
@@ -46,5 +60,10 @@ mod tests {
         assert_eq!(exit_code(None, 137), 137);
         assert_eq!(shown(0), "finished");
         assert_eq!(shown(137), "failed");
+        assert_eq!(shown(DIED), "failed");
+        assert!(keeps_requested(DIED, Some(0), None));
+        assert!(keeps_requested(DIED, None, Some(0)));
+        assert!(!keeps_requested(DIED, None, None));
+        assert!(!keeps_requested(1, Some(0), None));
     }
 }

@@ -622,6 +622,20 @@ impl Sink for WandbSink {
                 }
                 continue;
             }
+            if let Some(RunEvent::Finished(code)) = entry.row.event {
+                let run = self.working.runs.get(id);
+                if ending::keeps_requested(
+                    code,
+                    run.and_then(|r| r.finish_requested),
+                    run.and_then(|r| r.finished),
+                ) {
+                    tracing::debug!(
+                        run = id,
+                        "worker gone after it logged its end; its own end stands"
+                    );
+                    continue;
+                }
+            }
             if matches!(
                 entry.row.event,
                 Some(RunEvent::Console { .. } | RunEvent::System)

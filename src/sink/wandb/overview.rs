@@ -6,8 +6,11 @@
 //!   offline, an `EnvironmentRecord`. Only what the agent knows is there
 //!   ([`crate::machine::MachineFacts`]): host, OS, CPUs, memory, the run's
 //!   start, and in init mode the worker's program, arguments, executable
-//!   and directory. No `python`, `cli_version` or `python_version`: the
-//!   agent is not the SDK and does not know the worker's interpreter.
+//!   and directory, with the interpreter's version and the script's
+//!   `codePath` when CMD is Python; `disk["/"]` and, when `nvidia-smi`
+//!   lists any, `gpu`, `gpu_count` and `gpu_nvidia`. No `cli_version` or
+//!   `python_version` in `_wandb`: those name the SDK, which did not write
+//!   the run.
 //! - console lines: `output.log` over file_stream, one line per console
 //!   row at its own offset, `<time> <line>` for stdout and
 //!   `ERROR <time> <line>` for stderr (the time in UTC, microseconds, no
@@ -88,6 +91,17 @@ pub fn metadata(facts: &MachineFacts, start: f64) -> Value {
             m.insert("root".into(), json!(root));
         }
     }
+    if let Some(w) = &facts.worker {
+        if let Some(p) = &w.python {
+            m.insert("python".into(), json!(p));
+        }
+        if let Some(c) = &w.code_path {
+            // The SDK writes the same path under both names for a script
+            // inside a checkout (tests/fixtures/wandb-sdk-overview.json).
+            m.insert("codePath".into(), json!(c));
+            m.insert("codePathLocal".into(), json!(c));
+        }
+    }
     if let Some(h) = &facts.host {
         m.insert("host".into(), json!(h));
     }
@@ -100,12 +114,44 @@ pub fn metadata(facts: &MachineFacts, start: f64) -> Value {
     if let Some(n) = facts.cpu_count_logical {
         m.insert("cpu_count_logical".into(), json!(n));
     }
+    if let Some(first) = facts.gpus.first() {
+        m.insert("gpu".into(), json!(first.name));
+        m.insert("gpu_count".into(), json!(facts.gpus.len()));
+    }
+    if let Some(d) = &facts.disk {
+        // protojson: uint64 as strings.
+        m.insert(
+            "disk".into(),
+            json!({"/": {"total": d.total.to_string(), "used": d.used.to_string()}}),
+        );
+    }
     if let Some(t) = facts.memory_total {
         // protojson writes uint64 as a string.
         m.insert("memory".into(), json!({"total": t.to_string()}));
     }
     if let Some(model) = &facts.cpu_model {
         m.insert("cpu".into(), json!({"model": model}));
+    }
+    if !facts.gpus.is_empty() {
+        let gpus: Vec<Value> = facts
+            .gpus
+            .iter()
+            .map(|g| {
+                let mut o = Map::new();
+                o.insert("name".into(), json!(g.name));
+                if let Some(t) = g.memory_total {
+                    o.insert("memoryTotal".into(), json!(t.to_string()));
+                }
+                if !g.uuid.is_empty() {
+                    o.insert("uuid".into(), json!(g.uuid));
+                }
+                if !g.pci_bus_id.is_empty() {
+                    o.insert("pciBusId".into(), json!(g.pci_bus_id));
+                }
+                Value::Object(o)
+            })
+            .collect();
+        m.insert("gpu_nvidia".into(), Value::Array(gpus));
     }
     m.insert("writerId".into(), json!(writer_id(facts)));
     Value::Object(m)
@@ -171,6 +217,38 @@ pub fn environment_record(facts: &MachineFacts, start: f64) -> records::Environm
         root: w.and_then(|w| w.root.clone()).unwrap_or_default(),
         host: facts.host.clone().unwrap_or_default(),
         executable: w.and_then(|w| w.executable.clone()).unwrap_or_default(),
+        python: w.and_then(|w| w.python.clone()).unwrap_or_default(),
+        code_path: w.and_then(|w| w.code_path.clone()).unwrap_or_default(),
+        code_path_local: w.and_then(|w| w.code_path.clone()).unwrap_or_default(),
+        gpu_type: facts
+            .gpus
+            .first()
+            .map(|g| g.name.clone())
+            .unwrap_or_default(),
+        gpu_count: facts.gpus.len() as u32,
+        disk: facts
+            .disk
+            .iter()
+            .map(|d| {
+                (
+                    "/".to_string(),
+                    records::DiskInfo {
+                        total: d.total,
+                        used: d.used,
+                    },
+                )
+            })
+            .collect(),
+        gpu_nvidia: facts
+            .gpus
+            .iter()
+            .map(|g| records::GpuNvidiaInfo {
+                name: g.name.clone(),
+                memory_total: g.memory_total.unwrap_or(0),
+                uuid: g.uuid.clone(),
+                pci_bus_id: g.pci_bus_id.clone(),
+            })
+            .collect(),
         cpu_count: facts.cpu_count.unwrap_or(0),
         cpu_count_logical: facts.cpu_count_logical.unwrap_or(0),
         memory: facts
@@ -205,7 +283,19 @@ mod tests {
             cpu_count_logical: Some(4),
             cpu_model: None,
             memory_total: Some(1024),
+            disk: Some(crate::machine::DiskFacts {
+                total: 4096,
+                used: 1024,
+            }),
+            gpus: vec![crate::machine::GpuFacts {
+                name: "Tesla T4".into(),
+                memory_total: Some(15360 * 1024 * 1024),
+                uuid: "GPU-1".into(),
+                pci_bus_id: String::new(),
+            }],
             worker: Some(WorkerFacts {
+                python: Some("CPython 3.11.2".into()),
+                code_path: Some("rl/train.py".into()),
                 program: "train.py".into(),
                 args: vec!["--seed".into(), "1".into()],
                 executable: Some("python3".into()),
@@ -218,6 +308,20 @@ mod tests {
         assert_eq!(m["memory"]["total"], "1024");
         assert_eq!(m["args"], json!(["--seed", "1"]));
         assert_eq!(m["writerId"], "mosaic-shipper@h");
+        assert_eq!(m["python"], "CPython 3.11.2");
+        assert_eq!(
+            (&m["codePath"], &m["codePathLocal"]),
+            (&json!("rl/train.py"), &json!("rl/train.py"))
+        );
+        assert_eq!(m["disk"], json!({"/": {"total": "4096", "used": "1024"}}));
+        assert_eq!(
+            (&m["gpu"], &m["gpu_count"]),
+            (&json!("Tesla T4"), &json!(1))
+        );
+        assert_eq!(
+            m["gpu_nvidia"],
+            json!([{"name": "Tesla T4", "memoryTotal": "16106127360", "uuid": "GPU-1"}])
+        );
         let mut config = json!({"_wandb": {"value": {"t": {}}}});
         add_environment(&mut config, &facts, 200.0);
         assert_eq!(config["_wandb"]["value"]["e"]["mosaic-shipper@h"], m);

@@ -163,7 +163,7 @@ impl RunState {
                 self.metadata_sent = false;
             }
         }
-        if self.machine.as_ref() == Some(&facts) {
+        if self.machine.as_ref().is_some_and(|m| m.same_as(&facts)) {
             return false;
         }
         self.machine = Some(facts);

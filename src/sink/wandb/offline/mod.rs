@@ -482,6 +482,13 @@ impl WandbOfflineSink {
             tracing::warn!(run = %id, "machine facts in the journal are not readable; skipped");
             return;
         };
+        let told = run
+            .machine
+            .as_deref()
+            .and_then(crate::machine::MachineFacts::from_json);
+        if told.is_some_and(|t| t.same_as(&facts)) {
+            return;
+        }
         // The worker's start (init mode) wins if earlier.
         let start = run.start.min(start);
         let record = super::overview::environment_record(&facts, start);

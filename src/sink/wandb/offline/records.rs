@@ -261,12 +261,18 @@ pub struct OutputRawRecord {
 pub struct EnvironmentRecord {
     #[prost(string, tag = "1")]
     pub os: String,
+    #[prost(string, tag = "2")]
+    pub python: String,
     #[prost(message, optional, tag = "3")]
     pub started_at: Option<Timestamp>,
     #[prost(string, repeated, tag = "5")]
     pub args: Vec<String>,
     #[prost(string, tag = "6")]
     pub program: String,
+    #[prost(string, tag = "7")]
+    pub code_path: String,
+    #[prost(string, tag = "8")]
+    pub code_path_local: String,
     #[prost(string, tag = "11")]
     pub root: String,
     #[prost(string, tag = "12")]
@@ -277,14 +283,45 @@ pub struct EnvironmentRecord {
     pub cpu_count: u32,
     #[prost(uint32, tag = "17")]
     pub cpu_count_logical: u32,
+    /// The SDK's `gpu`: the first GPU's name.
+    #[prost(string, tag = "18")]
+    pub gpu_type: String,
+    #[prost(uint32, tag = "19")]
+    pub gpu_count: u32,
+    #[prost(btree_map = "string, message", tag = "20")]
+    pub disk: std::collections::BTreeMap<String, DiskInfo>,
     #[prost(message, optional, tag = "21")]
     pub memory: Option<MemoryInfo>,
     #[prost(message, optional, tag = "22")]
     pub cpu: Option<CpuInfo>,
+    #[prost(message, repeated, tag = "24")]
+    pub gpu_nvidia: Vec<GpuNvidiaInfo>,
     #[prost(string, tag = "199")]
     pub writer_id: String,
     #[prost(message, optional, tag = "200")]
     pub info: Option<RecordInfo>,
+}
+
+/// `wandb_internal.DiskInfo`: bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DiskInfo {
+    #[prost(uint64, tag = "1")]
+    pub total: u64,
+    #[prost(uint64, tag = "2")]
+    pub used: u64,
+}
+
+/// `wandb_internal.GpuNvidiaInfo`, the fields `nvidia-smi` tells.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GpuNvidiaInfo {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint64, tag = "2")]
+    pub memory_total: u64,
+    #[prost(string, tag = "5")]
+    pub uuid: String,
+    #[prost(string, tag = "6")]
+    pub pci_bus_id: String,
 }
 
 /// `wandb_internal.MemoryInfo`.
