@@ -15,6 +15,7 @@
 pub mod console;
 pub mod events;
 mod explain;
+pub mod json;
 pub mod pyjson;
 mod rule;
 pub mod silence;
@@ -27,7 +28,7 @@ pub use crate::journal::Memo;
 pub use pyjson::parse as parse_python_json;
 pub use rule::{Applied, Line, Rule};
 
-use serde_json::Value;
+use std::borrow::Cow;
 
 use crate::config::ExtractConfig;
 use crate::row::Row;
@@ -143,7 +144,8 @@ impl Extractor {
         counters: &mut Counters,
         out: &mut Vec<Row>,
     ) {
-        let parsed = match parse_line(line) {
+        let text = prepare(line);
+        let parsed = match parse_line(&text) {
             Ok(parsed) => parsed,
             Err(e) => {
                 counters.invalid_json += 1;
@@ -197,7 +199,8 @@ impl Extractor {
         read_time: f64,
         memo: &mut Memo,
     ) -> Explanation {
-        let parsed = match parse_line(line) {
+        let text = prepare(line);
+        let parsed = match parse_line(&text) {
             Ok(parsed) => parsed,
             Err(e) => {
                 return Explanation {
@@ -258,15 +261,27 @@ impl Extractor {
     }
 }
 
+/// The text a line is parsed from: a line that starts like a JSON
+/// object with Python's `NaN`/`Infinity` tokens rewritten (see
+/// [`pyjson`]), any other line as it is. The parsed [`Line`] borrows from
+/// it.
+fn prepare(line: &str) -> Cow<'_, str> {
+    if line.trim_start().starts_with('{') {
+        pyjson::rewrite_non_finite(line)
+    } else {
+        Cow::Borrowed(line)
+    }
+}
+
 /// A line that starts like a JSON object is JSON (or broken JSON: a torn
-/// write); any other line is text.
+/// write); any other line is text. `line` comes from [`prepare`].
 fn parse_line(line: &str) -> Result<Line<'_>, serde_json::Error> {
     let trimmed = line.trim_start();
     if !trimmed.starts_with('{') {
         return Ok(Line::Text(line));
     }
-    match pyjson::parse(trimmed)? {
-        Value::Object(obj) => Ok(Line::Json(obj)),
+    match json::parse(trimmed)? {
+        json::Json::Object(obj) => Ok(Line::Json(obj)),
         // Unreachable (`{` opens an object or nothing valid); text is the
         // harmless answer.
         _ => Ok(Line::Text(line)),

@@ -29,7 +29,9 @@ pub fn non_finite(s: &str) -> Option<f64> {
     }
 }
 
-fn rewrite_non_finite(line: &str) -> Cow<'_, str> {
+/// `line` with Python's non-finite tokens (outside strings) replaced by
+/// marker strings, borrowed when it has none.
+pub(crate) fn rewrite_non_finite(line: &str) -> Cow<'_, str> {
     // Fast path: most lines carry neither token anywhere.
     if !line.contains("NaN") && !line.contains("Infinity") {
         return Cow::Borrowed(line);

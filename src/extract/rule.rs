@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 
 use regex::Regex;
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use super::json::{Json, Object};
 
 use super::pyjson::non_finite;
 use super::text::TextKeys;
@@ -21,7 +23,7 @@ use crate::stats::Counters;
 /// A line, parsed once and offered to every rule.
 #[derive(Debug)]
 pub enum Line<'a> {
-    Json(Map<String, Value>),
+    Json(Object<'a>),
     Text(&'a str),
 }
 
@@ -74,7 +76,7 @@ enum Failed<'a> {
     Value {
         path: &'a FieldPath,
         want: &'a Value,
-        got: Option<&'a Value>,
+        got: Option<&'a Json<'a>>,
     },
     Absent {
         path: &'a FieldPath,
@@ -117,7 +119,7 @@ fn split_path(p: &str) -> FieldPath {
     p.split('.').map(str::to_string).collect()
 }
 
-fn lookup<'a>(obj: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+fn lookup<'o, 'a>(obj: &'o Object<'a>, path: &[String]) -> Option<&'o Json<'a>> {
     let (first, rest) = path.split_first()?;
     let mut v = obj.get(first)?;
     for key in rest {
@@ -417,13 +419,13 @@ impl JsonRule {
     /// The conditions of `match` and `present` that `obj` fails, unformatted
     /// (the hot path only asks whether there is one); the rule takes the
     /// record when there are none.
-    fn failed<'a>(&'a self, obj: &'a Map<String, Value>) -> impl Iterator<Item = Failed<'a>> + 'a {
+    fn failed<'a>(&'a self, obj: &'a Object<'a>) -> impl Iterator<Item = Failed<'a>> + 'a {
         let wrong_value = self.match_fields.iter().filter_map(|(path, want)| {
             let got = lookup(obj, path);
             let ok = got.is_some_and(|got| match (got, want) {
                 // 1 and 1.0 are the same number to a user writing TOML.
-                (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
-                _ => got == want,
+                (Json::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+                _ => got.equals(want),
             });
             (!ok).then_some(Failed::Value { path, want, got })
         });
@@ -436,7 +438,7 @@ impl JsonRule {
     }
 
     /// [`failed`](Self::failed), in words.
-    fn misses(&self, obj: &Map<String, Value>) -> Vec<String> {
+    fn misses(&self, obj: &Object) -> Vec<String> {
         self.failed(obj)
             .map(|f| match f {
                 Failed::Value {
@@ -460,15 +462,15 @@ impl JsonRule {
 
     fn read(
         &self,
-        obj: &Map<String, Value>,
+        obj: &Object,
         kind: RuleKind,
         naive: NaiveTime,
         counters: &mut Counters,
     ) -> Result<Reading, String> {
         let mut r = Reading {
             run_id: self.run_id.iter().find_map(|p| match lookup(obj, p)? {
-                Value::String(s) if !s.is_empty() => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
+                Json::Str(s) if !s.is_empty() => Some(s.to_string()),
+                Json::Number(n) => Some(n.to_string()),
                 _ => None,
             }),
             step: self
@@ -483,11 +485,11 @@ impl JsonRule {
         };
         if let Some(path) = &self.config {
             let found = if path.is_empty() {
-                Some(plain_json(&Value::Object(obj.clone())).to_string())
+                Some(plain_json(&Value::Object(obj.to_map())).to_string())
             } else {
                 lookup(obj, path)
                     .filter(|v| v.is_object())
-                    .map(|v| plain_json(v).to_string())
+                    .map(|v| plain_json(&v.to_value()).to_string())
             };
             match found {
                 Some(text) => r.config = Some(text),
@@ -512,29 +514,42 @@ impl JsonRule {
             match metric {
                 Metric::Whole => {
                     let mut at = Vec::new();
-                    for (k, v) in obj {
-                        at.push(k.as_str());
+                    let mut name = String::new();
+                    for (k, v) in obj.iter() {
+                        at.push(k);
+                        name.clear();
+                        name.push_str(k);
                         let f = Flatten {
                             skip: &skip,
                             count_skipped: false,
                         };
-                        f.collect(k, &mut at, v, &mut r.values, counters);
+                        f.collect(&mut name, &mut at, v, &mut r.values, counters);
                         at.pop();
                     }
                 }
                 Metric::Field(field, tag) => {
-                    if let Some(v) = lookup(obj, field) {
-                        let name = tag.clone().unwrap_or_else(|| match v {
-                            Value::Object(_) => String::new(),
-                            _ => field.join("/"),
-                        });
-                        let mut at: Vec<&str> = field.iter().map(String::as_str).collect();
-                        let f = Flatten {
-                            skip: &skip,
-                            count_skipped: true,
-                        };
-                        f.collect(&name, &mut at, v, &mut r.values, counters);
+                    let Some(v) = lookup(obj, field) else {
+                        continue;
+                    };
+                    let f = Flatten {
+                        skip: &skip,
+                        count_skipped: true,
+                    };
+                    if !v.is_object() {
+                        // The common case, a number under its tag: the
+                        // tag is the one string the row needs.
+                        if f.skips(field) {
+                            continue;
+                        }
+                        if let Some(x) = f.leaf(v, counters) {
+                            let name = tag.clone().unwrap_or_else(|| field.join("/"));
+                            r.values.insert(name, x);
+                        }
+                        continue;
                     }
+                    let mut name = tag.clone().unwrap_or_default();
+                    let mut at: Vec<&str> = field.iter().map(String::as_str).collect();
+                    f.collect(&mut name, &mut at, v, &mut r.values, counters);
                 }
             }
         }
@@ -631,8 +646,8 @@ impl TextRule {
 }
 
 /// A JSON value shortened for an explanation.
-fn short(v: &Value) -> String {
-    let text = v.to_string();
+fn short(v: &Json) -> String {
+    let text = v.to_value().to_string();
     if text.chars().count() <= 40 {
         text
     } else {
@@ -660,9 +675,9 @@ fn plain_json(v: &Value) -> Value {
     }
 }
 
-fn as_step(v: &Value) -> Option<i64> {
+fn as_step(v: &Json) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64().or_else(|| {
+        Json::Number(n) => n.as_i64().or_else(|| {
             let f = n.as_f64()?;
             (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
         }),
@@ -670,10 +685,10 @@ fn as_step(v: &Value) -> Option<i64> {
     }
 }
 
-fn as_wall_time(v: &Value, naive: NaiveTime) -> Option<f64> {
+fn as_wall_time(v: &Json, naive: NaiveTime) -> Option<f64> {
     match v {
-        Value::Number(n) => n.as_f64().filter(|f| f.is_finite()),
-        Value::String(s) => parse_timestamp_as(s, naive),
+        Json::Number(n) => n.as_f64().filter(|f| f.is_finite()),
+        Json::Str(s) => parse_timestamp_as(s, naive),
         _ => None,
     }
 }
@@ -689,52 +704,71 @@ struct Flatten<'a> {
 }
 
 impl Flatten<'_> {
-    /// Adds `v` (at record path `at`) under `name`.
+    /// Adds `v` (at record path `at`) under `name`. `name` is a buffer
+    /// grown and cut back as objects are walked, so that a nested metric
+    /// costs one `String` (its tag), not one per level.
     fn collect<'v>(
         &self,
-        name: &str,
+        name: &mut String,
         at: &mut Vec<&'v str>,
-        v: &'v Value,
+        v: &'v Json,
         out: &mut BTreeMap<String, f64>,
         counters: &mut Counters,
     ) {
-        if self
-            .skip
-            .iter()
-            .any(|s| s.len() == at.len() && s.iter().zip(at.iter()).all(|(a, b)| a == b))
-        {
+        if self.skips(at) {
             return;
         }
         match v {
-            Value::Object(map) => {
-                for (k, child) in map {
-                    let child_name = if name.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{name}/{k}")
-                    };
+            Json::Object(map) => {
+                let len = name.len();
+                for (k, child) in map.iter() {
+                    if len > 0 {
+                        name.push('/');
+                    }
+                    name.push_str(k);
                     at.push(k);
-                    self.collect(&child_name, at, child, out, counters);
+                    self.collect(name, at, child, out, counters);
                     at.pop();
+                    name.truncate(len);
                 }
             }
-            Value::Number(n) => {
-                if let Some(f) = n.as_f64() {
-                    out.insert(name.to_string(), f);
+            _ => {
+                if let Some(f) = self.leaf(v, counters) {
+                    insert(out, name, f);
                 }
             }
-            Value::Bool(b) => {
-                out.insert(name.to_string(), if *b { 1.0 } else { 0.0 });
-            }
-            Value::String(s) => match non_finite(s) {
-                Some(f) => {
-                    out.insert(name.to_string(), f);
-                }
-                None if self.count_skipped => counters.skipped_values += 1,
-                None => {}
-            },
-            Value::Null | Value::Array(_) if self.count_skipped => counters.skipped_values += 1,
-            Value::Null | Value::Array(_) => {}
+        }
+    }
+
+    /// Whether record path `at` is left out.
+    fn skips<S: AsRef<str>>(&self, at: &[S]) -> bool {
+        self.skip
+            .iter()
+            .any(|s| s.len() == at.len() && s.iter().zip(at.iter()).all(|(a, b)| a == b.as_ref()))
+    }
+
+    /// The number a value other than an object stands for, counting it
+    /// as skipped when it is none and [`count_skipped`](Self::count_skipped).
+    fn leaf(&self, v: &Json, counters: &mut Counters) -> Option<f64> {
+        let f = match v {
+            Json::Number(n) => return n.as_f64(),
+            Json::Bool(b) => return Some(if *b { 1.0 } else { 0.0 }),
+            Json::Str(s) => non_finite(s),
+            Json::Null | Json::Array(_) | Json::Object(_) => None,
+        };
+        if f.is_none() && self.count_skipped {
+            counters.skipped_values += 1;
+        }
+        f
+    }
+}
+
+/// Sets `out[name] = value`, allocating the tag only when it is new.
+fn insert(out: &mut BTreeMap<String, f64>, name: &str, value: f64) {
+    match out.get_mut(name) {
+        Some(slot) => *slot = value,
+        None => {
+            out.insert(name.to_string(), value);
         }
     }
 }

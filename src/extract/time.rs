@@ -43,7 +43,18 @@ fn seconds(secs: i64, nanos: u32) -> f64 {
     if secs < 0 {
         return secs as f64 + f64::from(nanos) / 1e9;
     }
-    format!("{secs}.{nanos:09}").parse().unwrap_or(secs as f64)
+    // Written on the stack: this runs for every row that carries a time.
+    use std::io::Write;
+    let mut buf = [0u8; 40];
+    let mut cursor = &mut buf[..];
+    if write!(cursor, "{secs}.{nanos:09}").is_err() {
+        return secs as f64;
+    }
+    let len = 40 - cursor.len();
+    std::str::from_utf8(&buf[..len])
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(secs as f64)
 }
 
 /// The UTC offset (seconds east) in force when the local wall clock showed
