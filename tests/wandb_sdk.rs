@@ -419,20 +419,7 @@ fn sdk_steps_recording_is_current() {
     sdk::python();
     let tmp = tempfile::tempdir().unwrap();
     let got = record_sdk_steps(tmp.path());
-    let path = harness::repo().join(sdk::STEPS_FIXTURE);
-    if std::env::var_os("MOSAIC_RECORD_FIXTURES").is_some_and(|v| v == "1") {
-        let mut text = serde_json::to_string_pretty(&got).unwrap();
-        text.push('\n');
-        std::fs::write(&path, text).unwrap();
-        eprintln!("wrote {}", path.display());
-        return;
-    }
-    assert_eq!(
-        got,
-        sdk::steps_fixture(),
-        "the SDK no longer sends what {} recorded: run scripts/record-wandb-sdk and review the change",
-        path.display()
-    );
+    sdk::recording_is_current(&got, sdk::STEPS_FIXTURE, "sends what");
 }
 
 /// What the SDK sends to end a run: `finish(exit_code=0)`,
@@ -501,20 +488,7 @@ fn sdk_state_recording_is_current() {
     sdk::python();
     let tmp = tempfile::tempdir().unwrap();
     let got = record_sdk_state(tmp.path());
-    let path = harness::repo().join(sdk::STATE_FIXTURE);
-    if std::env::var_os("MOSAIC_RECORD_FIXTURES").is_some_and(|v| v == "1") {
-        let mut text = serde_json::to_string_pretty(&got).unwrap();
-        text.push('\n');
-        std::fs::write(&path, text).unwrap();
-        eprintln!("wrote {}", path.display());
-        return;
-    }
-    assert_eq!(
-        got,
-        sdk::state_fixture(),
-        "the SDK no longer ends runs as {} recorded: run scripts/record-wandb-sdk and review the change",
-        path.display()
-    );
+    sdk::recording_is_current(&got, sdk::STATE_FIXTURE, "ends runs as");
 }
 
 /// Console lines the overview recording prints (tests/py/sdk_overview.py
@@ -678,20 +652,7 @@ fn sdk_overview_recording_is_current() {
     sdk::python();
     let tmp = tempfile::tempdir().unwrap();
     let got = record_sdk_overview(tmp.path());
-    let path = harness::repo().join(sdk::OVERVIEW_FIXTURE);
-    if std::env::var_os("MOSAIC_RECORD_FIXTURES").is_some_and(|v| v == "1") {
-        let mut text = serde_json::to_string_pretty(&got).unwrap();
-        text.push('\n');
-        std::fs::write(&path, text).unwrap();
-        eprintln!("wrote {}", path.display());
-        return;
-    }
-    assert_eq!(
-        got,
-        sdk::overview_fixture(),
-        "the SDK no longer sends what {} recorded: run scripts/record-wandb-sdk and review the change",
-        path.display()
-    );
+    sdk::recording_is_current(&got, sdk::OVERVIEW_FIXTURE, "sends what");
 }
 
 /// What the SDK sends to log a checkpoint as a model artifact
@@ -738,18 +699,5 @@ fn sdk_artifacts_recording_is_current() {
     sdk::python();
     let tmp = tempfile::tempdir().unwrap();
     let got = record_sdk_artifacts(tmp.path());
-    let path = harness::repo().join(sdk::ARTIFACTS_FIXTURE);
-    if std::env::var_os("MOSAIC_RECORD_FIXTURES").is_some_and(|v| v == "1") {
-        let mut text = serde_json::to_string_pretty(&got).unwrap();
-        text.push('\n');
-        std::fs::write(&path, text).unwrap();
-        eprintln!("wrote {}", path.display());
-        return;
-    }
-    assert_eq!(
-        got,
-        sdk::artifacts_fixture(),
-        "the SDK no longer logs artifacts as {} recorded: run scripts/record-wandb-sdk and review the change",
-        path.display()
-    );
+    sdk::recording_is_current(&got, sdk::ARTIFACTS_FIXTURE, "logs artifacts as");
 }

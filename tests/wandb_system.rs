@@ -199,24 +199,9 @@ fn requests_shape(reqs: &[Recorded]) -> Value {
 /// Every record of a `.wandb` log, whole, as W&B's reader decodes it
 /// (tests/py/wandb_records_dump.py): (type, record).
 fn dump_records(file: &Path) -> Vec<(String, Value)> {
-    let py = sdk::datastore_python();
-    let out = std::process::Command::new(&py)
-        .arg(harness::repo().join("tests/py/wandb_records_dump.py"))
-        .arg(file)
-        .env_remove("PYTHONOPTIMIZE")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", py.display()));
-    assert!(
-        out.status.success(),
-        "W&B's DataStore reader failed on {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
+    sdk::datastore_run("tests/py/wandb_records_dump.py", file)
+        .into_iter()
+        .map(|v| {
             (
                 v["type"].as_str().unwrap_or("").to_string(),
                 v["record"].clone(),

@@ -52,9 +52,16 @@ pub fn datastore_python() -> PathBuf {
 /// Every record of a `.wandb` file as W&B's `DataStore` reads it
 /// (tests/py/wandb_datastore_read.py); it must read to the end.
 pub fn datastore_read(file: &Path) -> Vec<Value> {
+    datastore_run("tests/py/wandb_datastore_read.py", file)
+}
+
+/// What `script` (a reader under tests/py/ run with the DataStore venv,
+/// asserts on: it checks CRCs with `assert`) prints of `file`, one JSON
+/// value per line; it must read to the end.
+pub fn datastore_run(script: &str, file: &Path) -> Vec<Value> {
     let py = datastore_python();
     let out = Command::new(&py)
-        .arg(harness::repo().join("tests/py/wandb_datastore_read.py"))
+        .arg(harness::repo().join(script))
         .arg(file)
         .env_remove("PYTHONOPTIMIZE")
         .output()
@@ -262,6 +269,28 @@ pub fn artifacts_fixture() -> Value {
 /// The committed recording of run ends.
 pub fn state_fixture() -> Value {
     fixture(STATE_FIXTURE)
+}
+
+/// The check every `sdk_*_recording_is_current` test ends with: `got`,
+/// what the real SDK sent today, equals the committed recording at
+/// `fixture`; with `MOSAIC_RECORD_FIXTURES=1` (scripts/record-wandb-sdk)
+/// the recording is rewritten instead. `change` says what the SDK no
+/// longer does as recorded ("sends what", "ends runs as").
+pub fn recording_is_current(got: &Value, fixture_path: &str, change: &str) {
+    let path = harness::repo().join(fixture_path);
+    if std::env::var_os("MOSAIC_RECORD_FIXTURES").is_some_and(|v| v == "1") {
+        let mut text = serde_json::to_string_pretty(got).unwrap();
+        text.push('\n');
+        std::fs::write(&path, text).unwrap();
+        eprintln!("wrote {}", path.display());
+        return;
+    }
+    assert_eq!(
+        got,
+        &fixture(fixture_path),
+        "the SDK no longer {change} {} recorded: run scripts/record-wandb-sdk and review the change",
+        path.display()
+    );
 }
 
 fn fixture(name: &str) -> Value {

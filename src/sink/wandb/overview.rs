@@ -247,6 +247,7 @@ pub fn environment_record(facts: &MachineFacts, start: f64) -> records::Environm
                 memory_total: g.memory_total.unwrap_or(0),
                 uuid: g.uuid.clone(),
                 pci_bus_id: g.pci_bus_id.clone(),
+                ..Default::default()
             })
             .collect(),
         cpu_count: facts.cpu_count.unwrap_or(0),
@@ -260,7 +261,7 @@ pub fn environment_record(facts: &MachineFacts, start: f64) -> records::Environm
             model,
         }),
         writer_id: writer_id(facts),
-        info: None,
+        ..Default::default()
     }
 }
 

@@ -24,8 +24,11 @@ pub struct Record {
 
 /// The `oneof record_type` of [`Record`] (members this sink writes).
 pub mod record {
-    /// What a record carries.
+    /// What a record carries. Records are built and encoded one at a
+    /// time, so the size of the largest member (the environment) costs
+    /// nothing worth a box.
     #[derive(Clone, PartialEq, prost::Oneof)]
+    #[allow(clippy::large_enum_variant)]
     pub enum RecordType {
         #[prost(message, tag = "2")]
         History(super::HistoryRecord),
@@ -256,7 +259,10 @@ pub struct OutputRawRecord {
 
 /// `wandb_internal.EnvironmentRecord`: what the SDK knows of the machine
 /// and the process (the run's `wandb-metadata.json`, the Overview tab).
-/// Only the fields the agent can know are declared.
+/// One definition for both sides: what the agent writes (the fields it can
+/// know) and what `sync` reads from directories the SDK wrote (all the
+/// SDK fills, but the hardware members of rarer accelerators: Apple, AMD,
+/// Trainium, TPU, CoreWeave, which are left out).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct EnvironmentRecord {
     #[prost(string, tag = "1")]
@@ -265,6 +271,8 @@ pub struct EnvironmentRecord {
     pub python: String,
     #[prost(message, optional, tag = "3")]
     pub started_at: Option<Timestamp>,
+    #[prost(string, tag = "4")]
+    pub docker: String,
     #[prost(string, repeated, tag = "5")]
     pub args: Vec<String>,
     #[prost(string, tag = "6")]
@@ -273,12 +281,20 @@ pub struct EnvironmentRecord {
     pub code_path: String,
     #[prost(string, tag = "8")]
     pub code_path_local: String,
+    #[prost(message, optional, tag = "9")]
+    pub git: Option<GitRepoRecord>,
+    #[prost(string, tag = "10")]
+    pub email: String,
     #[prost(string, tag = "11")]
     pub root: String,
     #[prost(string, tag = "12")]
     pub host: String,
+    #[prost(string, tag = "13")]
+    pub username: String,
     #[prost(string, tag = "14")]
     pub executable: String,
+    #[prost(string, tag = "15")]
+    pub colab: String,
     #[prost(uint32, tag = "16")]
     pub cpu_count: u32,
     #[prost(uint32, tag = "17")]
@@ -296,13 +312,26 @@ pub struct EnvironmentRecord {
     pub cpu: Option<CpuInfo>,
     #[prost(message, repeated, tag = "24")]
     pub gpu_nvidia: Vec<GpuNvidiaInfo>,
+    #[prost(string, tag = "25")]
+    pub cuda_version: String,
+    #[prost(btree_map = "string, string", tag = "27")]
+    pub slurm: std::collections::BTreeMap<String, String>,
     #[prost(string, tag = "199")]
     pub writer_id: String,
     #[prost(message, optional, tag = "200")]
     pub info: Option<RecordInfo>,
 }
 
-/// `wandb_internal.DiskInfo`: bytes.
+/// `GitRepoRecord`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GitRepoRecord {
+    #[prost(string, tag = "1")]
+    pub remote_url: String,
+    #[prost(string, tag = "2")]
+    pub commit: String,
+}
+
+/// `DiskInfo`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct DiskInfo {
     #[prost(uint64, tag = "1")]
@@ -311,27 +340,14 @@ pub struct DiskInfo {
     pub used: u64,
 }
 
-/// `wandb_internal.GpuNvidiaInfo`, the fields `nvidia-smi` tells.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct GpuNvidiaInfo {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(uint64, tag = "2")]
-    pub memory_total: u64,
-    #[prost(string, tag = "5")]
-    pub uuid: String,
-    #[prost(string, tag = "6")]
-    pub pci_bus_id: String,
-}
-
-/// `wandb_internal.MemoryInfo`.
+/// `MemoryInfo`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MemoryInfo {
     #[prost(uint64, tag = "1")]
     pub total: u64,
 }
 
-/// `wandb_internal.CpuInfo`.
+/// `CpuInfo`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct CpuInfo {
     #[prost(uint32, tag = "1")]
@@ -340,6 +356,25 @@ pub struct CpuInfo {
     pub count_logical: u32,
     #[prost(string, tag = "3")]
     pub model: String,
+}
+
+/// `GpuNvidiaInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GpuNvidiaInfo {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint64, tag = "2")]
+    pub memory_total: u64,
+    #[prost(uint32, tag = "3")]
+    pub cuda_cores: u32,
+    #[prost(string, tag = "4")]
+    pub architecture: String,
+    #[prost(string, tag = "5")]
+    pub uuid: String,
+    #[prost(string, tag = "6")]
+    pub pci_bus_id: String,
+    #[prost(uint32, tag = "7")]
+    pub numa_node: u32,
 }
 
 /// `wandb_internal.ArtifactRecord`: `run.log_artifact` in an offline run;
