@@ -43,16 +43,45 @@ impl Drop for LogGuard {
     }
 }
 
-/// The filter: `--log-level` wins, then `RUST_LOG`, then the config.
+/// The filter: `--log-level` wins, then `RUST_LOG`, then the config;
+/// sled's own lines below `info` are always left out.
+///
+/// sled logs at debug and trace level from deferred clean-ups that
+/// crossbeam-epoch runs while a thread exits, after that thread's
+/// thread-locals are gone; tracing's formatter then panics inside a
+/// thread-local destructor and the process aborts (seen with
+/// `--log-level trace`). Those lines are sled's internals, of no use to
+/// an operator, so no level setting lets them in.
 pub fn filter(cli_level: Option<&str>, config_level: &str) -> EnvFilter {
-    if let Some(level) = cli_level {
-        return EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    }
-    match std::env::var("RUST_LOG") {
-        Ok(v) if !v.is_empty() => EnvFilter::try_new(v).unwrap_or_else(|_| EnvFilter::new("info")),
-        _ => EnvFilter::try_new(config_level).unwrap_or_else(|_| EnvFilter::new("info")),
+    let spec = match (cli_level, std::env::var("RUST_LOG")) {
+        (Some(level), _) => level.to_string(),
+        (None, Ok(v)) if !v.is_empty() => v,
+        _ => config_level.to_string(),
+    };
+    let capped = caps_sled(&spec);
+    let filter = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Only a filter that lets something below info through needs the cap,
+    // and not one that already holds sled at info or less (the cap would
+    // raise sled from `warn` to `info`).
+    match filter.max_level_hint() {
+        Some(max) if max > tracing::level_filters::LevelFilter::INFO && !capped => {
+            filter.add_directive(SLED_LEVEL.parse().expect("a valid directive"))
+        }
+        _ => filter,
     }
 }
+
+/// Whether `spec` names a level of info or less for sled itself.
+fn caps_sled(spec: &str) -> bool {
+    spec.split(',').any(|d| {
+        d.trim().strip_prefix("sled=").is_some_and(|level| {
+            ["off", "error", "warn", "info"].contains(&level.trim().to_ascii_lowercase().as_str())
+        })
+    })
+}
+
+/// The most sled may log (see [`filter`]).
+const SLED_LEVEL: &str = "sled=info";
 
 /// Colours on stderr: only on a terminal, and never with `NO_COLOR` set
 /// to anything (no-color.org). Pipes, files and the systemd journal get
@@ -146,5 +175,45 @@ impl<W: Write> Write for ScrubbedWriter<W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether an event of `target` at `level` passes [`filter`] at `spec`.
+    fn passes(spec: &str, target: &str, level: tracing::Level) -> bool {
+        let subscriber =
+            tracing_subscriber::registry().with(fmt::layer().with_filter(filter(Some(spec), "")));
+        tracing::subscriber::with_default(subscriber, || match (target, level) {
+            ("sled", tracing::Level::TRACE) => {
+                tracing::enabled!(target: "sled::pagecache", tracing::Level::TRACE)
+            }
+            ("sled", tracing::Level::DEBUG) => {
+                tracing::enabled!(target: "sled::pagecache", tracing::Level::DEBUG)
+            }
+            ("sled", tracing::Level::INFO) => {
+                tracing::enabled!(target: "sled::pagecache", tracing::Level::INFO)
+            }
+            (_, tracing::Level::TRACE) => {
+                tracing::enabled!(target: "mosaic_shipper::sink", tracing::Level::TRACE)
+            }
+            _ => unreachable!(),
+        })
+    }
+
+    #[test]
+    fn sled_never_logs_below_info_whatever_the_level() {
+        use tracing::Level;
+        for spec in ["trace", "debug", "sled=trace", "trace,sled=trace"] {
+            assert!(!passes(spec, "sled", Level::TRACE), "{spec}");
+            assert!(!passes(spec, "sled", Level::DEBUG), "{spec}");
+            assert!(passes(spec, "sled", Level::INFO), "{spec}");
+        }
+        assert!(passes("trace", "agent", Level::TRACE));
+        // The cap never raises sled above what was asked.
+        assert!(!passes("warn", "sled", Level::INFO));
+        assert!(!passes("debug,sled=warn", "sled", Level::INFO));
     }
 }

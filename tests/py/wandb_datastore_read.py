@@ -6,6 +6,8 @@ then `scan_data` record by record), used as a library. wandb 0.30.0 removed
 that module, so this script runs in the second test venv, .venv-datastore
 (tests/requirements-datastore.txt: wandb 0.29.0, the last release with it);
 each record is parsed with that wandb's `wandb_internal_pb2.Record`.
+Both modules are loaded by wandb_reader_modules.py, which skips the
+package's `__init__` (the whole SDK) that neither needs.
 
 `DataStore` checks the file header, every chunk's CRC-32 (over the type byte
 and the payload), the zero padding at block ends and the chunk-type order,
@@ -33,9 +35,9 @@ if not __debug__:
     sys.exit("wandb_datastore_read.py: DataStore checks CRCs with assert; run without -O")
 
 try:
-    import wandb
-    from wandb.proto import wandb_internal_pb2 as pb
-    from wandb.sdk.internal.datastore import DataStore
+    from wandb_reader_modules import load
+
+    pb, DataStore, WANDB_VERSION = load()
 except ImportError as e:
     sys.exit(
         f"wandb_datastore_read.py: {e}: needs the .venv-datastore Python "
@@ -127,5 +129,5 @@ if __name__ == "__main__":
         main(sys.argv[1])
     except Exception as e:  # noqa: BLE001 - every failure is a failed read
         traceback.print_exc()
-        sys.exit(f"wandb_datastore_read.py: {sys.argv[1]} (wandb {wandb.__version__}): "
+        sys.exit(f"wandb_datastore_read.py: {sys.argv[1]} (wandb {WANDB_VERSION}): "
                  f"{type(e).__name__}: {e}")

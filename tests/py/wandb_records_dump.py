@@ -17,8 +17,9 @@ if not __debug__:
     sys.exit("wandb_records_dump.py: DataStore checks CRCs with assert; run without -O")
 
 from google.protobuf.json_format import MessageToDict
-from wandb.proto import wandb_internal_pb2 as pb
-from wandb.sdk.internal.datastore import DataStore
+from wandb_reader_modules import load
+
+pb, DataStore, _ = load()
 
 
 def main(path):
