@@ -1045,7 +1045,7 @@ fn drain_bound_holds_under_heavy_ingest() {
     let env = Env::new(|t, _| {
         t["init"]["drain_deadline_secs"] = toml::Value::Integer(2);
     });
-    let (runs, per_run) = (6, 100_000);
+    let (runs, per_run) = (6, 50_000);
     let total = write_heavy_logs(env.root(), runs, per_run);
     let agent = env.start(Mode::Subreaper, &["sh", "-c", "exit 4"]);
     env.wait_stderr("reading the logs to their end");
@@ -1076,7 +1076,7 @@ fn drain_bound_holds_under_heavy_ingest() {
             .unwrap(),
         mode: Mode::Subreaper,
     };
-    // 600,000 rows at a debug build's pace, on a loaded machine.
+    // 300,000 rows at a debug build's pace, on a loaded machine.
     let code = once.wait_at_most(Duration::from_secs(900), &env);
     assert_eq!(code, 0, "stderr:\n{}", env.stderr());
     let mut keys = heavy_rows_delivered(env.root(), runs);

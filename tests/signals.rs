@@ -320,7 +320,7 @@ fn the_stop_bound_holds_under_heavy_ingest() {
     let tree = Tree::new();
     tree.write_config();
     let runs = 6;
-    let total = write_heavy_logs(tree.root(), runs, 100_000);
+    let total = write_heavy_logs(tree.root(), runs, 50_000);
     let agent = spawn(&tree);
     wait_until(Duration::from_secs(120), "the first rows delivered", || {
         (0..runs).any(|r| {
@@ -346,7 +346,7 @@ fn the_stop_bound_holds_under_heavy_ingest() {
         "the test needs the ingest to be cut short, but all {total} rows were delivered"
     );
 
-    // 600,000 rows at a debug build's pace, on a loaded machine.
+    // 300,000 rows at a debug build's pace, on a loaded machine.
     run_once(&tree, Duration::from_secs(900));
     let mut keys = heavy_keys(&tree, runs);
     assert_eq!(keys.len(), total, "every row");
