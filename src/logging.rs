@@ -28,6 +28,13 @@ use crate::sink::wandb::redact;
 /// is logged.
 pub const REPEAT_WINDOW: Duration = Duration::from_secs(10);
 
+/// Lines queued for the log file's writer thread. tracing-appender's
+/// default (128,000) allocates and touches a 5 MiB queue at start, a tenth
+/// of the CPU of a `run -- true`; the repeat limiter keeps floods far
+/// below this, and a line past a full queue is dropped, never waited for
+/// (the default), so logging cannot stall shipping.
+const FILE_QUEUE_LINES: usize = 8192;
+
 /// Keeps the file writer's background thread alive; dropping it logs the
 /// repeats still held back, then writes out buffered lines.
 pub struct LogGuard {
@@ -119,7 +126,9 @@ pub fn init_stderr(filter: EnvFilter) -> LogGuard {
 pub fn init(filter: EnvFilter, dir: &Path, max_files: usize, max_bytes: u64) -> LogGuard {
     match rolling::Rolling::new(dir, max_files, max_bytes) {
         Ok(appender) => {
-            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .buffered_lines_limit(FILE_QUEUE_LINES)
+                .finish(appender);
             let limit = ratelimit::RateLimit::new(REPEAT_WINDOW);
             let installed = tracing_subscriber::registry()
                 .with(
