@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_mosaic-shipper");
 const DEFAULT_CONFIG: &str = include_str!("../config/mosaic-shipper.toml");
 const UNSHARE: &str = "/usr/bin/unshare";
@@ -987,32 +989,6 @@ fn second_sigint_stops_the_drain() {
 
 // ---------------------------------------------------------------- drain bound
 
-/// Writes `runs` runs of `rows` JSON metric lines each, fast (one write
-/// per file); returns the rows written.
-fn write_heavy_logs(root: &Path, runs: usize, rows: usize) -> usize {
-    let script = r#"
-import os, sys
-root, runs, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-for r in range(runs):
-    d = os.path.join(root, "var/trainer/runs/HEAVY%d/logs" % r)
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "worker.log"), "w") as f:
-        f.write("".join('{"event":"metrics","run_id":"HEAVY%d","global_step":%d,"episodic_return":%d.5}\n' % (r, i, i % 997) for i in range(1, rows + 1)))
-"#;
-    let out = Command::new(python())
-        .args(["-c", script])
-        .arg(root)
-        .args([runs.to_string(), rows.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    runs * rows
-}
-
 /// (run, step) of every row the jsonl sink wrote under `root`.
 fn heavy_rows_delivered(root: &Path, runs: usize) -> Vec<(String, i64)> {
     let mut keys = Vec::new();
@@ -1029,7 +1005,7 @@ fn heavy_rows_delivered(root: &Path, runs: usize) -> Vec<(String, i64)> {
     keys
 }
 
-/// The drain's hard bound under heavy ingest: CMD exits while 600,000
+/// The drain's hard bound under heavy ingest: CMD exits while 300,000
 /// rows wait to be read, with `drain_deadline_secs = 2`; the agent must
 /// exit within the bound, and a later `run --once` on the same store
 /// delivers every row exactly once.
@@ -1046,7 +1022,7 @@ fn drain_bound_holds_under_heavy_ingest() {
         t["init"]["drain_deadline_secs"] = toml::Value::Integer(2);
     });
     let (runs, per_run) = (6, 50_000);
-    let total = write_heavy_logs(env.root(), runs, per_run);
+    let total = common::write_heavy_logs(env.root(), runs, per_run);
     let agent = env.start(Mode::Subreaper, &["sh", "-c", "exit 4"]);
     env.wait_stderr("reading the logs to their end");
     let started = Instant::now();

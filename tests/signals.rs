@@ -10,8 +10,8 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -268,32 +268,6 @@ fn second_sigint_stops_at_once_and_nothing_is_lost() {
     assert_eq!(sorted, wanted, "every row exactly once");
 }
 
-/// Writes `runs` runs of `rows` JSON metric lines each, fast (one write
-/// per file); returns how many rows that is.
-fn write_heavy_logs(root: &Path, runs: usize, rows: usize) -> usize {
-    let script = r#"
-import os, sys
-root, runs, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-for r in range(runs):
-    d = os.path.join(root, "var/trainer/runs/HEAVY%d/logs" % r)
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "worker.log"), "w") as f:
-        f.write("".join('{"event":"metrics","run_id":"HEAVY%d","global_step":%d,"episodic_return":%d.5}\n' % (r, i, i % 997) for i in range(1, rows + 1)))
-"#;
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(root)
-        .args([runs.to_string(), rows.to_string()])
-        .output()
-        .expect("python3 writes the logs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    runs * rows
-}
-
 /// (run, step) of every row the jsonl sink delivered.
 fn heavy_keys(tree: &Tree, runs: usize) -> Vec<(String, i64)> {
     (0..runs)
@@ -307,7 +281,7 @@ fn heavy_keys(tree: &Tree, runs: usize) -> Vec<(String, i64)> {
         .collect()
 }
 
-/// The stop's hard bound under heavy ingest: SIGTERM while 600,000 rows
+/// The stop's hard bound under heavy ingest: SIGTERM while 300,000 rows
 /// are being read and delivered. The bound is the stop deadline (5 s)
 /// plus the watchdog's margin (4 s), counted from the signal; the test
 /// allows 40 s. That is no timing measurement (the machine may be
@@ -320,7 +294,7 @@ fn the_stop_bound_holds_under_heavy_ingest() {
     let tree = Tree::new();
     tree.write_config();
     let runs = 6;
-    let total = write_heavy_logs(tree.root(), runs, 50_000);
+    let total = common::write_heavy_logs(tree.root(), runs, 50_000);
     let agent = spawn(&tree);
     wait_until(Duration::from_secs(120), "the first rows delivered", || {
         (0..runs).any(|r| {

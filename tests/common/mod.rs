@@ -224,3 +224,29 @@ impl Drop for Agent {
         let _ = self.0.wait();
     }
 }
+
+/// Writes `runs` runs of `rows` JSON metric lines each, fast (one write
+/// per file; plain python3: stdlib only); returns the rows written.
+pub fn write_heavy_logs(root: &Path, runs: usize, rows: usize) -> usize {
+    let script = r#"
+import os, sys
+root, runs, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for r in range(runs):
+    d = os.path.join(root, "var/trainer/runs/HEAVY%d/logs" % r)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "worker.log"), "w") as f:
+        f.write("".join('{"event":"metrics","run_id":"HEAVY%d","global_step":%d,"episodic_return":%d.5}\n' % (r, i, i % 997) for i in range(1, rows + 1)))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(root)
+        .args([runs.to_string(), rows.to_string()])
+        .output()
+        .expect("python3 writes the logs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    runs * rows
+}
