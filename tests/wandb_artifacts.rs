@@ -182,18 +182,33 @@ fn content(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// The `[artifacts]` section of the tests, with files from `threshold`
+/// bytes on sent in parts of `part` bytes.
+fn config_parts(dir: &Path, standin: &StandIn, threshold: u64, part: u64) -> PathBuf {
+    let path = config(dir, standin);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "multipart_threshold_bytes = {threshold}\nmultipart_part_bytes = {part}\n"
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 #[test]
 fn sigkill_during_uploads_leaves_exactly_the_right_versions() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let standin = StandIn::start();
-    // 80 MB at 40 MB/s: each upload of the big file takes about 2 s.
-    standin.set_upload_rate(Some(40_000_000));
-    let cfg = config(dir, &standin);
+    // 200 MB at 80 MB/s: each upload of the big file takes about 2.5 s.
+    standin.set_upload_rate(Some(80_000_000));
+    // The big file goes in parts of 32 MiB (six), as a 2 GiB one would
+    // in parts of 100 MiB: kills land between and inside parts.
+    let cfg = config_parts(dir, &standin, 100_000_000, 32 << 20);
     let run_dir = dir.join("var/trainer/runs").join(RUN);
-    let big = content(80_000_000, 7);
+    let big = content(200_000_000, 7);
     // The same big content twice under one file name (two checkpoint
-    // directories: one artifact, one version), and a small other file.
+    // directories: one artifact, one version), and a small other file,
+    // sent whole.
     for sub in ["checkpoint_000010", "checkpoint_000020"] {
         let p = run_dir.join("checkpoints").join(sub).join("model.pth");
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -253,6 +268,11 @@ fn sigkill_during_uploads_leaves_exactly_the_right_versions() {
         "{:?}",
         store.refused_commits
     );
+    assert!(
+        store.refused_completions.is_empty(),
+        "{:?}",
+        store.refused_completions
+    );
     // Exactly one version per content, all committed: no partial version.
     assert_eq!(store.versions.len(), 2, "{:#?}", store.versions);
     assert!(store.versions.iter().all(|v| v.state == "COMMITTED"));
@@ -261,26 +281,300 @@ fn sigkill_during_uploads_leaves_exactly_the_right_versions() {
         vec!["latest".to_string()]
     );
     let big_md5 = support::artifacts::md5_b64(&big);
-    assert_eq!(store.blobs.get(&big_md5), Some(&80_000_000));
+    assert_eq!(store.blobs.get(&big_md5), Some(&200_000_000));
+    // The big file was completed once, from one upload of all its parts;
+    // uploads cut by a kill were left, never completed.
+    let completed: Vec<_> = store.multipart.values().filter(|m| m.completed).collect();
+    assert_eq!(completed.len(), 1, "{:#?}", store.multipart);
+    assert_eq!(completed[0].md5, big_md5);
+    assert_eq!(completed[0].received.len(), 6);
     // At least one upload was cut by a kill (begun, never completed),
-    // and every completed upload of the big file was a whole one.
-    let completed = standin
+    // and every completed upload was a whole part or the small file.
+    let finished = standin
         .requests()
         .iter()
         .filter(|r| r.upload.is_some())
         .count();
     eprintln!(
-        "kills {kills}, uploads begun {}, completed {completed}",
-        standin.uploads_started()
+        "kills {kills}, uploads begun {}, completed {finished}, multipart uploads {}",
+        standin.uploads_started(),
+        store.multipart.len()
     );
     assert!(
-        standin.uploads_started() > completed,
+        standin.uploads_started() > finished,
         "no kill landed mid-upload"
     );
     for r in standin.requests().iter().filter(|r| r.upload.is_some()) {
-        let (md5, len) = r.upload.clone().unwrap();
-        assert!(md5 == big_md5 || len == 100_000, "{md5} {len}");
+        let (_, len) = r.upload.clone().unwrap();
+        if r.path.starts_with("/artifact-upload/part/") {
+            assert!(
+                len == 32 << 20 || len == 200_000_000 - 5 * (32 << 20),
+                "{len}"
+            );
+        } else {
+            assert_eq!(len, 100_000, "{}", r.path);
+        }
     }
+}
+
+/// The SDK recording's checkpoint of 2 GiB and more
+/// (tests/py/sdk_artifact_large.py, `make_large`): sparse, a marker line
+/// at the start of every `part` bytes.
+fn make_large(path: &Path, size: u64, part: u64) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut n = 1u64;
+    while (n - 1) * part < size {
+        f.seek(SeekFrom::Start((n - 1) * part)).unwrap();
+        f.write_all(format!("mosaic part {n}\n").as_bytes())
+            .unwrap();
+        n += 1;
+    }
+    f.set_len(size).unwrap();
+}
+
+/// The requests of a multipart version with what depends on the file's
+/// content and size taken out: digests, MD5s and lengths, the metadata,
+/// the list of parts (one entry kept, its MD5s blanked) and each run of
+/// part uploads (one kept, its MD5 blanked).
+fn multipart_shape(reqs: &Value) -> Value {
+    let mut out = Vec::new();
+    let mut in_parts = false;
+    for r in reqs.as_array().unwrap() {
+        let mut r = r.clone();
+        let is_part = r["put"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/artifact-upload/part/"));
+        if is_part {
+            if in_parts {
+                continue;
+            }
+            in_parts = true;
+            r["put"] = Value::from("/artifact-upload/part/<upload>/<n>");
+            for k in ["md5", "length"] {
+                r[k] = Value::from("<per part>");
+            }
+            r["headers"]["content-md5"] = Value::from("<per part>");
+            out.push(r);
+            continue;
+        }
+        in_parts = false;
+        if r.get("manifest").is_some() {
+            r.as_object_mut().unwrap().remove("length");
+            for e in r["manifest"]["contents"]
+                .as_object_mut()
+                .unwrap()
+                .values_mut()
+            {
+                e["digest"] = Value::from("<md5>");
+                e["size"] = Value::from("<size>");
+            }
+        }
+        if let Some(put) = r["put"].as_str() {
+            if put.starts_with("/artifact-upload/file/") {
+                r["put"] = Value::from("/artifact-upload/file/<md5>");
+                r["md5"] = Value::from("<md5>");
+                r["length"] = Value::from("<size>");
+            }
+        }
+        let vars = &mut r["body"]["variables"];
+        if vars["input"].get("digest").is_some() {
+            vars["input"]["digest"] = Value::from("<digest>");
+            vars["input"]["metadata"] = Value::from("<metadata>");
+        }
+        if let Some(files) = vars
+            .pointer_mut("/input/artifactFiles")
+            .and_then(Value::as_array_mut)
+        {
+            for f in files {
+                f["md5"] = Value::from("<md5>");
+                if let Some(ps) = f["uploadPartsInput"].as_array_mut() {
+                    ps.truncate(1);
+                    ps[0]["hexMD5"] = Value::from("<per part>");
+                }
+            }
+        }
+        if vars.get("storagePath").is_some() {
+            // The server's name for the content (it follows the MD5).
+            vars["storagePath"] = Value::from("<storage path>");
+        }
+        if let Some(ps) = vars.get_mut("completedParts").and_then(Value::as_array_mut) {
+            ps.truncate(1);
+            ps[0]["hexMD5"] = Value::from("<per part>");
+        }
+        out.push(r);
+    }
+    Value::Array(out)
+}
+
+/// The MD5 (hex) of bytes.
+fn md5_hex(data: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn a_large_checkpoint_goes_in_parts_as_the_sdk_sends_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    // The recording's 2 GiB and more in parts of 100 MiB, scaled down to
+    // 2 MiB and more in parts of 1 MiB: four parts, the last one short.
+    let part = 1u64 << 20;
+    let size = 3 * part + 7;
+    let cfg = config_parts(dir, &standin, 2 << 20, part);
+    let run = "01JDAS00000000000000000BIG";
+    let path = dir
+        .join("var/trainer/runs")
+        .join(run)
+        .join("checkpoints/big.pth");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    make_large(&path, size, part);
+    let mut child = harness::spawn(&mut agent(dir, &cfg, &[]));
+    let name = "run-01jdas00000000000000000big-big.pth";
+    wait_for(dir, Duration::from_secs(60), "the version", || {
+        standin.artifacts().committed(name).len() == 1
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_child(&mut child, Duration::from_secs(60)).success());
+
+    let fixture = sdk::artifacts_large_fixture();
+    let want = &fixture["multipart"]["requests"];
+    let got = support::artifacts::requests(&standin);
+    assert_eq!(
+        multipart_shape(&got),
+        multipart_shape(want),
+        "the agent's multipart requests differ from the SDK's"
+    );
+    // What was taken out of the shape: the parts of this file.
+    let bytes = std::fs::read(&path).unwrap();
+    let chunks: Vec<&[u8]> = bytes.chunks(part as usize).collect();
+    let files = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["graphql"] == "CreateArtifactFiles")
+        .unwrap()["body"]["variables"]["input"]["artifactFiles"]
+        .clone();
+    assert_eq!(files[0]["md5"], support::artifacts::md5_b64(&bytes));
+    let announced: Vec<Value> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| serde_json::json!({"hexMD5": md5_hex(c), "partNumber": i + 1}))
+        .collect();
+    assert_eq!(
+        files[0]["uploadPartsInput"],
+        Value::Array(announced.clone())
+    );
+    let puts: Vec<(Value, Value, Value)> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["put"].as_str().is_some_and(|p| p.contains("/part/")))
+        .map(|r| {
+            (
+                r["length"].clone(),
+                r["md5"].clone(),
+                r["headers"]["content-md5"].clone(),
+            )
+        })
+        .collect();
+    let want_puts: Vec<(Value, Value, Value)> = chunks
+        .iter()
+        .map(|c| {
+            let m = Value::from(support::artifacts::md5_b64(c));
+            (Value::from(c.len()), m.clone(), m)
+        })
+        .collect();
+    assert_eq!(puts, want_puts);
+    // The ETags handed back are the storage's, quotes and all.
+    let complete = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["graphql"] == "CompleteMultipartUploadArtifact")
+        .unwrap();
+    let etags: Vec<Value> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| serde_json::json!({"hexMD5": format!("\"{}\"", md5_hex(c)), "partNumber": i + 1}))
+        .collect();
+    assert_eq!(
+        complete["body"]["variables"]["completedParts"],
+        Value::Array(etags)
+    );
+    let store = standin.artifacts();
+    assert!(store.bad_uploads.is_empty(), "{:?}", store.bad_uploads);
+    assert_eq!(
+        store.blobs.get(&support::artifacts::md5_b64(&bytes)),
+        Some(&size)
+    );
+}
+
+/// The agent splits the recording's own 2 GiB file as core did: the same
+/// part numbers and lengths; and hashes its parts as core did: the same
+/// MD5s, for the first two parts and the last (the file is made again,
+/// sparse, from the recording's layout; hashing all 2 GiB in a debug
+/// build would take a minute of the suite).
+#[test]
+fn parts_of_a_2_gib_checkpoint_are_the_sdks() {
+    use mosaic_shipper::sink::wandb::artifact::multipart;
+    let fixture = sdk::artifacts_large_fixture();
+    let reqs = fixture["multipart"]["requests"].as_array().unwrap().clone();
+    let files = reqs
+        .iter()
+        .find(|r| r["graphql"] == "CreateArtifactFiles")
+        .unwrap()["body"]["variables"]["input"]["artifactFiles"]
+        .clone();
+    let size = reqs
+        .iter()
+        .find_map(|r| r["manifest"]["contents"]["big.pth"]["size"].as_u64())
+        .unwrap();
+    assert!(
+        size >= 2 << 30,
+        "the recording's file is under 2 GiB: {size}"
+    );
+    let policy = multipart::PartPolicy::default();
+    let parts = policy.parts(size).expect("2 GiB and more go in parts");
+    let recorded = files[0]["uploadPartsInput"].as_array().unwrap().clone();
+    let numbers: Vec<u64> = recorded
+        .iter()
+        .map(|p| p["partNumber"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, parts.iter().map(|p| p.number).collect::<Vec<_>>());
+    let lengths: Vec<u64> = reqs
+        .iter()
+        .filter(|r| r["put"].as_str().is_some_and(|p| p.contains("/part/")))
+        .map(|r| r["length"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lengths, parts.iter().map(|p| p.len).collect::<Vec<_>>());
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("big.pth");
+    make_large(&path, size, multipart::SDK_PART_SIZE);
+    let last = parts.len() - 1;
+    let some = [parts[0], parts[1], parts[last]];
+    let hexes = multipart::hash_parts(&path, &some).unwrap();
+    assert_eq!(
+        hexes,
+        [0, 1, last]
+            .iter()
+            .map(|&i| recorded[i]["hexMD5"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    );
+    // The Content-MD5 of each part's PUT is its announced MD5, base64.
+    let puts: Vec<Value> = reqs
+        .iter()
+        .filter(|r| r["put"].as_str().is_some_and(|p| p.contains("/part/")))
+        .map(|r| r["headers"]["content-md5"].clone())
+        .collect();
+    let want: Vec<Value> = recorded
+        .iter()
+        .map(|p| Value::from(multipart::hex_to_b64(p["hexMD5"].as_str().unwrap()).unwrap()))
+        .collect();
+    assert_eq!(puts, want);
 }
 
 #[test]

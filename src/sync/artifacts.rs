@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::offline_run::OfflineRun;
 use crate::sink::wandb::artifact::manifest;
+use crate::sink::wandb::artifact::multipart::PartPolicy;
 use crate::sink::wandb::artifact::protocol::Target;
 use crate::sink::wandb::artifact::version::{self, Logged, Progress, Resume, Version, VersionFile};
 use crate::sink::wandb::artifact::ArtifactError;
@@ -248,9 +249,16 @@ pub async fn log_records(
             saved: &mut saved,
             n,
         };
-        let logged =
-            version::log_version(client.http(), client.base_url(), t, &v, resume, &mut kept)
-                .await?;
+        let logged = version::log_version(
+            client.http(),
+            client.base_url(),
+            t,
+            &v,
+            resume,
+            &PartPolicy::default(),
+            &mut kept,
+        )
+        .await?;
         let step = match logged {
             Logged::Committed { artifact_id } => {
                 out.committed += 1;

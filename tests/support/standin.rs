@@ -393,7 +393,9 @@ async fn read_request<S: AsyncRead + Unpin>(
         }
     }
     let mut body = buf[head_end + 4..].to_vec();
-    if method == "PUT" && target.contains("/artifact-upload/file/") {
+    if method == "PUT"
+        && (target.contains("/artifact-upload/file/") || target.contains("/artifact-upload/part/"))
+    {
         let len: u64 = headers
             .get("content-length")
             .and_then(|v| v.parse().ok())
@@ -659,7 +661,16 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         _ => {}
     }
     match answer {
-        Some(body) => respond(&mut stream, 200, &[], body.to_string().as_bytes()).await,
+        Some(mut body) => {
+            // A part of a multipart upload is answered as S3 answers it:
+            // its MD5 (hex, quoted) in the ETag header.
+            let etag = body
+                .as_object_mut()
+                .and_then(|o| o.remove("__etag"))
+                .and_then(|e| e.as_str().map(|e| format!("\"{e}\"")));
+            let extra: Vec<(&str, String)> = etag.into_iter().map(|e| ("ETag", e)).collect();
+            respond(&mut stream, 200, &extra, body.to_string().as_bytes()).await
+        }
         None if echoing => respond(&mut stream, 404, &echo_headers, &echo_body).await,
         None => respond(&mut stream, 404, &[], b"{}").await,
     }
@@ -737,6 +748,17 @@ fn apply(inner: &Arc<Mutex<Inner>>, rec: &Recorded, addr: SocketAddr) -> Option<
                 .insert(file.to_string(), rec.body.clone());
         }
         return Some(json!({}));
+    }
+    if rec.method == "PUT" && rec.path.starts_with("/artifact-upload/part/") {
+        let (md5, len) = rec
+            .upload
+            .clone()
+            .unwrap_or_else(|| (super::artifacts::md5_b64(&rec.body), rec.body.len() as u64));
+        let content_md5 = rec.headers.get("content-md5").map(String::as_str);
+        return g
+            .artifacts
+            .upload_part(&rec.path, content_md5, &md5, len)
+            .map(|hex| json!({"__etag": hex}));
     }
     if rec.method == "PUT" && rec.path.starts_with("/artifact-upload/") {
         let (md5, len) = rec

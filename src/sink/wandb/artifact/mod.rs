@@ -20,9 +20,13 @@
 //! version is committed only after its manifest and every file arrived,
 //! so a crash never leaves a partial version, and no step creates a second
 //! version of the same content. The upload itself is streamed from the
-//! file, with the W&B client's retry policy and proxy.
+//! file, with the W&B client's retry policy and proxy; a file of 2 GiB
+//! and more in parts, as the SDK sends it ([`multipart`]), each part read
+//! and sent on its own. An upload cut by a crash is not resumed part by
+//! part: the restart asks for new URLs and sends the file again in full.
 
 pub mod manifest;
+pub mod multipart;
 pub mod protocol;
 pub mod version;
 
@@ -373,12 +377,17 @@ impl ArtifactShipper {
             journal: &self.journal,
             f: f.clone(),
         };
+        let policy = multipart::PartPolicy {
+            threshold: self.cfg.multipart_threshold_bytes,
+            part_size: self.cfg.multipart_part_bytes,
+        };
         let logged = version::log_version(
             client.http(),
             client.base_url(),
             &t,
             &v,
             resume,
+            &policy,
             &mut journaled,
         )
         .await?;
