@@ -577,6 +577,123 @@ fn parts_of_a_2_gib_checkpoint_are_the_sdks() {
     assert_eq!(puts, want);
 }
 
+/// A version of several files (what `sync` logs for an SDK offline run
+/// that logged a directory) is sent as the SDK sends `add_dir` of a
+/// checkpoint directory: the same requests, field by field, as recorded
+/// (tests/fixtures/wandb-sdk-artifacts-large.json, `directory`), from the
+/// same three files (tests/py/sdk_artifact_large.py, `make_directory`).
+#[test]
+fn a_version_of_several_files_is_sent_as_the_sdk_sends_a_directory() {
+    use mosaic_shipper::sink::wandb::artifact::multipart::PartPolicy;
+    use mosaic_shipper::sink::wandb::artifact::protocol::Target;
+    use mosaic_shipper::sink::wandb::artifact::version::{
+        self, Logged, Progress, Resume, Version, VersionFile,
+    };
+    use mosaic_shipper::sink::wandb::artifact::{manifest, ArtifactError};
+    use mosaic_shipper::sink::wandb::auth::ApiKey;
+    use mosaic_shipper::sink::wandb::http::{Http, HttpOptions};
+    use mosaic_shipper::sink::wandb::proxy::ProxyChoice;
+
+    struct Kept;
+    impl Progress for Kept {
+        fn created(&mut self, _: &Resume) -> Result<(), ArtifactError> {
+            Ok(())
+        }
+        fn unchanged(&self, _: &VersionFile) -> bool {
+            true
+        }
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("checkpoint_000010");
+    std::fs::create_dir_all(root.join("state")).unwrap();
+    write(&root.join("policy.pt"), &b"policy weights\n".repeat(500));
+    write(
+        &root.join("optimizer.pt"),
+        &b"optimizer state\n".repeat(300),
+    );
+    write(&root.join("state/rng.pkl"), &b"rng state\n".repeat(10));
+    let files: Vec<VersionFile> = ["optimizer.pt", "policy.pt", "state/rng.pkl"]
+        .iter()
+        .map(|name| {
+            let path = root.join(name);
+            let (md5_b64, size) = manifest::md5_file(&path).unwrap();
+            VersionFile {
+                name: name.to_string(),
+                md5_b64,
+                size,
+                path,
+            }
+        })
+        .collect();
+    let entries: Vec<manifest::Entry> = files
+        .iter()
+        .map(|f| manifest::Entry {
+            name: f.name.clone(),
+            md5_b64: f.md5_b64.clone(),
+            size: f.size,
+            local_path: f.path.display().to_string(),
+            birth_artifact_id: None,
+        })
+        .collect();
+    let v = Version {
+        collection: "run-01jdas00000000000000000dir-checkpoint_000010".into(),
+        type_name: "model".into(),
+        aliases: vec!["latest".into()],
+        metadata: r#"{"step":10,"source_path":"checkpoints/checkpoint_000010"}"#.into(),
+        description: None,
+        digest: manifest::artifact_digest(&entries),
+        files,
+    };
+    let standin = StandIn::start();
+    let http = Http::new(
+        ApiKey::new("k".repeat(40)),
+        HttpOptions {
+            timeout: Duration::from_secs(30),
+            proxy: ProxyChoice {
+                url: None,
+                reason: "test".into(),
+            },
+            ca_file: None,
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(1),
+            give_up_after: Duration::from_secs(30),
+            username: String::new(),
+            email: String::new(),
+        },
+    )
+    .unwrap();
+    let t = Target {
+        entity: "test-entity",
+        project: "mosaic-test",
+        run: "01jdas00000000000000000dir",
+        display: "01JDAS00000000000000000DIR",
+    };
+    let logged = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(version::log_version(
+            &http,
+            &standin.base_url(),
+            &t,
+            &v,
+            None,
+            &PartPolicy::default(),
+            &mut Kept,
+        ))
+        .unwrap();
+    assert!(matches!(logged, Logged::Committed { .. }), "{logged:?}");
+    let fixture = sdk::artifacts_large_fixture();
+    let (want, _) = without_metadata(&fixture["directory"]["requests"]);
+    let (got, metas) = without_metadata(&support::artifacts::requests(&standin));
+    assert_eq!(got, want, "the agent's requests differ from the SDK's");
+    let (_, want_metas) = without_metadata(&fixture["directory"]["requests"]);
+    assert_eq!(metas, want_metas);
+    let versions = support::artifacts::versions(&standin);
+    assert_eq!(versions, fixture["directory"]["versions"]);
+}
+
 #[test]
 fn staged_checkpoints_are_logged_by_sync_and_limits_skip() {
     let tmp = tempfile::tempdir().unwrap();
