@@ -694,6 +694,93 @@ fn a_version_of_several_files_is_sent_as_the_sdk_sends_a_directory() {
     assert_eq!(versions, fixture["directory"]["versions"]);
 }
 
+/// GraphQL errors in an HTTP 200 answer to an artifact call are told
+/// apart as the run upsert's are: a refusal of this version (the server
+/// will say the same again) sets the version aside, `skipped` with an
+/// error naming the run and the call, and the next version goes on; an
+/// error about every run (the key, the project) is retried until it
+/// passes, with no second version. The key the answers echo never reaches
+/// the logs or `status`.
+#[test]
+fn graphql_errors_in_artifact_answers_set_a_version_aside_or_are_retried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let cfg = config(dir, &standin);
+    let run_dir = dir.join("var/trainer/runs").join(RUN);
+    std::fs::create_dir_all(run_dir.join("checkpoints")).unwrap();
+    // Refused for good: the first version's files.
+    standin.artifact_error(
+        "CreateArtifactFiles",
+        "invalid file name for artifact file: model.pth",
+        1,
+    );
+    let mut child = harness::spawn(&mut agent(dir, &cfg, &[]));
+    write(&run_dir.join("checkpoints/model.pth"), &content(5000, 1));
+    wait_for(
+        dir,
+        Duration::from_secs(60),
+        "the version set aside",
+        || in_state(dir, &cfg, "skipped") == 1,
+    );
+    // About every run, twice: the next version's commit is retried.
+    standin.artifact_error("CommitArtifact", "permission denied for this API key", 2);
+    write(&run_dir.join("checkpoints/optimizer.pt"), &content(5000, 2));
+    let name = "run-01jdas000000000000000model-optimizer.pt";
+    wait_for(dir, Duration::from_secs(60), "the next version", || {
+        standin.artifacts().committed(name).len() == 1
+    });
+    assert_eq!(standin.artifact_errors_left(), 0);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_child(&mut child, Duration::from_secs(60)).success());
+
+    let store = standin.artifacts();
+    // The refused version was never committed; the other one once.
+    assert_eq!(
+        store
+            .committed("run-01jdas000000000000000model-model.pth")
+            .len(),
+        0
+    );
+    assert_eq!(store.committed(name).len(), 1);
+    assert_eq!(creates(&standin), 2);
+    let out = harness::shipper(dir, "status", &cfg, &["--json"])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let skipped: Vec<&Value> = v["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["state"] == "skipped")
+        .collect();
+    assert_eq!(skipped.len(), 1, "{v:#}");
+    let reason = skipped[0]["reason"].as_str().unwrap();
+    for part in [
+        "CreateArtifactFiles",
+        RUN,
+        "invalid file name for artifact file",
+    ] {
+        assert!(reason.contains(part), "{part} not in: {reason}");
+    }
+    let logs = harness::stderr_logs(dir);
+    assert!(
+        logs.contains("CommitArtifact") && logs.contains("permission denied"),
+        "the retried error is not logged:\n{logs}"
+    );
+    let text = format!("{logs}{v}");
+    assert!(
+        !text.contains(support::harness::KEY),
+        "the key reached the logs or status"
+    );
+    let basic = support::artifacts::b64(format!("api:{}", support::harness::KEY).as_bytes());
+    assert!(
+        !text.contains(&basic),
+        "the Authorization header reached the logs or status"
+    );
+}
+
 #[test]
 fn staged_checkpoints_are_logged_by_sync_and_limits_skip() {
     let tmp = tempfile::tempdir().unwrap();

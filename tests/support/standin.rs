@@ -139,6 +139,10 @@ struct Inner {
     /// W&B answers a resolver's refusal; the error's `extensions` echo the
     /// request's Authorization header (nothing of it may reach a log).
     graphql_error: Option<(Option<String>, String)>,
+    /// An artifact operation answered with GraphQL errors in a 200, the
+    /// next `times` times it is asked (operation, message, times); the
+    /// `extensions` echo the request's Authorization header.
+    artifact_error: Option<(String, String, usize)>,
     /// Served over TLS: upload URLs are https.
     tls: bool,
 }
@@ -294,6 +298,22 @@ impl StandIn {
     pub fn graphql_error(&self, about: Option<(Option<&str>, &str)>) {
         self.inner.lock().unwrap().graphql_error =
             about.map(|(run, message)| (run.map(str::to_string), message.to_string()));
+    }
+
+    /// See `Inner::artifact_error`; `None` clears it.
+    pub fn artifact_error(&self, op: &str, message: &str, times: usize) {
+        self.inner.lock().unwrap().artifact_error =
+            Some((op.to_string(), message.to_string(), times));
+    }
+
+    /// How many more times the artifact error set will be answered.
+    pub fn artifact_errors_left(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap()
+            .artifact_error
+            .as_ref()
+            .map_or(0, |(_, _, n)| *n)
     }
 
     pub fn faults_pending(&self) -> usize {
@@ -838,6 +858,26 @@ fn apply(inner: &Arc<Mutex<Inner>>, rec: &Recorded, addr: SocketAddr) -> Option<
                 json!({"serverInfo": {"features": fs}})
             }
             "RunResumeStatus" => json!({"model": null}),
+            _ if g
+                .artifact_error
+                .as_ref()
+                .is_some_and(|(o, _, left)| o == op && *left > 0) =>
+            {
+                let (_, message, left) = g.artifact_error.as_mut().unwrap();
+                *left -= 1;
+                let auth = rec
+                    .headers
+                    .get("authorization")
+                    .cloned()
+                    .unwrap_or_default();
+                let mut field = op.to_string();
+                field[..1].make_ascii_lowercase();
+                return Some(json!({
+                    "data": {field.as_str(): null},
+                    "errors": [{"message": message, "path": [field],
+                                "extensions": {"request": {"Authorization": auth}}}],
+                }));
+            }
             _ => match g.artifacts.graphql(op, &v, addr) {
                 Some(d) if d.get("__error").is_some() => {
                     return Some(json!({"errors": [{"message": d["__error"]}], "data": null}));

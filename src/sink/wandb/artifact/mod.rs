@@ -293,9 +293,17 @@ impl ArtifactShipper {
         let Some(mut client) = self.client.take() else {
             return Ok(());
         };
-        let r = self.ship_with(&mut client, f, &path).await;
+        let r = self.ship_with(&mut client, f.clone(), &path).await;
         self.client = Some(client);
-        r
+        match r {
+            // W&B refused this version itself (GraphQL errors about it, not
+            // about the key or the project): asking again gets the same
+            // answer, and the versions after it must not wait behind it.
+            Err(ArtifactError::Wandb(e @ WandbError::GraphQlRun { .. })) => {
+                self.skip(f, &e.to_string())
+            }
+            r => r,
+        }
     }
 
     /// The network part of [`ship`](Self::ship), from a hashed version.

@@ -73,21 +73,10 @@ async fn call(
         run: t.display.to_string(),
         message: format!("answer is not JSON: {e}"),
     })?;
-    if let Some(errors) = v.get("errors").filter(|e| !e.is_null()) {
-        let msg = errors
-            .as_array()
-            .and_then(|a| a.first())
-            .and_then(|e| e["message"].as_str())
-            .unwrap_or("error");
-        return Err(WandbError::Protocol {
-            what,
-            run: t.display.to_string(),
-            message: format!(
-                "the server answered with an error: {}",
-                crate::sink::wandb::redact::scrubbed(msg)
-            ),
-        });
-    }
+    // GraphQL errors in a 200, classified as the run upsert's are: about
+    // this run (a refusal of this version: set aside by the caller) or
+    // about every run (key, entity, project: retried).
+    crate::sink::wandb::gql_errors::check(&v, what, t.display, &url)?;
     Ok(v["data"].clone())
 }
 
