@@ -194,6 +194,24 @@ fn config_parts(dir: &Path, standin: &StandIn, threshold: u64, part: u64) -> Pat
     path
 }
 
+/// `len` bytes of [`content`] made quickly (a debug build takes seconds
+/// per 100 MB byte by byte): 1 MiB of it, each copy stamped with its
+/// index so that no two MiB (and no two parts) are alike.
+fn big_content(len: usize, seed: u64) -> Vec<u8> {
+    let block = content(1 << 20, seed);
+    let mut out = Vec::with_capacity(len);
+    let mut i = 0u64;
+    while out.len() < len {
+        let start = out.len();
+        out.extend_from_slice(&block[..block.len().min(len - start)]);
+        let stamp = i.to_le_bytes();
+        let n = stamp.len().min(out.len() - start);
+        out[start..start + n].copy_from_slice(&stamp[..n]);
+        i += 1;
+    }
+    out
+}
+
 #[test]
 fn sigkill_during_uploads_leaves_exactly_the_right_versions() {
     let tmp = tempfile::tempdir().unwrap();
@@ -205,7 +223,7 @@ fn sigkill_during_uploads_leaves_exactly_the_right_versions() {
     // in parts of 100 MiB: kills land between and inside parts.
     let cfg = config_parts(dir, &standin, 100_000_000, 32 << 20);
     let run_dir = dir.join("var/trainer/runs").join(RUN);
-    let big = content(200_000_000, 7);
+    let big = big_content(200_000_000, 7);
     // The same big content twice under one file name (two checkpoint
     // directories: one artifact, one version), and a small other file,
     // sent whole.
