@@ -60,6 +60,10 @@ fn spawn_recorder(
         wandb.clone(),
         journal.clone(),
         false,
+        Some(Box::new(
+            crate::source::artifacts::Recorder::new(&config.artifacts)
+                .map_err(anyhow::Error::msg)?,
+        )),
     )
     .context("cannot start the checkpoint recorder")?;
     let m = mode.clone();
@@ -254,6 +258,10 @@ impl Agent {
                     wandb.clone(),
                     journal.clone(),
                     true,
+                    Some(Box::new(
+                        crate::source::artifacts::Recorder::new(&config.artifacts)
+                            .map_err(anyhow::Error::msg)?,
+                    )),
                 )
                 .context("cannot start the W&B artifact uploader")?;
                 let m = mode_rx.clone();

@@ -91,6 +91,14 @@ pub struct ArtifactsConfig {
     /// Bytes of versions per run; a version that would pass it is skipped.
     #[serde(default = "default_artifact_max_run")]
     pub max_run_bytes: u64,
+    /// Files of this size and more are uploaded in parts, as W&B's SDK
+    /// uploads them (2 GiB, its `S3MinMultiUploadSize`).
+    #[serde(default = "default_multipart_threshold")]
+    pub multipart_threshold_bytes: u64,
+    /// The size of those parts (100 MiB, the SDK's; W&B's storage takes
+    /// parts of 5 MiB and more, smaller ones only suit a test server).
+    #[serde(default = "default_multipart_part")]
+    pub multipart_part_bytes: u64,
 }
 
 impl Default for ArtifactsConfig {
@@ -103,6 +111,8 @@ impl Default for ArtifactsConfig {
             poll_interval_ms: default_artifact_poll(),
             max_file_bytes: default_artifact_max_file(),
             max_run_bytes: default_artifact_max_run(),
+            multipart_threshold_bytes: default_multipart_threshold(),
+            multipart_part_bytes: default_multipart_part(),
         }
     }
 }
@@ -127,10 +137,16 @@ fn default_artifact_settle() -> u64 {
 fn default_artifact_poll() -> u64 {
     5_000
 }
-/// Just under 2 GiB: from 2 GiB on, W&B's SDK uploads in parts
-/// (multipart), which the agent does not do.
+/// 10 GiB: far above RL checkpoints, low enough that one runaway file
+/// does not take the run's whole budget (`max_run_bytes`).
 fn default_artifact_max_file() -> u64 {
-    (2 << 30) - 1
+    10 << 30
+}
+fn default_multipart_threshold() -> u64 {
+    2 << 30
+}
+fn default_multipart_part() -> u64 {
+    100 << 20
 }
 fn default_artifact_max_run() -> u64 {
     20 << 30
@@ -853,6 +869,12 @@ impl Config {
         }
         if self.tail.read_batch_bytes < 4096 {
             return Err(self.invalid("tail.read_batch_bytes must be at least 4096"));
+        }
+        if self.artifacts.multipart_threshold_bytes == 0 || self.artifacts.multipart_part_bytes == 0
+        {
+            return Err(self.invalid(
+                "artifacts.multipart_threshold_bytes and artifacts.multipart_part_bytes must be at least 1",
+            ));
         }
         if self.tail.poll_interval_ms == 0 || self.tail.poll_interval_ms > 60_000 {
             return Err(self.invalid("tail.poll_interval_ms must be between 1 and 60000"));

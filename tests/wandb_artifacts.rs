@@ -182,18 +182,51 @@ fn content(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// The `[artifacts]` section of the tests, with files from `threshold`
+/// bytes on sent in parts of `part` bytes.
+fn config_parts(dir: &Path, standin: &StandIn, threshold: u64, part: u64) -> PathBuf {
+    let path = config(dir, standin);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "multipart_threshold_bytes = {threshold}\nmultipart_part_bytes = {part}\n"
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `len` bytes of [`content`] made quickly (a debug build takes seconds
+/// per 100 MB byte by byte): 1 MiB of it, each copy stamped with its
+/// index so that no two MiB (and no two parts) are alike.
+fn big_content(len: usize, seed: u64) -> Vec<u8> {
+    let block = content(1 << 20, seed);
+    let mut out = Vec::with_capacity(len);
+    let mut i = 0u64;
+    while out.len() < len {
+        let start = out.len();
+        out.extend_from_slice(&block[..block.len().min(len - start)]);
+        let stamp = i.to_le_bytes();
+        let n = stamp.len().min(out.len() - start);
+        out[start..start + n].copy_from_slice(&stamp[..n]);
+        i += 1;
+    }
+    out
+}
+
 #[test]
 fn sigkill_during_uploads_leaves_exactly_the_right_versions() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let standin = StandIn::start();
-    // 80 MB at 40 MB/s: each upload of the big file takes about 2 s.
-    standin.set_upload_rate(Some(40_000_000));
-    let cfg = config(dir, &standin);
+    // 200 MB at 80 MB/s: each upload of the big file takes about 2.5 s.
+    standin.set_upload_rate(Some(80_000_000));
+    // The big file goes in parts of 32 MiB (six), as a 2 GiB one would
+    // in parts of 100 MiB: kills land between and inside parts.
+    let cfg = config_parts(dir, &standin, 100_000_000, 32 << 20);
     let run_dir = dir.join("var/trainer/runs").join(RUN);
-    let big = content(80_000_000, 7);
+    let big = big_content(200_000_000, 7);
     // The same big content twice under one file name (two checkpoint
-    // directories: one artifact, one version), and a small other file.
+    // directories: one artifact, one version), and a small other file,
+    // sent whole.
     for sub in ["checkpoint_000010", "checkpoint_000020"] {
         let p = run_dir.join("checkpoints").join(sub).join("model.pth");
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -253,6 +286,11 @@ fn sigkill_during_uploads_leaves_exactly_the_right_versions() {
         "{:?}",
         store.refused_commits
     );
+    assert!(
+        store.refused_completions.is_empty(),
+        "{:?}",
+        store.refused_completions
+    );
     // Exactly one version per content, all committed: no partial version.
     assert_eq!(store.versions.len(), 2, "{:#?}", store.versions);
     assert!(store.versions.iter().all(|v| v.state == "COMMITTED"));
@@ -261,26 +299,504 @@ fn sigkill_during_uploads_leaves_exactly_the_right_versions() {
         vec!["latest".to_string()]
     );
     let big_md5 = support::artifacts::md5_b64(&big);
-    assert_eq!(store.blobs.get(&big_md5), Some(&80_000_000));
+    assert_eq!(store.blobs.get(&big_md5), Some(&200_000_000));
+    // The big file was completed once, from one upload of all its parts;
+    // uploads cut by a kill were left, never completed.
+    let completed: Vec<_> = store.multipart.values().filter(|m| m.completed).collect();
+    assert_eq!(completed.len(), 1, "{:#?}", store.multipart);
+    assert_eq!(completed[0].md5, big_md5);
+    assert_eq!(completed[0].received.len(), 6);
     // At least one upload was cut by a kill (begun, never completed),
-    // and every completed upload of the big file was a whole one.
-    let completed = standin
+    // and every completed upload was a whole part or the small file.
+    let finished = standin
         .requests()
         .iter()
         .filter(|r| r.upload.is_some())
         .count();
     eprintln!(
-        "kills {kills}, uploads begun {}, completed {completed}",
-        standin.uploads_started()
+        "kills {kills}, uploads begun {}, completed {finished}, multipart uploads {}",
+        standin.uploads_started(),
+        store.multipart.len()
     );
     assert!(
-        standin.uploads_started() > completed,
+        standin.uploads_started() > finished,
         "no kill landed mid-upload"
     );
     for r in standin.requests().iter().filter(|r| r.upload.is_some()) {
-        let (md5, len) = r.upload.clone().unwrap();
-        assert!(md5 == big_md5 || len == 100_000, "{md5} {len}");
+        let (_, len) = r.upload.clone().unwrap();
+        if r.path.starts_with("/artifact-upload/part/") {
+            assert!(
+                len == 32 << 20 || len == 200_000_000 - 5 * (32 << 20),
+                "{len}"
+            );
+        } else {
+            assert_eq!(len, 100_000, "{}", r.path);
+        }
     }
+}
+
+/// The SDK recording's checkpoint of 2 GiB and more
+/// (tests/py/sdk_artifact_large.py, `make_large`): sparse, a marker line
+/// at the start of every `part` bytes.
+fn make_large(path: &Path, size: u64, part: u64) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut n = 1u64;
+    while (n - 1) * part < size {
+        f.seek(SeekFrom::Start((n - 1) * part)).unwrap();
+        f.write_all(format!("mosaic part {n}\n").as_bytes())
+            .unwrap();
+        n += 1;
+    }
+    f.set_len(size).unwrap();
+}
+
+/// The requests of a multipart version with what depends on the file's
+/// content and size taken out: digests, MD5s and lengths, the metadata,
+/// the list of parts (one entry kept, its MD5s blanked) and each run of
+/// part uploads (one kept, its MD5 blanked).
+fn multipart_shape(reqs: &Value) -> Value {
+    let mut out = Vec::new();
+    let mut in_parts = false;
+    for r in reqs.as_array().unwrap() {
+        let mut r = r.clone();
+        let is_part = r["put"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/artifact-upload/part/"));
+        if is_part {
+            if in_parts {
+                continue;
+            }
+            in_parts = true;
+            r["put"] = Value::from("/artifact-upload/part/<upload>/<n>");
+            for k in ["md5", "length"] {
+                r[k] = Value::from("<per part>");
+            }
+            r["headers"]["content-md5"] = Value::from("<per part>");
+            out.push(r);
+            continue;
+        }
+        in_parts = false;
+        if r.get("manifest").is_some() {
+            r.as_object_mut().unwrap().remove("length");
+            for e in r["manifest"]["contents"]
+                .as_object_mut()
+                .unwrap()
+                .values_mut()
+            {
+                e["digest"] = Value::from("<md5>");
+                e["size"] = Value::from("<size>");
+            }
+        }
+        if let Some(put) = r["put"].as_str() {
+            if put.starts_with("/artifact-upload/file/") {
+                r["put"] = Value::from("/artifact-upload/file/<md5>");
+                r["md5"] = Value::from("<md5>");
+                r["length"] = Value::from("<size>");
+            }
+        }
+        let vars = &mut r["body"]["variables"];
+        if vars["input"].get("digest").is_some() {
+            vars["input"]["digest"] = Value::from("<digest>");
+            vars["input"]["metadata"] = Value::from("<metadata>");
+        }
+        if let Some(files) = vars
+            .pointer_mut("/input/artifactFiles")
+            .and_then(Value::as_array_mut)
+        {
+            for f in files {
+                f["md5"] = Value::from("<md5>");
+                if let Some(ps) = f["uploadPartsInput"].as_array_mut() {
+                    ps.truncate(1);
+                    ps[0]["hexMD5"] = Value::from("<per part>");
+                }
+            }
+        }
+        if vars.get("storagePath").is_some() {
+            // The server's name for the content (it follows the MD5).
+            vars["storagePath"] = Value::from("<storage path>");
+        }
+        if let Some(ps) = vars.get_mut("completedParts").and_then(Value::as_array_mut) {
+            ps.truncate(1);
+            ps[0]["hexMD5"] = Value::from("<per part>");
+        }
+        out.push(r);
+    }
+    Value::Array(out)
+}
+
+/// The MD5 (hex) of bytes.
+fn md5_hex(data: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn a_large_checkpoint_goes_in_parts_as_the_sdk_sends_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    // The recording's 2 GiB and more in parts of 100 MiB, scaled down to
+    // 2 MiB and more in parts of 1 MiB: four parts, the last one short.
+    let part = 1u64 << 20;
+    let size = 3 * part + 7;
+    let cfg = config_parts(dir, &standin, 2 << 20, part);
+    let run = "01JDAS00000000000000000BIG";
+    let path = dir
+        .join("var/trainer/runs")
+        .join(run)
+        .join("checkpoints/big.pth");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    make_large(&path, size, part);
+    let mut child = harness::spawn(&mut agent(dir, &cfg, &[]));
+    let name = "run-01jdas00000000000000000big-big.pth";
+    wait_for(dir, Duration::from_secs(60), "the version", || {
+        standin.artifacts().committed(name).len() == 1
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_child(&mut child, Duration::from_secs(60)).success());
+
+    let fixture = sdk::artifacts_large_fixture();
+    let want = &fixture["multipart"]["requests"];
+    let got = support::artifacts::requests(&standin);
+    assert_eq!(
+        multipart_shape(&got),
+        multipart_shape(want),
+        "the agent's multipart requests differ from the SDK's"
+    );
+    // What was taken out of the shape: the parts of this file.
+    let bytes = std::fs::read(&path).unwrap();
+    let chunks: Vec<&[u8]> = bytes.chunks(part as usize).collect();
+    let files = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["graphql"] == "CreateArtifactFiles")
+        .unwrap()["body"]["variables"]["input"]["artifactFiles"]
+        .clone();
+    assert_eq!(files[0]["md5"], support::artifacts::md5_b64(&bytes));
+    let announced: Vec<Value> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| serde_json::json!({"hexMD5": md5_hex(c), "partNumber": i + 1}))
+        .collect();
+    assert_eq!(
+        files[0]["uploadPartsInput"],
+        Value::Array(announced.clone())
+    );
+    let puts: Vec<(Value, Value, Value)> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["put"].as_str().is_some_and(|p| p.contains("/part/")))
+        .map(|r| {
+            (
+                r["length"].clone(),
+                r["md5"].clone(),
+                r["headers"]["content-md5"].clone(),
+            )
+        })
+        .collect();
+    let want_puts: Vec<(Value, Value, Value)> = chunks
+        .iter()
+        .map(|c| {
+            let m = Value::from(support::artifacts::md5_b64(c));
+            (Value::from(c.len()), m.clone(), m)
+        })
+        .collect();
+    assert_eq!(puts, want_puts);
+    // The ETags handed back are the storage's, quotes and all.
+    let complete = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["graphql"] == "CompleteMultipartUploadArtifact")
+        .unwrap();
+    let etags: Vec<Value> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| serde_json::json!({"hexMD5": format!("\"{}\"", md5_hex(c)), "partNumber": i + 1}))
+        .collect();
+    assert_eq!(
+        complete["body"]["variables"]["completedParts"],
+        Value::Array(etags)
+    );
+    let store = standin.artifacts();
+    assert!(store.bad_uploads.is_empty(), "{:?}", store.bad_uploads);
+    assert_eq!(
+        store.blobs.get(&support::artifacts::md5_b64(&bytes)),
+        Some(&size)
+    );
+}
+
+/// The agent splits the recording's own 2 GiB file as core did: the same
+/// part numbers and lengths; and hashes its parts as core did: the same
+/// MD5s, for the first two parts and the last (the file is made again,
+/// sparse, from the recording's layout; hashing all 2 GiB in a debug
+/// build would take a minute of the suite).
+#[test]
+fn parts_of_a_2_gib_checkpoint_are_the_sdks() {
+    use mosaic_shipper::sink::wandb::artifact::multipart;
+    let fixture = sdk::artifacts_large_fixture();
+    let reqs = fixture["multipart"]["requests"].as_array().unwrap().clone();
+    let files = reqs
+        .iter()
+        .find(|r| r["graphql"] == "CreateArtifactFiles")
+        .unwrap()["body"]["variables"]["input"]["artifactFiles"]
+        .clone();
+    let size = reqs
+        .iter()
+        .find_map(|r| r["manifest"]["contents"]["big.pth"]["size"].as_u64())
+        .unwrap();
+    assert!(
+        size >= 2 << 30,
+        "the recording's file is under 2 GiB: {size}"
+    );
+    let policy = multipart::PartPolicy::default();
+    let parts = policy.parts(size).expect("2 GiB and more go in parts");
+    let recorded = files[0]["uploadPartsInput"].as_array().unwrap().clone();
+    let numbers: Vec<u64> = recorded
+        .iter()
+        .map(|p| p["partNumber"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, parts.iter().map(|p| p.number).collect::<Vec<_>>());
+    let lengths: Vec<u64> = reqs
+        .iter()
+        .filter(|r| r["put"].as_str().is_some_and(|p| p.contains("/part/")))
+        .map(|r| r["length"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lengths, parts.iter().map(|p| p.len).collect::<Vec<_>>());
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("big.pth");
+    make_large(&path, size, multipart::SDK_PART_SIZE);
+    let last = parts.len() - 1;
+    let some = [parts[0], parts[1], parts[last]];
+    let hexes = multipart::hash_parts(&path, &some).unwrap();
+    assert_eq!(
+        hexes,
+        [0, 1, last]
+            .iter()
+            .map(|&i| recorded[i]["hexMD5"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    );
+    // The Content-MD5 of each part's PUT is its announced MD5, base64.
+    let puts: Vec<Value> = reqs
+        .iter()
+        .filter(|r| r["put"].as_str().is_some_and(|p| p.contains("/part/")))
+        .map(|r| r["headers"]["content-md5"].clone())
+        .collect();
+    let want: Vec<Value> = recorded
+        .iter()
+        .map(|p| Value::from(multipart::hex_to_b64(p["hexMD5"].as_str().unwrap()).unwrap()))
+        .collect();
+    assert_eq!(puts, want);
+}
+
+/// A version of several files (what `sync` logs for an SDK offline run
+/// that logged a directory) is sent as the SDK sends `add_dir` of a
+/// checkpoint directory: the same requests, field by field, as recorded
+/// (tests/fixtures/wandb-sdk-artifacts-large.json, `directory`), from the
+/// same three files (tests/py/sdk_artifact_large.py, `make_directory`).
+#[test]
+fn a_version_of_several_files_is_sent_as_the_sdk_sends_a_directory() {
+    use mosaic_shipper::sink::wandb::artifact::multipart::PartPolicy;
+    use mosaic_shipper::sink::wandb::artifact::protocol::Target;
+    use mosaic_shipper::sink::wandb::artifact::version::{
+        self, Logged, Progress, Resume, Version, VersionFile,
+    };
+    use mosaic_shipper::sink::wandb::artifact::{manifest, ArtifactError};
+    use mosaic_shipper::sink::wandb::auth::ApiKey;
+    use mosaic_shipper::sink::wandb::http::{Http, HttpOptions};
+    use mosaic_shipper::sink::wandb::proxy::ProxyChoice;
+
+    struct Kept;
+    impl Progress for Kept {
+        fn created(&mut self, _: &Resume) -> Result<(), ArtifactError> {
+            Ok(())
+        }
+        fn unchanged(&self, _: &VersionFile) -> bool {
+            true
+        }
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("checkpoint_000010");
+    std::fs::create_dir_all(root.join("state")).unwrap();
+    write(&root.join("policy.pt"), &b"policy weights\n".repeat(500));
+    write(
+        &root.join("optimizer.pt"),
+        &b"optimizer state\n".repeat(300),
+    );
+    write(&root.join("state/rng.pkl"), &b"rng state\n".repeat(10));
+    let files: Vec<VersionFile> = ["optimizer.pt", "policy.pt", "state/rng.pkl"]
+        .iter()
+        .map(|name| {
+            let path = root.join(name);
+            let (md5_b64, size) = manifest::md5_file(&path).unwrap();
+            VersionFile {
+                name: name.to_string(),
+                md5_b64,
+                size,
+                path,
+            }
+        })
+        .collect();
+    let entries: Vec<manifest::Entry> = files
+        .iter()
+        .map(|f| manifest::Entry {
+            name: f.name.clone(),
+            md5_b64: f.md5_b64.clone(),
+            size: f.size,
+            local_path: f.path.display().to_string(),
+            birth_artifact_id: None,
+        })
+        .collect();
+    let v = Version {
+        collection: "run-01jdas00000000000000000dir-checkpoint_000010".into(),
+        type_name: "model".into(),
+        aliases: vec!["latest".into()],
+        metadata: r#"{"step":10,"source_path":"checkpoints/checkpoint_000010"}"#.into(),
+        description: None,
+        digest: manifest::artifact_digest(&entries),
+        files,
+    };
+    let standin = StandIn::start();
+    let http = Http::new(
+        ApiKey::new("k".repeat(40)),
+        HttpOptions {
+            timeout: Duration::from_secs(30),
+            proxy: ProxyChoice {
+                url: None,
+                reason: "test".into(),
+            },
+            ca_file: None,
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(1),
+            give_up_after: Duration::from_secs(30),
+            username: String::new(),
+            email: String::new(),
+        },
+    )
+    .unwrap();
+    let t = Target {
+        entity: "test-entity",
+        project: "mosaic-test",
+        run: "01jdas00000000000000000dir",
+        display: "01JDAS00000000000000000DIR",
+    };
+    let logged = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(version::log_version(
+            &http,
+            &standin.base_url(),
+            &t,
+            &v,
+            None,
+            &PartPolicy::default(),
+            &mut Kept,
+        ))
+        .unwrap();
+    assert!(matches!(logged, Logged::Committed { .. }), "{logged:?}");
+    let fixture = sdk::artifacts_large_fixture();
+    let (want, _) = without_metadata(&fixture["directory"]["requests"]);
+    let (got, metas) = without_metadata(&support::artifacts::requests(&standin));
+    assert_eq!(got, want, "the agent's requests differ from the SDK's");
+    let (_, want_metas) = without_metadata(&fixture["directory"]["requests"]);
+    assert_eq!(metas, want_metas);
+    let versions = support::artifacts::versions(&standin);
+    assert_eq!(versions, fixture["directory"]["versions"]);
+}
+
+/// GraphQL errors in an HTTP 200 answer to an artifact call are told
+/// apart as the run upsert's are: a refusal of this version (the server
+/// will say the same again) sets the version aside, `skipped` with an
+/// error naming the run and the call, and the next version goes on; an
+/// error about every run (the key, the project) is retried until it
+/// passes, with no second version. The key the answers echo never reaches
+/// the logs or `status`.
+#[test]
+fn graphql_errors_in_artifact_answers_set_a_version_aside_or_are_retried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let standin = StandIn::start();
+    let cfg = config(dir, &standin);
+    let run_dir = dir.join("var/trainer/runs").join(RUN);
+    std::fs::create_dir_all(run_dir.join("checkpoints")).unwrap();
+    // Refused for good: the first version's files.
+    standin.artifact_error(
+        "CreateArtifactFiles",
+        "invalid file name for artifact file: model.pth",
+        1,
+    );
+    let mut child = harness::spawn(&mut agent(dir, &cfg, &[]));
+    write(&run_dir.join("checkpoints/model.pth"), &content(5000, 1));
+    wait_for(
+        dir,
+        Duration::from_secs(60),
+        "the version set aside",
+        || in_state(dir, &cfg, "skipped") == 1,
+    );
+    // About every run, twice: the next version's commit is retried.
+    standin.artifact_error("CommitArtifact", "permission denied for this API key", 2);
+    write(&run_dir.join("checkpoints/optimizer.pt"), &content(5000, 2));
+    let name = "run-01jdas000000000000000model-optimizer.pt";
+    wait_for(dir, Duration::from_secs(60), "the next version", || {
+        standin.artifacts().committed(name).len() == 1
+    });
+    assert_eq!(standin.artifact_errors_left(), 0);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_child(&mut child, Duration::from_secs(60)).success());
+
+    let store = standin.artifacts();
+    // The refused version was never committed; the other one once.
+    assert_eq!(
+        store
+            .committed("run-01jdas000000000000000model-model.pth")
+            .len(),
+        0
+    );
+    assert_eq!(store.committed(name).len(), 1);
+    assert_eq!(creates(&standin), 2);
+    let out = harness::shipper(dir, "status", &cfg, &["--json"])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let skipped: Vec<&Value> = v["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["state"] == "skipped")
+        .collect();
+    assert_eq!(skipped.len(), 1, "{v:#}");
+    let reason = skipped[0]["reason"].as_str().unwrap();
+    for part in [
+        "CreateArtifactFiles",
+        RUN,
+        "invalid file name for artifact file",
+    ] {
+        assert!(reason.contains(part), "{part} not in: {reason}");
+    }
+    let logs = harness::stderr_logs(dir);
+    assert!(
+        logs.contains("CommitArtifact") && logs.contains("permission denied"),
+        "the retried error is not logged:\n{logs}"
+    );
+    let text = format!("{logs}{v}");
+    assert!(
+        !text.contains(support::harness::KEY),
+        "the key reached the logs or status"
+    );
+    let basic = support::artifacts::b64(format!("api:{}", support::harness::KEY).as_bytes());
+    assert!(
+        !text.contains(&basic),
+        "the Authorization header reached the logs or status"
+    );
 }
 
 #[test]

@@ -701,3 +701,54 @@ fn sdk_artifacts_recording_is_current() {
     let got = record_sdk_artifacts(tmp.path());
     sdk::recording_is_current(&got, sdk::ARTIFACTS_FIXTURE, "logs artifacts as");
 }
+
+/// What the SDK sends for versions the small-file recording does not show
+/// (tests/py/sdk_artifact_large.py): a checkpoint of 2 GiB and more,
+/// uploaded in parts, and a checkpoint directory of three files logged as
+/// one version; online, against the stand-in.
+fn record_sdk_artifacts_large(dir: &std::path::Path) -> Value {
+    let script = harness::repo().join("tests/py/sdk_artifact_large.py");
+    let mut out = serde_json::json!({
+        "made_by": "scripts/record-wandb-sdk (tests/wandb_sdk.rs, record_sdk_artifacts_large; SDK script tests/py/sdk_artifact_large.py)",
+        "wandb": "0.31.0",
+    });
+    for (mode, run) in [
+        ("multipart", "01jdas00000000000000000big"),
+        ("directory", "01jdas00000000000000000dir"),
+    ] {
+        let standin = StandIn::start();
+        let work = dir.join(format!("{mode}-files"));
+        std::fs::create_dir_all(&work).unwrap();
+        let work_s = work.display().to_string();
+        sdk::run_script(
+            dir,
+            mode,
+            &script,
+            &[mode, run, "R", &work_s],
+            Some(&standin),
+        );
+        out[mode] = serde_json::json!({
+            "requests": support::artifacts::requests(&standin),
+            "versions": support::artifacts::versions(&standin),
+        });
+        // The SDK's staging copy of a 2 GiB file: not kept until the end.
+        let _ = std::fs::remove_dir_all(dir.join(mode));
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    out
+}
+
+/// The committed recording of large and multi-file versions is what the
+/// SDK sends today; with `MOSAIC_RECORD_FIXTURES=1`
+/// (scripts/record-wandb-sdk) it is rewritten.
+#[test]
+fn sdk_artifacts_large_recording_is_current() {
+    sdk::python();
+    let tmp = tempfile::tempdir().unwrap();
+    let got = record_sdk_artifacts_large(tmp.path());
+    sdk::recording_is_current(
+        &got,
+        sdk::ARTIFACTS_LARGE_FIXTURE,
+        "logs large and multi-file artifacts as",
+    );
+}

@@ -4,8 +4,9 @@
 //! with), and how far its upload got.
 //!
 //! The journal owns these types because it stores them: `source::artifacts`
-//! finds the files, `sink::wandb::artifact` moves a record through its
-//! states. Every state change is one sled write, flushed before the next
+//! finds the files and records them ([`ArtifactFinder`]),
+//! `sink::wandb::artifact` moves a record through its states; neither
+//! knows the other. Every state change is one sled write, flushed before the next
 //! network step, so that after a SIGKILL at any point the uploader resumes
 //! the same version (the same artifact id once the server gave one) instead
 //! of creating another.
@@ -121,6 +122,18 @@ impl ArtifactFile {
             })
             .unwrap_or(false)
     }
+}
+
+/// What finds complete checkpoint files and records them in the journal
+/// (Pending, or Skipped over a limit). `source::artifacts` implements it;
+/// the W&B artifact uploader calls it before each pass, so that it looks
+/// at the run directories on its own schedule without importing the
+/// source: records flow source -> journal -> sink.
+pub trait ArtifactFinder: Send {
+    /// Records the versions that became complete since the last look.
+    fn record_complete(&mut self, journal: &Journal) -> Result<(), JournalError>;
+    /// Matching files seen that are not complete yet.
+    fn waiting(&self) -> usize;
 }
 
 impl Journal {

@@ -17,10 +17,12 @@ use serde::{Deserialize, Serialize};
 
 use super::offline_run::OfflineRun;
 use crate::sink::wandb::artifact::manifest;
+use crate::sink::wandb::artifact::multipart::PartPolicy;
 use crate::sink::wandb::artifact::protocol::Target;
 use crate::sink::wandb::artifact::version::{self, Logged, Progress, Resume, Version, VersionFile};
 use crate::sink::wandb::artifact::ArtifactError;
 use crate::sink::wandb::client::Client;
+use crate::sink::wandb::http::WandbError;
 use crate::sink::wandb::offline::records::ArtifactRecord;
 
 /// How far one record got.
@@ -248,9 +250,26 @@ pub async fn log_records(
             saved: &mut saved,
             n,
         };
-        let logged =
-            version::log_version(client.http(), client.base_url(), t, &v, resume, &mut kept)
-                .await?;
+        let logged = match version::log_version(
+            client.http(),
+            client.base_url(),
+            t,
+            &v,
+            resume,
+            &PartPolicy::default(),
+            &mut kept,
+        )
+        .await
+        {
+            Ok(logged) => logged,
+            // W&B refused this version itself (not the key or the project):
+            // set aside, as a run's rows are, so the records after it go on.
+            Err(ArtifactError::Wandb(e @ WandbError::GraphQlRun { .. })) => {
+                skip(&mut out, &mut saved, e.to_string())?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let step = match logged {
             Logged::Committed { artifact_id } => {
                 out.committed += 1;

@@ -9,7 +9,12 @@
 //! `CreateArtifactManifest` hands out the manifest's upload URL;
 //! `CreateArtifactFiles` hands out one upload URL per file whose content
 //! (by MD5) the server does not hold yet, and none for one it holds;
-//! uploads (PUT) are checked against the MD5 announced; `CommitArtifact`
+//! uploads (PUT) are checked against the MD5 announced; a file announced
+//! with `uploadPartsInput` (core sends it from 2 GiB on) gets instead one
+//! URL per part (`uploadMultipartUrls`), each part PUT is checked against
+//! its announced MD5 (hex) and its `Content-MD5`, and answered with the
+//! part's ETag as S3 gives it; `CompleteMultipartUploadArtifact` with
+//! every part's ETag makes the file held; `CommitArtifact`
 //! commits a version only when its manifest and every file of it arrived,
 //! numbers it (v0, v1, ...) and moves its aliases onto it.
 
@@ -57,7 +62,25 @@ pub struct Store {
     pub bad_uploads: Vec<String>,
     /// Commits refused (manifest or files missing).
     pub refused_commits: Vec<String>,
+    /// Multipart uploads handed out, by upload id.
+    pub multipart: BTreeMap<String, Multipart>,
+    /// `CompleteMultipartUploadArtifact` calls refused (and why).
+    pub refused_completions: Vec<String>,
     next: u32,
+}
+
+/// One multipart upload the stand-in handed out.
+#[derive(Debug, Clone, Default)]
+pub struct Multipart {
+    pub artifact_id: String,
+    pub storage_path: String,
+    /// The whole file's MD5 (base64), as CreateArtifactFiles announced it.
+    pub md5: String,
+    /// Announced parts: part number -> MD5 (hex).
+    pub announced: BTreeMap<u64, String>,
+    /// Parts received: part number -> (MD5 hex, length).
+    pub received: BTreeMap<u64, (String, u64)>,
+    pub completed: bool,
 }
 
 impl Store {
@@ -111,11 +134,47 @@ impl Store {
                     let url = (!held).then(|| {
                         format!("http://{addr}/artifact-upload/file/{}", hex_of_b64(&md5))
                     });
+                    let storage_path = format!("wandb_artifacts/{}", hex_of_b64(&md5));
+                    let parts: Vec<Value> = spec["uploadPartsInput"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    let multipart = (!held && !parts.is_empty()).then(|| {
+                        self.next += 1;
+                        let upload_id = format!("upload-{}", self.next);
+                        let announced: BTreeMap<u64, String> = parts
+                            .iter()
+                            .map(|p| {
+                                (
+                                    p["partNumber"].as_u64().unwrap_or(0),
+                                    p["hexMD5"].as_str().unwrap_or("").to_string(),
+                                )
+                            })
+                            .collect();
+                        let urls: Vec<Value> = announced
+                            .keys()
+                            .map(|n| {
+                                json!({"partNumber": n, "uploadUrl":
+                                format!("http://{addr}/artifact-upload/part/{upload_id}/{n}")})
+                            })
+                            .collect();
+                        self.multipart.insert(
+                            upload_id.clone(),
+                            Multipart {
+                                artifact_id: id.clone(),
+                                storage_path: storage_path.clone(),
+                                md5: md5.clone(),
+                                announced,
+                                ..Multipart::default()
+                            },
+                        );
+                        json!({"uploadID": upload_id, "uploadUrlParts": urls})
+                    });
                     edges.push(json!({"node": {
-                        "storagePath": format!("wandb_artifacts/{}", hex_of_b64(&md5)),
+                        "storagePath": storage_path,
                         "uploadUrl": url,
                         "uploadHeaders": [],
-                        "uploadMultipartUrls": null,
+                        "uploadMultipartUrls": multipart,
                         "artifact": {"id": id}}}));
                 }
                 json!({"createArtifactFiles": {"files": {"edges": edges}}})
@@ -132,6 +191,13 @@ impl Store {
                     }
                 }
             }
+            "CompleteMultipartUploadArtifact" => match self.complete_multipart(v) {
+                Ok(md5) => json!({"completeMultipartUploadArtifact": {"digest": md5}}),
+                Err(why) => {
+                    self.refused_completions.push(why.clone());
+                    return Some(json!({"__error": why}));
+                }
+            },
             "ArtifactType" => {
                 // What `log_artifact` asks first: the type of the collection's
                 // latest version, if any.
@@ -154,6 +220,90 @@ impl Store {
             }
             _ => return None,
         })
+    }
+
+    /// `CompleteMultipartUploadArtifact`: every announced part arrived with
+    /// the MD5 announced, and the ETags given back are those parts'.
+    fn complete_multipart(&mut self, v: &Value) -> Result<String, String> {
+        let upload_id = v["uploadID"].as_str().unwrap_or("");
+        let up = self
+            .multipart
+            .get_mut(upload_id)
+            .ok_or_else(|| format!("no multipart upload {upload_id}"))?;
+        if v["completeMultipartAction"] != "Complete" {
+            return Err(format!(
+                "action {} is not Complete",
+                v["completeMultipartAction"]
+            ));
+        }
+        if v["artifactID"].as_str() != Some(up.artifact_id.as_str())
+            || v["storagePath"].as_str() != Some(up.storage_path.as_str())
+        {
+            return Err(format!(
+                "{upload_id}: artifactID or storagePath not the upload's"
+            ));
+        }
+        let given: Vec<(u64, String)> = v["completedParts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                (
+                    p["partNumber"].as_u64().unwrap_or(0),
+                    p["hexMD5"]
+                        .as_str()
+                        .unwrap_or("")
+                        .trim_matches('"')
+                        .to_string(),
+                )
+            })
+            .collect();
+        let want: Vec<(u64, String)> = up
+            .received
+            .iter()
+            .map(|(n, (h, _))| (*n, h.clone()))
+            .collect();
+        let announced: Vec<(u64, String)> =
+            up.announced.iter().map(|(n, h)| (*n, h.clone())).collect();
+        if want != announced {
+            return Err(format!(
+                "{upload_id}: parts received {want:?}, announced {announced:?}"
+            ));
+        }
+        if given != want {
+            return Err(format!("{upload_id}: ETags {given:?}, parts {want:?}"));
+        }
+        up.completed = true;
+        let size = up.received.values().map(|(_, n)| n).sum();
+        let md5 = up.md5.clone();
+        self.blobs.insert(md5.clone(), size);
+        Ok(md5)
+    }
+
+    /// A part of a multipart upload (PUT): its ETag (MD5 hex), or `None`
+    /// when it is not the part announced.
+    pub fn upload_part(
+        &mut self,
+        path: &str,
+        content_md5: Option<&str>,
+        md5_b64: &str,
+        len: u64,
+    ) -> Option<String> {
+        let rest = path.strip_prefix("/artifact-upload/part/")?;
+        let (upload_id, n) = rest.split_once('/')?;
+        let n: u64 = n.parse().ok()?;
+        let hex = hex_of_b64(md5_b64);
+        let up = self.multipart.get_mut(upload_id)?;
+        if up.announced.get(&n) != Some(&hex) || content_md5 != Some(md5_b64) {
+            self.bad_uploads.push(format!(
+                "{path}: got {hex} (Content-MD5 {content_md5:?}), {len} bytes; announced {:?}",
+                up.announced.get(&n)
+            ));
+            return None;
+        }
+        up.received.insert(n, (hex.clone(), len));
+        Some(hex)
     }
 
     fn create(&mut self, input: &Value) -> Value {
@@ -424,6 +574,7 @@ pub fn requests(standin: &StandIn) -> Value {
             out.push(rec);
         }
     }
+    canonical_order(&mut out);
     // The uploaded manifest names the SDK's staging copy (`local_path`),
     // so its MD5 varies: each must be the digest announced for it.
     let mut text = serde_json::to_string(&out)
@@ -441,6 +592,46 @@ pub fn requests(standin: &StandIn) -> Value {
     let mut v: Value = serde_json::from_str(&text).unwrap();
     normalize(&mut v);
     v
+}
+
+/// Core sends a version's files, and a file's parts, concurrently and
+/// announces files in map order: the files of one `CreateArtifactFiles`
+/// are put in name order, and each run of file or part uploads in path
+/// order (parts by number), so that a recording is the same every time.
+fn canonical_order(out: &mut [Value]) {
+    for r in out.iter_mut() {
+        if let Some(files) = r
+            .pointer_mut("/body/variables/input/artifactFiles")
+            .and_then(Value::as_array_mut)
+        {
+            files.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        }
+    }
+    let key = |r: &Value| -> Option<(String, u64)> {
+        let p = r["put"].as_str()?;
+        if p.starts_with("/artifact-upload/manifest/") {
+            return None;
+        }
+        match p.rsplit_once('/') {
+            Some((dir, n)) if p.starts_with("/artifact-upload/part/") => {
+                Some((dir.to_string(), n.parse().unwrap_or(0)))
+            }
+            _ => Some((p.to_string(), 0)),
+        }
+    };
+    let mut i = 0;
+    while i < out.len() {
+        if key(&out[i]).is_none() {
+            i += 1;
+            continue;
+        }
+        let mut j = i;
+        while j < out.len() && key(&out[j]).is_some() {
+            j += 1;
+        }
+        out[i..j].sort_by_key(|r| key(r));
+        i = j;
+    }
 }
 
 /// The manifest digests announced by `CreateArtifactManifest` calls.
@@ -480,6 +671,11 @@ pub fn normalize(v: &mut Value) {
 pub fn versions(standin: &StandIn) -> Value {
     let store = standin.artifacts();
     assert!(store.bad_uploads.is_empty(), "{:?}", store.bad_uploads);
+    assert!(
+        store.refused_completions.is_empty(),
+        "{:?}",
+        store.refused_completions
+    );
     assert!(
         store.refused_commits.is_empty(),
         "{:?}",

@@ -20,6 +20,9 @@ pub const STATE_FIXTURE: &str = "tests/fixtures/wandb-sdk-state.json";
 
 /// The recording of how the SDK logs a checkpoint as a model artifact.
 pub const ARTIFACTS_FIXTURE: &str = "tests/fixtures/wandb-sdk-artifacts.json";
+/// A checkpoint of 2 GiB and more (multipart) and a checkpoint directory,
+/// logged by the SDK.
+pub const ARTIFACTS_LARGE_FIXTURE: &str = "tests/fixtures/wandb-sdk-artifacts-large.json";
 
 /// `MOSAIC_TEST_PYTHON`, checked to have wandb 0.31.0; fails without it.
 pub fn python() -> PathBuf {
@@ -262,6 +265,10 @@ pub fn steps_fixture() -> Value {
 }
 
 /// The committed recording of artifacts.
+pub fn artifacts_large_fixture() -> Value {
+    fixture(ARTIFACTS_LARGE_FIXTURE)
+}
+
 pub fn artifacts_fixture() -> Value {
     fixture(ARTIFACTS_FIXTURE)
 }

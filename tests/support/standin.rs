@@ -139,6 +139,10 @@ struct Inner {
     /// W&B answers a resolver's refusal; the error's `extensions` echo the
     /// request's Authorization header (nothing of it may reach a log).
     graphql_error: Option<(Option<String>, String)>,
+    /// An artifact operation answered with GraphQL errors in a 200, the
+    /// next `times` times it is asked (operation, message, times); the
+    /// `extensions` echo the request's Authorization header.
+    artifact_error: Option<(String, String, usize)>,
     /// Served over TLS: upload URLs are https.
     tls: bool,
 }
@@ -296,6 +300,22 @@ impl StandIn {
             about.map(|(run, message)| (run.map(str::to_string), message.to_string()));
     }
 
+    /// See `Inner::artifact_error`; `None` clears it.
+    pub fn artifact_error(&self, op: &str, message: &str, times: usize) {
+        self.inner.lock().unwrap().artifact_error =
+            Some((op.to_string(), message.to_string(), times));
+    }
+
+    /// How many more times the artifact error set will be answered.
+    pub fn artifact_errors_left(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap()
+            .artifact_error
+            .as_ref()
+            .map_or(0, |(_, _, n)| *n)
+    }
+
     pub fn faults_pending(&self) -> usize {
         self.inner.lock().unwrap().faults.len()
     }
@@ -393,7 +413,9 @@ async fn read_request<S: AsyncRead + Unpin>(
         }
     }
     let mut body = buf[head_end + 4..].to_vec();
-    if method == "PUT" && target.contains("/artifact-upload/file/") {
+    if method == "PUT"
+        && (target.contains("/artifact-upload/file/") || target.contains("/artifact-upload/part/"))
+    {
         let len: u64 = headers
             .get("content-length")
             .and_then(|v| v.parse().ok())
@@ -659,7 +681,16 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         _ => {}
     }
     match answer {
-        Some(body) => respond(&mut stream, 200, &[], body.to_string().as_bytes()).await,
+        Some(mut body) => {
+            // A part of a multipart upload is answered as S3 answers it:
+            // its MD5 (hex, quoted) in the ETag header.
+            let etag = body
+                .as_object_mut()
+                .and_then(|o| o.remove("__etag"))
+                .and_then(|e| e.as_str().map(|e| format!("\"{e}\"")));
+            let extra: Vec<(&str, String)> = etag.into_iter().map(|e| ("ETag", e)).collect();
+            respond(&mut stream, 200, &extra, body.to_string().as_bytes()).await
+        }
         None if echoing => respond(&mut stream, 404, &echo_headers, &echo_body).await,
         None => respond(&mut stream, 404, &[], b"{}").await,
     }
@@ -737,6 +768,17 @@ fn apply(inner: &Arc<Mutex<Inner>>, rec: &Recorded, addr: SocketAddr) -> Option<
                 .insert(file.to_string(), rec.body.clone());
         }
         return Some(json!({}));
+    }
+    if rec.method == "PUT" && rec.path.starts_with("/artifact-upload/part/") {
+        let (md5, len) = rec
+            .upload
+            .clone()
+            .unwrap_or_else(|| (super::artifacts::md5_b64(&rec.body), rec.body.len() as u64));
+        let content_md5 = rec.headers.get("content-md5").map(String::as_str);
+        return g
+            .artifacts
+            .upload_part(&rec.path, content_md5, &md5, len)
+            .map(|hex| json!({"__etag": hex}));
     }
     if rec.method == "PUT" && rec.path.starts_with("/artifact-upload/") {
         let (md5, len) = rec
@@ -816,6 +858,26 @@ fn apply(inner: &Arc<Mutex<Inner>>, rec: &Recorded, addr: SocketAddr) -> Option<
                 json!({"serverInfo": {"features": fs}})
             }
             "RunResumeStatus" => json!({"model": null}),
+            _ if g
+                .artifact_error
+                .as_ref()
+                .is_some_and(|(o, _, left)| o == op && *left > 0) =>
+            {
+                let (_, message, left) = g.artifact_error.as_mut().unwrap();
+                *left -= 1;
+                let auth = rec
+                    .headers
+                    .get("authorization")
+                    .cloned()
+                    .unwrap_or_default();
+                let mut field = op.to_string();
+                field[..1].make_ascii_lowercase();
+                return Some(json!({
+                    "data": {field.as_str(): null},
+                    "errors": [{"message": message, "path": [field],
+                                "extensions": {"request": {"Authorization": auth}}}],
+                }));
+            }
             _ => match g.artifacts.graphql(op, &v, addr) {
                 Some(d) if d.get("__error").is_some() => {
                     return Some(json!({"errors": [{"message": d["__error"]}], "data": null}));

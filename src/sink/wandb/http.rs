@@ -119,7 +119,8 @@ pub struct Http {
 
 /// What one attempt came to.
 enum Outcome {
-    Done(Vec<u8>),
+    /// The body, and the `ETag` header if there was one (a part's).
+    Done(Vec<u8>, Option<String>),
     Retry {
         why: String,
         after: Option<Duration>,
@@ -196,6 +197,7 @@ impl Http {
             Ok(reqwest::Body::from(body.clone()))
         })
         .await
+        .map(|(b, _)| b)
     }
 
     /// PUTs the file at `path` (`len` bytes) to `req.url` as it is read,
@@ -220,6 +222,33 @@ impl Http {
             Ok(reqwest::Body::wrap_stream(stream))
         })
         .await
+        .map(|(b, _)| b)
+    }
+
+    /// PUTs `len` bytes of the file at `path` from `offset` (a part of a
+    /// multipart upload), streamed as [`put_file`](Self::put_file) does;
+    /// returns the answer's `ETag`, which the storage gives a part.
+    pub async fn put_file_range(
+        &self,
+        req: &Request<'_>,
+        path: &std::path::Path,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<String>, WandbError> {
+        let timeout = self.opts.timeout + Duration::from_secs(len >> 20);
+        self.with_retries(req, Some(timeout), || async move {
+            let mut file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            use tokio::io::{AsyncReadExt, AsyncSeekExt};
+            file.seek(std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(|e| format!("cannot seek {} to {offset}: {e}", path.display()))?;
+            let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 1 << 20);
+            Ok(reqwest::Body::wrap_stream(stream))
+        })
+        .await
+        .map(|(_, etag)| etag)
     }
 
     async fn with_retries<F, Fut>(
@@ -227,7 +256,7 @@ impl Http {
         req: &Request<'_>,
         timeout: Option<Duration>,
         mut body: F,
-    ) -> Result<Vec<u8>, WandbError>
+    ) -> Result<(Vec<u8>, Option<String>), WandbError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<reqwest::Body, String>>,
@@ -253,7 +282,7 @@ impl Http {
                 }),
             };
             let (why, after, slow_down) = match outcome {
-                Outcome::Done(b) => return Ok(b),
+                Outcome::Done(b, etag) => return Ok((b, etag)),
                 Outcome::Final(e) => return Err(e),
                 Outcome::Retry {
                     why,
@@ -331,13 +360,18 @@ impl Http {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
+        let etag = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let bytes = match resp.bytes().await {
             Ok(b) => b.to_vec(),
             Err(e) => return self.classify_transport(&e),
         };
         // W&B core accepts 200..=300 from file_stream; any 2xx is success.
         if (200..300).contains(&status) {
-            return Outcome::Done(bytes);
+            return Outcome::Done(bytes, etag);
         }
         if !bytes.is_empty() {
             tracing::debug!(what = req.what, run = req.run, status, url = %redact::url(req.url), body = %redact::excerpt(&bytes), "W&B error answer");

@@ -14,12 +14,14 @@
 //! which writes in one go) would be read early; the uploader checks size
 //! and time again after reading and drops a version that changed.
 
+mod recorder;
 mod stability;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+pub use recorder::Recorder;
 pub use stability::Stability;
 
 /// A file found complete.

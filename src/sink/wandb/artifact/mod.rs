@@ -20,27 +20,30 @@
 //! version is committed only after its manifest and every file arrived,
 //! so a crash never leaves a partial version, and no step creates a second
 //! version of the same content. The upload itself is streamed from the
-//! file, with the W&B client's retry policy and proxy.
+//! file, with the W&B client's retry policy and proxy; a file of 2 GiB
+//! and more in parts, as the SDK sends it ([`multipart`]), each part read
+//! and sent on its own. An upload cut by a crash is not resumed part by
+//! part: the restart asks for new URLs and sends the file again in full.
 
 pub mod manifest;
+pub mod multipart;
 pub mod protocol;
 pub mod version;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::config::ArtifactsConfig;
-use crate::journal::artifacts::{ArtifactFile, ArtifactState};
+use crate::journal::artifacts::{ArtifactFile, ArtifactFinder, ArtifactState};
 use crate::journal::Journal;
 use crate::sink::wandb::client::Client;
 use crate::sink::wandb::graphql::UpsertInput;
 use crate::sink::wandb::http::WandbError;
 use crate::sink::wandb::{wandb_run_id, WandbSettings};
 use crate::sink::Mode;
-use crate::source::artifacts::{step_in_name, ArtifactSource, CompleteFile};
 use protocol::Target;
 use version::{Logged, Resume, Version, VersionFile};
 
@@ -106,7 +109,9 @@ impl version::Progress for Journaled<'_> {
 
 /// Finds complete checkpoint files and ships them (module documentation).
 pub struct ArtifactShipper {
-    source: ArtifactSource,
+    /// Records complete files in the journal before each pass (`None`:
+    /// `sync`, which only ships what was recorded).
+    finder: Option<Box<dyn ArtifactFinder>>,
     journal: Arc<Journal>,
     /// `None` when W&B rows are staged: versions are only recorded, for
     /// `mosaic-shipper sync` to upload ([`ship_staged`]).
@@ -119,21 +124,16 @@ pub struct ArtifactShipper {
 
 impl ArtifactShipper {
     /// `upload`: ship versions as they complete (W&B online); otherwise
-    /// only record them (staged).
+    /// only record them (staged). `finder` records the complete files.
     pub fn new(
         cfg: &ArtifactsConfig,
         settings: WandbSettings,
         journal: Arc<Journal>,
         upload: bool,
+        finder: Option<Box<dyn ArtifactFinder>>,
     ) -> anyhow::Result<ArtifactShipper> {
-        let source = ArtifactSource::new(
-            &cfg.runs_dir,
-            &cfg.paths,
-            Duration::from_millis(cfg.settle_ms),
-        )
-        .map_err(anyhow::Error::msg)?;
         Ok(ArtifactShipper {
-            source,
+            finder,
             journal,
             client: if upload {
                 Some(Client::new(&settings)?)
@@ -157,7 +157,9 @@ impl ArtifactShipper {
                 Mode::Run => None,
                 Mode::Drain { until } => Some(until),
             };
-            self.discover()?;
+            if let Some(f) = self.finder.as_mut() {
+                f.record_complete(&self.journal)?;
+            }
             let shipped = if self.client.is_some() {
                 self.ship_pending().await
             } else {
@@ -179,9 +181,8 @@ impl ArtifactShipper {
                 } else {
                     0
                 };
-                if (pending == 0 && self.source.waiting() == 0)
-                    || std::time::Instant::now() >= until
-                {
+                let waiting = self.finder.as_ref().map_or(0, |f| f.waiting());
+                if (pending == 0 && waiting == 0) || std::time::Instant::now() >= until {
                     return Ok(());
                 }
             }
@@ -204,55 +205,6 @@ impl ArtifactShipper {
                 )
             })
             .count())
-    }
-
-    /// Records the versions that became complete, applying the limits.
-    fn discover(&mut self) -> Result<(), ArtifactError> {
-        let found = self.source.scan(SystemTime::now());
-        if found.is_empty() {
-            return Ok(());
-        }
-        let known = self.journal.artifact_files()?;
-        let mut seq = self.journal.next_artifact_seq()?;
-        let mut run_bytes: std::collections::HashMap<String, u64> = Default::default();
-        for f in known
-            .iter()
-            .filter(|f| !matches!(f.state, ArtifactState::Skipped { .. }))
-        {
-            *run_bytes.entry(f.run_id.clone()).or_default() += f.size;
-        }
-        for c in found {
-            let mut rec = record(&c, seq);
-            if known.iter().any(|k| k.key() == rec.key()) {
-                continue;
-            }
-            seq += 1;
-            let used = run_bytes.entry(c.run_id.clone()).or_default();
-            if c.size > self.cfg.max_file_bytes {
-                rec.state = ArtifactState::Skipped {
-                    reason: format!(
-                        "larger than artifacts.max_file_bytes ({} > {})",
-                        c.size, self.cfg.max_file_bytes
-                    ),
-                };
-            } else if *used + c.size > self.cfg.max_run_bytes {
-                rec.state = ArtifactState::Skipped {
-                    reason: format!(
-                        "the run's artifacts would pass artifacts.max_run_bytes ({} + {} > {})",
-                        used, c.size, self.cfg.max_run_bytes
-                    ),
-                };
-            } else {
-                *used += c.size;
-            }
-            if let ArtifactState::Skipped { reason } = &rec.state {
-                tracing::warn!(run = %c.run_id, file = %c.path.display(), %reason, "checkpoint not shipped");
-            } else {
-                tracing::info!(run = %c.run_id, file = %c.path.display(), size = c.size, "checkpoint complete; shipping it as a W&B artifact");
-            }
-            self.journal.put_artifact_file(&rec)?;
-        }
-        Ok(())
     }
 
     async fn ship_pending(&mut self) -> Result<(), ArtifactError> {
@@ -289,9 +241,17 @@ impl ArtifactShipper {
         let Some(mut client) = self.client.take() else {
             return Ok(());
         };
-        let r = self.ship_with(&mut client, f, &path).await;
+        let r = self.ship_with(&mut client, f.clone(), &path).await;
         self.client = Some(client);
-        r
+        match r {
+            // W&B refused this version itself (GraphQL errors about it, not
+            // about the key or the project): asking again gets the same
+            // answer, and the versions after it must not wait behind it.
+            Err(ArtifactError::Wandb(e @ WandbError::GraphQlRun { .. })) => {
+                self.skip(f, &e.to_string())
+            }
+            r => r,
+        }
     }
 
     /// The network part of [`ship`](Self::ship), from a hashed version.
@@ -373,12 +333,17 @@ impl ArtifactShipper {
             journal: &self.journal,
             f: f.clone(),
         };
+        let policy = multipart::PartPolicy {
+            threshold: self.cfg.multipart_threshold_bytes,
+            part_size: self.cfg.multipart_part_bytes,
+        };
         let logged = version::log_version(
             client.http(),
             client.base_url(),
             &t,
             &v,
             resume,
+            &policy,
             &mut journaled,
         )
         .await?;
@@ -423,7 +388,7 @@ pub async fn ship_staged(
     settings: WandbSettings,
     journal: Arc<Journal>,
 ) -> anyhow::Result<(usize, usize)> {
-    let mut s = ArtifactShipper::new(cfg, settings, journal, true)?;
+    let mut s = ArtifactShipper::new(cfg, settings, journal, true, None)?;
     let before = s.pending()?;
     if before == 0 {
         return Ok((0, 0));
@@ -440,19 +405,5 @@ fn drop_stored(f: &ArtifactFile) {
         if let Err(e) = std::fs::remove_file(p) {
             tracing::warn!(file = %p, error = %e, "cannot delete the store's copy of a logged checkpoint");
         }
-    }
-}
-
-fn record(c: &CompleteFile, seq: u64) -> ArtifactFile {
-    ArtifactFile {
-        run_id: c.run_id.clone(),
-        rel_path: c.rel_path.clone(),
-        size: c.size,
-        mtime_ns: c.mtime_ns,
-        md5_b64: None,
-        step: step_in_name(&c.rel_path),
-        state: ArtifactState::Pending,
-        seq,
-        stored: None,
     }
 }

@@ -9,7 +9,8 @@
 use std::path::PathBuf;
 
 use super::manifest;
-use super::protocol::{self, NewVersion, Target};
+use super::multipart::{self, PartPolicy};
+use super::protocol::{self, Announced, NewVersion, Target};
 use super::ArtifactError;
 use crate::sink::wandb::http::Http;
 
@@ -63,13 +64,15 @@ pub trait Progress {
     fn unchanged(&self, f: &VersionFile) -> bool;
 }
 
-/// Logs `v` (see the module documentation).
+/// Logs `v` (see the module documentation); files of `policy`'s
+/// threshold and more go in parts.
 pub async fn log_version(
     http: &Http,
     base: &str,
     t: &Target<'_>,
     v: &Version,
     resume: Option<Resume>,
+    policy: &PartPolicy,
     progress: &mut (dyn Progress + Send + Sync),
 ) -> Result<Logged, ArtifactError> {
     let r = match resume {
@@ -105,16 +108,52 @@ pub async fn log_version(
     };
     let (id, base_id) = (r.artifact_id.as_str(), r.base_artifact_id.as_deref());
     let (manifest_id, _) = protocol::create_manifest(http, base, t, id, base_id, None).await?;
-    let announced: Vec<(&str, &str)> = v
+    // Part MD5s as core computes them, just before announcing the files
+    // (as core does): a read of the file, part by part.
+    let mut split = Vec::with_capacity(v.files.len());
+    for f in &v.files {
+        split.push(match policy.parts(f.size) {
+            None => None,
+            Some(parts) => {
+                let (p, ps) = (f.path.clone(), parts.clone());
+                let hexes = tokio::task::spawn_blocking(move || multipart::hash_parts(&p, &ps))
+                    .await
+                    .expect("hashing does not panic")
+                    .map_err(|e| {
+                        ArtifactError::Progress(format!(
+                            "cannot read {} to hash its parts: {e}",
+                            f.path.display()
+                        ))
+                    })?;
+                let numbered: Vec<(u64, String)> =
+                    parts.iter().map(|p| p.number).zip(hexes).collect();
+                Some((parts, numbered))
+            }
+        });
+    }
+    let announced: Vec<Announced> = v
         .files
         .iter()
-        .map(|f| (f.name.as_str(), f.md5_b64.as_str()))
+        .zip(&split)
+        .map(|(f, s)| Announced {
+            name: &f.name,
+            md5_b64: &f.md5_b64,
+            parts: s.as_ref().map(|(_, n)| n.as_slice()),
+        })
         .collect();
     let answers = protocol::create_files(http, base, t, id, &manifest_id, &announced).await?;
     let mut entries = Vec::new();
-    for (f, (upload, birth)) in v.files.iter().zip(answers) {
-        if let Some(to) = upload {
-            protocol::put_file(http, t, &to, &f.path, f.size).await?;
+    for ((f, answer), s) in v.files.iter().zip(answers).zip(&split) {
+        let birth = answer.birth.clone();
+        if let (Some(urls), Some((parts, hexes))) = (&answer.multipart, s) {
+            protocol::put_parts(http, base, t, &answer, urls, &f.path, parts, hexes).await?;
+            if !progress.unchanged(f) {
+                return Ok(Logged::Changed {
+                    file: f.path.display().to_string(),
+                });
+            }
+        } else if let Some(to) = &answer.upload {
+            protocol::put_file(http, t, to, &f.path, f.size).await?;
             if !progress.unchanged(f) {
                 // What was sent may not be what was hashed: never commit it.
                 return Ok(Logged::Changed {
