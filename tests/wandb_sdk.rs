@@ -741,7 +741,14 @@ fn record_sdk_artifacts_large(dir: &std::path::Path) -> Value {
 /// The committed recording of large and multi-file versions is what the
 /// SDK sends today; with `MOSAIC_RECORD_FIXTURES=1`
 /// (scripts/record-wandb-sdk) it is rewritten.
+///
+/// Not in the suite: the SDK uploading 2 GiB takes about three minutes
+/// and 4 GiB of temporary space, for a recording that changes only with
+/// the pinned SDK. scripts/record-wandb-sdk runs it; the suite compares
+/// the agent against the committed recording
+/// (tests/wandb_artifacts.rs).
 #[test]
+#[ignore = "the SDK uploads 2 GiB (about 3 minutes): run by scripts/record-wandb-sdk"]
 fn sdk_artifacts_large_recording_is_current() {
     sdk::python();
     let tmp = tempfile::tempdir().unwrap();
