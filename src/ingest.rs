@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::SourceKind;
-use crate::extract::console::ConsoleFiles;
+use crate::extract::console::{self, ConsoleFiles};
 pub use crate::extract::events::{EventOutcome, Readers};
 use crate::extract::silence::Silence;
 use crate::extract::Extractor;
@@ -295,7 +295,23 @@ impl Ingest {
                 // restart resumes with what the next unread line needs.
                 let mut memo = batch.state.memo.clone();
                 let console = self.console.stream(&batch.state.source, &path);
-                for record in &batch.records {
+                // Console lines: the time each was printed, as well as it
+                // can be known (their own, else the file's), not when the
+                // agent got to them.
+                let times = match console {
+                    Some(_) => {
+                        let own: Vec<Option<f64>> = batch
+                            .records
+                            .iter()
+                            .map(|r| self.extractor.line_time(batch.text(r)))
+                            .collect();
+                        let mtime =
+                            (batch.state.mtime_ns > 0).then(|| batch.state.mtime_ns as f64 / 1e9);
+                        console::line_times(&own, memo.console_time, read_time, mtime)
+                    }
+                    None => Vec::new(),
+                };
+                for (i, record) in batch.records.iter().enumerate() {
                     let text = batch.text(record);
                     self.extractor.extract(
                         &path,
@@ -307,8 +323,11 @@ impl Ingest {
                         &mut rows,
                     );
                     if let Some(stderr) = console {
-                        rows.extend(self.console.row(&path, &memo, stderr, text, read_time));
+                        rows.extend(self.console.row(&path, &memo, stderr, text, times[i]));
                     }
+                }
+                if let Some(&last) = times.last() {
+                    memo.console_time = Some(last);
                 }
                 batch.state.memo = memo;
             }
