@@ -313,6 +313,7 @@ impl Ingest {
                 };
                 for (i, record) in batch.records.iter().enumerate() {
                     let text = batch.text(record);
+                    let from = rows.len();
                     self.extractor.extract(
                         &path,
                         record.offset,
@@ -323,7 +324,16 @@ impl Ingest {
                         &mut rows,
                     );
                     if let Some(stderr) = console {
-                        rows.extend(self.console.row(&path, &memo, stderr, text, times[i]));
+                        if let Some(row) = self.console.row(&path, &memo, stderr, text, times[i]) {
+                            // A line that ends its run is in the run's
+                            // console (before the end, as the SDK's last
+                            // lines are before its finish); others follow
+                            // their rows, which open and time the run.
+                            let ends = rows[from..]
+                                .iter()
+                                .any(|r| matches!(r.event, Some(RunEvent::Finished(_))));
+                            rows.insert(if ends { from } else { rows.len() }, row);
+                        }
                     }
                 }
                 if let Some(&last) = times.last() {

@@ -176,6 +176,20 @@ pub fn add_environment(config: &mut Value, facts: &MachineFacts, start: f64) {
     }
 }
 
+/// A console line as the `output.log` file holds it (the SDK's
+/// `files/output.log`, uploaded at the run's end): its text and a
+/// newline, no time, no stream (`outputfilewriter.go` writes each line's
+/// content alone).
+pub fn push_output_file_line(line: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(line.as_bytes());
+    out.push(b'\n');
+}
+
+/// The bytes [`push_output_file_line`] adds for `line`.
+pub fn output_file_len(line: &str) -> u64 {
+    line.len() as u64 + 1
+}
+
 /// One `output.log` line as core sends it over file_stream.
 pub fn output_line(stderr: bool, line: &str, secs: f64) -> String {
     let t = format_time(secs, false);
