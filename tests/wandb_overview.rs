@@ -720,8 +720,11 @@ fn expected_times(lines: &[(String, Option<f64>)], mtime: f64) -> Vec<f64> {
     out
 }
 
+/// Console lines of one stream with the times they show.
+type Timed = Vec<(String, f64)>;
+
 /// `output.log` lines split by stream into (text, time).
-fn timed_console(console: &BTreeMap<u64, String>) -> (Vec<(String, f64)>, Vec<(String, f64)>) {
+fn timed_console(console: &BTreeMap<u64, String>) -> (Timed, Timed) {
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]"
     );
