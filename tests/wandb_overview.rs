@@ -564,6 +564,7 @@ fn rows_staged_on_another_machine_keep_its_host() {
     let airgap = "airgap-box";
     assert_ne!(hostname(), airgap);
     worker_into_files(dir, ulid, 0, 3);
+    log_run_completed(dir, ulid);
     // The air-gapped machine: a UTS namespace of its own with another
     // host name (util-linux's unshare), staging for W&B.
     let staged = config(
@@ -623,7 +624,16 @@ fn rows_staged_on_another_machine_keep_its_host() {
     let metadata: Value = serde_json::from_slice(&record.files["wandb-metadata.json"]).unwrap();
     assert_eq!(metadata["host"], airgap);
     let (out, _) = split_console(&record.console);
-    assert_lines(&out, &printed(ulid, 0, 3).0, "stdout staged and synced");
+    let (last, out) = out.split_last().unwrap();
+    assert!(last.contains("run_completed"), "{last}");
+    assert_lines(out, &printed(ulid, 0, 3).0, "stdout staged and synced");
+    // The run ended where it was synced: its output.log went up there,
+    // as the SDK uploads it.
+    assert_eq!(record.exit_code, Some(0));
+    assert_eq!(
+        sdk::output_file_facts(&standin.requests(), &record.console),
+        sdk::overview_fixture()["online"]["output_log_file"]
+    );
 }
 
 #[test]

@@ -114,9 +114,15 @@ pub fn metadata(facts: &MachineFacts, start: f64) -> Value {
     if let Some(n) = facts.cpu_count_logical {
         m.insert("cpu_count_logical".into(), json!(n));
     }
+    // xpu/src/gpu_nvidia.rs `get_metadata`: `gpu_type` (JSON `gpu`) is
+    // GPU 0's name, `gpu_count` the devices NVML counts, `cuda_version`
+    // (JSON `cudaVersion`) the driver's CUDA version, set only with a GPU.
     if let Some(first) = facts.gpus.first() {
         m.insert("gpu".into(), json!(first.name));
         m.insert("gpu_count".into(), json!(facts.gpus.len()));
+        if let Some(v) = &facts.cuda_version {
+            m.insert("cudaVersion".into(), json!(v));
+        }
     }
     if let Some(d) = &facts.disk {
         // protojson: uint64 as strings.
@@ -240,6 +246,11 @@ pub fn environment_record(facts: &MachineFacts, start: f64) -> records::Environm
             .map(|g| g.name.clone())
             .unwrap_or_default(),
         gpu_count: facts.gpus.len() as u32,
+        cuda_version: if facts.gpus.is_empty() {
+            String::new()
+        } else {
+            facts.cuda_version.clone().unwrap_or_default()
+        },
         disk: facts
             .disk
             .iter()
@@ -308,6 +319,7 @@ mod tests {
                 uuid: "GPU-1".into(),
                 pci_bus_id: String::new(),
             }],
+            cuda_version: Some("12.2".into()),
             worker: Some(WorkerFacts {
                 python: Some("CPython 3.11.2".into()),
                 code_path: Some("rl/train.py".into()),
@@ -333,6 +345,8 @@ mod tests {
             (&m["gpu"], &m["gpu_count"]),
             (&json!("Tesla T4"), &json!(1))
         );
+        assert_eq!(m["cudaVersion"], "12.2");
+        assert_eq!(environment_record(&facts, 200.0).cuda_version, "12.2");
         assert_eq!(
             m["gpu_nvidia"],
             json!([{"name": "Tesla T4", "memoryTotal": "16106127360", "uuid": "GPU-1"}])
