@@ -274,6 +274,12 @@ impl Agent {
                 });
             }
             let (sink, finish) = WandbSink::new(wandb).context("cannot start the W&B sink")?;
+            let sink = sink.keeping_output_files(
+                config
+                    .store
+                    .path
+                    .join(crate::sink::wandb::output_file::STORE_DIR),
+            );
             wandb_finish = Some(finish);
             let (j, m) = (journal.clone(), mode_rx.clone());
             sinks.spawn(async move { ("wandb", sink::run(sink, j, o, m).await) });

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::SourceKind;
-use crate::extract::console::ConsoleFiles;
+use crate::extract::console::{self, ConsoleFiles};
 pub use crate::extract::events::{EventOutcome, Readers};
 use crate::extract::silence::Silence;
 use crate::extract::Extractor;
@@ -295,8 +295,25 @@ impl Ingest {
                 // restart resumes with what the next unread line needs.
                 let mut memo = batch.state.memo.clone();
                 let console = self.console.stream(&batch.state.source, &path);
-                for record in &batch.records {
+                // Console lines: the time each was printed, as well as it
+                // can be known (their own, else the file's), not when the
+                // agent got to them.
+                let times = match console {
+                    Some(_) => {
+                        let own: Vec<Option<f64>> = batch
+                            .records
+                            .iter()
+                            .map(|r| self.extractor.line_time(batch.text(r)))
+                            .collect();
+                        let mtime =
+                            (batch.state.mtime_ns > 0).then(|| batch.state.mtime_ns as f64 / 1e9);
+                        console::line_times(&own, memo.console_time, read_time, mtime)
+                    }
+                    None => Vec::new(),
+                };
+                for (i, record) in batch.records.iter().enumerate() {
                     let text = batch.text(record);
+                    let from = rows.len();
                     self.extractor.extract(
                         &path,
                         record.offset,
@@ -307,8 +324,20 @@ impl Ingest {
                         &mut rows,
                     );
                     if let Some(stderr) = console {
-                        rows.extend(self.console.row(&path, &memo, stderr, text, read_time));
+                        if let Some(row) = self.console.row(&path, &memo, stderr, text, times[i]) {
+                            // A line that ends its run is in the run's
+                            // console (before the end, as the SDK's last
+                            // lines are before its finish); others follow
+                            // their rows, which open and time the run.
+                            let ends = rows[from..]
+                                .iter()
+                                .any(|r| matches!(r.event, Some(RunEvent::Finished(_))));
+                            rows.insert(if ends { from } else { rows.len() }, row);
+                        }
                     }
+                }
+                if let Some(&last) = times.last() {
+                    memo.console_time = Some(last);
                 }
                 batch.state.memo = memo;
             }

@@ -40,6 +40,11 @@ pub struct MachineFacts {
     /// The NVIDIA GPUs `nvidia-smi` lists, in its order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpus: Vec<GpuFacts>,
+    /// The CUDA version the NVIDIA driver supports (`12.2`), as
+    /// `nvidia-smi -q` heads its report with it: what the SDK reads as
+    /// NVML's `cuda_driver_version` and writes as `cudaVersion`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda_version: Option<String>,
     /// The worker: init mode only (the agent started it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<WorkerFacts>,
@@ -201,6 +206,7 @@ impl MachineFacts {
             gpus: nvidia_smi
                 .map(crate::sysmetrics::gpu::devices)
                 .unwrap_or_default(),
+            cuda_version: nvidia_smi.and_then(crate::sysmetrics::gpu::cuda_version),
             worker,
         }
     }

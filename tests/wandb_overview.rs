@@ -564,6 +564,7 @@ fn rows_staged_on_another_machine_keep_its_host() {
     let airgap = "airgap-box";
     assert_ne!(hostname(), airgap);
     worker_into_files(dir, ulid, 0, 3);
+    log_run_completed(dir, ulid);
     // The air-gapped machine: a UTS namespace of its own with another
     // host name (util-linux's unshare), staging for W&B.
     let staged = config(
@@ -623,7 +624,16 @@ fn rows_staged_on_another_machine_keep_its_host() {
     let metadata: Value = serde_json::from_slice(&record.files["wandb-metadata.json"]).unwrap();
     assert_eq!(metadata["host"], airgap);
     let (out, _) = split_console(&record.console);
-    assert_lines(&out, &printed(ulid, 0, 3).0, "stdout staged and synced");
+    let (last, out) = out.split_last().unwrap();
+    assert!(last.contains("run_completed"), "{last}");
+    assert_lines(out, &printed(ulid, 0, 3).0, "stdout staged and synced");
+    // The run ended where it was synced: its output.log went up there,
+    // as the SDK uploads it.
+    assert_eq!(record.exit_code, Some(0));
+    assert_eq!(
+        sdk::output_file_facts(&standin.requests(), &record.console),
+        sdk::overview_fixture()["online"]["output_log_file"]
+    );
 }
 
 #[test]
@@ -663,4 +673,295 @@ fn console_lines_survive_agent_kills_once_and_in_order() {
     let (want_out, want_err) = printed(ulid, 0, first);
     assert_lines(&out, &want_out, "stdout after kills");
     assert_lines(&err, &want_err, "stderr after kills");
+}
+
+/// What tests/py/console_backlog.py wrote: per stream, each line with
+/// the time it carries (as Python reads it; `None`: none), and the files'
+/// modification time.
+struct Backlog {
+    mtime: f64,
+    stdout: Vec<(String, Option<f64>)>,
+    stderr: Vec<(String, Option<f64>)>,
+}
+
+/// Writes run `ulid`'s console files as its worker printed them `ago`
+/// seconds ago.
+fn write_backlog(dir: &Path, ulid: &str, ago: u32) -> Backlog {
+    let run_dir = dir.join("var/trainer/runs").join(ulid);
+    let out = Command::new(sdk::python())
+        .arg(harness::repo().join("tests/py/console_backlog.py"))
+        .arg(&run_dir)
+        .arg(ago.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lines = |s: &str| -> Vec<(String, Option<f64>)> {
+        v["lines"][s]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l[0].as_str().unwrap().to_string(), l[1].as_f64()))
+            .collect()
+    };
+    Backlog {
+        mtime: v["mtime"].as_f64().unwrap(),
+        stdout: lines("stdout"),
+        stderr: lines("stderr"),
+    }
+}
+
+/// The time each line of one file must show: its own, else the next
+/// stamped line's of the same file, else the file's modification time;
+/// never earlier than the line before.
+fn expected_times(lines: &[(String, Option<f64>)], mtime: f64) -> Vec<f64> {
+    let mut out: Vec<f64> = Vec::new();
+    for (i, (_, own)) in lines.iter().enumerate() {
+        let t = own.unwrap_or_else(|| {
+            let next = lines[i + 1..].iter().find_map(|(_, t)| *t).unwrap_or(mtime);
+            out.last().map_or(next, |p| next.max(*p))
+        });
+        out.push(t);
+    }
+    out
+}
+
+/// Console lines of one stream with the times they show.
+type Timed = Vec<(String, f64)>;
+
+/// `output.log` lines split by stream into (text, time).
+fn timed_console(console: &BTreeMap<u64, String>) -> (Timed, Timed) {
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]"
+    );
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    for line in console.values() {
+        let (stderr, rest) = match line.strip_prefix("ERROR ") {
+            Some(r) => (true, r),
+            None => (false, line.as_str()),
+        };
+        let (t, text) = rest.split_once(' ').unwrap();
+        let t = time::PrimitiveDateTime::parse(t, fmt)
+            .unwrap()
+            .assume_utc()
+            .unix_timestamp_nanos() as f64
+            / 1e9;
+        let v = if stderr { &mut err } else { &mut out };
+        v.push((text.to_string(), t));
+    }
+    (out, err)
+}
+
+fn assert_times(got: &[(String, f64)], want: &[(String, Option<f64>)], mtime: f64, what: &str) {
+    let times = expected_times(want, mtime);
+    assert_eq!(got.len(), want.len(), "{what}: {got:?}");
+    for ((g, w), t) in got.iter().zip(want).zip(times) {
+        assert_eq!(g.0, w.0, "{what}");
+        assert!(
+            (g.1 - t).abs() < 2e-6,
+            "{what}: {:?} shows {} for {t}",
+            g.0,
+            g.1
+        );
+    }
+}
+
+/// A backlog of console lines printed an hour before the agent reads
+/// them: each shows the time it carries (Python `logging`'s `asctime`,
+/// a JSON logger's ISO `timestamp`), or, without one, the next stamped
+/// line's or the file's modification time, never the time of reading;
+/// online (`output.log` over file_stream, through the stand-in) and
+/// offline (the SDK's console records, through W&B's own reader) alike.
+#[test]
+fn backlog_console_lines_show_when_they_were_printed_online_and_offline() {
+    sdk::python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ulid = "01JDAS0000000000000BACKLOG";
+    let run = harness::wandb_id(ulid);
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let b = write_backlog(dir, ulid, 3600);
+    assert!(b.mtime < started - 3000.0, "the files are an hour old");
+
+    let standin = StandIn::start();
+    let online = config(dir, &standin.base_url(), "", "online-store");
+    harness::run_once(dir, &online);
+    let record = &standin.runs()[&run];
+    let (out, err) = timed_console(&record.console);
+    assert_times(&out, &b.stdout, b.mtime, "stdout online");
+    assert_times(&err, &b.stderr, b.mtime, "stderr online");
+    assert!(
+        out.iter().chain(&err).all(|(_, t)| *t < started - 3000.0),
+        "a line shows the time it was read"
+    );
+
+    // The same files shipped offline by another store.
+    let offline = config(
+        dir,
+        "http://127.0.0.1:9",
+        "mode = \"offline\"\n",
+        "offline-store",
+    );
+    harness::run_once(dir, &offline);
+    let run_dir = sdk::offline_dir(&dir.join("var"));
+    let records = sdk::datastore_read(&sdk::log_in(&run_dir));
+    let (mut o, mut e) = (Vec::new(), Vec::new());
+    for r in records.iter().filter(|r| r["type"] == "output_raw") {
+        let raw = &r["output_raw"];
+        let text = raw["line"].as_str().unwrap().strip_suffix('\n').unwrap();
+        let t = raw["timestamp"].as_f64().unwrap();
+        match raw["stream"].as_str().unwrap() {
+            "stdout" => o.push((text.to_string(), t)),
+            _ => e.push((text.to_string(), t)),
+        }
+    }
+    assert_times(&o, &b.stdout, b.mtime, "stdout offline");
+    assert_times(&e, &b.stderr, b.mtime, "stderr offline");
+    // Online and offline agree line for line.
+    for (on, off) in out.iter().chain(&err).zip(o.iter().chain(&e)) {
+        assert_eq!(on.0, off.0);
+        assert!((on.1 - off.1).abs() < 2e-6, "{on:?} vs {off:?}");
+    }
+}
+
+/// Appends the lifecycle record that ends run `ulid` to its stdout log.
+fn log_run_completed(dir: &Path, ulid: &str) {
+    let path = dir
+        .join("var/trainer/runs")
+        .join(ulid)
+        .join("logs/cleanrl.stdout.log");
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    use std::io::Write;
+    writeln!(
+        f,
+        "{{\"event\": \"run_completed\", \"run_id\": \"{ulid}\", \"timestamp\": 1796176183.5, \"payload\": {{}}}}"
+    )
+    .unwrap();
+}
+
+/// The `output.log` run file goes up at the run's end as the SDK uploads
+/// it (tests/fixtures/wandb-sdk-overview.json, `online.output_log_file`):
+/// once, before the request that completes the run, listed in its
+/// `uploaded`, holding the streamed lines' texts; across agent restarts,
+/// with the lines of every start in it once, and the agent's copy under
+/// its store removed once the end is committed.
+#[test]
+fn the_output_log_file_goes_up_once_at_the_end_as_the_sdks() {
+    sdk::python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ulid = "01JDAS0000000000000000CPY1";
+    let run = harness::wandb_id(ulid);
+    let standin = StandIn::start();
+    let cfg = config(dir, &standin.base_url(), "", "store");
+    worker_into_files(dir, ulid, 0, 4);
+    harness::run_once(dir, &cfg);
+    let copy = dir
+        .join("store/wandb-output")
+        .join(format!("{run}.output.log"));
+    assert!(copy.exists(), "the open run's copy is kept under the store");
+    worker_into_files(dir, ulid, 4, 3);
+    log_run_completed(dir, ulid);
+    harness::run_once(dir, &cfg);
+    harness::run_once(dir, &cfg);
+
+    let reqs = standin.requests();
+    let record = &standin.runs()[&run];
+    assert_eq!(record.exit_code, Some(0));
+    let f = sdk::overview_fixture();
+    assert_eq!(
+        sdk::output_file_facts(&reqs, &record.console),
+        f["online"]["output_log_file"],
+        "as the SDK uploads output.log"
+    );
+    let asked = sdk::run_files_asked(&reqs);
+    assert!(asked.contains(&"output.log".to_string()), "{asked:?}");
+    let text = String::from_utf8(record.files["output.log"].clone()).unwrap();
+    let (want_out, want_err) = printed(ulid, 0, 7);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), want_out.len() + want_err.len() + 1, "{text}");
+    assert!(lines.last().unwrap().contains("run_completed"));
+    assert!(!copy.exists(), "the copy outlived the run's end");
+}
+
+/// Offline, the run directory holds `files/output.log` as the SDK's does
+/// (the console records' text); the real `wandb sync` and
+/// `mosaic-shipper sync` upload it as the SDK's `wandb sync` does
+/// (`wandb_sync.output_log_file` of the recording).
+#[test]
+fn offline_runs_keep_files_output_log_and_both_syncs_upload_it() {
+    sdk::python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ulid = "01JDAS0000000000000000CPY2";
+    let run = harness::wandb_id(ulid);
+    let cfg = config(dir, "http://127.0.0.1:9", "mode = \"offline\"\n", "store");
+    worker_into_files(dir, ulid, 0, 2);
+    harness::run_once(dir, &cfg);
+    worker_into_files(dir, ulid, 2, 2);
+    log_run_completed(dir, ulid);
+    harness::run_once(dir, &cfg);
+
+    let run_dir = sdk::offline_dir(&dir.join("var"));
+    let records = sdk::datastore_read(&sdk::log_in(&run_dir));
+    let raw: String = records
+        .iter()
+        .filter(|r| r["type"] == "output_raw")
+        .map(|r| r["output_raw"]["line"].as_str().unwrap().to_string())
+        .collect();
+    let file = std::fs::read_to_string(run_dir.join("files/output.log")).unwrap();
+    let f = sdk::overview_fixture();
+    assert_eq!(
+        Value::Bool(file == raw),
+        f["offline"]["files_output_log_is_the_raw_records"],
+        "files/output.log:\n{file}\nrecords:\n{raw}"
+    );
+    let (want_out, want_err) = printed(ulid, 0, 4);
+    assert_eq!(file.lines().count(), want_out.len() + want_err.len() + 1);
+
+    let name = run_dir.file_name().unwrap();
+    let (theirs_dir, ours_dir) = (dir.join("theirs").join(name), dir.join("ours").join(name));
+    for d in [&theirs_dir, &ours_dir] {
+        std::fs::create_dir_all(d.join("files")).unwrap();
+        std::fs::copy(
+            sdk::log_in(&run_dir),
+            d.join(sdk::log_in(&run_dir).file_name().unwrap()),
+        )
+        .unwrap();
+        std::fs::copy(run_dir.join("files/output.log"), d.join("files/output.log")).unwrap();
+    }
+    let theirs = StandIn::start();
+    sdk::wandb_sync(dir, &theirs_dir, &theirs);
+    let ours = StandIn::start();
+    let sync_cfg = config(dir, &ours.base_url(), "", "sync-store");
+    let st = wait_child(
+        &mut harness::spawn(&mut harness::shipper(
+            dir,
+            "sync",
+            &sync_cfg,
+            &[ours_dir.to_str().unwrap()],
+        )),
+        Duration::from_secs(120),
+    );
+    assert!(st.success(), "{}", harness::stderr_logs(dir));
+    for (who, standin) in [("wandb sync", &theirs), ("mosaic-shipper sync", &ours)] {
+        let record = &standin.runs()[&run];
+        assert_eq!(
+            sdk::output_file_facts(&standin.requests(), &record.console),
+            f["wandb_sync"]["output_log_file"],
+            "{who} uploads output.log as wandb sync of the SDK's directory does"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&record.files["output.log"]),
+            file,
+            "{who}"
+        );
+    }
 }

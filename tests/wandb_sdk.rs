@@ -602,6 +602,14 @@ fn record_sdk_overview(dir: &std::path::Path) -> Value {
             }
             v
         });
+    // `files/output.log`: the raw records' text, both streams, in order.
+    let raw_text: String = records
+        .iter()
+        .filter(|r| r["type"] == "output_raw")
+        .map(|r| r["output_raw"]["line"].as_str().unwrap_or("").to_string())
+        .collect();
+    let files_output_log = std::fs::read_to_string(run_dir.join("files/output.log")).ok();
+    let files_output_log = files_output_log.unwrap_or_default();
     let synced = StandIn::start();
     sdk::wandb_sync(dir, &run_dir, &synced);
     let s_run = &synced.runs()[run];
@@ -630,16 +638,19 @@ fn record_sdk_overview(dir: &std::path::Path) -> Value {
             "run_files": sdk::run_files_asked(&reqs),
             "output_log": output,
             "output_log_offsets": record.console.keys().collect::<Vec<_>>(),
+            "output_log_file": sdk::output_file_facts(&reqs, &record.console),
         },
         "offline": {
             "record_order": kinds,
             "environment_key_types": sdk::key_types(&environment),
             "output_raw": raw,
+            "files_output_log_is_the_raw_records": files_output_log == raw_text,
         },
         "wandb_sync": {
             "output_log": synced_output,
             "metadata_key_types": synced_metadata,
             "run_files": sdk::run_files_asked(&synced.requests()),
+            "output_log_file": sdk::output_file_facts(&synced.requests(), &s_run.console),
         },
     })
 }

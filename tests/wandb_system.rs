@@ -655,9 +655,9 @@ fn fake_nvidia_smi(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let path = bin.join("nvidia-smi");
-    let query = "index,uuid,utilization.gpu,utilization.memory,memory.total,memory.used,temperature.gpu,power.draw,enforced.power.limit,clocks.sm,clocks.mem,clocks.gr,fan.speed,utilization.encoder,ecc.errors.corrected.volatile.total,ecc.errors.uncorrected.volatile.total,pcie.link.gen.current,pcie.link.width.current,pcie.link.gen.max";
+    let query = "index,uuid,utilization.gpu,utilization.memory,memory.total,memory.used,temperature.gpu,power.draw,enforced.power.limit,clocks.sm,clocks.mem,clocks.gr,fan.speed,utilization.encoder,ecc.errors.corrected.volatile.total,ecc.errors.uncorrected.volatile.total,pcie.link.gen.current,pcie.link.width.current,pcie.link.gen.max,pcie.link.width.max";
     let script = format!(
-        "#!/bin/sh\nif [ \"$1\" = \"--query-gpu={query}\" ] && [ \"$2\" = \"--format=csv,noheader,nounits\" ]; then\n  printf '0, GPU-5f1d2c3e-aaaa, 87, 41, 16384, 6144, 66, 182.35, 250.00, 1755, 6250, 1755, 45, 0, 0, 0, 3, 16, 3\\n1, GPU-5f1d2c3e-bbbb, 0, 0, 8192, 0, 35, [N/A], [N/A], 300, 405, 300, [Not Supported], 0, [N/A], [N/A], 1, 16, 3\\n'\n  exit 0\nfi\nif [ \"$1\" = \"--query-gpu=name,memory.total,uuid,pci.bus_id\" ] && [ \"$2\" = \"--format=csv,noheader,nounits\" ]; then\n  printf 'NVIDIA A100-SXM4-40GB, 40960, GPU-5f1d2c3e-aaaa, 00000000:07:00.0\\nTesla T4, 15360, GPU-5f1d2c3e-bbbb, 00000000:0A:00.0\\n'\n  exit 0\nfi\nif [ \"$1\" = \"--query-compute-apps=pid,gpu_uuid\" ]; then exit 0; fi\necho \"unexpected arguments: $*\" >&2\nexit 2\n"
+        "#!/bin/sh\nif [ \"$1\" = \"--query-gpu={query}\" ] && [ \"$2\" = \"--format=csv,noheader,nounits\" ]; then\n  printf '0, GPU-5f1d2c3e-aaaa, 87, 41, 16384, 6144, 66, 182.35, 250.00, 1755, 6250, 1755, 45, 0, 0, 0, 3, 16, 3, 16\\n1, GPU-5f1d2c3e-bbbb, 0, 0, 8192, 0, 35, [N/A], [N/A], 300, 405, 300, [Not Supported], 0, [N/A], [N/A], 1, 16, 3, 16\\n'\n  exit 0\nfi\nif [ \"$1\" = \"--query-gpu=name,memory.total,uuid,pci.bus_id\" ] && [ \"$2\" = \"--format=csv,noheader,nounits\" ]; then\n  printf 'NVIDIA A100-SXM4-40GB, 40960, GPU-5f1d2c3e-aaaa, 00000000:07:00.0\\nTesla T4, 15360, GPU-5f1d2c3e-bbbb, 00000000:0A:00.0\\n'\n  exit 0\nfi\nif [ \"$1\" = \"--query-compute-apps=pid,gpu_uuid\" ]; then exit 0; fi\nif [ \"$*\" = \"-q -d COMPUTE\" ]; then\n  printf '\\n==============NVSMI LOG==============\\n\\nTimestamp                                 : Wed Dec  2 05:09:28 2026\\nDriver Version                            : 535.104.05\\nCUDA Version                              : 12.2\\n\\nAttached GPUs                             : 2\\nGPU 00000000:07:00.0\\n    Compute Mode                          : Default\\n\\nGPU 00000000:0A:00.0\\n    Compute Mode                          : Default\\n\\n'\n  exit 0\nfi\necho \"unexpected arguments: $*\" >&2\nexit 2\n"
     );
     std::fs::write(&path, script).unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -804,6 +804,7 @@ fn init_mode_streams_system_metrics_as_the_sdk_does() {
             "pcieLinkGen",
             "pcieLinkWidth",
             "maxPcieLinkGen",
+            "maxPcieLinkWidth",
         ] {
             assert!(
                 gpu.contains(&format!("system.gpu.0.{k}")),
@@ -824,6 +825,24 @@ fn init_mode_streams_system_metrics_as_the_sdk_does() {
         serde_json::from_slice(&standin.runs()[&id].files["wandb-metadata.json"]).unwrap();
     assert_eq!(metadata["gpu"], "NVIDIA A100-SXM4-40GB", "{metadata}");
     assert_eq!(metadata["gpu_count"], 2);
+    assert_eq!(metadata["cudaVersion"], "12.2", "{metadata}");
+    // Every key is a JSON name of the SDK's own messages (0.31.0's
+    // EnvironmentRecord and GpuNvidiaInfo, as protojson writes them).
+    let (env_names, gpu_names) = sdk_environment_json_names();
+    for k in metadata.as_object().unwrap().keys() {
+        assert!(
+            env_names.contains(k),
+            "{k} is not an EnvironmentRecord JSON name"
+        );
+    }
+    for g in metadata["gpu_nvidia"].as_array().unwrap() {
+        for k in g.as_object().unwrap().keys() {
+            assert!(
+                gpu_names.contains(k),
+                "{k} is not a GpuNvidiaInfo JSON name"
+            );
+        }
+    }
     assert_eq!(
         metadata["gpu_nvidia"],
         json!([
@@ -835,6 +854,30 @@ fn init_mode_streams_system_metrics_as_the_sdk_does() {
     let got = &standin.runs()[&id];
     assert!(got.history.len() >= 3);
     assert_eq!(got.exit_code, Some(0));
+}
+
+/// The JSON names (protojson's, as core writes `wandb-metadata.json`)
+/// of the installed SDK's `EnvironmentRecord` and `GpuNvidiaInfo` fields.
+fn sdk_environment_json_names() -> (BTreeSet<String>, BTreeSet<String>) {
+    let out = std::process::Command::new(sdk::python())
+        .args([
+            "-c",
+            "import json; from wandb.proto import wandb_internal_pb2 as p; \
+             names = lambda m: [f.json_name for f in m.DESCRIPTOR.fields]; \
+             print(json.dumps([names(p.EnvironmentRecord), names(p.GpuNvidiaInfo)]))",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v[0].iter().cloned().collect(),
+        v[1].iter().cloned().collect(),
+    )
 }
 
 /// The daemon with `enabled = true`, offline: a worker found by the file

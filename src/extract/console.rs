@@ -2,6 +2,14 @@
 //! and stderr (`[[sources]] console`) become console rows, which W&B
 //! shows in a run's Logs tab. They are journaled with the file's offset
 //! like every row, so each line reaches the sinks once and in order.
+//!
+//! Each line carries the time it was printed as well as the agent can
+//! know it ([`line_times`]): its own timestamp when the extract rules can
+//! read one, else the latest time it can have been written by, kept in
+//! order within the file. Lines read long after they were printed (a
+//! backlog, an agent restart, `sync` of staged rows) so keep their times,
+//! and a live file's lines get the time they were read, which is when
+//! they were printed.
 
 use std::collections::HashMap;
 
@@ -56,16 +64,17 @@ impl ConsoleFiles {
             })
     }
 
-    /// The console row of `line`: of the run its record named (the
-    /// file's memo), else the run its path names (`runs/<run_id>/`);
-    /// `None` when neither says.
+    /// The console row of `line`, printed at `wall_time` (see
+    /// [`line_times`]): of the run its record named (the file's memo),
+    /// else the run its path names (`runs/<run_id>/`); `None` when
+    /// neither says.
     pub fn row(
         &self,
         path: &str,
         memo: &Memo,
         stderr: bool,
         line: &str,
-        read_time: f64,
+        wall_time: f64,
     ) -> Option<Row> {
         let run_id = memo.run_id.clone().or_else(|| {
             self.run_id
@@ -76,7 +85,7 @@ impl ConsoleFiles {
         Some(Row {
             run_id,
             step: memo.step.unwrap_or(0),
-            wall_time: read_time,
+            wall_time,
             values: Default::default(),
             event: Some(RunEvent::Console {
                 stderr,
@@ -85,6 +94,52 @@ impl ConsoleFiles {
             origin: Default::default(),
         })
     }
+}
+
+/// The times of one read's console lines, in file order. `own`: the time
+/// each line carries itself (`Extractor::line_time`); `prev`: the time of
+/// the file's line before them (the memo's, across reads and restarts);
+/// `read_time` and `mtime`: when they were read and the file's
+/// modification time as it was then (the lines were all written by it).
+///
+/// A line with its own time keeps it. A line without gets the latest
+/// time it can have been printed by: the earliest of the read time, the
+/// file's modification time and the own time of a later line of the
+/// same read; but never earlier than the line before it, so times never
+/// go back within a file. Read as it is written, that is the time it was
+/// read; read later, the time the file last changed, or the next stamped
+/// line's.
+pub fn line_times(
+    own: &[Option<f64>],
+    prev: Option<f64>,
+    read_time: f64,
+    mtime: Option<f64>,
+) -> Vec<f64> {
+    let mut bound = match mtime {
+        Some(m) if m.is_finite() => m.min(read_time),
+        _ => read_time,
+    };
+    // Upper bounds from the back: each line's is the earliest own time
+    // of the lines after it (and the file's).
+    let mut upper = vec![0.0; own.len()];
+    for (i, t) in own.iter().enumerate().rev() {
+        upper[i] = bound;
+        if let Some(t) = t.filter(|t| t.is_finite()) {
+            bound = bound.min(t);
+        }
+    }
+    let mut last = prev.filter(|p| p.is_finite());
+    own.iter()
+        .zip(upper)
+        .map(|(t, up)| {
+            let t = match t.filter(|t| t.is_finite()) {
+                Some(t) => t,
+                None => last.map_or(up, |p| up.max(p)),
+            };
+            last = Some(t);
+            t
+        })
+        .collect()
 }
 
 /// `x.log.3` -> `x.log`: a rotated file is read as the file it was.
@@ -114,6 +169,36 @@ console = ["runs/*/logs/*.stdout.log", "runs/*/logs/*.stderr.log"]"#,
         };
         s.name = "w".into();
         ConsoleFiles::new(&[s, other]).unwrap()
+    }
+
+    #[test]
+    fn lines_keep_their_own_time_else_the_latest_they_can_have() {
+        // A backlog read at 1000 from a file last written at 900: stamped
+        // lines keep their stamps, the others get the next stamp's time
+        // or the file's, never earlier than the line before.
+        let own = [None, Some(100.0), None, None, Some(200.0), None];
+        assert_eq!(
+            line_times(&own, None, 1000.0, Some(900.0)),
+            vec![100.0, 100.0, 200.0, 200.0, 200.0, 900.0]
+        );
+        // Read live: the read time (the file changed just before).
+        assert_eq!(
+            line_times(&[None, None], None, 50.0, Some(49.5)),
+            vec![49.5, 49.5]
+        );
+        assert_eq!(line_times(&[None], None, 50.0, Some(60.0)), vec![50.0]);
+        assert_eq!(line_times(&[None], None, 50.0, None), vec![50.0]);
+        // The file's earlier line (an earlier read) is a floor...
+        assert_eq!(
+            line_times(&[None], Some(70.0), 50.0, Some(49.0)),
+            vec![70.0]
+        );
+        // ...but a line's own time stands, and the next ones follow it.
+        assert_eq!(
+            line_times(&[Some(10.0), None], Some(70.0), 50.0, Some(49.0)),
+            vec![10.0, 49.0]
+        );
+        assert!(line_times(&[], None, 1.0, None).is_empty());
     }
 
     #[test]

@@ -171,6 +171,32 @@ impl Extractor {
         }
     }
 
+    /// The time a line says it was written, as far as the rules can read
+    /// one: the first rule's `wall_time` field or group that the line
+    /// carries, else (text) a timestamp it starts with
+    /// ([`time::leading_timestamp`], read as the first text rule reads
+    /// times without a zone, local when there is none). `None`: the line
+    /// carries no time (console lines then get one from the file, see
+    /// [`console::line_times`]).
+    pub fn line_time(&self, line: &str) -> Option<f64> {
+        let text = prepare(line);
+        let parsed = parse_line(&text).ok()?;
+        if let Some(t) = self.rules.iter().find_map(|r| r.line_time(&parsed)) {
+            return Some(t);
+        }
+        match parsed {
+            Line::Text(s) => {
+                let naive = self
+                    .rules
+                    .iter()
+                    .find_map(Rule::text_naive_time)
+                    .unwrap_or(crate::config::NaiveTime::Local);
+                time::leading_timestamp(s, naive)
+            }
+            Line::Json(_) => None,
+        }
+    }
+
     /// Says what [`extract`](Self::extract) makes of a line, and if no
     /// row, why: the rule that took it and its reason, or the rule that
     /// came closest and what it missed. It takes the same path as

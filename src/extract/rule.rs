@@ -232,6 +232,33 @@ impl Rule {
         self.emit(reading, path, read_time, memo, out)
     }
 
+    /// The time `line` says it was written, where this rule looks for one
+    /// (a JSON rule's `wall_time` fields, a text rule's `wall_time` group),
+    /// whether or not the rule takes the line: a console line is timed by
+    /// what the rules can read of it.
+    pub fn line_time(&self, line: &Line) -> Option<f64> {
+        if self.document {
+            return None;
+        }
+        match (&self.body, line) {
+            (Body::Json(r), Line::Json(obj)) => r
+                .wall_time
+                .iter()
+                .find_map(|p| lookup(obj, p).and_then(|v| as_wall_time(v, self.naive_time))),
+            (Body::Text(r), Line::Text(text)) => {
+                let caps = r.pattern.as_ref()?.captures(text)?;
+                parse_timestamp_as(caps.name("wall_time")?.as_str(), self.naive_time)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the rule reads text lines, and how it reads a time without
+    /// a zone.
+    pub fn text_naive_time(&self) -> Option<NaiveTime> {
+        matches!(self.body, Body::Text(_)).then_some(self.naive_time)
+    }
+
     /// Why the rule did not take `line`: each condition it missed.
     pub fn misses(&self, line: &Line) -> Vec<String> {
         match (&self.body, line) {

@@ -33,6 +33,23 @@ pub fn parse_timestamp_as(s: &str, naive: NaiveTime) -> Option<f64> {
     Some(seconds(secs, t.nanosecond()))
 }
 
+/// The time a text line starts with, read by [`parse_timestamp_as`]: the
+/// forms Python's `logging` (`%(asctime)s`, also in brackets), structlog's
+/// `TimeStamper` and most loggers put first, `2026-03-10 01:54:05,123`,
+/// `[2026-03-10T01:54:05.123456Z]`. Only finds where the stamp is; the
+/// one parser above reads it.
+pub fn leading_timestamp(line: &str, naive: NaiveTime) -> Option<f64> {
+    static STAMP: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = STAMP.get_or_init(|| {
+        regex::Regex::new(
+            r"^\s*\[?(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:\d\d)?)(?:[\]\s|,;]|$)",
+        )
+        .expect("valid regex")
+    });
+    let stamp = re.captures(line)?.get(1)?.as_str();
+    parse_timestamp_as(stamp, naive)
+}
+
 /// Epoch seconds as the nearest `f64` to the exact decimal value, which is
 /// what Python gets from the same text; `secs + nanos / 1e9` in floating
 /// point can be an ulp off.
@@ -107,6 +124,26 @@ mod tests {
         assert_eq!(t.to_bits(), 1796176183.30864f64.to_bits());
         let t = parse_timestamp("2026-12-02 01:49:43,307").unwrap();
         assert_eq!(t.to_bits(), 1796176183.307f64.to_bits());
+    }
+
+    #[test]
+    fn stamps_at_the_start_of_log_lines() {
+        let utc = NaiveTime::Utc;
+        let at = |l: &str| leading_timestamp(l, utc);
+        // logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s")
+        assert_eq!(at("1970-01-01 00:00:02,250 - root - INFO - hi"), Some(2.25));
+        // "[%(asctime)s] %(levelname)s ..." and structlog's TimeStamper(fmt="iso")
+        assert_eq!(at("[1970-01-01 00:00:03,500] INFO hi"), Some(3.5));
+        assert_eq!(at("1970-01-01T00:00:01.5Z [info     ] hi"), Some(1.5));
+        assert_eq!(at("1970-01-01T01:00:01+01:00 hi"), Some(1.0));
+        // MOSAIC's format (the cleanrl-text rule's prefix).
+        assert_eq!(at("1970-01-01 00:00:04 | INFO | __main__ | x=1"), Some(4.0));
+        assert_eq!(at("1970-01-01 00:00:04"), Some(4.0));
+        // Not at the start, not a whole time, or followed by more digits.
+        assert_eq!(at("step 1970-01-01 00:00:04 hi"), None);
+        assert_eq!(at("1970-01-01 hi"), None);
+        assert_eq!(at("1970-01-01 00:00:0412 hi"), None);
+        assert_eq!(at("global_step=5"), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 /// every result. The ingest loop keeps one per file in the file's
 /// checkpoint, committed with the offset, so a restart resumes with the
 /// memo that goes with the next unread line.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Memo {
     /// The latest step read from a line of this file.
@@ -27,6 +27,10 @@ pub struct Memo {
     /// configuration repeated in every record becomes one row.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_digest: Option<u64>,
+    /// The time given to this file's last console line: the next one's
+    /// is never earlier (`extract::console::line_times`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub console_time: Option<f64>,
 }
 
 impl Memo {
@@ -87,6 +91,7 @@ mod tests {
             step: Some(-3),
             run_id: Some("01K".into()),
             config_digest: Some(u64::MAX),
+            console_time: Some(1796176183.30864),
         };
         let text = serde_json::to_string(&m).unwrap();
         assert_eq!(serde_json::from_str::<Memo>(&text).unwrap(), m);

@@ -132,6 +132,8 @@ pub async fn sync(
     let mut settings = settings.clone();
     settings.revive_open_runs = false;
     let (sink, _finish) = WandbSink::new(settings.clone()).context("cannot start the W&B sink")?;
+    // The same copies as the agent's (a run it began may end here).
+    let sink = sink.keeping_output_files(store.join(crate::sink::wandb::output_file::STORE_DIR));
     let options = RunOptions {
         batch_rows: settings.rows_per_request,
         flush_interval: settings.flush_interval,

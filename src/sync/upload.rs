@@ -22,9 +22,10 @@ use serde::{Deserialize, Serialize};
 use super::offline_run::OfflineRun;
 use super::progress::RunProgress;
 use crate::sink::wandb::client::{finish_files, wandb_config, Client, RunRef};
-use crate::sink::wandb::filestream::{Stream, Update, CONSOLE_FILE, EVENTS_FILE};
+use crate::sink::wandb::filestream::{Stream, Update, EVENTS_FILE};
 use crate::sink::wandb::graphql::UpsertInput;
 use crate::sink::wandb::offline::txlog::Stop;
+use crate::sink::wandb::overview::OUTPUT_FILE;
 use crate::sink::wandb::step_metric::config_entries;
 use crate::sink::wandb::WandbSettings;
 
@@ -264,7 +265,7 @@ pub async fn upload(
     // again whole by a repeated sync, they rewrite the same lines.
     for (name, lines) in [
         (EVENTS_FILE, &run.sdk.events),
-        (CONSOLE_FILE, &run.sdk.console),
+        (OUTPUT_FILE, &run.sdk.console),
     ] {
         for (i, chunk) in lines.chunks(per_request).enumerate() {
             let update = Update {

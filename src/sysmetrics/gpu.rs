@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The fields asked for, in order.
-pub const QUERY: [&str; 19] = [
+pub const QUERY: [&str; 20] = [
     "index",
     "uuid",
     "utilization.gpu",
@@ -38,6 +38,7 @@ pub const QUERY: [&str; 19] = [
     "pcie.link.gen.current",
     "pcie.link.width.current",
     "pcie.link.gen.max",
+    "pcie.link.width.max",
 ];
 
 /// How long `nvidia-smi` may take (it can hang on a wedged driver).
@@ -135,6 +136,27 @@ fn parse_devices(text: &str) -> Vec<crate::machine::GpuFacts> {
         .collect()
 }
 
+/// The arguments of the report whose head names the CUDA version (`-q`,
+/// shortened to its compute section).
+pub const CUDA_QUERY: [&str; 3] = ["-q", "-d", "COMPUTE"];
+
+/// The driver's CUDA version, from the head of `smi -q`'s report
+/// (`CUDA Version : 12.2`); `None` when it is not there or not a version.
+pub fn cuda_version(smi: &Path) -> Option<String> {
+    let args: Vec<String> = CUDA_QUERY.iter().map(|a| a.to_string()).collect();
+    parse_cuda_version(&run(smi, &args)?)
+}
+
+fn parse_cuda_version(report: &str) -> Option<String> {
+    report.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        let v = v.trim();
+        let (major, minor) = v.split_once('.')?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        (k.trim() == "CUDA Version" && digits(major) && digits(minor)).then(|| v.to_string())
+    })
+}
+
 /// A reading: `None` for `[N/A]`, `[Not Supported]` and the like.
 fn number(v: &str) -> Option<f64> {
     let v = v.trim();
@@ -214,6 +236,7 @@ pub fn parse(text: &str, busy: &BTreeSet<String>) -> BTreeMap<String, f64> {
             ("pcie.link.gen.current", "pcieLinkGen"),
             ("pcie.link.width.current", "pcieLinkWidth"),
             ("pcie.link.gen.max", "maxPcieLinkGen"),
+            ("pcie.link.width.max", "maxPcieLinkWidth"),
         ] {
             if let Some(v) = get(q) {
                 m.push((name, v));
@@ -287,9 +310,17 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn the_cuda_version_heads_the_report() {
+        let report = "\n==============NVSMI LOG==============\n\nTimestamp                                 : Wed Dec  2 17:00:00 2026\nDriver Version                            : 535.104.05\nCUDA Version                              : 12.2\n\nAttached GPUs                             : 1\nGPU 00000000:07:00.0\n    Compute Mode                          : Default\n";
+        assert_eq!(parse_cuda_version(report).as_deref(), Some("12.2"));
+        assert_eq!(parse_cuda_version("CUDA Version : Not Found\n"), None);
+        assert_eq!(parse_cuda_version("No devices were found\n"), None);
+    }
+
     /// What `nvidia-smi` prints for [`QUERY`] on two GPUs, the second
     /// without power or ECC readings (as consumer boards answer).
-    pub const TWO_GPUS: &str = "0, GPU-aaaa, 87, 41, 16384, 6144, 66, 182.35, 250.00, 1755, 6250, 1755, 45, 0, 0, 0, 3, 16, 3\n1, GPU-bbbb, 0, 0, 8192, 0, 35, [N/A], [N/A], 300, 405, 300, [Not Supported], 0, [N/A], [N/A], 1, 16, 3\n";
+    pub const TWO_GPUS: &str = "0, GPU-aaaa, 87, 41, 16384, 6144, 66, 182.35, 250.00, 1755, 6250, 1755, 45, 0, 0, 0, 3, 16, 3, 16\n1, GPU-bbbb, 0, 0, 8192, 0, 35, [N/A], [N/A], 300, 405, 300, [Not Supported], 0, [N/A], [N/A], 1, 16, 3, 16\n";
 
     #[test]
     fn query_output_becomes_sdk_names() {
@@ -306,6 +337,9 @@ mod tests {
         assert_eq!(m["gpu.0.smClock"], 1755.0);
         assert_eq!(m["gpu.0.memoryClock"], 6250.0);
         assert_eq!(m["gpu.0.fanSpeed"], 45.0);
+        assert_eq!(m["gpu.0.pcieLinkWidth"], 16.0);
+        assert_eq!(m["gpu.0.maxPcieLinkGen"], 3.0);
+        assert_eq!(m["gpu.0.maxPcieLinkWidth"], 16.0);
         assert_eq!(m["gpu.process.0.gpu"], 87.0);
         assert_eq!(m["gpu.1.temp"], 35.0);
         assert!(!m.contains_key("gpu.1.powerWatts"));

@@ -3,6 +3,7 @@
 //! `.wandb` reader, and the recording of what the SDK sends for steps
 //! (tests/fixtures/wandb-sdk-steps.json, made by scripts/record-wandb-sdk).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -406,4 +407,46 @@ pub fn run_files_asked(reqs: &[Recorded]) -> Vec<String> {
     out.sort();
     out.dedup();
     out
+}
+
+/// How a client uploaded the `output.log` run file (the SDK keeps the
+/// console in `files/output.log` and uploads it at the end, besides
+/// streaming its lines): how many PUTs, whether every PUT came before the
+/// file_stream request that completed the run and whether that request
+/// lists it as uploaded, and whether its text is the streamed lines'
+/// texts (without stream and time) in offset order, each with a newline.
+pub fn output_file_facts(reqs: &[Recorded], console: &BTreeMap<u64, String>) -> Value {
+    let puts: Vec<usize> = reqs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            r.method == "PUT" && r.path.starts_with("/upload/") && r.path.ends_with("/output.log")
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let complete = reqs
+        .iter()
+        .position(|r| r.is_file_stream() && r.json()["complete"] == Value::Bool(true));
+    let listed = complete.is_some_and(|i| {
+        reqs[i].json()["uploaded"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|f| f == "output.log"))
+    });
+    let text = puts
+        .last()
+        .map(|&i| String::from_utf8_lossy(&reqs[i].body).to_string());
+    let streamed: String = console
+        .values()
+        .map(|l| {
+            let l = l.strip_prefix("ERROR ").unwrap_or(l);
+            let (_, text) = l.split_once(' ').unwrap_or(("", ""));
+            format!("{text}\n")
+        })
+        .collect();
+    serde_json::json!({
+        "puts": puts.len(),
+        "before_complete": complete.is_some_and(|c| puts.iter().all(|&p| p < c)),
+        "listed_as_uploaded_at_complete": listed,
+        "is_the_streamed_lines": text.as_deref() == Some(streamed.as_str()),
+    })
 }

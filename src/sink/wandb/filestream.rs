@@ -166,8 +166,6 @@ pub struct Stream {
 
 /// The file of the run's system metrics (W&B's System tab).
 pub const EVENTS_FILE: &str = "wandb-events.jsonl";
-/// The file of the run's console output (W&B's Logs tab).
-pub const CONSOLE_FILE: &str = "output.log";
 
 impl Update {
     pub fn body(&self) -> Vec<u8> {

@@ -40,6 +40,7 @@ pub mod gql_errors;
 pub mod graphql;
 pub mod http;
 pub mod offline; // wandb offline sink (issue 5)
+pub mod output_file;
 pub mod overview;
 pub mod proxy;
 pub mod redact;
@@ -149,6 +150,10 @@ struct Pending {
     /// `output.log` lines (console rows) and the first one's offset.
     console_offset: u64,
     console: Vec<String>,
+    /// The same lines as the `output.log` file holds them, and the byte
+    /// of the run's copy they start at (`output_file`).
+    output_at: u64,
+    output: Vec<u8>,
 }
 
 /// See the module documentation.
@@ -183,6 +188,12 @@ pub struct WandbSink {
     /// Runs W&B refused, whose rows are set aside (told by the runner):
     /// no heartbeat or finish goes out for them until they are retried.
     set_aside: HashSet<String>,
+    /// Where each run's `output.log` file is kept for its end; `None`:
+    /// not kept (the lines are still streamed).
+    output_files: Option<output_file::OutputFiles>,
+    /// Copies of runs whose end was sent: removed once that is committed
+    /// (at the next tick; a restart removes those of ended runs).
+    output_done: Vec<String>,
 }
 
 fn sink_err(e: WandbError) -> SinkError {
@@ -243,9 +254,39 @@ impl WandbSink {
                 evented: HashSet::new(),
                 finishing: BTreeMap::new(),
                 set_aside: HashSet::new(),
+                output_files: None,
+                output_done: Vec::new(),
             },
             handle,
         ))
+    }
+
+    /// Keeps each run's `output.log` file in `dir` (the agent: under its
+    /// store) and uploads it at the run's end, as the SDK does.
+    pub fn keeping_output_files(mut self, dir: std::path::PathBuf) -> WandbSink {
+        self.output_files = Some(output_file::OutputFiles::new(dir));
+        self
+    }
+
+    /// Writes the `output.log` bytes of `p` to `run`'s copy.
+    fn write_output(&self, run: &RunState, p: &Pending) -> Result<(), SinkError> {
+        let Some(files) = &self.output_files else {
+            return Ok(());
+        };
+        if p.output.is_empty() {
+            return Ok(());
+        }
+        match files.write(&run.name, p.output_at, &p.output) {
+            Ok(output_file::Written::Done) => Ok(()),
+            Ok(output_file::Written::Short { on_disk }) => {
+                tracing::warn!(run = %run.display, file = %files.path(&run.name).display(), on_disk, expected = p.output_at, "the run's output.log copy is shorter than its lines (removed or cut by hand?): not kept, not uploaded at the end; the Logs tab has every line");
+                Ok(())
+            }
+            Err(e) => Err(SinkError::Io(format!(
+                "wandb sink: cannot write {}: {e}",
+                files.path(&run.name).display()
+            ))),
+        }
     }
 
     fn run_config(run: Option<&RunState>) -> serde_json::Value {
@@ -371,6 +412,16 @@ impl WandbSink {
                 ),
             );
         }
+        if let Some(out) = &self.output_files {
+            if run.console_bytes > 0 {
+                match out.read(&run.name, run.console_bytes) {
+                    Some(bytes) => files.push((overview::OUTPUT_FILE.to_string(), bytes)),
+                    None => {
+                        tracing::warn!(run = %run.display, file = %out.path(&run.name).display(), "the run's output.log copy is missing or short: not uploaded; the Logs tab has every line")
+                    }
+                }
+            }
+        }
         self.client
             .upload_files(run_ref(run), &files)
             .await
@@ -434,6 +485,7 @@ impl WandbSink {
                 }
             }
             self.finishing.remove(&id);
+            self.output_done.push(run.name.clone());
         }
         Ok(changed)
     }
@@ -547,6 +599,19 @@ impl Sink for WandbSink {
         self.pending.clear();
         self.pending_events.clear();
         self.committed = State::decode(state)?;
+        // Copies of runs whose end is committed (kept by a crash before
+        // they were removed).
+        if let Some(out) = &self.output_files {
+            for run in self.committed.runs.values() {
+                let settled = run
+                    .finish_requested
+                    .map_or(true, |c| run.finished == Some(c));
+                if run.finished.is_some() && settled {
+                    out.remove(&run.name);
+                }
+            }
+        }
+        self.output_done.clear();
         // A state saved before activity was kept: one idle period from now.
         let now = crate::util::now_secs();
         for run in self.committed.runs.values_mut() {
@@ -703,12 +768,15 @@ impl Sink for WandbSink {
                     continue;
                 }
                 Some(RunEvent::Console { stderr, line }) => {
+                    let at = run.console_bytes;
                     let (offset, text) = run.take_console(*stderr, line, entry.row.wall_time);
                     let p = self.pending.entry(id.to_string()).or_default();
                     if p.console.is_empty() {
                         p.console_offset = offset;
+                        p.output_at = at;
                     }
                     p.console.push(text);
+                    overview::push_output_file_line(line, &mut p.output);
                     continue;
                 }
                 Some(RunEvent::Machine(_)) => unreachable!("taken above"),
@@ -759,6 +827,8 @@ impl Sink for WandbSink {
                 self.send(&run, &update).await?;
                 offset += chunk.len() as u64;
             }
+            // The file copy first: committed with these lines' offsets.
+            self.write_output(&run, &p)?;
             let mut offset = p.console_offset;
             for chunk in p.console.chunks(per_request) {
                 let update = Update {
@@ -806,6 +876,12 @@ impl Sink for WandbSink {
     }
 
     async fn tick(&mut self) -> Result<Option<Vec<u8>>, SinkError> {
+        // The ends sent at the last tick are committed by now.
+        if let Some(out) = &self.output_files {
+            for run in self.output_done.drain(..) {
+                out.remove(&run);
+            }
+        }
         if self.finish_due().await? {
             return Ok(Some(self.committed.encode()));
         }

@@ -114,9 +114,15 @@ pub fn metadata(facts: &MachineFacts, start: f64) -> Value {
     if let Some(n) = facts.cpu_count_logical {
         m.insert("cpu_count_logical".into(), json!(n));
     }
+    // xpu/src/gpu_nvidia.rs `get_metadata`: `gpu_type` (JSON `gpu`) is
+    // GPU 0's name, `gpu_count` the devices NVML counts, `cuda_version`
+    // (JSON `cudaVersion`) the driver's CUDA version, set only with a GPU.
     if let Some(first) = facts.gpus.first() {
         m.insert("gpu".into(), json!(first.name));
         m.insert("gpu_count".into(), json!(facts.gpus.len()));
+        if let Some(v) = &facts.cuda_version {
+            m.insert("cudaVersion".into(), json!(v));
+        }
     }
     if let Some(d) = &facts.disk {
         // protojson: uint64 as strings.
@@ -176,6 +182,20 @@ pub fn add_environment(config: &mut Value, facts: &MachineFacts, start: f64) {
     }
 }
 
+/// A console line as the `output.log` file holds it (the SDK's
+/// `files/output.log`, uploaded at the run's end): its text and a
+/// newline, no time, no stream (`outputfilewriter.go` writes each line's
+/// content alone).
+pub fn push_output_file_line(line: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(line.as_bytes());
+    out.push(b'\n');
+}
+
+/// The bytes [`push_output_file_line`] adds for `line`.
+pub fn output_file_len(line: &str) -> u64 {
+    line.len() as u64 + 1
+}
+
 /// One `output.log` line as core sends it over file_stream.
 pub fn output_line(stderr: bool, line: &str, secs: f64) -> String {
     let t = format_time(secs, false);
@@ -226,6 +246,11 @@ pub fn environment_record(facts: &MachineFacts, start: f64) -> records::Environm
             .map(|g| g.name.clone())
             .unwrap_or_default(),
         gpu_count: facts.gpus.len() as u32,
+        cuda_version: if facts.gpus.is_empty() {
+            String::new()
+        } else {
+            facts.cuda_version.clone().unwrap_or_default()
+        },
         disk: facts
             .disk
             .iter()
@@ -294,6 +319,7 @@ mod tests {
                 uuid: "GPU-1".into(),
                 pci_bus_id: String::new(),
             }],
+            cuda_version: Some("12.2".into()),
             worker: Some(WorkerFacts {
                 python: Some("CPython 3.11.2".into()),
                 code_path: Some("rl/train.py".into()),
@@ -319,6 +345,8 @@ mod tests {
             (&m["gpu"], &m["gpu_count"]),
             (&json!("Tesla T4"), &json!(1))
         );
+        assert_eq!(m["cudaVersion"], "12.2");
+        assert_eq!(environment_record(&facts, 200.0).cuda_version, "12.2");
         assert_eq!(
             m["gpu_nvidia"],
             json!([{"name": "Tesla T4", "memoryTotal": "16106127360", "uuid": "GPU-1"}])

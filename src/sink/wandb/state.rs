@@ -106,6 +106,11 @@ pub struct RunState {
     /// Offset the next `output.log` line (a console row) gets.
     #[serde(default)]
     pub console_offset: u64,
+    /// Bytes of the run's `output.log` file so far (its console lines'
+    /// texts, each with a newline): where the next line goes in the
+    /// sink's copy (`output_file`).
+    #[serde(default)]
+    pub console_bytes: u64,
     /// What the machine that produced the rows said about itself and the
     /// worker (the run's host, `wandb-metadata.json`, `_wandb.e`).
     #[serde(default)]
@@ -139,6 +144,7 @@ impl RunState {
             finish_requested: None,
             active_at: 0.0,
             console_offset: 0,
+            console_bytes: 0,
             machine: None,
             metadata_sent: false,
         }
@@ -148,6 +154,7 @@ impl RunState {
     pub fn take_console(&mut self, stderr: bool, line: &str, wall_time: f64) -> (u64, String) {
         let offset = self.console_offset;
         self.console_offset += 1;
+        self.console_bytes += super::overview::output_file_len(line);
         (
             offset,
             super::overview::output_line(stderr, line, wall_time),

@@ -1077,7 +1077,11 @@ impl Tailer {
         let Some(file) = t.file.as_ref() else {
             return Ok(None);
         };
-        let len = file.metadata()?.len();
+        let meta = file.metadata()?;
+        let len = meta.len();
+        // Every line read below was written by then: an upper bound of
+        // when a line without a time of its own was printed.
+        let mtime_ns = mtime_ns(&meta);
         if len > t.state.offset && t.skipping.is_none() {
             // Truncated and written past our offset again since the last
             // scan (copytruncate under a busy writer): reading on at the
@@ -1093,6 +1097,7 @@ impl Tailer {
         let t = self.files.get_mut(&id).expect("id from keys");
         let file = t.file.as_ref().expect("checked above");
         let mut state = t.state.clone();
+        state.mtime_ns = mtime_ns;
         let mut delta = Counters::default();
         if t.pending_truncation {
             delta.truncations += 1;

@@ -3,8 +3,9 @@
 //!
 //! Each run gets `<offline_dir>/offline-run-<YYYYMMDD_HHMMSS>-<run id>/`
 //! with `run-<run id>.wandb` (W&B's transaction log, [`txlog`], of
-//! `Record` protobufs, [`records`]) and an empty `files/`, as W&B 0.31.0
-//! leaves it offline (`wandb sync` writes `config.yaml`,
+//! `Record` protobufs, [`records`]) and `files/`, as W&B 0.31.0 leaves it
+//! offline: `files/output.log` holds the console lines, as the SDK writes
+//! it (`wandb sync` uploads it at the end; it writes `config.yaml`,
 //! `wandb-summary.json` there itself; docs/wandb-protocol.md section 6.1).
 //! The timestamp is the run's first row in UTC (the SDK uses local time;
 //! an agent's host usually runs in UTC and the name is not parsed).
@@ -604,6 +605,20 @@ impl WandbOfflineSink {
             Some(RunEvent::Console { stderr, line }) => {
                 let record = super::overview::output_record(&id, *stderr, line, row.wall_time);
                 self.push(&id, RecordType::OutputRaw(record), false);
+                // And `files/output.log`, as the SDK keeps it offline for
+                // `wandb sync` to upload; framed and committed like the
+                // log (its length in `lengths`, cut back on recovery).
+                let path = self.working.runs[&id]
+                    .dir
+                    .join("files")
+                    .join(super::overview::OUTPUT_FILE);
+                super::overview::push_output_file_line(
+                    line,
+                    self.pending.entry(path.clone()).or_default(),
+                );
+                self.owners
+                    .entry(path)
+                    .or_insert_with(|| row.run_id.clone());
             }
             Some(RunEvent::Machine(text)) => {
                 let start = self.working.runs[&id].start;
