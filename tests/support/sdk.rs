@@ -279,12 +279,61 @@ pub fn state_fixture() -> Value {
     fixture(STATE_FIXTURE)
 }
 
+/// The SDK version every recording was made with: tests/requirements.txt
+/// pins it, [`python`] checks the venv has it.
+pub const SDK_VERSION: &str = "0.31.0";
+
+/// The recording of the SDK's system metrics, console and files
+/// (tests/wandb_system.rs).
+pub const SYSTEM_FIXTURE: &str = "tests/fixtures/wandb-sdk-system.json";
+
+/// Every committed recording of the real SDK, with the SDK script that
+/// made it. Re-recording runs the SDK for minutes, so the suite does it
+/// only through scripts/record-wandb-sdk; what would make a recording
+/// stale is a different SDK or a changed script, and
+/// `recordings_are_of_the_pinned_sdk_and_todays_scripts` checks both.
+pub const RECORDINGS: &[(&str, &str)] = &[
+    (STEPS_FIXTURE, "tests/py/sdk_steps.py"),
+    (STATE_FIXTURE, "tests/py/sdk_state.py"),
+    (OVERVIEW_FIXTURE, "tests/py/sdk_overview.py"),
+    (ARTIFACTS_FIXTURE, "tests/py/sdk_artifact.py"),
+    (ARTIFACTS_LARGE_FIXTURE, "tests/py/sdk_artifact_large.py"),
+    (SYSTEM_FIXTURE, "tests/py/sdk_system.py"),
+];
+
+/// The SHA-256 (hex) of the SDK script that made the recording at
+/// `fixture_path`, as [`stamp`] stores it.
+pub fn script_sha256(fixture_path: &str) -> String {
+    use sha2::Digest;
+    let (_, script) = RECORDINGS
+        .iter()
+        .find(|(f, _)| *f == fixture_path)
+        .unwrap_or_else(|| panic!("{fixture_path} is not in sdk::RECORDINGS"));
+    let path = harness::repo().join(script);
+    let bytes =
+        std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `got` as it is committed: with the hash of the script that made it
+/// (`script_sha256`), so that a script changed without re-recording is
+/// caught without running the SDK.
+pub fn stamp(got: &Value, fixture_path: &str) -> Value {
+    let mut got = got.clone();
+    got["script_sha256"] = Value::String(script_sha256(fixture_path));
+    got
+}
+
 /// The check every `sdk_*_recording_is_current` test ends with: `got`,
 /// what the real SDK sent today, equals the committed recording at
 /// `fixture`; with `MOSAIC_RECORD_FIXTURES=1` (scripts/record-wandb-sdk)
 /// the recording is rewritten instead. `change` says what the SDK no
 /// longer does as recorded ("sends what", "ends runs as").
 pub fn recording_is_current(got: &Value, fixture_path: &str, change: &str) {
+    let got = &stamp(got, fixture_path);
     let path = harness::repo().join(fixture_path);
     if std::env::var_os("MOSAIC_RECORD_FIXTURES").is_some_and(|v| v == "1") {
         let mut text = serde_json::to_string_pretty(got).unwrap();
@@ -301,7 +350,8 @@ pub fn recording_is_current(got: &Value, fixture_path: &str, change: &str) {
     );
 }
 
-fn fixture(name: &str) -> Value {
+/// The committed recording at `name` (a path under the repository).
+pub fn fixture(name: &str) -> Value {
     let path = harness::repo().join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
