@@ -407,7 +407,7 @@ fn record_sdk_steps(dir: &std::path::Path) -> Value {
 
     serde_json::json!({
         "made_by": "scripts/record-wandb-sdk (tests/wandb_sdk.rs, record_sdk_steps; SDK script tests/py/sdk_steps.py)",
-        "wandb": "0.31.0",
+        "wandb": sdk::SDK_VERSION,
         "steps_logged": RECORDED_STEPS,
         "online": {
             "config_m": sdk::config_m(&online.requests()),
@@ -483,7 +483,7 @@ fn record_sdk_state(dir: &std::path::Path) -> Value {
     out.insert("sigkill".into(), sdk::run_end(&standin.requests()));
     serde_json::json!({
         "made_by": "scripts/record-wandb-sdk (tests/wandb_sdk.rs, record_sdk_state; SDK script tests/py/sdk_state.py)",
-        "wandb": "0.31.0",
+        "wandb": sdk::SDK_VERSION,
         "ends": out,
     })
 }
@@ -633,7 +633,7 @@ fn record_sdk_overview(dir: &std::path::Path) -> Value {
 
     serde_json::json!({
         "made_by": "scripts/record-wandb-sdk (tests/wandb_sdk.rs, record_sdk_overview; SDK script tests/py/sdk_overview.py)",
-        "wandb": "0.31.0",
+        "wandb": sdk::SDK_VERSION,
         "lines_printed": OVERVIEW_LINES,
         "online": {
             "metadata_key_types": sdk::key_types(&metadata),
@@ -705,7 +705,7 @@ fn record_sdk_artifacts(dir: &std::path::Path) -> Value {
     sdk::wandb_sync(dir, &run_dir, &synced);
     serde_json::json!({
         "made_by": "scripts/record-wandb-sdk (tests/wandb_sdk.rs, record_sdk_artifacts; SDK script tests/py/sdk_artifact.py)",
-        "wandb": "0.31.0",
+        "wandb": sdk::SDK_VERSION,
         "online": {"requests": support::artifacts::requests(&online), "versions": support::artifacts::versions(&online)},
         "offline": {"artifact_records": records},
         "wandb_sync": {"requests": support::artifacts::requests(&synced), "versions": support::artifacts::versions(&synced)},
@@ -731,7 +731,7 @@ fn record_sdk_artifacts_large(dir: &std::path::Path) -> Value {
     let script = harness::repo().join("tests/py/sdk_artifact_large.py");
     let mut out = serde_json::json!({
         "made_by": "scripts/record-wandb-sdk (tests/wandb_sdk.rs, record_sdk_artifacts_large; SDK script tests/py/sdk_artifact_large.py)",
-        "wandb": "0.31.0",
+        "wandb": sdk::SDK_VERSION,
     });
     for (mode, run) in [
         ("multipart", "01jdas00000000000000000big"),

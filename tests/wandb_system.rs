@@ -372,7 +372,7 @@ fn record_sdk_system(dir: &Path) -> (Value, PathBuf) {
     sdk::wandb_sync(dir, &synced_dir, &synced);
     let rec = json!({
         "made_by": "scripts/record-wandb-sdk (tests/wandb_system.rs, record_sdk_system; SDK script tests/py/sdk_system.py)",
-        "wandb": "0.31.0",
+        "wandb": sdk::SDK_VERSION,
         "online": requests_shape(&online.requests()),
         "offline": offline_shape(&run_dir),
         "wandb_sync": requests_shape(&synced.requests()),

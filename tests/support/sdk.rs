@@ -28,18 +28,17 @@ pub const ARTIFACTS_LARGE_FIXTURE: &str = "tests/fixtures/wandb-sdk-artifacts-la
 /// `MOSAIC_TEST_PYTHON`, checked to have wandb 0.31.0; fails without it.
 pub fn python() -> PathBuf {
     let py = std::env::var_os("MOSAIC_TEST_PYTHON").unwrap_or_else(|| {
-        panic!("MOSAIC_TEST_PYTHON is not set: run the tests with scripts/test, which builds the venv with wandb==0.31.0")
+        panic!("MOSAIC_TEST_PYTHON is not set: run the tests with scripts/test, which builds the venv with wandb=={SDK_VERSION}")
     });
+    let check =
+        format!("import wandb; assert wandb.__version__ == '{SDK_VERSION}', wandb.__version__");
     let ok = Command::new(&py)
-        .args([
-            "-c",
-            "import wandb; assert wandb.__version__ == '0.31.0', wandb.__version__",
-        ])
+        .args(["-c", &check])
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", Path::new(&py).display()));
     assert!(
         ok.status.success(),
-        "{} has no wandb 0.31.0 (scripts/test installs tests/requirements.txt): {}",
+        "{} has no wandb {SDK_VERSION} (scripts/test installs tests/requirements.txt): {}",
         Path::new(&py).display(),
         String::from_utf8_lossy(&ok.stderr)
     );
