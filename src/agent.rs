@@ -207,9 +207,14 @@ impl Agent {
         };
         // Each runner's health, shared with the snapshot and /metrics.
         let mut runners: Vec<(&'static str, Arc<SinkHealth>)> = Vec::new();
+        // No sink delivers a row sooner than its flush interval, so the
+        // journal need not be made durable more often than the shortest.
+        let mut shortest_flush: Option<Duration> = None;
         let mut options_for = |name: &'static str, o: RunOptions| {
             let health = Arc::new(SinkHealth::default());
             runners.push((name, health.clone()));
+            shortest_flush =
+                Some(shortest_flush.map_or(o.flush_interval, |s| s.min(o.flush_interval)));
             RunOptions { health, ..o }
         };
         let mut sinks = JoinSet::new();
@@ -324,6 +329,9 @@ impl Agent {
             tracing::info!(reason = %why, "W&B sink is off");
         }
         // --- end wandb sink ---
+        if let Some(interval) = shortest_flush {
+            journal.set_flush_interval(interval);
+        }
 
         let mut background = JoinSet::new();
         // Sinks freeing journal space wake a paused ingest at once.

@@ -1150,6 +1150,16 @@ impl Journal {
         &self.enabled_sinks
     }
 
+    /// How often the journal is made durable in the background: what a
+    /// crash can cost is re-reading that much of the sources. The agent
+    /// sets the sinks' shortest flush interval, so that a trickle pays
+    /// one fsync per interval, as the sinks' own flushes do.
+    pub fn set_flush_interval(&self, interval: std::time::Duration) {
+        if let Some(f) = &self.flusher {
+            f.set_interval(interval);
+        }
+    }
+
     /// Makes everything committed so far durable on disk.
     pub fn flush(&self) -> Result<(), JournalError> {
         self.live()?;

@@ -30,6 +30,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -48,9 +49,11 @@ pub(super) const SEGMENT_BYTES: u64 = 8 << 20;
 /// file per commit. At most this much stays after everything is
 /// delivered, until the next open deletes it.
 pub(super) const RETIRE_BYTES: u64 = 1 << 20;
-/// How often the flusher makes the journal durable (sled's own flusher
-/// ran every 200 ms before).
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// How often the flusher makes the journal durable until the agent says
+/// otherwise ([`Flusher::set_interval`]: the sinks' shortest flush
+/// interval, since no sink can deliver a row sooner anyway, and a sink
+/// flushes the journal itself before it writes outside it).
+pub(super) const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 /// Where a block is: its segment, offset and record length, and its row
 /// count (so that reads and deletions need not open the file).
@@ -471,12 +474,14 @@ impl State {
     }
 }
 
-/// The thread that makes the journal durable every [`FLUSH_EVERY`]:
+/// The thread that makes the journal durable at its interval:
 /// segment files synced, then sled flushed, under the segments' lock (so
 /// that no block is recorded between the two). It replaces sled's own
 /// flusher, which could make a block's location durable before the block.
 pub(super) struct Flusher {
     stop: Arc<(Mutex<bool>, Condvar)>,
+    /// Milliseconds between flushes; read before each wait.
+    interval_ms: Arc<AtomicU64>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -484,6 +489,8 @@ impl Flusher {
     pub fn start(segments: Arc<Segments>, db: sled::Db, store: PathBuf) -> Flusher {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let signal = stop.clone();
+        let interval_ms = Arc::new(AtomicU64::new(FLUSH_EVERY.as_millis() as u64));
+        let interval = interval_ms.clone();
         let handle = std::thread::Builder::new()
             .name("journal-flush".into())
             .spawn(move || {
@@ -491,7 +498,10 @@ impl Flusher {
                 let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
                 while !*stopped {
                     stopped = cv
-                        .wait_timeout(stopped, FLUSH_EVERY)
+                        .wait_timeout(
+                            stopped,
+                            Duration::from_millis(interval.load(Ordering::Relaxed)),
+                        )
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                     if *stopped {
@@ -514,8 +524,15 @@ impl Flusher {
             .expect("a thread starts");
         Flusher {
             stop,
+            interval_ms,
             handle: Some(handle),
         }
+    }
+
+    /// Flushes every `interval` from the next wait on (at least 1 ms).
+    pub fn set_interval(&self, interval: Duration) {
+        let ms = (interval.as_millis() as u64).max(1);
+        self.interval_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Stops the thread; waits for it unless `wait` is false (a failed

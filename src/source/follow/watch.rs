@@ -12,8 +12,9 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use notify::{RecursiveMode, Watcher as _};
 
@@ -41,6 +42,13 @@ impl Waker {
 /// loop looks, so that it costs one scan.
 const SETTLE: Duration = Duration::from_millis(20);
 
+/// The least time between two looks that events bring: a worker writing
+/// a line every 10 ms would otherwise wake the loop (and commit to the
+/// journal) 100 times a second, where ten looks read the same lines.
+/// This bounds how late a line is seen, far below any sink's flush
+/// interval; a request of the agent's is never held by it.
+const EVENT_SPACING: Duration = Duration::from_millis(100);
+
 /// More paths than this waiting for one look: a full scan is cheaper.
 const MAX_CHANGED_PATHS: usize = 4096;
 
@@ -61,6 +69,12 @@ pub struct Watcher {
     watcher: Option<notify::RecommendedWatcher>,
     watching: Vec<(PathBuf, RecursiveMode)>,
     changes: Arc<Mutex<Changes>>,
+    /// An event wake-up is in the channel and not yet taken: later events
+    /// only add their paths to `changes`, so that a stream of events
+    /// costs the notify thread one send, not one per event.
+    event_sent: Arc<AtomicBool>,
+    /// When the last event-driven look began (see [`EVENT_SPACING`]).
+    last_event_look: Mutex<Option<Instant>>,
     tx: mpsc::Sender<Wake>,
     rx: mpsc::Receiver<Wake>,
 }
@@ -71,6 +85,8 @@ impl Watcher {
         let event_tx = tx.clone();
         let changes = Arc::new(Mutex::new(Changes::default()));
         let shared = changes.clone();
+        let event_sent = Arc::new(AtomicBool::new(false));
+        let sent = event_sent.clone();
         // notify names paths absolutely; the patterns may be relative.
         let cwd = std::env::current_dir().unwrap_or_default();
         let forms: Vec<(PathBuf, PathBuf)> =
@@ -97,7 +113,12 @@ impl Watcher {
                 Err(_) => c.rescan = true,
             }
             drop(c);
-            let _ = event_tx.send(Wake::Event);
+            // The change is recorded before the flag is looked at, and the
+            // loop clears the flag before it takes the changes: a change
+            // either finds the flag clear and sends, or is taken.
+            if !sent.swap(true, Ordering::AcqRel) {
+                let _ = event_tx.send(Wake::Event);
+            }
         })
         .map_err(|e| tracing::warn!(error = %e, "file-system events unavailable; polling only"))
         .ok();
@@ -106,6 +127,8 @@ impl Watcher {
             watcher,
             watching: Vec::new(),
             changes,
+            event_sent,
+            last_event_look: Mutex::new(None),
             tx,
             rx,
         };
@@ -172,15 +195,24 @@ impl Watcher {
     }
 
     /// Sleeps until an event (then a short settle so that a burst of
-    /// events costs one scan), a request of the agent's (no settle: a
+    /// events costs one scan, and at least [`EVENT_SPACING`] after the
+    /// last event-driven look), a request of the agent's (no wait: a
     /// stop, or CMD's exit in init mode, is not kept waiting) or
     /// `timeout`. Returns whether woken early.
     pub fn wait(&self, timeout: Duration) -> bool {
         match self.rx.recv_timeout(timeout) {
             Ok(Wake::Event) => {
-                let settled = std::time::Instant::now() + SETTLE;
+                let mut last = self
+                    .last_event_look
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                let mut look_at = now + SETTLE;
+                if let Some(spaced) = last.map(|l| l + EVENT_SPACING) {
+                    look_at = look_at.max(spaced);
+                }
                 loop {
-                    let left = settled.saturating_duration_since(std::time::Instant::now());
+                    let left = look_at.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         break;
                     }
@@ -189,15 +221,23 @@ impl Watcher {
                         Ok(Wake::Asked) | Err(_) => break,
                     }
                 }
-                while self.rx.try_recv().is_ok() {}
+                self.drain();
+                *last = Some(Instant::now());
                 true
             }
             Ok(Wake::Asked) => {
-                while self.rx.try_recv().is_ok() {}
+                self.drain();
                 true
             }
             Err(_) => false,
         }
+    }
+
+    /// Empties the channel, then lets the next event send again: the
+    /// caller takes the changes after this, so none is missed.
+    fn drain(&self) {
+        while self.rx.try_recv().is_ok() {}
+        self.event_sent.store(false, Ordering::Release);
     }
 }
 
@@ -225,4 +265,72 @@ fn nearest_existing(path: &Path) -> PathBuf {
         }
     }
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Appends a line to `path` (each append is an event).
+    fn append(path: &Path) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        writeln!(f, "x").unwrap();
+    }
+
+    #[test]
+    fn a_stream_of_events_is_one_wake_up_and_none_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Watcher::new(vec![dir.path().to_path_buf()]);
+        assert!(w.reliable(), "inotify is available here");
+        let _ = w.take();
+        let log = dir.path().join("a.log");
+        for _ in 0..200 {
+            append(&log);
+        }
+        assert!(w.wait(Duration::from_secs(10)), "the appends wake the loop");
+        assert!(w.take().paths.contains(&log));
+        // The 200 events cost one wake-up: none is left queued. (Events
+        // still arriving after the settle would wake it again, with the
+        // path recorded; then there is one more look, and no further.)
+        let mut extra = 0;
+        while w.wait(Duration::from_millis(300)) {
+            extra += 1;
+            assert!(extra <= 1, "stale wake-ups after one look");
+            let _ = w.take();
+        }
+        // A change after the look still wakes it.
+        append(&log);
+        assert!(
+            w.wait(Duration::from_secs(10)),
+            "a later append wakes the loop"
+        );
+        assert!(w.take().paths.contains(&log));
+    }
+
+    #[test]
+    fn event_driven_looks_are_spaced_but_requests_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Watcher::new(vec![dir.path().to_path_buf()]);
+        let log = dir.path().join("a.log");
+        append(&log);
+        assert!(w.wait(Duration::from_secs(10)));
+        let first = Instant::now();
+        append(&log);
+        assert!(w.wait(Duration::from_secs(10)));
+        // A lower bound, which no machine's speed can break.
+        assert!(
+            first.elapsed() >= EVENT_SPACING - SETTLE,
+            "two event-driven looks {:?} apart",
+            first.elapsed()
+        );
+        // A request wakes at once, whatever the spacing: it is answered
+        // without waiting for an event that never comes.
+        w.waker().wake();
+        assert!(w.wait(Duration::from_secs(10)));
+    }
 }
