@@ -158,11 +158,19 @@ impl Agent {
         let started = self.child.id() as i32;
         match self.mode {
             Mode::Subreaper => started,
-            // unshare --fork: the agent is unshare's only child.
+            // unshare --fork: the agent is unshare's only child, once
+            // that child has exec'd it. Before, it is a copy of unshare
+            // that has SIGINT and SIGTERM blocked (unshare blocks them
+            // around its fork) and unblocks them before exec: one sent
+            // then looks blocked, yet reaches a PID 1 with no handler
+            // and is discarded.
             Mode::PidNamespace => {
+                let agent = fs::canonicalize(BIN).unwrap();
                 let mut found = None;
                 wait_until(Duration::from_secs(20), "the agent under unshare", || {
-                    found = children_of(started).into_iter().next();
+                    found = children_of(started).into_iter().find(|pid| {
+                        fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == agent)
+                    });
                     found.is_some()
                 });
                 found.unwrap()
@@ -1005,59 +1013,66 @@ fn heavy_rows_delivered(root: &Path, runs: usize) -> Vec<(String, i64)> {
     keys
 }
 
-/// The drain's hard bound under heavy ingest: CMD exits while 300,000
-/// rows wait to be read, with `drain_deadline_secs = 2`; the agent must
-/// exit within the bound, and a later `run --once` on the same store
-/// delivers every row exactly once.
+/// The drain's hard bound under heavy ingest: CMD exits while rows wait
+/// to be read, with `drain_deadline_secs = 2`; the agent must exit within
+/// the bound, and a later `run --once` on the same store delivers every
+/// row exactly once.
 ///
 /// The bound is 2 s + the watchdog's margin (4 s) from CMD's exit; the
 /// assertion allows 30 s. That is not a timing measurement (the machine
 /// may be loaded): it catches a drain that waits for the whole ingest
-/// (about a minute at a debug build's pace) or hangs, which is the
-/// correctness property at stake; a docker stop timeout is exactly such
-/// a bound.
+/// or hangs, which is the correctness property at stake; a docker stop
+/// timeout is exactly such a bound.
+///
+/// The ingest must still be busy at the deadline, and how much a machine
+/// reads in 2 s varies (an idle one ships 300,000 rows of a debug build
+/// in less): when every row was shipped in time, the attempt proves
+/// nothing and a second one has three times the rows.
 #[test]
 fn drain_bound_holds_under_heavy_ingest() {
-    let env = Env::new(|t, _| {
-        t["init"]["drain_deadline_secs"] = toml::Value::Integer(2);
-    });
-    let (runs, per_run) = (6, 50_000);
-    let total = common::write_heavy_logs(env.root(), runs, per_run);
-    let agent = env.start(Mode::Subreaper, &["sh", "-c", "exit 4"]);
-    env.wait_stderr("reading the logs to their end");
-    let started = Instant::now();
-    let code = agent.wait(&env);
-    let took = started.elapsed();
-    eprintln!("exited {took:?} after the drain began");
-    assert_eq!(code, 4, "stderr:\n{}", env.stderr());
-    assert!(
-        took < Duration::from_secs(30),
-        "the drain took {took:?}, past its bound; stderr:\n{}",
-        env.stderr()
-    );
-    let shipped = heavy_rows_delivered(env.root(), runs).len();
-    assert!(
-        shipped < total,
-        "the test needs the ingest to be cut short: all {total} rows shipped within the deadline"
-    );
+    let runs = 6;
+    for per_run in [100_000, 300_000] {
+        let env = Env::new(|t, _| {
+            t["init"]["drain_deadline_secs"] = toml::Value::Integer(2);
+        });
+        let total = common::write_heavy_logs(env.root(), runs, per_run);
+        let agent = env.start(Mode::Subreaper, &["sh", "-c", "exit 4"]);
+        env.wait_stderr("reading the logs to their end");
+        let started = Instant::now();
+        let code = agent.wait(&env);
+        let took = started.elapsed();
+        eprintln!("{total} rows: exited {took:?} after the drain began");
+        assert_eq!(code, 4, "stderr:\n{}", env.stderr());
+        assert!(
+            took < Duration::from_secs(30),
+            "the drain took {took:?}, past its bound; stderr:\n{}",
+            env.stderr()
+        );
+        if heavy_rows_delivered(env.root(), runs).len() == total {
+            eprintln!("all {total} rows shipped within the deadline: again with more");
+            continue;
+        }
 
-    let once = Agent {
-        child: Command::new(BIN)
-            .args(["run", "--once", "--config"])
-            .arg(&env.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(env.stderr_path()).unwrap())
-            .spawn()
-            .unwrap(),
-        mode: Mode::Subreaper,
-    };
-    // 300,000 rows at a debug build's pace, on a loaded machine.
-    let code = once.wait_at_most(Duration::from_secs(900), &env);
-    assert_eq!(code, 0, "stderr:\n{}", env.stderr());
-    let mut keys = heavy_rows_delivered(env.root(), runs);
-    assert_eq!(keys.len(), total, "every row, once");
-    keys.sort();
-    keys.dedup();
-    assert_eq!(keys.len(), total, "no row twice");
+        let once = Agent {
+            child: Command::new(BIN)
+                .args(["run", "--once", "--config"])
+                .arg(&env.config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(env.stderr_path()).unwrap())
+                .spawn()
+                .unwrap(),
+            mode: Mode::Subreaper,
+        };
+        // The rest at a debug build's pace, on a loaded machine.
+        let code = once.wait_at_most(Duration::from_secs(900), &env);
+        assert_eq!(code, 0, "stderr:\n{}", env.stderr());
+        let mut keys = heavy_rows_delivered(env.root(), runs);
+        assert_eq!(keys.len(), total, "every row, once");
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), total, "no row twice");
+        return;
+    }
+    panic!("the ingest was never cut short by the deadline, even with 1.8 M rows");
 }
