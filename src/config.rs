@@ -917,7 +917,7 @@ impl Config {
         if tb.max_open_files == 0 {
             return Err(self.invalid("sinks.tensorboard.max_open_files must be at least 1"));
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+        if let Err(e) = crate::logging::parse_filter(&self.log.level) {
             return Err(self.invalid(format!("log.level {:?}: {e}", self.log.level)));
         }
         self.init.validate().map_err(|m| self.invalid(m))?;

@@ -20,7 +20,8 @@ use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{fmt, EnvFilter, Layer};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::{fmt, Layer};
 
 use crate::sink::wandb::redact;
 
@@ -59,23 +60,41 @@ impl Drop for LogGuard {
 /// thread-local destructor and the process aborts (seen with
 /// `--log-level trace`). Those lines are sled's internals, of no use to
 /// an operator, so no level setting lets them in.
-pub fn filter(cli_level: Option<&str>, config_level: &str) -> EnvFilter {
+pub fn filter(cli_level: Option<&str>, config_level: &str) -> Targets {
     let spec = match (cli_level, std::env::var("RUST_LOG")) {
         (Some(level), _) => level.to_string(),
         (None, Ok(v)) if !v.is_empty() => v,
         _ => config_level.to_string(),
     };
     let capped = caps_sled(&spec);
-    let filter = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = parse_filter(&spec).unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
     // Only a filter that lets something below info through needs the cap,
     // and not one that already holds sled at info or less (the cap would
     // raise sled from `warn` to `info`).
-    match filter.max_level_hint() {
-        Some(max) if max > tracing::level_filters::LevelFilter::INFO && !capped => {
-            filter.add_directive(SLED_LEVEL.parse().expect("a valid directive"))
-        }
-        _ => filter,
+    let max = filter
+        .iter()
+        .map(|(_, level)| level)
+        .chain(filter.default_level())
+        .max()
+        .unwrap_or(LevelFilter::OFF);
+    if max > LevelFilter::INFO && !capped {
+        filter.with_target("sled", LevelFilter::INFO)
+    } else {
+        filter
     }
+}
+
+/// Reads a filter: a level (`debug`), targets with levels
+/// (`mosaic_shipper=debug,sled=warn`), or both. A plain per-target list,
+/// not `tracing`'s `EnvFilter` with span and field matching: that one
+/// brings a regex engine whose full DFAs every regex of the agent would
+/// then build at start-up.
+pub fn parse_filter(spec: &str) -> Result<Targets, String> {
+    if spec.trim().is_empty() {
+        // `Targets` would read it as "log nothing", silently.
+        return Err("empty: give a level (error, warn, info, debug, trace, off)".into());
+    }
+    spec.parse::<Targets>().map_err(|e| e.to_string())
 }
 
 /// Whether `spec` names a level of info or less for sled itself.
@@ -87,9 +106,6 @@ fn caps_sled(spec: &str) -> bool {
     })
 }
 
-/// The most sled may log (see [`filter`]).
-const SLED_LEVEL: &str = "sled=info";
-
 /// Colours on stderr: only on a terminal, and never with `NO_COLOR` set
 /// to anything (no-color.org). Pipes, files and the systemd journal get
 /// plain text.
@@ -98,7 +114,7 @@ pub fn stderr_colours() -> bool {
 }
 
 /// Logs to stderr only (commands other than `run`).
-pub fn init_stderr(filter: EnvFilter) -> LogGuard {
+pub fn init_stderr(filter: Targets) -> LogGuard {
     let limit = ratelimit::RateLimit::new(REPEAT_WINDOW);
     let installed = tracing_subscriber::registry()
         .with(
@@ -123,7 +139,7 @@ pub fn init_stderr(filter: EnvFilter) -> LogGuard {
 /// at most `max_files` of them and `max_bytes` in total (rolling.rs). A log
 /// directory that cannot be created is reported and the agent goes on with
 /// stderr alone: shipping matters more.
-pub fn init(filter: EnvFilter, dir: &Path, max_files: usize, max_bytes: u64) -> LogGuard {
+pub fn init(filter: Targets, dir: &Path, max_files: usize, max_bytes: u64) -> LogGuard {
     match rolling::Rolling::new(dir, max_files, max_bytes) {
         Ok(appender) => {
             let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
@@ -210,6 +226,18 @@ mod tests {
             }
             _ => unreachable!(),
         })
+    }
+
+    #[test]
+    fn filters_are_levels_and_targets_and_bad_ones_are_refused() {
+        use tracing::Level;
+        assert!(passes("mosaic_shipper=trace", "agent", Level::TRACE));
+        assert!(passes("warn,mosaic_shipper::sink=trace", "agent", Level::TRACE));
+        assert!(!passes("debug", "agent", Level::TRACE));
+        for bad in ["", "  ", "mosaic_shipper=loud", "a=b=c"] {
+            assert!(parse_filter(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_filter("INFO").is_ok());
     }
 
     #[test]

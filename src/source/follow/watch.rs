@@ -47,7 +47,7 @@ const SETTLE: Duration = Duration::from_millis(20);
 /// journal) 100 times a second, where ten looks read the same lines.
 /// This bounds how late a line is seen, far below any sink's flush
 /// interval; a request of the agent's is never held by it.
-const EVENT_SPACING: Duration = Duration::from_millis(100);
+const EVENT_SPACING: Duration = Duration::from_millis(250);
 
 /// More paths than this waiting for one look: a full scan is cheaper.
 const MAX_CHANGED_PATHS: usize = 4096;
