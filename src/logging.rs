@@ -17,10 +17,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::{fmt, Layer};
 
 use crate::sink::wandb::redact;
@@ -67,7 +67,8 @@ pub fn filter(cli_level: Option<&str>, config_level: &str) -> Targets {
         _ => config_level.to_string(),
     };
     let capped = caps_sled(&spec);
-    let filter = parse_filter(&spec).unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
+    let filter =
+        parse_filter(&spec).unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
     // Only a filter that lets something below info through needs the cap,
     // and not one that already holds sled at info or less (the cap would
     // raise sled from `warn` to `info`).
@@ -232,7 +233,11 @@ mod tests {
     fn filters_are_levels_and_targets_and_bad_ones_are_refused() {
         use tracing::Level;
         assert!(passes("mosaic_shipper=trace", "agent", Level::TRACE));
-        assert!(passes("warn,mosaic_shipper::sink=trace", "agent", Level::TRACE));
+        assert!(passes(
+            "warn,mosaic_shipper::sink=trace",
+            "agent",
+            Level::TRACE
+        ));
         assert!(!passes("debug", "agent", Level::TRACE));
         for bad in ["", "  ", "mosaic_shipper=loud", "a=b=c"] {
             assert!(parse_filter(bad).is_err(), "{bad:?}");

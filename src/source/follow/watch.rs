@@ -49,6 +49,62 @@ const SETTLE: Duration = Duration::from_millis(20);
 /// interval; a request of the agent's is never held by it.
 const EVENT_SPACING: Duration = Duration::from_millis(250);
 
+/// Two calls of the event handler closer than this are one read of
+/// notify's: the events the kernel had queued, handed over one by one.
+/// A longer gap means notify's thread was woken again.
+const SAME_READ: Duration = Duration::from_millis(5);
+
+/// Paces notify's thread: a wake-up of it within [`EVENT_SPACING`] of
+/// the last paced one first sleeps out the rest of that spacing, in the
+/// event handler (which runs on notify's thread). Meanwhile the kernel
+/// queues what happens, and merges a repeated event (the same
+/// modification of the same file) with the one queued before it, so
+/// that a worker writing a line every 10 ms costs notify's thread about
+/// two wake-ups per spacing instead of a hundred a second. An event after
+/// a quiet spell is handled at once. What can wait is bounded: one
+/// spacing per read, and the kernel's queue (16,384 events) reports an
+/// overflow, which brings a full scan, if ever it fills.
+#[derive(Default)]
+struct Pace {
+    last_return: Option<Instant>,
+    last_paced: Option<Instant>,
+}
+
+impl Pace {
+    /// How long a handler call at `now` sleeps first: nothing within a
+    /// read, nor after a quiet spell; else the rest of the spacing.
+    fn wait_at(&self, now: Instant) -> Duration {
+        if self
+            .last_return
+            .is_some_and(|r| now.duration_since(r) < SAME_READ)
+        {
+            return Duration::ZERO;
+        }
+        self.last_paced.map_or(Duration::ZERO, |p| {
+            (p + EVENT_SPACING).saturating_duration_since(now)
+        })
+    }
+
+    fn before_event(&mut self) {
+        let now = Instant::now();
+        if self
+            .last_return
+            .is_some_and(|r| now.duration_since(r) < SAME_READ)
+        {
+            return;
+        }
+        let wait = self.wait_at(now);
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+        self.last_paced = Some(Instant::now());
+    }
+
+    fn after_event(&mut self) {
+        self.last_return = Some(Instant::now());
+    }
+}
+
 /// More paths than this waiting for one look: a full scan is cheaper.
 const MAX_CHANGED_PATHS: usize = 4096;
 
@@ -91,13 +147,17 @@ impl Watcher {
         let cwd = std::env::current_dir().unwrap_or_default();
         let forms: Vec<(PathBuf, PathBuf)> =
             roots.iter().map(|r| (cwd.join(r), r.clone())).collect();
+        let mut pace = Pace::default();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             // Opening and reading a file is no change, and every scan opens
             // the directories it lists: waking on access events would make
             // each scan start the next, back to back, forever.
+            if matches!(&res, Ok(event) if matches!(event.kind, notify::EventKind::Access(_))) {
+                return;
+            }
+            pace.before_event();
             let mut c = shared.lock().unwrap_or_else(|p| p.into_inner());
             match res {
-                Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => return,
                 Ok(event) if event.need_rescan() => c.rescan = true,
                 Ok(event) => {
                     for path in &event.paths {
@@ -119,6 +179,7 @@ impl Watcher {
             if !sent.swap(true, Ordering::AcqRel) {
                 let _ = event_tx.send(Wake::Event);
             }
+            pace.after_event();
         })
         .map_err(|e| tracing::warn!(error = %e, "file-system events unavailable; polling only"))
         .ok();
@@ -310,6 +371,22 @@ mod tests {
             "a later append wakes the loop"
         );
         assert!(w.take().paths.contains(&log));
+    }
+
+    #[test]
+    fn notify_is_paced_between_reads_never_within_one() {
+        let t0 = Instant::now();
+        let mut p = Pace::default();
+        assert_eq!(p.wait_at(t0), Duration::ZERO, "the first event");
+        p.last_paced = Some(t0);
+        p.last_return = Some(t0 + Duration::from_millis(1));
+        // The next event of the same read.
+        assert_eq!(p.wait_at(t0 + Duration::from_millis(2)), Duration::ZERO);
+        // A new wake-up 10 ms on sleeps out the spacing.
+        let at = t0 + Duration::from_millis(11);
+        assert_eq!(p.wait_at(at), EVENT_SPACING - Duration::from_millis(11));
+        // One after a quiet spell does not.
+        assert_eq!(p.wait_at(t0 + EVENT_SPACING * 3), Duration::ZERO);
     }
 
     #[test]
