@@ -102,6 +102,22 @@ impl Env {
     }
 
     /// Starts `mosaic-shipper run --config C -- cmd...`, stderr to a file.
+    /// `run --once` on this environment's configuration and store, its
+    /// stderr where [`Env::stderr`] reads it.
+    fn start_once(&self) -> Agent {
+        Agent {
+            child: Command::new(BIN)
+                .args(["run", "--once", "--config"])
+                .arg(&self.config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(self.stderr_path()).unwrap())
+                .spawn()
+                .unwrap(),
+            mode: Mode::Subreaper,
+        }
+    }
+
     fn start<S: AsRef<OsStr>>(&self, mode: Mode, cmd: &[S]) -> Agent {
         assert_root();
         let mut command = match mode {
@@ -699,17 +715,7 @@ fn second_sigterm_stops_the_drain_and_nothing_committed_is_lost() {
 
     // The sink works again: `run --once` on the same store ships it all.
     fs::remove_file(env.path("blocked")).unwrap();
-    let once = Agent {
-        child: Command::new(BIN)
-            .args(["run", "--once", "--config"])
-            .arg(&env.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(env.stderr_path()).unwrap())
-            .spawn()
-            .unwrap(),
-        mode: Mode::Subreaper,
-    };
+    let once = env.start_once();
     assert_eq!(once.wait(&env), 0, "stderr:\n{}", env.stderr());
     let want = rows(&fs::read_to_string(env.path("expected.jsonl")).unwrap());
     let got = rows(&fs::read_to_string(env.path("blocked/RUN2/rows.jsonl")).unwrap());
@@ -1053,17 +1059,7 @@ fn drain_bound_holds_under_heavy_ingest() {
             continue;
         }
 
-        let once = Agent {
-            child: Command::new(BIN)
-                .args(["run", "--once", "--config"])
-                .arg(&env.config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(fs::File::create(env.stderr_path()).unwrap())
-                .spawn()
-                .unwrap(),
-            mode: Mode::Subreaper,
-        };
+        let once = env.start_once();
         // The rest at a debug build's pace, on a loaded machine.
         let code = once.wait_at_most(Duration::from_secs(900), &env);
         assert_eq!(code, 0, "stderr:\n{}", env.stderr());

@@ -53,7 +53,7 @@ pub(super) const RETIRE_BYTES: u64 = 1 << 20;
 /// otherwise ([`Flusher::set_interval`]: the sinks' shortest flush
 /// interval, since no sink can deliver a row sooner anyway, and a sink
 /// flushes the journal itself before it writes outside it).
-pub(super) const FLUSH_EVERY: Duration = Duration::from_millis(200);
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 /// Where a block is: its segment, offset and record length, and its row
 /// count (so that reads and deletions need not open the file).

@@ -44,7 +44,7 @@ const SETTLE: Duration = Duration::from_millis(20);
 
 /// The least time between two looks that events bring: a worker writing
 /// a line every 10 ms would otherwise wake the loop (and commit to the
-/// journal) 100 times a second, where ten looks read the same lines.
+/// journal) 100 times a second, where four looks read the same lines.
 /// This bounds how late a line is seen, far below any sink's flush
 /// interval; a request of the agent's is never held by it.
 const EVENT_SPACING: Duration = Duration::from_millis(250);
@@ -71,29 +71,25 @@ struct Pace {
 }
 
 impl Pace {
-    /// How long a handler call at `now` sleeps first: nothing within a
-    /// read, nor after a quiet spell; else the rest of the spacing.
-    fn wait_at(&self, now: Instant) -> Duration {
+    /// How long a handler call at `now` sleeps first: `None` within a
+    /// read (not a new wake-up of notify's thread), else the rest of the
+    /// spacing, zero after a quiet spell.
+    fn wait_at(&self, now: Instant) -> Option<Duration> {
         if self
             .last_return
             .is_some_and(|r| now.duration_since(r) < SAME_READ)
         {
-            return Duration::ZERO;
+            return None;
         }
-        self.last_paced.map_or(Duration::ZERO, |p| {
+        Some(self.last_paced.map_or(Duration::ZERO, |p| {
             (p + EVENT_SPACING).saturating_duration_since(now)
-        })
+        }))
     }
 
     fn before_event(&mut self) {
-        let now = Instant::now();
-        if self
-            .last_return
-            .is_some_and(|r| now.duration_since(r) < SAME_READ)
-        {
+        let Some(wait) = self.wait_at(Instant::now()) else {
             return;
-        }
-        let wait = self.wait_at(now);
+        };
         if !wait.is_zero() {
             std::thread::sleep(wait);
         }
@@ -377,16 +373,19 @@ mod tests {
     fn notify_is_paced_between_reads_never_within_one() {
         let t0 = Instant::now();
         let mut p = Pace::default();
-        assert_eq!(p.wait_at(t0), Duration::ZERO, "the first event");
+        assert_eq!(p.wait_at(t0), Some(Duration::ZERO), "the first event");
         p.last_paced = Some(t0);
         p.last_return = Some(t0 + Duration::from_millis(1));
         // The next event of the same read.
-        assert_eq!(p.wait_at(t0 + Duration::from_millis(2)), Duration::ZERO);
+        assert_eq!(p.wait_at(t0 + Duration::from_millis(2)), None);
         // A new wake-up 10 ms on sleeps out the spacing.
         let at = t0 + Duration::from_millis(11);
-        assert_eq!(p.wait_at(at), EVENT_SPACING - Duration::from_millis(11));
+        assert_eq!(
+            p.wait_at(at),
+            Some(EVENT_SPACING - Duration::from_millis(11))
+        );
         // One after a quiet spell does not.
-        assert_eq!(p.wait_at(t0 + EVENT_SPACING * 3), Duration::ZERO);
+        assert_eq!(p.wait_at(t0 + EVENT_SPACING * 3), Some(Duration::ZERO));
     }
 
     #[test]
