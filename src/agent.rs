@@ -220,7 +220,13 @@ impl Agent {
         let mut sinks = JoinSet::new();
         if config.sinks.jsonl.enabled {
             let sink = JsonlSink::new(&config.sinks.jsonl.path);
-            let o = options_for("jsonl", options.clone());
+            let o = options_for(
+                "jsonl",
+                RunOptions {
+                    flush_interval: Duration::from_millis(config.sinks.jsonl.flush_interval_ms),
+                    ..options.clone()
+                },
+            );
             let (j, m) = (journal.clone(), mode_rx.clone());
             sinks.spawn(async move { ("jsonl", sink::run(sink, j, o, m).await) });
         }
@@ -943,7 +949,7 @@ async fn snapshots(probe: Probe) {
 const SNAPSHOT_AT_LEAST_EVERY: Duration = Duration::from_secs(300);
 
 /// A snapshot is made at most once per this many times its own cost.
-const SNAPSHOT_COST_SHARE: u32 = 50;
+const SNAPSHOT_COST_SHARE: u32 = 200;
 
 /// What a status report shows that can move, read cheaply (a few journal
 /// keys, no file checkpoint): equal signatures, equal reports but the time.

@@ -403,10 +403,21 @@ pub struct JsonlSinkConfig {
     pub enabled: bool,
     #[serde(default = "default_jsonl_path")]
     pub path: String,
+    /// Rows are appended at once; this is how often they are fsynced and
+    /// acknowledged.
+    #[serde(default = "default_file_flush")]
+    pub flush_interval_ms: u64,
 }
 
 fn default_jsonl_path() -> String {
     "var/trainer/runs/{run_id}/shipper/rows.jsonl".into()
+}
+
+/// The file sinks' durability interval: rows reach their files (and
+/// readers) at once, and each file written to costs one fsync per
+/// interval, which is most of what a hundred runs written at once cost.
+fn default_file_flush() -> u64 {
+    5000
 }
 
 impl Default for JsonlSinkConfig {
@@ -414,6 +425,7 @@ impl Default for JsonlSinkConfig {
         JsonlSinkConfig {
             enabled: false,
             path: default_jsonl_path(),
+            flush_interval_ms: default_file_flush(),
         }
     }
 }
@@ -427,7 +439,7 @@ pub struct TensorBoardSinkConfig {
     pub enabled: bool,
     #[serde(default = "default_tensorboard_dir")]
     pub dir: String,
-    #[serde(default = "default_tensorboard_flush")]
+    #[serde(default = "default_file_flush")]
     pub flush_interval_ms: u64,
     #[serde(default = "default_tensorboard_open_files")]
     pub max_open_files: usize,
@@ -435,9 +447,6 @@ pub struct TensorBoardSinkConfig {
 
 fn default_tensorboard_dir() -> String {
     "var/trainer/runs/{run_id}/tensorboard".into()
-}
-fn default_tensorboard_flush() -> u64 {
-    1000
 }
 fn default_tensorboard_open_files() -> usize {
     64
@@ -448,7 +457,7 @@ impl Default for TensorBoardSinkConfig {
         TensorBoardSinkConfig {
             enabled: true,
             dir: default_tensorboard_dir(),
-            flush_interval_ms: default_tensorboard_flush(),
+            flush_interval_ms: default_file_flush(),
             max_open_files: default_tensorboard_open_files(),
         }
     }
@@ -909,6 +918,10 @@ impl Config {
                 "sinks.tensorboard.dir must contain {run_id}: each run gets its own directory",
             ));
         }
+        let jsonl = &self.sinks.jsonl;
+        if jsonl.flush_interval_ms == 0 || jsonl.flush_interval_ms > 600_000 {
+            return Err(self.invalid("sinks.jsonl.flush_interval_ms must be between 1 and 600000"));
+        }
         if tb.flush_interval_ms == 0 || tb.flush_interval_ms > 600_000 {
             return Err(
                 self.invalid("sinks.tensorboard.flush_interval_ms must be between 1 and 600000")
@@ -1203,7 +1216,8 @@ mod tests {
             c.sinks.tensorboard.dir,
             "var/trainer/runs/{run_id}/tensorboard"
         );
-        assert_eq!(c.sinks.tensorboard.flush_interval_ms, 1000);
+        assert_eq!(c.sinks.tensorboard.flush_interval_ms, 5000);
+        assert_eq!(c.sinks.jsonl.flush_interval_ms, 5000);
         assert_eq!(c.extract.rules.len(), 11);
     }
 

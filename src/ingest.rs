@@ -14,7 +14,7 @@ use crate::extract::console::{self, ConsoleFiles};
 pub use crate::extract::events::{EventOutcome, Readers};
 use crate::extract::silence::Silence;
 use crate::extract::Extractor;
-use crate::journal::Journal;
+use crate::journal::{FileState, Journal};
 use crate::row::{Origin, Row, RunEvent};
 use crate::source::follow::watch::{Waker, Watcher};
 use crate::source::{Batch, Tailer};
@@ -83,6 +83,8 @@ pub struct Ingest {
     pub machine: String,
     /// Runs this process journaled the machine's facts for.
     machine_told: HashSet<String>,
+    /// A batch read while gathering that must be committed on its own.
+    pending: Vec<Batch>,
 }
 
 /// How often idle file handles are closed in the daemon: files read to
@@ -96,6 +98,12 @@ const CLOSE_IDLE_EVERY: Duration = Duration::from_secs(10);
 /// there are (listing 10,000 run directories takes a second or two on a
 /// loaded machine: one every several minutes).
 const FULL_SCAN_COST_SHARE: u32 = 400;
+
+/// At most this many files' batches go in one commit ([`Ingest::gather`]).
+const GROUP_BATCHES: usize = 256;
+/// A group stops taking batches once their bytes reach this: rows of a
+/// group are held in memory together until they are committed.
+const GROUP_BYTES: usize = 1 << 20;
 
 use crate::util::now_secs;
 
@@ -142,6 +150,7 @@ impl Ingest {
             console: ConsoleFiles::default(),
             machine: String::new(),
             machine_told: HashSet::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -192,7 +201,7 @@ impl Ingest {
                 }
                 _ => {}
             }
-            let Some(batch) = self.tailer.read() else {
+            let Some(first) = self.tailer.read() else {
                 self.silence.idle(once || finishing);
                 if once || finishing {
                     break;
@@ -204,7 +213,8 @@ impl Ingest {
                 self.watch_and_scan(&mut last_full_scan, CLOSE_IDLE_EVERY);
                 continue;
             };
-            match self.commit(batch) {
+            let group = self.gather(first);
+            match self.commit(group) {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(()) => {
                     self.watcher.wait(backoff);
@@ -284,8 +294,96 @@ impl Ingest {
         told
     }
 
-    fn commit(&mut self, mut batch: Batch) -> Result<(), ()> {
+    /// `first` and the batches of other files ready now, up to
+    /// [`GROUP_BATCHES`] or [`GROUP_BYTES`], for one commit: a hundred runs
+    /// written at once are one sled transaction per look, not a hundred.
+    /// A batch that forgets a file is committed alone (its follow-up,
+    /// dropping the checkpoint, is not part of the transaction).
+    fn gather(&mut self, first: Batch) -> Vec<Batch> {
+        let mut bytes = first.buf_len();
+        let mut group = vec![first];
+        while !group[0].forget
+            && group.len() < GROUP_BATCHES
+            && bytes < GROUP_BYTES
+            && !self.tailer.forget_pending()
+            && !self.stopping()
+        {
+            let Some(batch) = self.tailer.read() else {
+                break;
+            };
+            if batch.forget {
+                // A file gone and read to its end: its last batch. What was
+                // gathered goes first, then this on its own.
+                self.pending.push(batch);
+                break;
+            }
+            bytes += batch.buf_len();
+            group.push(batch);
+        }
+        group
+    }
+
+    fn commit(&mut self, mut group: Vec<Batch>) -> Result<(), ()> {
         let read_time = now_secs();
+        let mut rows = Vec::new();
+        for batch in &mut group {
+            self.extract(batch, read_time, &mut rows);
+        }
+        let told = self.tell_machine(&mut rows, read_time);
+        let mut delta = Counters::default();
+        let states: Vec<FileState> = group
+            .iter()
+            .map(|batch| {
+                delta.add(&batch.delta);
+                let mut state = batch.state.clone();
+                state.counters.add(&batch.delta);
+                state
+            })
+            .collect();
+        let result =
+            self.journal
+                .commit_ingest(&states, &rows, &delta)
+                .and_then(|_| match &group[..] {
+                    [batch] if batch.forget => {
+                        self.readers.forget(batch.state.id);
+                        self.journal.forget_file(batch.state.id)
+                    }
+                    _ => Ok(()),
+                });
+        let outcome = match result {
+            Ok(_) => {
+                for batch in &group {
+                    self.tailer.committed(batch);
+                    self.silence.observe(batch, &self.extractor, &self.readers);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let files: Vec<&str> = group.iter().map(|b| b.state.path.as_str()).collect();
+                tracing::error!(files = ?files, error = %e, "cannot commit rows; the lines will be read again");
+                for run in told {
+                    self.machine_told.remove(&run);
+                }
+                for batch in &group {
+                    self.tailer.abandon(batch);
+                }
+                Err(())
+            }
+        };
+        // The last batch of a gone file, read while gathering: on its own,
+        // after what was read before it.
+        if let Some(last) = self.pending.pop() {
+            if outcome.is_ok() {
+                return self.commit(vec![last]);
+            }
+            self.tailer.abandon(&last);
+        }
+        outcome
+    }
+
+    /// Turns one batch's records into rows (appended to `rows`) and sets
+    /// its counters.
+    fn extract(&mut self, batch: &mut Batch, read_time: f64, all: &mut Vec<Row>) {
         let mut rows = Vec::with_capacity(batch.records.len());
         let mut delta = batch.delta;
         let path = batch.state.path.clone();
@@ -390,35 +488,7 @@ impl Ingest {
                 }
             }
         }
-        let told = self.tell_machine(&mut rows, read_time);
         batch.delta = delta;
-        let mut state = batch.state.clone();
-        state.counters.add(&delta);
-        let result = self
-            .journal
-            .commit_ingest(&state, &rows, &delta)
-            .and_then(|_| {
-                if batch.forget {
-                    self.readers.forget(state.id);
-                    self.journal.forget_file(state.id)
-                } else {
-                    Ok(())
-                }
-            });
-        match result {
-            Ok(()) => {
-                self.tailer.committed(&batch);
-                self.silence.observe(&batch, &self.extractor, &self.readers);
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!(file = %state.path, offset = batch.state.offset, error = %e, "cannot commit rows; the lines will be read again");
-                for run in told {
-                    self.machine_told.remove(&run);
-                }
-                self.tailer.abandon(&batch);
-                Err(())
-            }
-        }
+        all.append(&mut rows);
     }
 }

@@ -125,6 +125,9 @@ struct Harness {
     /// Deleted while held: must come out if the agent looks before it dies.
     deleted_held: Vec<u64>,
     out: Vec<u64>,
+    /// Groups read so far: each look reads up to 1 + groups % 4 batches
+    /// before committing them, as the ingest gathers them for one commit.
+    groups: usize,
 }
 
 impl Harness {
@@ -154,6 +157,7 @@ impl Harness {
             too_long: BTreeSet::new(),
             deleted_held: Vec::new(),
             out: Vec::new(),
+            groups: 0,
         };
         h.create_current();
         h
@@ -367,22 +371,37 @@ impl Harness {
             tailer.scan();
         }
         let mut guard = 0;
-        while let Some(batch) = tailer.read() {
-            guard += 1;
-            assert!(guard < 100_000, "tailer never ran dry");
-            for line in &batch.records {
-                let text = batch.text(line);
-                assert!(!text.ends_with('\r'), "CR must be stripped: {text:?}");
-                let id: u64 = text[1..9].parse().unwrap();
-                assert_eq!(text, Harness::line_text(id, text.len()), "line intact");
-                self.out.push(id);
+        loop {
+            let mut group = Vec::new();
+            while group.len() <= self.groups % 4 {
+                let Some(batch) = tailer.read() else { break };
+                let forget = batch.forget;
+                group.push(batch);
+                if forget {
+                    break;
+                }
             }
-            if batch.forget {
-                self.committed.remove(&batch.state.id);
-            } else {
-                self.committed.insert(batch.state.id, batch.state.clone());
+            self.groups += 1;
+            if group.is_empty() {
+                break;
             }
-            tailer.committed(&batch);
+            for batch in group {
+                guard += 1;
+                assert!(guard < 100_000, "tailer never ran dry");
+                for line in &batch.records {
+                    let text = batch.text(line);
+                    assert!(!text.ends_with('\r'), "CR must be stripped: {text:?}");
+                    let id: u64 = text[1..9].parse().unwrap();
+                    assert_eq!(text, Harness::line_text(id, text.len()), "line intact");
+                    self.out.push(id);
+                }
+                if batch.forget {
+                    self.committed.remove(&batch.state.id);
+                } else {
+                    self.committed.insert(batch.state.id, batch.state.clone());
+                }
+                tailer.committed(&batch);
+            }
         }
         for f in &mut self.files {
             f.held = true;

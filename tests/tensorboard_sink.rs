@@ -52,7 +52,7 @@ impl Env {
                 &format!("poll_interval_ms = {poll_ms}"),
             )
             .replace(
-                "flush_interval_ms = 1000",
+                "flush_interval_ms = 5000",
                 &format!("flush_interval_ms = {flush_ms}"),
             )
             .replace(

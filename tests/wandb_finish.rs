@@ -99,7 +99,7 @@ impl Session {
             ..FileState::default()
         };
         self.journal
-            .commit_ingest(&file, rows, &Counters::default())
+            .commit_ingest(std::slice::from_ref(&file), rows, &Counters::default())
             .unwrap();
     }
 

@@ -97,6 +97,10 @@ impl Location {
 pub(super) struct Segments {
     dir: PathBuf,
     state: Mutex<State>,
+    /// The segment last read from, kept open: every sink reads every
+    /// block, mostly from the same file, and opening it per block was
+    /// most of what a trickle into many runs cost the journal.
+    reader: Mutex<Option<(u64, Arc<File>)>>,
 }
 
 /// What the lock of [`Segments`] guards: commits hold it from the append
@@ -182,6 +186,7 @@ impl Segments {
                 dirty: false,
                 failed: None,
             }),
+            reader: Mutex::new(None),
         };
         if let Some(last) = last {
             let path = segments.path(last.segment);
@@ -292,12 +297,22 @@ impl Segments {
             ),
             detail,
         };
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(damaged(format!("the segment file is missing ({e})")))
+        let file = {
+            let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+            match reader.as_ref() {
+                Some((id, f)) if *id == loc.segment => f.clone(),
+                _ => match File::open(&path) {
+                    Ok(f) => {
+                        let f = Arc::new(f);
+                        *reader = Some((loc.segment, f.clone()));
+                        f
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(damaged(format!("the segment file is missing ({e})")))
+                    }
+                    Err(e) => return Err(SegmentError::Io(format!("{}: {e}", path.display()))),
+                },
             }
-            Err(e) => return Err(SegmentError::Io(format!("{}: {e}", path.display()))),
         };
         let mut buf = vec![0u8; loc.len as usize];
         if let Err(e) = file.read_exact_at(&mut buf, loc.offset) {
@@ -458,6 +473,12 @@ impl State {
     /// Deletes segments [`State::unused`] named, once sled has made the
     /// removal of their blocks durable (the caller flushed it).
     pub fn delete(&mut self, segments: &Segments, ids: &[u64]) -> Result<(), String> {
+        {
+            let mut reader = segments.reader.lock().unwrap_or_else(|p| p.into_inner());
+            if reader.as_ref().is_some_and(|(id, _)| ids.contains(id)) {
+                *reader = None;
+            }
+        }
         for id in ids {
             if self.active.as_ref().is_some_and(|(a, _)| a == id) {
                 self.active = None;

@@ -19,6 +19,7 @@ pub mod enabled;
 mod fs_refusal;
 pub mod health;
 pub mod jsonl;
+mod open_files;
 pub mod runname;
 mod template;
 pub mod tensorboard;

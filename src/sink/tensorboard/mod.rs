@@ -5,6 +5,10 @@
 //! [`crate::format::tfrecord`]), starting with the `brain.Event:2` file-version record,
 //! then one `Event` per row ([`encode`]).
 //!
+//! Records are appended as soon as rows are written to the sink, so that
+//! TensorBoard shows them on its next reload; a flush fsyncs the files
+//! appended to since the last one (one fsync per file per flush interval).
+//!
 //! Exactly once, following the contract of [`crate::sink`]: the state
 //! committed with the cursor names, per run directory, the event file and
 //! the length fsynced up to. A new file is recorded (at length 0) through
@@ -17,7 +21,6 @@
 
 mod encode;
 mod naming;
-mod open_files;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::FileExt;
@@ -25,11 +28,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::open_files::OpenFiles;
 use super::{fs_refusal, Checkpoint, PathTemplate, Sink, SinkError};
 use crate::row::Entry;
 pub use encode::{scalar_value, Encoder};
 pub use naming::{event_file_name, hostname};
-use open_files::OpenFiles;
 
 /// Where one run's events go and how much of that file is committed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,8 +59,12 @@ pub struct TensorBoardSink {
     /// A change to `committed` that recovery made and no checkpoint has
     /// recorded yet (a replacement for a file that went missing).
     unsaved: bool,
-    /// Records written but not flushed, by run directory.
+    /// Records of the current write, by run directory.
     pending: HashMap<PathBuf, Vec<u8>>,
+    /// Run directories whose file was appended to since the last flush:
+    /// where it ends now, and whether this process created it (its
+    /// directory entry then needs a sync too).
+    written: HashMap<PathBuf, (u64, bool)>,
     files: OpenFiles,
     encoder: Encoder,
     /// The last run id rendered and its directory: rows come in runs of
@@ -85,6 +92,7 @@ impl TensorBoardSink {
             committed: State::new(),
             unsaved: false,
             pending: HashMap::new(),
+            written: HashMap::new(),
             files: OpenFiles::new(max_open_files),
             encoder: Encoder::default(),
             last_dir: None,
@@ -144,6 +152,7 @@ impl Sink for TensorBoardSink {
 
     async fn recover(&mut self, state: &[u8]) -> Result<(), SinkError> {
         self.pending.clear();
+        self.written.clear();
         self.files.clear();
         self.last_dir = None;
         self.unsaved = false;
@@ -231,9 +240,9 @@ impl Sink for TensorBoardSink {
                     self.committed.insert(dir.clone(), ef);
                     new_files = true;
                 }
-                let committed_len = self.committed[&dir].len;
+                let empty = self.committed[&dir].len == 0 && !self.written.contains_key(&dir);
                 let out = self.pending.entry(dir.clone()).or_default();
-                if committed_len == 0 && out.is_empty() {
+                if empty && out.is_empty() {
                     self.encoder.file_version(out, (self.now)());
                 }
                 if !self.owners.contains_key(&dir) {
@@ -251,36 +260,24 @@ impl Sink for TensorBoardSink {
             checkpoint.save(self.state())?;
             self.unsaved = false;
         }
-        Ok(())
+        self.append_pending()
     }
 
     async fn flush(&mut self) -> Result<Vec<u8>, SinkError> {
-        let mut dirs: Vec<PathBuf> = self.pending.keys().cloned().collect();
+        let mut dirs: Vec<(PathBuf, (u64, bool))> = self.written.drain().collect();
         // A stable order keeps the file-system work reproducible.
-        dirs.sort();
-        for dir in dirs {
-            let bytes = self.pending.remove(&dir).expect("listed above");
-            let ef = self
-                .committed
-                .get(&dir)
-                .cloned()
-                .expect("every pending directory has a committed file");
-            if ef.len == 0 {
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| self.run_err(&dir, &dir, "cannot create", e))?;
-            }
-            let (file, created) = match self.files.get(&ef.file) {
-                Ok(f) => f,
-                Err(e) => return Err(self.run_err(&dir, &ef.file, "cannot open", e)),
+        dirs.sort_by(|a, b| a.0.cmp(&b.0));
+        for (dir, (end, created)) in dirs {
+            let path = self.committed[&dir].file.clone();
+            // A handle closed since the write is opened again: fsync makes
+            // the file's data durable whichever descriptor asks.
+            let synced = match self.files.get(&path) {
+                Ok((file, _)) => file
+                    .sync_data()
+                    .map_err(|e| io_err(&path, "cannot sync", e)),
+                Err(e) => Err(self.run_err(&dir, &path, "cannot open", e)),
             };
-            // Positional write at the committed end: whatever a failed
-            // attempt left beyond it is overwritten (recovery also cut it).
-            if let Err(e) = file.write_all_at(&bytes, ef.len) {
-                let what = format!("cannot write {} bytes at byte {} of", bytes.len(), ef.len);
-                return Err(self.run_err(&dir, &ef.file, &what, e));
-            }
-            file.sync_data()
-                .map_err(|e| io_err(&ef.file, "cannot sync", e))?;
+            synced?;
             if created {
                 sync_dir(&dir)?;
                 // The run directory may be new as well.
@@ -289,10 +286,59 @@ impl Sink for TensorBoardSink {
                 }
             }
             if let Some(ef) = self.committed.get_mut(&dir) {
-                ef.len += bytes.len() as u64;
+                ef.len = end;
             }
         }
         Ok(self.state())
+    }
+}
+
+impl TensorBoardSink {
+    /// Appends the current write's records to their files at once, so that
+    /// TensorBoard shows them without waiting for the flush (which only
+    /// makes them durable).
+    fn append_pending(&mut self) -> Result<(), SinkError> {
+        let mut dirs: Vec<PathBuf> = self.pending.keys().cloned().collect();
+        dirs.sort();
+        for dir in dirs {
+            let bytes = self.pending.remove(&dir).expect("listed above");
+            let ef = self
+                .committed
+                .get(&dir)
+                .cloned()
+                .expect("every pending directory has a committed file");
+            let (end, was_created) = match self.written.get(&dir) {
+                Some(&w) => w,
+                None => (ef.len, false),
+            };
+            if end == 0 {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| self.run_err(&dir, &dir, "cannot create", e))?;
+            }
+            // Positional write at the end of what this sink wrote: whatever
+            // a failed attempt left beyond it is overwritten (recovery also
+            // cut it).
+            let appended = match self.files.get(&ef.file) {
+                Ok((file, created)) => {
+                    file.write_all_at(&bytes, end)
+                        .map(|()| created)
+                        .map_err(|e| {
+                            let what =
+                                format!("cannot write {} bytes at byte {end} of", bytes.len());
+                            (what, e)
+                        })
+                }
+                Err(e) => Err(("cannot open".to_string(), e)),
+            };
+            match appended {
+                Ok(created) => {
+                    self.written
+                        .insert(dir, (end + bytes.len() as u64, was_created || created));
+                }
+                Err((what, e)) => return Err(self.run_err(&dir, &ef.file, &what, e)),
+            }
+        }
+        Ok(())
     }
 }
 

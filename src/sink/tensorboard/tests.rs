@@ -127,17 +127,37 @@ async fn writes_version_then_one_event_per_row() {
 }
 
 #[tokio::test]
-async fn a_new_file_is_checkpointed_before_it_exists() {
+async fn a_new_file_is_checkpointed_before_it_exists_then_written_at_once() {
     let fx = Fixture::new();
+    // B's directory cannot be made (a file is in its way): the write fails
+    // where it would create the event file, after the checkpoint.
+    std::fs::create_dir_all(fx.root.join("runs/B")).unwrap();
+    std::fs::write(fx.root.join("runs/B/tb"), b"in the way").unwrap();
+    let mut sink = fx.sink(8);
+    sink.recover(&[]).await.unwrap();
+    assert!(sink
+        .write(&[entry(1, "B", 1, 1.0)], &fx.checkpoint(0))
+        .await
+        .is_err());
+    let saved = fx.saved_state();
+    let ef = &saved[&fx.root.join("runs/B/tb")];
+    assert_eq!(ef.len, 0);
+    assert!(!ef.file.exists());
+
     let mut sink = fx.sink(8);
     sink.recover(&[]).await.unwrap();
     sink.write(&[entry(1, "A", 1, 1.0)], &fx.checkpoint(0))
         .await
         .unwrap();
     let saved = fx.saved_state();
-    let ef = &saved[&fx.root.join("runs/A/tb")];
-    assert_eq!(ef.len, 0);
-    assert!(!ef.file.exists(), "nothing is created before the flush");
+    let ef = saved[&fx.root.join("runs/A/tb")].clone();
+    assert_eq!(ef.len, 0, "recorded before its first byte");
+    // Readable before any flush: the flush only makes it durable.
+    assert_eq!(fx.events("A").len(), 2, "file version and the row");
+    let state: State = serde_json::from_slice(&sink.flush().await.unwrap()).unwrap();
+    let on_disk = std::fs::metadata(&ef.file).unwrap().len();
+    assert!(on_disk > 0);
+    assert_eq!(state[&fx.root.join("runs/A/tb")].len, on_disk);
 }
 
 #[tokio::test]

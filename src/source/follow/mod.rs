@@ -18,9 +18,10 @@ mod identity;
 mod kinship;
 pub mod watch;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io;
+use std::ops::Bound::{Excluded, Unbounded};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -72,6 +73,11 @@ impl Batch {
     /// A record's bytes.
     pub fn bytes(&self, record: &Record) -> &[u8] {
         &self.buf[record.start..record.end]
+    }
+
+    /// Bytes read for this batch (its records' and what framing left).
+    pub fn buf_len(&self) -> usize {
+        self.buf.len()
     }
 
     /// A line's text (a record of a `lines` file, validated when read).
@@ -177,6 +183,14 @@ pub struct Tailer {
     /// Rotation families where a read found its file truncated: the next
     /// scan, even a targeted one, looks there for the copy.
     look_for_copies: BTreeSet<PathBuf>,
+    /// Rotation families with a batch read but neither committed nor
+    /// abandoned yet. `read` passes them by, so that the caller can gather
+    /// batches of many files for one commit: a file's next batch starts
+    /// where its last committed one ended, and an older rotation's rows
+    /// must go before its successor's.
+    in_flight: HashSet<PathBuf>,
+    /// The family each batch in flight was counted under, by file id.
+    in_flight_ids: HashMap<u64, PathBuf>,
 }
 
 /// How many times one scan lists the sources again while they change.
@@ -255,6 +269,8 @@ impl Tailer {
             #[cfg(test)]
             mid_scan: None,
             look_for_copies: BTreeSet::new(),
+            in_flight: HashSet::new(),
+            in_flight_ids: HashMap::new(),
         };
         tailer.reorder();
         tailer
@@ -857,13 +873,32 @@ impl Tailer {
         // the rest in reading order. Only files that may have something
         // are visited (`ready`, see `mark_ready`); one found to have
         // nothing leaves the set until a scan or an event brings it back.
-        while let Some(&(_, _, id)) = self.ready.first() {
-            if !self.files.contains_key(&id) {
+        // Families with a batch in flight are passed by.
+        let mut after: Option<ReadyKey> = None;
+        loop {
+            let next = match after {
+                None => self.ready.first(),
+                Some(k) => self.ready.range((Excluded(k), Unbounded)).next(),
+            };
+            let &key = next?;
+            let id = key.2;
+            let Some(t) = self.files.get(&id) else {
                 self.unready(id); // forgotten since the last scan
+                continue;
+            };
+            let family = rotation_family(Path::new(&t.state.path));
+            if self.in_flight.contains(&family) {
+                after = Some(key);
                 continue;
             }
             match self.read_file(id) {
-                Ok(Some(batch)) => return Some(batch),
+                Ok(Some(batch)) => {
+                    if !batch.forget {
+                        self.in_flight.insert(family.clone());
+                        self.in_flight_ids.insert(id, family);
+                    }
+                    return Some(batch);
+                }
                 Ok(None) => {
                     self.unready(id);
                     self.close_if_finished(id);
@@ -875,7 +910,19 @@ impl Tailer {
                 }
             }
         }
-        None
+    }
+
+    /// Whether the next batch [`Tailer::read`] returns, if any, may be one
+    /// that forgets a checkpoint; those are committed on their own.
+    pub fn forget_pending(&self) -> bool {
+        !self.to_forget.is_empty()
+    }
+
+    /// Ends a batch's time in flight: its family can be read again.
+    fn land(&mut self, batch: &Batch) {
+        if let Some(family) = self.in_flight_ids.remove(&batch.state.id) {
+            self.in_flight.remove(&family);
+        }
     }
 
     /// Closes the handle of a file that has nothing to read and has not
@@ -1201,6 +1248,7 @@ impl Tailer {
 
     /// Adopts a batch's checkpoint once the caller has committed it.
     pub fn committed(&mut self, batch: &Batch) {
+        self.land(batch);
         let id = batch.state.id;
         if batch.forget {
             if let Some(t) = self.files.remove(&id) {
@@ -1231,6 +1279,7 @@ impl Tailer {
     /// Forgets what reading `batch` changed, after its commit failed, so
     /// that the same lines are read again.
     pub fn abandon(&mut self, batch: &Batch) {
+        self.land(batch);
         if let Some(t) = self.files.get_mut(&batch.state.id) {
             t.skipping = None;
         }
@@ -1357,6 +1406,50 @@ mod tests {
         assert_eq!(drain(&mut t), ["a3", "a4"]);
         t.scan();
         assert_eq!(drain(&mut t), ["b2"], "the full scan finds the rest");
+    }
+
+    /// Batches read before the earlier ones are committed (the ingest
+    /// gathers them for one commit): other runs' files come, a file or
+    /// rotation family already in flight does not, until its batch lands;
+    /// an abandoned batch is read again from where it started.
+    #[test]
+    fn batches_in_flight_hold_back_their_family_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            dir.path().join("runs/A/logs"),
+            dir.path().join("runs/B/logs"),
+        );
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        append(&a.join("w.log.1"), "a-old\n");
+        append(&a.join("w.log"), "a-new\n");
+        append(&b.join("w.log"), "b1\n");
+        let mut t = tailer(dir.path());
+        t.scan();
+        let text = |batch: &Batch| -> Vec<String> {
+            batch
+                .records
+                .iter()
+                .map(|r| batch.text(r).to_string())
+                .collect()
+        };
+        let first = t.read().unwrap();
+        assert_eq!(text(&first), ["a-old"], "the older rotation first");
+        let second = t.read().unwrap();
+        assert_eq!(text(&second), ["b1"], "A's family waits for its batch");
+        assert!(
+            t.read().is_none(),
+            "nothing else outside the families in flight"
+        );
+        t.abandon(&second);
+        let again = t.read().unwrap();
+        assert_eq!(text(&again), ["b1"], "an abandoned batch is read again");
+        t.committed(&first);
+        t.committed(&again);
+        assert_eq!(drain(&mut t), ["a-new"]);
+        append(&b.join("w.log"), "b2\n");
+        t.scan();
+        assert_eq!(drain(&mut t), ["b2"], "B resumes after what was committed");
     }
 
     /// logrotate finishes the copy and truncates the original between a

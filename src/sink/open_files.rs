@@ -1,4 +1,5 @@
-//! A bounded set of open event files, least recently used closed first.
+//! A bounded set of open output files (event files, jsonl files), least
+//! recently used closed first.
 //!
 //! An agent that ships thousands of runs must not hold a descriptor per
 //! run; most runs are idle at any moment. Closing is cheap and reopening
