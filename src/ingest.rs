@@ -246,10 +246,13 @@ impl Ingest {
         if changes.rescan || last_full_scan.elapsed() >= every(&self.watcher) {
             self.scan();
             *last_full_scan = Instant::now();
-        } else if !changes.paths.is_empty() {
-            let paths: Vec<_> = changes.paths.into_iter().collect();
-            self.tailer.scan_paths(&paths);
-            self.publish_unreadable();
+        } else {
+            let mut paths = self.tailer.note_written(changes.modified, &changes.paths);
+            if !changes.paths.is_empty() || !paths.is_empty() {
+                paths.extend(changes.paths);
+                self.tailer.scan_paths(&paths);
+                self.publish_unreadable();
+            }
         }
     }
 

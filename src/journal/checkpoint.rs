@@ -85,8 +85,16 @@ pub struct FileState {
 mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+    // Every commit serialises the checkpoint of each file it moves, head
+    // (up to a kilobyte) included: no allocation per byte.
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut hex = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            hex.push(DIGITS[usize::from(b >> 4)] as char);
+            hex.push(DIGITS[usize::from(b & 15)] as char);
+        }
         s.serialize_str(&hex)
     }
 
@@ -95,9 +103,46 @@ mod hex_bytes {
         if hex.len() % 2 != 0 {
             return Err(serde::de::Error::custom("odd-length hex"));
         }
-        (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(serde::de::Error::custom))
+        let digit = |c: u8| -> Result<u8, D::Error> {
+            match c {
+                b'0'..=b'9' => Ok(c - b'0'),
+                b'a'..=b'f' => Ok(c - b'a' + 10),
+                b'A'..=b'F' => Ok(c - b'A' + 10),
+                _ => Err(serde::de::Error::custom(format!(
+                    "not a hex digit: {:?}",
+                    c as char
+                ))),
+            }
+        };
+        hex.as_bytes()
+            .chunks_exact(2)
+            .map(|pair| Ok(digit(pair[0])? << 4 | digit(pair[1])?))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Head(#[serde(with = "super::hex_bytes")] Vec<u8>);
+
+    #[test]
+    fn heads_are_hex_both_ways_and_bad_hex_is_refused() {
+        let all: Vec<u8> = (0..=255).collect();
+        let json = serde_json::to_string(&Head(all.clone())).unwrap();
+        assert!(
+            json.starts_with("\"000102") && json.ends_with("fdfeff\""),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Head>(&json).unwrap(), Head(all));
+        assert_eq!(
+            serde_json::from_str::<Head>("\"0A\"").unwrap(),
+            Head(vec![10])
+        );
+        assert!(
+            serde_json::from_str::<Head>("\"abc\"").is_err(),
+            "odd length"
+        );
+        assert!(serde_json::from_str::<Head>("\"zz\"").is_err(), "not hex");
     }
 }

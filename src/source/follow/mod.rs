@@ -172,6 +172,9 @@ pub struct Tailer {
     /// copy detection that do not visit every file.
     by_inode: HashMap<(u64, u64), u64>,
     by_path: BTreeMap<PathBuf, u64>,
+    /// `by_path` for exact lookups: comparing paths in a tree of 10,000
+    /// is component by component, hashing one is not.
+    at_path: HashMap<PathBuf, u64>,
     families: HashMap<PathBuf, Vec<u64>>,
     /// What the last scan listed, to tell a listing that races with a
     /// rotation from a settled one.
@@ -264,6 +267,7 @@ impl Tailer {
             ready_key: HashMap::new(),
             by_inode: HashMap::new(),
             by_path: BTreeMap::new(),
+            at_path: HashMap::new(),
             families: HashMap::new(),
             last_listing: Vec::new(),
             #[cfg(test)]
@@ -316,7 +320,7 @@ impl Tailer {
         let wanted: Vec<PathBuf> = paths
             .iter()
             .filter(|p| {
-                self.by_path.contains_key(*p)
+                self.at_path.contains_key(*p)
                     || self.sources.source_of(p).is_some()
                     || p.is_dir()
                     || self
@@ -330,6 +334,53 @@ impl Tailer {
         if !wanted.is_empty() {
             self.scan_in(&Scope::Paths(&wanted));
         }
+    }
+
+    /// Files whose data events said were written to (`written`), beside the
+    /// paths other events named (`named`): a followed file that is open,
+    /// still linked and no shorter than its checkpoint is only made ready
+    /// (its read checks that its start is unchanged); any other path, and
+    /// any in a rotation family that is scanned anyway (a copytruncate's
+    /// copy and original are judged together), is returned for a targeted
+    /// scan. A hundred runs written at once then cost a hundred reads per
+    /// look, not a hundred listings.
+    pub fn note_written(
+        &mut self,
+        written: impl IntoIterator<Item = PathBuf>,
+        named: &BTreeSet<PathBuf>,
+    ) -> Vec<PathBuf> {
+        let mut scan = Vec::new();
+        let mut ready = Vec::new();
+        for path in written {
+            let whole = self.at_path.get(&path).is_some_and(|id| {
+                let t = &self.files[id];
+                !t.deleted
+                    && t.seen
+                    && t.file
+                        .as_ref()
+                        .and_then(|f| f.metadata().ok())
+                        .is_some_and(|m| m.nlink() > 0 && m.len() >= t.state.offset)
+            });
+            if whole {
+                ready.push(path);
+            } else {
+                scan.push(path);
+            }
+        }
+        let scanned: HashSet<PathBuf> = scan
+            .iter()
+            .chain(named)
+            .map(|p| rotation_family(p))
+            .collect();
+        for path in ready {
+            if scanned.contains(&rotation_family(&path)) {
+                scan.push(path);
+            } else {
+                let id = self.at_path[&path];
+                self.mark_ready(id);
+            }
+        }
+        scan
     }
 
     fn scan_in(&mut self, scope: &Scope) {
@@ -778,6 +829,11 @@ impl Tailer {
                 }
             }
         }
+        self.at_path = self
+            .by_path
+            .iter()
+            .map(|(p, &id)| (p.clone(), id))
+            .collect();
         let ready: Vec<u64> = self.ready_key.keys().copied().collect();
         for id in ready {
             self.mark_ready(id);
@@ -1406,6 +1462,40 @@ mod tests {
         assert_eq!(drain(&mut t), ["a3", "a4"]);
         t.scan();
         assert_eq!(drain(&mut t), ["b2"], "the full scan finds the rest");
+    }
+
+    /// A data event on a followed file that is still whole makes it ready
+    /// without a scan; a shorter file, an unknown path, or one whose
+    /// rotation family other events named goes to a targeted scan.
+    #[test]
+    fn a_write_to_a_whole_followed_file_is_read_without_a_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        let (a, b) = (runs.join("A/logs/w.log"), runs.join("B/logs/w.log"));
+        std::fs::create_dir_all(a.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(b.parent().unwrap()).unwrap();
+        append(&a, "a1\n");
+        append(&b, "b1\n");
+        let mut t = tailer(dir.path());
+        t.scan();
+        assert_eq!(drain(&mut t), ["a1", "b1"]);
+        append(&a, "a2\n");
+        File::options()
+            .write(true)
+            .open(&b)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        let none = BTreeSet::new();
+        assert_eq!(t.note_written([a.clone(), b.clone()], &none), [b]);
+        assert_eq!(drain(&mut t), ["a2"], "read without a scan");
+        let c = runs.join("C/logs/w.log");
+        assert_eq!(t.note_written([c.clone()], &none), [c]);
+        append(&a, "a3\n");
+        let rotated = BTreeSet::from([a.with_extension("log.1")]);
+        let scanned = t.note_written([a.clone()], &rotated);
+        assert_eq!(scanned, [a]);
+        assert!(drain(&mut t).is_empty(), "left to the scan of its family");
     }
 
     /// Batches read before the earlier ones are committed (the ingest

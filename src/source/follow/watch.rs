@@ -110,6 +110,9 @@ pub struct Changes {
     /// Paths events named (files, or directories created or moved), in
     /// the form the source patterns use.
     pub paths: BTreeSet<PathBuf>,
+    /// Paths whose only events were writes to their data: for a followed
+    /// file that is still whole, a read (not a scan) is all they ask for.
+    pub modified: BTreeSet<PathBuf>,
     /// Events were lost or are not to be trusted: scan everything.
     pub rescan: bool,
 }
@@ -156,11 +159,22 @@ impl Watcher {
             match res {
                 Ok(event) if event.need_rescan() => c.rescan = true,
                 Ok(event) => {
+                    let data = matches!(
+                        event.kind,
+                        notify::EventKind::Modify(notify::event::ModifyKind::Data(_))
+                    );
                     for path in &event.paths {
-                        c.paths.insert(in_root_form(path, &forms));
+                        let path = in_root_form(path, &forms);
+                        if data && !c.paths.contains(&path) {
+                            c.modified.insert(path);
+                        } else {
+                            c.modified.remove(&path);
+                            c.paths.insert(path);
+                        }
                     }
-                    if c.paths.len() > MAX_CHANGED_PATHS {
+                    if c.paths.len() + c.modified.len() > MAX_CHANGED_PATHS {
                         c.paths.clear();
+                        c.modified.clear();
                         c.rescan = true;
                     }
                 }
@@ -350,7 +364,8 @@ mod tests {
             append(&log);
         }
         assert!(w.wait(Duration::from_secs(10)), "the appends wake the loop");
-        assert!(w.take().paths.contains(&log));
+        let c = w.take();
+        assert!(c.paths.contains(&log), "a new file asks for a scan: {c:?}");
         // The 200 events cost one wake-up: none is left queued. (Events
         // still arriving after the settle would wake it again, with the
         // path recorded; then there is one more look, and no further.)
@@ -366,7 +381,11 @@ mod tests {
             w.wait(Duration::from_secs(10)),
             "a later append wakes the loop"
         );
-        assert!(w.take().paths.contains(&log));
+        let c = w.take();
+        assert!(
+            c.modified.contains(&log) && !c.paths.contains(&log),
+            "a write to a known file is a data change only: {c:?}"
+        );
     }
 
     #[test]
