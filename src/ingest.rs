@@ -85,6 +85,8 @@ pub struct Ingest {
     machine_told: HashSet<String>,
     /// A batch read while gathering that must be committed on its own.
     pending: Vec<Batch>,
+    /// Events were lost and the full scan that makes up for them is owed.
+    events_lost: bool,
 }
 
 /// How often idle file handles are closed in the daemon: files read to
@@ -98,6 +100,10 @@ const CLOSE_IDLE_EVERY: Duration = Duration::from_secs(10);
 /// there are (listing 10,000 run directories takes a second or two on a
 /// loaded machine: one every several minutes).
 const FULL_SCAN_COST_SHARE: u32 = 400;
+
+/// After lost events, a full scan comes no sooner than this many times
+/// what the last one took after it (see [`Ingest::watch_and_scan`]).
+const LOST_EVENTS_SCAN_SHARE: u32 = 10;
 
 /// At most this many files' batches go in one commit ([`Ingest::gather`]).
 const GROUP_BATCHES: usize = 256;
@@ -151,6 +157,7 @@ impl Ingest {
             machine: String::new(),
             machine_told: HashSet::new(),
             pending: Vec::new(),
+            events_lost: false,
         }
     }
 
@@ -239,11 +246,26 @@ impl Ingest {
                 self.poll_interval
             }
         };
-        let due = every(&self.watcher).saturating_sub(last_full_scan.elapsed());
+        // Events were lost (the kernel's queue overflowed): a full scan,
+        // but no sooner after the last than a few times what it cost. A
+        // full scan opens every watched directory, and its own events can
+        // fill the queue at 10,000 runs on a slow machine: scanning at
+        // once would then scan back to back, forever.
+        let lost_after = self.full_scan_cost * LOST_EVENTS_SCAN_SHARE;
+        let mut due = every(&self.watcher).saturating_sub(last_full_scan.elapsed());
+        if self.events_lost {
+            due = due.min(lost_after.saturating_sub(last_full_scan.elapsed()));
+        }
         self.watcher.wait(due.min(at_most));
         self.watcher.refresh();
         let changes = self.watcher.take();
-        if changes.rescan || last_full_scan.elapsed() >= every(&self.watcher) {
+        self.events_lost |= changes.rescan;
+        let since = last_full_scan.elapsed();
+        if (self.events_lost && since >= lost_after) || since >= every(&self.watcher) {
+            if self.events_lost {
+                tracing::debug!("file-system events were lost: scanning everything");
+            }
+            self.events_lost = false;
             self.scan();
             *last_full_scan = Instant::now();
         } else {

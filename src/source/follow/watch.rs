@@ -44,26 +44,35 @@ const SETTLE: Duration = Duration::from_millis(20);
 
 /// The least time between two looks that events bring: a worker writing
 /// a line every 10 ms would otherwise wake the loop (and commit to the
-/// journal) 100 times a second, where four looks read the same lines.
-/// This bounds how late a line is seen, far below any sink's flush
-/// interval; a request of the agent's is never held by it.
-const EVENT_SPACING: Duration = Duration::from_millis(250);
+/// journal) 100 times a second, where two looks read the same lines, and
+/// a hundred runs written at once cost each look's work per file. This
+/// bounds how late a line is seen, far below any sink's flush interval
+/// (and TensorBoard's 5 s reload); a request of the agent's is never held
+/// by it.
+const EVENT_SPACING: Duration = Duration::from_millis(500);
+
+/// The least time between two wake-ups of notify's thread (see [`Pace`]).
+/// Shorter than [`EVENT_SPACING`] because what the kernel queues in the
+/// meantime is bounded: a full scan opens every watched directory, two
+/// events each, some 60,000 a second at 10,000 runs, and the queue holds
+/// 16,384 before it overflows (and an overflow asks for a full scan).
+/// At 100 ms it holds at most about 6,000 of them.
+const PACE: Duration = Duration::from_millis(100);
 
 /// Two calls of the event handler closer than this are one read of
 /// notify's: the events the kernel had queued, handed over one by one.
 /// A longer gap means notify's thread was woken again.
 const SAME_READ: Duration = Duration::from_millis(5);
 
-/// Paces notify's thread: a wake-up of it within [`EVENT_SPACING`] of
-/// the last paced one first sleeps out the rest of that spacing, in the
-/// event handler (which runs on notify's thread). Meanwhile the kernel
-/// queues what happens, and merges a repeated event (the same
-/// modification of the same file) with the one queued before it, so
-/// that a worker writing a line every 10 ms costs notify's thread about
-/// two wake-ups per spacing instead of a hundred a second. An event after
-/// a quiet spell is handled at once. What can wait is bounded: one
-/// spacing per read, and the kernel's queue (16,384 events) reports an
-/// overflow, which brings a full scan, if ever it fills.
+/// Paces notify's thread: a wake-up of it within [`PACE`] of the last
+/// paced one first sleeps out the rest of that time, in the event handler
+/// (which runs on notify's thread). Meanwhile the kernel queues what
+/// happens, and merges a repeated event (the same modification of the
+/// same file) with the one queued before it, so that a worker writing a
+/// line every millisecond costs notify's thread about ten wake-ups a
+/// second instead of a thousand. An event after a quiet spell is handled
+/// at once. What can wait is bounded: one pace per read, well within the
+/// kernel's queue.
 #[derive(Default)]
 struct Pace {
     last_return: Option<Instant>,
@@ -82,7 +91,7 @@ impl Pace {
             return None;
         }
         Some(self.last_paced.map_or(Duration::ZERO, |p| {
-            (p + EVENT_SPACING).saturating_duration_since(now)
+            (p + PACE).saturating_duration_since(now)
         }))
     }
 
@@ -397,14 +406,11 @@ mod tests {
         p.last_return = Some(t0 + Duration::from_millis(1));
         // The next event of the same read.
         assert_eq!(p.wait_at(t0 + Duration::from_millis(2)), None);
-        // A new wake-up 10 ms on sleeps out the spacing.
+        // A new wake-up 10 ms on sleeps out the pace.
         let at = t0 + Duration::from_millis(11);
-        assert_eq!(
-            p.wait_at(at),
-            Some(EVENT_SPACING - Duration::from_millis(11))
-        );
+        assert_eq!(p.wait_at(at), Some(PACE - Duration::from_millis(11)));
         // One after a quiet spell does not.
-        assert_eq!(p.wait_at(t0 + EVENT_SPACING * 3), Some(Duration::ZERO));
+        assert_eq!(p.wait_at(t0 + PACE * 3), Some(Duration::ZERO));
     }
 
     #[test]
