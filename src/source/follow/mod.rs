@@ -1427,15 +1427,18 @@ mod tests {
         f.set_modified(old).unwrap();
     }
 
+    /// The log directories of runs A and B under `root`, created.
+    fn two_runs(root: &Path) -> (PathBuf, PathBuf) {
+        let (a, b) = (root.join("runs/A/logs"), root.join("runs/B/logs"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        (a, b)
+    }
+
     #[test]
     fn a_targeted_scan_takes_what_changed_where_it_looked_and_leaves_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (
-            dir.path().join("runs/A/logs"),
-            dir.path().join("runs/B/logs"),
-        );
-        std::fs::create_dir_all(&a).unwrap();
-        std::fs::create_dir_all(&b).unwrap();
+        let (a, b) = two_runs(dir.path());
         append(&a.join("w.log"), "a1\n");
         append(&b.join("w.log"), "b1\n");
         let mut t = tailer(dir.path());
@@ -1470,10 +1473,8 @@ mod tests {
     #[test]
     fn a_write_to_a_whole_followed_file_is_read_without_a_scan() {
         let dir = tempfile::tempdir().unwrap();
-        let runs = dir.path().join("runs");
-        let (a, b) = (runs.join("A/logs/w.log"), runs.join("B/logs/w.log"));
-        std::fs::create_dir_all(a.parent().unwrap()).unwrap();
-        std::fs::create_dir_all(b.parent().unwrap()).unwrap();
+        let (a, b) = two_runs(dir.path());
+        let (a, b) = (a.join("w.log"), b.join("w.log"));
         append(&a, "a1\n");
         append(&b, "b1\n");
         let mut t = tailer(dir.path());
@@ -1489,7 +1490,7 @@ mod tests {
         let none = BTreeSet::new();
         assert_eq!(t.note_written([a.clone(), b.clone()], &none), [b]);
         assert_eq!(drain(&mut t), ["a2"], "read without a scan");
-        let c = runs.join("C/logs/w.log");
+        let c = dir.path().join("runs/C/logs/w.log");
         assert_eq!(t.note_written([c.clone()], &none), [c]);
         append(&a, "a3\n");
         let rotated = BTreeSet::from([a.with_extension("log.1")]);
@@ -1505,12 +1506,7 @@ mod tests {
     #[test]
     fn batches_in_flight_hold_back_their_family_only() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (
-            dir.path().join("runs/A/logs"),
-            dir.path().join("runs/B/logs"),
-        );
-        std::fs::create_dir_all(&a).unwrap();
-        std::fs::create_dir_all(&b).unwrap();
+        let (a, b) = two_runs(dir.path());
         append(&a.join("w.log.1"), "a-old\n");
         append(&a.join("w.log"), "a-new\n");
         append(&b.join("w.log"), "b1\n");
