@@ -41,8 +41,14 @@ fn value(page: &str, series: &str) -> Option<f64> {
 fn config(dir: &Path, base_url: &str, wandb: &str, port: u16, stale: u64) -> PathBuf {
     let path = write_config(dir, base_url, wandb);
     let mut text = std::fs::read_to_string(&path).unwrap();
+    // A file sink under a steady stream makes progress once per flush
+    // interval (5 s by default): here, well within the short stale windows.
+    assert!(
+        !text.contains("[sinks.tensorboard]"),
+        "config template changed"
+    );
     text.push_str(&format!(
-        "\n[metrics]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\nstale_after_secs = {stale}\n"
+        "\n[metrics]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\nstale_after_secs = {stale}\n\n[sinks.tensorboard]\nflush_interval_ms = 500\n"
     ));
     std::fs::write(&path, text).unwrap();
     path
