@@ -918,14 +918,15 @@ impl Config {
                 "sinks.tensorboard.dir must contain {run_id}: each run gets its own directory",
             ));
         }
-        let jsonl = &self.sinks.jsonl;
-        if jsonl.flush_interval_ms == 0 || jsonl.flush_interval_ms > 600_000 {
-            return Err(self.invalid("sinks.jsonl.flush_interval_ms must be between 1 and 600000"));
-        }
-        if tb.flush_interval_ms == 0 || tb.flush_interval_ms > 600_000 {
-            return Err(
-                self.invalid("sinks.tensorboard.flush_interval_ms must be between 1 and 600000")
-            );
+        for (sink, ms) in [
+            ("jsonl", self.sinks.jsonl.flush_interval_ms),
+            ("tensorboard", tb.flush_interval_ms),
+        ] {
+            if ms == 0 || ms > 600_000 {
+                return Err(self.invalid(format!(
+                    "sinks.{sink}.flush_interval_ms must be between 1 and 600000"
+                )));
+            }
         }
         if tb.max_open_files == 0 {
             return Err(self.invalid("sinks.tensorboard.max_open_files must be at least 1"));

@@ -84,7 +84,7 @@ pub struct Ingest {
     /// Runs this process journaled the machine's facts for.
     machine_told: HashSet<String>,
     /// A batch read while gathering that must be committed on its own.
-    pending: Vec<Batch>,
+    pending: Option<Batch>,
     /// Events were lost and the full scan that makes up for them is owed.
     events_lost: bool,
 }
@@ -158,7 +158,7 @@ impl Ingest {
             console: ConsoleFiles::default(),
             machine: String::new(),
             machine_told: HashSet::new(),
-            pending: Vec::new(),
+            pending: None,
             events_lost: false,
         }
     }
@@ -341,7 +341,7 @@ impl Ingest {
             if batch.forget {
                 // A file gone and read to its end: its last batch. What was
                 // gathered goes first, then this on its own.
-                self.pending.push(batch);
+                self.pending = Some(batch);
                 break;
             }
             bytes += batch.buf_len();
@@ -399,7 +399,7 @@ impl Ingest {
         };
         // The last batch of a gone file, read while gathering: on its own,
         // after what was read before it.
-        if let Some(last) = self.pending.pop() {
+        if let Some(last) = self.pending.take() {
             if outcome.is_ok() {
                 return self.commit(vec![last]);
             }

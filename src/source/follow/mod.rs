@@ -191,9 +191,8 @@ pub struct Tailer {
     /// batches of many files for one commit: a file's next batch starts
     /// where its last committed one ended, and an older rotation's rows
     /// must go before its successor's.
-    in_flight: HashSet<PathBuf>,
-    /// The family each batch in flight was counted under, by file id.
-    in_flight_ids: HashMap<u64, PathBuf>,
+    /// Each such family with the file whose batch holds it.
+    in_flight: HashMap<PathBuf, u64>,
 }
 
 /// How many times one scan lists the sources again while they change.
@@ -273,8 +272,7 @@ impl Tailer {
             #[cfg(test)]
             mid_scan: None,
             look_for_copies: BTreeSet::new(),
-            in_flight: HashSet::new(),
-            in_flight_ids: HashMap::new(),
+            in_flight: HashMap::new(),
         };
         tailer.reorder();
         tailer
@@ -942,16 +940,20 @@ impl Tailer {
                 self.unready(id); // forgotten since the last scan
                 continue;
             };
-            let family = rotation_family(Path::new(&t.state.path));
-            if self.in_flight.contains(&family) {
+            // A family is a path to build: only when one can be in flight.
+            if !self.in_flight.is_empty()
+                && self
+                    .in_flight
+                    .contains_key(&rotation_family(Path::new(&t.state.path)))
+            {
                 after = Some(key);
                 continue;
             }
             match self.read_file(id) {
                 Ok(Some(batch)) => {
                     if !batch.forget {
-                        self.in_flight.insert(family.clone());
-                        self.in_flight_ids.insert(id, family);
+                        let family = rotation_family(Path::new(&batch.state.path));
+                        self.in_flight.insert(family, id);
                     }
                     return Some(batch);
                 }
@@ -976,9 +978,7 @@ impl Tailer {
 
     /// Ends a batch's time in flight: its family can be read again.
     fn land(&mut self, batch: &Batch) {
-        if let Some(family) = self.in_flight_ids.remove(&batch.state.id) {
-            self.in_flight.remove(&family);
-        }
+        self.in_flight.retain(|_, id| *id != batch.state.id);
     }
 
     /// Closes the handle of a file that has nothing to read and has not
