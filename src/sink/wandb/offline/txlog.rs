@@ -198,19 +198,23 @@ impl<R: std::io::Read> Reader<R> {
             let typ = data[6];
             if crc == 0 && len == 0 && typ == 0 {
                 // Zero fill past the last record (preallocated, or a file
-                // system's view of a torn write): the data ends here.
+                // system's view of a torn write): the data ends here,
+                // unless records follow it.
+                return Ok(self.cut_short(at, record_start));
+            }
+            let offset = self.base + at as u64;
+            if at + 7 + len > BLOCK as usize {
+                // No writer makes a chunk that crosses its block's end, so
+                // this length is damage, not a file cut short: reporting
+                // it as truncation would pass a damaged file as one still
+                // being written.
                 self.finish();
-                return Ok(Next::Stopped(Stop::Truncated {
-                    offset: record_start,
-                }));
+                let what = format!("chunk length {len} runs past the end of its 32 KiB block");
+                return Ok(damaged(offset, what));
             }
             let Some(chunk) = data.get(7..7 + len) else {
-                self.finish();
-                return Ok(Next::Stopped(Stop::Truncated {
-                    offset: record_start,
-                }));
+                return Ok(self.cut_short(at, record_start));
             };
-            let offset = self.base + at as u64;
             if checksum(typ, chunk) != crc {
                 self.finish();
                 return Ok(damaged(offset, "checksum mismatch".into()));
@@ -233,12 +237,82 @@ impl<R: std::io::Read> Reader<R> {
         }
     }
 
+    /// The stop for data that seems to end inside the chunk at `at` of
+    /// the last block. A writer still appending (or killed mid-write)
+    /// leaves a prefix of one chunk there and nothing else; a damaged
+    /// length or zeroed bytes leave whole chunks after it, whose checksums
+    /// still match. Checksums are only computed on this path, once per
+    /// file, over at most one block.
+    fn cut_short(&mut self, at: usize, record_start: u64) -> Next {
+        let rest = &self.block[at..];
+        let offset = self.base + at as u64;
+        let follows =
+            (1..rest.len()).find(|&i| whole_chunk_at(&rest[i..], (at + i) % BLOCK as usize));
+        let stop = if let Some(i) = follows {
+            Stop::Damaged {
+                offset,
+                what: format!(
+                    "bad chunk header (a whole chunk follows at byte {})",
+                    self.base + (at + i) as u64
+                ),
+            }
+        } else if let Some(len) = shorter_payload_matches(rest) {
+            Stop::Damaged {
+                offset,
+                what: format!("bad chunk length (its checksum matches a length of {len})"),
+            }
+        } else {
+            Stop::Truncated {
+                offset: record_start,
+            }
+        };
+        self.finish();
+        Next::Stopped(stop)
+    }
+
     /// Nothing more is read after a stop.
     fn finish(&mut self) {
         self.eof = true;
         self.block.clear();
         self.at = 0;
     }
+}
+
+/// Whether `data` starts with a chunk a writer could have made at
+/// position `in_block` of a block: a known type, inside the block and the
+/// data, with a matching checksum.
+fn whole_chunk_at(data: &[u8], in_block: usize) -> bool {
+    if data.len() < CHUNK_HEADER as usize || !(FULL..=LAST).contains(&data[6]) {
+        return false;
+    }
+    let len = u16::from_le_bytes([data[4], data[5]]) as usize;
+    let end = 7 + len;
+    if end > data.len() || in_block + end > BLOCK as usize {
+        return false;
+    }
+    let crc = u32::from_le_bytes(data[..4].try_into().expect("4 bytes"));
+    checksum(data[6], &data[7..end]) == crc
+}
+
+/// For a chunk header at the start of `data` whose length runs past the
+/// data's end: the payload length, shorter than that, for which its
+/// checksum holds. A torn write leaves a payload prefix whose checksum
+/// matches by chance only (about once in 2^32); a damaged length field
+/// leaves the whole payload, found here.
+fn shorter_payload_matches(data: &[u8]) -> Option<usize> {
+    if data.len() < CHUNK_HEADER as usize || !(FULL..=LAST).contains(&data[6]) {
+        return None;
+    }
+    let crc = u32::from_le_bytes(data[..4].try_into().expect("4 bytes"));
+    let mut h = crc32fast::Hasher::new();
+    h.update(&data[6..7]);
+    for (k, byte) in data[7..].iter().enumerate() {
+        if h.clone().finalize() == crc {
+            return Some(k);
+        }
+        h.update(std::slice::from_ref(byte));
+    }
+    (h.finalize() == crc).then_some(data.len() - 7)
 }
 
 /// Reads every complete record of a transaction log held in memory, in
@@ -353,6 +427,64 @@ mod tests {
             matches!(err, Some(Stop::Damaged { offset: 0, .. })),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn one_flipped_byte_is_damage_or_harmless_never_truncation() {
+        // Records of varied sizes over more than one block, so that flips
+        // land in headers, payloads, block padding and chunks that
+        // continue a record.
+        let records: Vec<Vec<u8>> = (0..40u32)
+            .map(|i| vec![i as u8; (i as usize * 211) % 3000 + 1])
+            .collect();
+        let f = file(&records);
+        assert!(f.len() as u64 > BLOCK + 1000, "{}", f.len());
+        let headers: Vec<usize> = {
+            let mut at = FILE_HEADER.len();
+            let mut v = Vec::new();
+            while at + 7 <= f.len() {
+                if BLOCK as usize - at % BLOCK as usize <= 6 {
+                    at += BLOCK as usize - at % BLOCK as usize;
+                    continue;
+                }
+                v.extend(at..at + 7);
+                at += 7 + u16::from_le_bytes([f[at + 4], f[at + 5]]) as usize;
+            }
+            v
+        };
+        let positions = (FILE_HEADER.len()..f.len())
+            .step_by(13)
+            .chain(headers.iter().copied());
+        for at in positions {
+            let mut bad = f.clone();
+            bad[at] ^= 0x55;
+            let (got, stop) = read_records(&bad);
+            match stop {
+                Some(Stop::Damaged { .. }) => {}
+                None => assert_eq!(got, records, "flip at {at} changed records silently"),
+                Some(Stop::Truncated { .. }) => panic!("flip at {at} read as truncation"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_cut_anywhere_is_truncated_never_damaged() {
+        let records: Vec<Vec<u8>> = (0..40u32)
+            .map(|i| {
+                (0..(i as usize * 211) % 3000 + 1)
+                    .map(|j| (i as usize * 7 + j) as u8)
+                    .collect()
+            })
+            .collect();
+        let f = file(&records);
+        for cut in (FILE_HEADER.len()..f.len()).step_by(11) {
+            let (got, stop) = read_records(&f[..cut]);
+            assert!(
+                !matches!(stop, Some(Stop::Damaged { .. })),
+                "cut at {cut}: {stop:?}"
+            );
+            assert_eq!(got[..], records[..got.len()], "cut at {cut}");
+        }
     }
 
     /// A source that hands out a few bytes per read, as pipes and network
