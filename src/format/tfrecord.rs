@@ -346,6 +346,17 @@ pub fn min_window(max_record: usize) -> usize {
     max_record.saturating_add(OVERHEAD + HEADER)
 }
 
+/// Whether a whole frame with good checksums starts at `at`.
+fn frame_verifies(buf: &[u8], at: usize) -> bool {
+    match header_at(buf, at) {
+        Header::Len(len) => usize::try_from(len)
+            .ok()
+            .and_then(|len| data_at(buf, at, len))
+            .is_some_and(|(good, _, _)| good),
+        _ => false,
+    }
+}
+
 /// After an untrustworthy header at `bad`: the position to go on from, or
 /// `None` to wait for more bytes (see [`split`]).
 fn resync(buf: &[u8], bad: usize, max_record: usize, max_frame: usize) -> Option<usize> {
@@ -360,6 +371,16 @@ fn resync(buf: &[u8], bad: usize, max_record: usize, max_frame: usize) -> Option
                         // Not all here yet: likely the next frame; checked
                         // when its bytes are in.
                         None => return Some(at),
+                        // The payload and data checksum of a damaged 8-byte
+                        // record always read as a good header (both
+                        // checksums are the masked CRC of the same 8
+                        // bytes), and when its payload says 8 the false
+                        // frame there takes the next real header as its data
+                        // and verifies too. The real frame is then the one
+                        // 12 bytes on; a real 8-byte record whose bytes
+                        // after it also verify as a frame is left to chance
+                        // (2^-32).
+                        Some((true, _, _)) if len == 8 && frame_verifies(buf, at + HEADER) => {}
                         Some((true, _, _)) => return Some(at),
                         Some((false, _, _)) => {}
                     }
@@ -712,5 +733,27 @@ mod split_tests {
             let s = split(&buf, 0, MAX);
             check_tiling(&buf, 0, &s);
         }
+    }
+
+    #[test]
+    fn a_damaged_8_byte_record_saying_8_does_not_hide_the_next_frame() {
+        // Its payload and data checksum form a good header of length 8,
+        // whose "data" is the next frame's length, checksummed by that
+        // frame's length checksum: a false frame that verifies.
+        let mut f = Vec::new();
+        append_record(&mut f, b"good one");
+        let bad = f.len();
+        append_record(&mut f, &8u64.to_le_bytes());
+        f[bad] ^= 1;
+        append_record(&mut f, b"the frame after it");
+        let s = split(&f, 0, 1 << 20);
+        let payloads: Vec<&[u8]> = s.frames.iter().map(|x| &f[x.data.clone()]).collect();
+        assert_eq!(payloads, [&b"good one"[..], &b"the frame after it"[..]]);
+        assert_eq!(s.damage.len(), 1, "{:?}", s.damage);
+        assert_eq!(
+            (s.damage[0].offset, s.damage[0].end),
+            (bad as u64, bad as u64 + 24)
+        );
+        assert_eq!(s.consumed, f.len() as u64);
     }
 }
