@@ -739,17 +739,17 @@ impl Agent {
             let batch = self.journal.read_after(at, 10_000)?;
             let Some(last) = batch.last() else { break };
             at = last.seq;
-            for e in batch {
-                match e.row.event {
+            for e in &batch {
+                let finished = match e.row.event {
                     // Console lines and machine facts do not reopen a run.
-                    Some(RunEvent::Console { .. } | RunEvent::Machine(_)) => {
-                        runs.entry(e.row.run_id).or_insert(false);
-                    }
-                    Some(RunEvent::Finished(_)) => {
-                        runs.insert(e.row.run_id, true);
-                    }
-                    _ => {
-                        runs.insert(e.row.run_id, false);
+                    Some(RunEvent::Console { .. } | RunEvent::Machine(_)) => None,
+                    Some(RunEvent::Finished(_)) => Some(true),
+                    _ => Some(false),
+                };
+                match runs.get_mut(e.row.run_id.as_str()) {
+                    Some(was) => *was = finished.unwrap_or(*was),
+                    None => {
+                        runs.insert(e.row.run_id.clone(), finished.unwrap_or(false));
                     }
                 }
             }

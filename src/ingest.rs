@@ -367,16 +367,16 @@ impl Ingest {
                 state
             })
             .collect();
-        let result =
-            self.journal
-                .commit_ingest(&states, &rows, &delta)
-                .and_then(|_| match &group[..] {
-                    [batch] if batch.forget => {
-                        self.readers.forget(batch.state.id);
-                        self.journal.forget_file(batch.state.id)
-                    }
-                    _ => Ok(()),
-                });
+        let result = self
+            .journal
+            .commit_ingest(&states, rows, &delta)
+            .and_then(|_| match &group[..] {
+                [batch] if batch.forget => {
+                    self.readers.forget(batch.state.id);
+                    self.journal.forget_file(batch.state.id)
+                }
+                _ => Ok(()),
+            });
         let outcome = match result {
             Ok(_) => {
                 for batch in &group {

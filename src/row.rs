@@ -98,5 +98,78 @@ pub enum RunEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub seq: u64,
-    pub row: Row,
+    pub row: RowRef,
+}
+
+/// A row inside the block of rows it was committed (or read back) with,
+/// shared: every sink reads the same decoded rows, and the rows the
+/// ingest has just committed reach the sinks without being encoded and
+/// decoded again. Reads as a [`Row`].
+#[derive(Clone)]
+pub struct RowRef {
+    block: std::sync::Arc<Vec<Row>>,
+    index: usize,
+}
+
+impl RowRef {
+    /// A row that is a block of its own.
+    pub fn new(row: Row) -> RowRef {
+        RowRef {
+            block: std::sync::Arc::new(vec![row]),
+            index: 0,
+        }
+    }
+
+    /// Row `index` of `block`.
+    pub fn in_block(block: &std::sync::Arc<Vec<Row>>, index: usize) -> RowRef {
+        assert!(
+            index < block.len(),
+            "row {index} of a block of {}",
+            block.len()
+        );
+        RowRef {
+            block: block.clone(),
+            index,
+        }
+    }
+
+    /// Whether `other` is a row of the same block in memory (not a copy).
+    pub fn shares_block_with(&self, other: &RowRef) -> bool {
+        std::sync::Arc::ptr_eq(&self.block, &other.block)
+    }
+
+    /// The row, owned: taken out of its block when nothing else holds the
+    /// block, cloned otherwise.
+    pub fn into_row(self) -> Row {
+        match std::sync::Arc::try_unwrap(self.block) {
+            Ok(mut rows) => rows.swap_remove(self.index),
+            Err(block) => block[self.index].clone(),
+        }
+    }
+}
+
+impl std::ops::Deref for RowRef {
+    type Target = Row;
+
+    fn deref(&self) -> &Row {
+        &self.block[self.index]
+    }
+}
+
+impl std::fmt::Debug for RowRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Row::fmt(self, f)
+    }
+}
+
+impl PartialEq for RowRef {
+    fn eq(&self, other: &RowRef) -> bool {
+        **self == **other
+    }
+}
+
+impl PartialEq<Row> for RowRef {
+    fn eq(&self, other: &Row) -> bool {
+        **self == *other
+    }
 }

@@ -99,7 +99,11 @@ impl Session {
             ..FileState::default()
         };
         self.journal
-            .commit_ingest(std::slice::from_ref(&file), rows, &Counters::default())
+            .commit_ingest(
+                std::slice::from_ref(&file),
+                rows.to_vec(),
+                &Counters::default(),
+            )
             .unwrap();
     }
 

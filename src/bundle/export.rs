@@ -240,7 +240,7 @@ fn write_rows(
         let rows: Vec<Row> = entries
             .into_iter()
             .take_while(|e| e.seq <= last)
-            .map(|e| e.row)
+            .map(|e| e.row.into_row())
             .collect();
         if rows.is_empty() {
             break;

@@ -16,6 +16,7 @@ pub(crate) mod codec;
 mod guard;
 pub mod marker;
 mod memo;
+mod recent;
 pub mod requests;
 mod segments;
 mod set_aside;
@@ -31,7 +32,7 @@ use sled::Transactional;
 use thiserror::Error;
 use tokio::sync::watch;
 
-use crate::row::{Entry, Row};
+use crate::row::{Entry, Row, RowRef};
 use crate::stats::Counters;
 pub use checkpoint::{FileState, SourceKind};
 use codec::{block_len, decode_block, encode_block, key_u64, seal, u64_key, unseal};
@@ -137,6 +138,8 @@ pub struct Journal {
     /// [`Location`]); the blocks are in `segments`.
     blocks: ManuallyDrop<sled::Tree>,
     segments: Arc<Segments>,
+    /// The blocks committed or read last, decoded once for every sink.
+    recent: recent::Recent,
     /// Makes segments and sled durable in the background.
     flusher: Option<Flusher>,
     files: ManuallyDrop<sled::Tree>,
@@ -403,6 +406,7 @@ impl Journal {
             path: path.to_path_buf(),
             blocks: ManuallyDrop::new(blocks),
             segments,
+            recent: Default::default(),
             flusher: Some(flusher),
             files: ManuallyDrop::new(db.open_tree("files").map_err(open_err)?),
             sinks: ManuallyDrop::new(db.open_tree("sinks").map_err(open_err)?),
@@ -879,10 +883,15 @@ impl Journal {
     pub fn commit_ingest(
         &self,
         files: &[FileState],
-        rows: &[Row],
+        rows: Vec<Row>,
         delta: &Counters,
     ) -> Result<u64, JournalError> {
-        self.commit(files, rows, delta)
+        let last = self.commit(files, &rows, delta)?;
+        if !rows.is_empty() {
+            let first = last + 1 - rows.len() as u64;
+            self.recent.committed(first, Arc::new(rows));
+        }
+        Ok(last)
     }
 
     /// Appends rows that come from no file: run events the agent itself
@@ -1015,13 +1024,23 @@ impl Journal {
             let (k, v) = item.map_err(self.io("read rows"))?;
             let first = key_u64(&k).unwrap_or_default();
             let loc = self.location(&k, &v)?;
-            for (i, row) in self.block_rows(&k, &loc)?.into_iter().enumerate() {
-                let seq = first + i as u64;
-                if seq >= want {
-                    out.push(Entry { seq, row });
+            let (block, read) = match self.recent.get(first, loc.rows) {
+                Some(block) => (block, None),
+                None => {
+                    let block = Arc::new(self.block_rows(&k, &loc)?);
+                    (block.clone(), Some((first, block)))
                 }
+            };
+            let skip = want.saturating_sub(first) as usize;
+            out.extend((skip..block.len()).map(|i| Entry {
+                seq: first + i as u64,
+                row: RowRef::in_block(&block, i),
+            }));
+            if let Some((first, block)) = read {
+                self.recent.read(first, block);
             }
         }
+        self.recent.trim();
         Ok(out)
     }
 
@@ -1354,6 +1373,40 @@ mod tests {
     }
 
     #[test]
+    fn sinks_share_the_rows_of_recent_blocks_and_read_older_ones_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), &["a", "b"]).unwrap();
+        // Three times the rows kept, in blocks of `per`.
+        let per = 64;
+        let total = 3 * recent::KEEP_ROWS as i64;
+        for first in (1..=total).step_by(per) {
+            let rows = (first..first + per as i64).map(row).collect();
+            j.commit_ingest(&[file(1, first as u64)], rows, &Counters::default())
+                .unwrap();
+        }
+        // Two sinks reading everything: the newest blocks (kept after the
+        // first read) are the same rows in memory, the older ones equal.
+        let a = j.read_after(0, usize::MAX).unwrap();
+        let b = j.read_after(0, usize::MAX).unwrap();
+        assert_eq!(a.len() as i64, total);
+        let kept_from = total as usize - recent::KEEP_ROWS;
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert_eq!((x.seq, y.seq), (i as u64 + 1, i as u64 + 1));
+            assert_eq!(x.row, row(i as i64 + 1));
+            assert_eq!(y.row, x.row);
+            assert_eq!(x.row.shares_block_with(&y.row), i >= kept_from, "row {i}");
+        }
+        // Read from the middle of a block, after a reopen (nothing recent):
+        // the same rows, from the segment files.
+        drop((a, b, j));
+        let j = Journal::open(dir.path(), &["a", "b"]).unwrap();
+        let c = j.read_after(3, usize::MAX).unwrap();
+        assert_eq!(c[0].seq, 4);
+        assert_eq!(c.len() as i64, total - 3);
+        assert!(c.iter().all(|e| e.row == row(e.seq as i64)));
+    }
+
+    #[test]
     fn rows_and_offsets_commit_together_and_are_deleted_after_every_ack() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path(), &["a", "b"]).unwrap();
@@ -1363,7 +1416,7 @@ mod tests {
             ..Counters::default()
         };
         assert_eq!(
-            j.commit_ingest(&[file(1, 30)], &[row(1), row(2)], &delta)
+            j.commit_ingest(&[file(1, 30)], vec![row(1), row(2)], &delta)
                 .unwrap(),
             2
         );
@@ -1379,7 +1432,8 @@ mod tests {
         assert_eq!(left[0].seq, 2);
         assert_eq!(left[0].row, row(2));
         assert_eq!(
-            j.commit_ingest(&[file(1, 40)], &[row(3)], &delta).unwrap(),
+            j.commit_ingest(&[file(1, 40)], vec![row(3)], &delta)
+                .unwrap(),
             3
         );
         let seqs: Vec<u64> = j.read_after(1, 1).unwrap().iter().map(|e| e.seq).collect();
@@ -1431,7 +1485,7 @@ mod tests {
     /// A store with rows, cursors and a file checkpoint, closed.
     fn used_store(store: &Path) {
         let j = Journal::open(store, &["jsonl"]).unwrap();
-        j.commit_ingest(&[file(1, 30)], &[row(1), row(2)], &Counters::default())
+        j.commit_ingest(&[file(1, 30)], vec![row(1), row(2)], &Counters::default())
             .unwrap();
         j.ack("jsonl", 1, vec![]).unwrap();
         j.record_progress().unwrap();
@@ -1784,7 +1838,7 @@ mod tests {
             .read_after(1, 10)
             .unwrap()
             .into_iter()
-            .map(|e| e.row)
+            .map(|e| e.row.into_row())
             .collect();
         assert_eq!(rows, [row(2), row(3)]);
         assert_eq!(j.stored_bytes().unwrap(), j.segments.bytes() - 8);

@@ -22,7 +22,7 @@ use sled::Transactional;
 
 use super::codec::{decode_block, encode_block, key_u64, seal, u64_key};
 use super::{Journal, JournalError, SinkCursor, TxAbort};
-use crate::row::Entry;
+use crate::row::{Entry, RowRef};
 
 /// One run set aside for one sink: why, since when, how many rows are kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,7 +225,10 @@ impl Journal {
             };
             let mut rows = decode_block(&v).map_err(corrupt)?;
             let row = rows.pop().ok_or_else(|| corrupt("no row".into()))?;
-            out.push(Entry { seq, row });
+            out.push(Entry {
+                seq,
+                row: RowRef::new(row),
+            });
         }
         Ok(out)
     }
@@ -398,7 +401,10 @@ mod tests {
     fn entry(seq: u64, run: &str) -> Entry {
         let mut r = row(seq as i64);
         r.run_id = run.into();
-        Entry { seq, row: r }
+        Entry {
+            seq,
+            row: RowRef::new(r),
+        }
     }
 
     #[test]

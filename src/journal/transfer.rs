@@ -348,7 +348,7 @@ mod tests {
             .read_after(0, 10)
             .unwrap()
             .into_iter()
-            .map(|e| e.row)
+            .map(|e| e.row.into_row())
             .collect();
         assert_eq!(rows, [row(1), row(2), row(3)]);
         assert_eq!(j.imported("B1").unwrap(), Some(done.clone()));

@@ -7,12 +7,12 @@ use super::*;
 use crate::format::tensorboard_proto::{event, summary_value, Event};
 use crate::format::tfrecord;
 use crate::journal::Journal;
-use crate::row::Row;
+use crate::row::{Row, RowRef};
 
 fn entry(seq: u64, run: &str, step: i64, v: f64) -> Entry {
     Entry {
         seq,
-        row: Row {
+        row: RowRef::new(Row {
             run_id: run.into(),
             step,
             wall_time: 1_700_000_000.0 + seq as f64 / 8.0,
@@ -22,7 +22,7 @@ fn entry(seq: u64, run: &str, step: i64, v: f64) -> Entry {
             ]),
             event: None,
             origin: Default::default(),
-        },
+        }),
     }
 }
 
