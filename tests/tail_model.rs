@@ -788,3 +788,29 @@ fn a_stale_checkpoint_at_the_path_does_not_hide_a_restored_file() {
     }
     h.check();
 }
+
+/// A fresh start while logrotate's copy holds one byte: the older
+/// rotation begins with that byte too (every line of this log does), and
+/// must not be taken for the copy's copy and left unread; it is deleted
+/// before the next look.
+#[test]
+fn an_older_rotation_is_read_while_a_copy_holds_one_byte() {
+    let w = || Op::Write {
+        lens: vec![1],
+        partial: false,
+        crlf: false,
+    };
+    run_ops(&[
+        w(),
+        Op::Rotate,
+        w(),
+        Op::CopyTruncate {
+            window: 0,
+            cut: 1,
+            looks: 2,
+            targeted: false,
+        },
+        Op::DeleteOldest,
+        w(),
+    ]);
+}

@@ -174,7 +174,13 @@ impl Tailer {
             }
         }
         for (p, b) in fresh {
-            if is_sibling(p) && shares_prefix(b, bytes) {
+            // A copy being made holds at most what its original holds: a
+            // file with more than a sibling that is also new in this scan
+            // is not that sibling's copy (a 1-byte copy in progress at
+            // x.log.1 begins like every older rotation of the same log).
+            // Had it copied an earlier content of it, nothing of that was
+            // read, so it is read from its start.
+            if is_sibling(p) && shares_prefix(b, bytes) && bytes.len() <= b.len() {
                 return Copy::Wait(p.display().to_string());
             }
         }
