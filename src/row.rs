@@ -104,7 +104,8 @@ pub struct Entry {
 /// A row inside the block of rows it was committed (or read back) with,
 /// shared: every sink reads the same decoded rows, and the rows the
 /// ingest has just committed reach the sinks without being encoded and
-/// decoded again. Reads as a [`Row`].
+/// decoded again. Reads as a [`Row`]. Holding one holds its whole block
+/// in memory: sinks keep rows only until their next acknowledgement.
 #[derive(Clone)]
 pub struct RowRef {
     block: std::sync::Arc<Vec<Row>>,

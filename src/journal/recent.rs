@@ -4,7 +4,7 @@
 //! back from its segment file and decoded it into rows of its own, while
 //! the ingest had just dropped the same rows after encoding them: with
 //! three sinks a row was built four times. Caught-up sinks read the block
-//! the ingest has just committed, so a handful of blocks is enough; a sink
+//! the ingest has just committed, so the newest commit or two are enough; a sink
 //! that lags reads from the segment files as before, and what it decodes is
 //! kept here for the sinks after it.
 //!
@@ -78,8 +78,8 @@ impl Recent {
 }
 
 /// Takes the oldest blocks (the lowest sequence numbers) out until the
-/// rest hold at most `keep` rows
-/// (the newest block stays, whatever its size).
+/// rest hold at most `keep` rows; the newest block stays, whatever its
+/// size.
 fn trim(blocks: &mut VecDeque<(u64, Arc<Vec<Row>>)>, keep: usize) -> Vec<Arc<Vec<Row>>> {
     let mut rows: usize = blocks.iter().map(|(_, b)| b.len()).sum();
     let mut evicted = Vec::new();
