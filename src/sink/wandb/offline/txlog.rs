@@ -187,15 +187,12 @@ impl<R: std::io::Read> Reader<R> {
             }
             let at = self.at;
             let data = &self.block[at..];
-            if data.len() < CHUNK_HEADER as usize {
+            let Some(ChunkHeader { crc, len, typ }) = ChunkHeader::at(data) else {
                 self.finish();
                 return Ok(Next::Stopped(Stop::Truncated {
                     offset: record_start,
                 }));
-            }
-            let crc = u32::from_le_bytes(data[..4].try_into().expect("4 bytes"));
-            let len = u16::from_le_bytes([data[4], data[5]]) as usize;
-            let typ = data[6];
+            };
             if crc == 0 && len == 0 && typ == 0 {
                 // Zero fill past the last record (preallocated, or a file
                 // system's view of a torn write): the data ends here,
@@ -278,20 +275,39 @@ impl<R: std::io::Read> Reader<R> {
     }
 }
 
+/// The 7 bytes before each chunk's payload.
+struct ChunkHeader {
+    crc: u32,
+    len: usize,
+    typ: u8,
+}
+
+impl ChunkHeader {
+    /// The header `data` starts with, if it holds one.
+    fn at(data: &[u8]) -> Option<ChunkHeader> {
+        let h = data.get(..CHUNK_HEADER as usize)?;
+        Some(ChunkHeader {
+            crc: u32::from_le_bytes(h[..4].try_into().expect("4 bytes")),
+            len: u16::from_le_bytes([h[4], h[5]]) as usize,
+            typ: h[6],
+        })
+    }
+
+    /// A type a writer gives chunks.
+    fn known_type(&self) -> bool {
+        (FULL..=LAST).contains(&self.typ)
+    }
+}
+
 /// Whether `data` starts with a chunk a writer could have made at
 /// position `in_block` of a block: a known type, inside the block and the
 /// data, with a matching checksum.
 fn whole_chunk_at(data: &[u8], in_block: usize) -> bool {
-    if data.len() < CHUNK_HEADER as usize || !(FULL..=LAST).contains(&data[6]) {
+    let Some(h) = ChunkHeader::at(data).filter(ChunkHeader::known_type) else {
         return false;
-    }
-    let len = u16::from_le_bytes([data[4], data[5]]) as usize;
-    let end = 7 + len;
-    if end > data.len() || in_block + end > BLOCK as usize {
-        return false;
-    }
-    let crc = u32::from_le_bytes(data[..4].try_into().expect("4 bytes"));
-    checksum(data[6], &data[7..end]) == crc
+    };
+    let end = 7 + h.len;
+    end <= data.len() && in_block + end <= BLOCK as usize && checksum(h.typ, &data[7..end]) == h.crc
 }
 
 /// For a chunk header at the start of `data` whose length runs past the
@@ -300,19 +316,16 @@ fn whole_chunk_at(data: &[u8], in_block: usize) -> bool {
 /// matches by chance only (about once in 2^32); a damaged length field
 /// leaves the whole payload, found here.
 fn shorter_payload_matches(data: &[u8]) -> Option<usize> {
-    if data.len() < CHUNK_HEADER as usize || !(FULL..=LAST).contains(&data[6]) {
-        return None;
-    }
-    let crc = u32::from_le_bytes(data[..4].try_into().expect("4 bytes"));
+    let header = ChunkHeader::at(data).filter(ChunkHeader::known_type)?;
     let mut h = crc32fast::Hasher::new();
-    h.update(&data[6..7]);
+    h.update(&[header.typ]);
     for (k, byte) in data[7..].iter().enumerate() {
-        if h.clone().finalize() == crc {
+        if h.clone().finalize() == header.crc {
             return Some(k);
         }
         h.update(std::slice::from_ref(byte));
     }
-    (h.finalize() == crc).then_some(data.len() - 7)
+    (h.finalize() == header.crc).then_some(data.len() - 7)
 }
 
 /// Reads every complete record of a transaction log held in memory, in
