@@ -114,6 +114,14 @@ pub fn stderr_colours() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty())
 }
 
+/// The levels the repeat limiter sees (it limits warnings and errors).
+/// As its own filter, this also gives the subscriber its level hint:
+/// without one the subscriber's maximum level was TRACE, and so was the
+/// `log` crate's (tracing-subscriber sets it from the hint), so every
+/// `log::trace!` on notify's and sled's hot paths went through the log
+/// bridge and the filters only to be dropped (tests/log_level.rs).
+const LIMITED: LevelFilter = LevelFilter::WARN;
+
 /// Logs to stderr only (commands other than `run`).
 pub fn init_stderr(filter: Targets) -> LogGuard {
     let limit = ratelimit::RateLimit::new(REPEAT_WINDOW);
@@ -124,7 +132,7 @@ pub fn init_stderr(filter: Targets) -> LogGuard {
                 .with_writer(Scrubbed(std::io::stderr))
                 .with_filter(filter),
         )
-        .with(limit.clone())
+        .with(limit.clone().with_filter(LIMITED))
         .try_init()
         .is_ok();
     if installed {
@@ -160,7 +168,7 @@ pub fn init(filter: Targets, dir: &Path, max_files: usize, max_bytes: u64) -> Lo
                         .with_writer(Scrubbed(writer))
                         .with_filter(filter),
                 )
-                .with(limit.clone())
+                .with(limit.clone().with_filter(LIMITED))
                 .try_init()
                 .is_ok();
             if installed {
