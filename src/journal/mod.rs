@@ -312,6 +312,10 @@ impl Journal {
     fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, JournalError> {
         let mut tries = 0;
         loop {
+            // Before every try, not once: while the lock is still held
+            // (a handle of this process being let go) this leaves the file
+            // alone, and the try that gets the lock must not find it.
+            drop_unpublished_snapshots(&path.join("journal"));
             let opened = sled::Config::new()
                 .path(path.join("journal"))
                 // The journal's flusher (segments.rs) flushes sled, after
@@ -346,7 +350,6 @@ impl Journal {
         cache_bytes: u64,
         marker: Option<Marker>,
     ) -> Result<Journal, JournalError> {
-        drop_unpublished_snapshots(&path.join("journal"));
         let db = Self::open_sled(path, cache_bytes)?;
         let refuse = |detail: String| JournalError::Open {
             path: path.to_path_buf(),
