@@ -23,6 +23,44 @@ use crate::sink::wandb::{FinishHandle, WandbSink}; // wandb sink (issue 4)
 use crate::sink::{self, jsonl::JsonlSink, Mode, RunOptions, SinkError, SinkHealth};
 use crate::source::Tailer;
 
+/// Opens the store the configuration names, for the sinks it enables.
+fn open_journal(config: &Config) -> Result<Journal, crate::journal::JournalError> {
+    Journal::open_with_cache(
+        &config.store.path,
+        &config.enabled_sinks(),
+        config.store.cache_bytes,
+    )
+}
+
+/// The store, being opened on a thread of its own.
+///
+/// Init mode starts it as soon as the configuration is known and goes on
+/// to start CMD meanwhile: opening sled (its recovery reads and rewrites
+/// the tail of its log, its first open starts its I/O threads) is the
+/// largest fixed cost of a start, and it would otherwise come after CMD's
+/// start, lengthening every `run -- CMD` by its whole duration.
+pub struct StoreOpening(std::thread::JoinHandle<Result<Journal, crate::journal::JournalError>>);
+
+impl StoreOpening {
+    /// Starts opening the store of `config`. Signals stay blocked on the
+    /// new thread, as on every thread of init mode (it inherits the mask).
+    pub fn start(config: &Config) -> std::io::Result<StoreOpening> {
+        let config = config.clone();
+        std::thread::Builder::new()
+            .name("store-open".into())
+            .spawn(move || open_journal(&config))
+            .map(StoreOpening)
+    }
+
+    /// The opened store, or why it could not be opened.
+    fn wait(self) -> anyhow::Result<Journal> {
+        match self.0.join() {
+            Ok(opened) => Ok(opened?),
+            Err(_) => anyhow::bail!("the thread opening the store panicked"),
+        }
+    }
+}
+
 /// Loads the configuration the CLI asked for (see [`Config::load`]) and
 /// has every room check its own section beyond the schema: the extraction
 /// rules compile, the sources' regexes do, W&B's settings resolve.
@@ -144,23 +182,24 @@ impl Agent {
     /// Opens the journal and starts reading and delivering. With `once`,
     /// the ingest stops by itself when the files are read to their end.
     pub fn start(config: Config, once: bool) -> anyhow::Result<Agent> {
-        Agent::start_with(config, once, None)
+        Agent::start_with(config, once, None, None)
     }
 
     /// [`Agent::start`] for init mode, which knows the worker it started
-    /// (its command and start go to W&B's Overview).
+    /// (its command and start go to W&B's Overview) and may have begun
+    /// opening the store already ([`StoreOpening`]).
     pub fn start_with(
         config: Config,
         once: bool,
         worker: Option<crate::machine::WorkerFacts>,
+        opening: Option<StoreOpening>,
     ) -> anyhow::Result<Agent> {
         let enabled = config.enabled_sinks();
         let worker_known = worker.as_ref().map(|_| ());
-        let journal = Arc::new(Journal::open_with_cache(
-            &config.store.path,
-            &enabled,
-            config.store.cache_bytes,
-        )?);
+        let journal = Arc::new(match opening {
+            Some(o) => o.wait()?,
+            None => open_journal(&config)?,
+        });
         // `set-aside retry` / `drop` made while no agent ran.
         crate::journal::requests::serve(&journal, &config.store.path);
         let metrics = if config.metrics.enabled {

@@ -41,7 +41,9 @@ impl ConsoleFiles {
         }
         Ok(ConsoleFiles {
             by_source,
-            run_id: Some(regex::Regex::new(r"runs/(?P<run_id>[^/]+)/").expect("valid regex")),
+            run_id: Some(
+                super::patterns::compile(r"runs/(?P<run_id>[^/]+)/").expect("valid regex"),
+            ),
         })
     }
 

@@ -182,7 +182,7 @@ fn skipped(why: String) -> Explanation {
 
 impl EventReader {
     fn new(run_id_from_path: Option<&str>) -> Result<EventReader, String> {
-        let re = Regex::new(run_id_from_path.unwrap_or(DEFAULT_RUN_ID_FROM_PATH))
+        let re = super::patterns::compile(run_id_from_path.unwrap_or(DEFAULT_RUN_ID_FROM_PATH))
             .map_err(|e| format!("run_id_from_path: {e}"))?;
         if !re.capture_names().any(|n| n == Some("run_id")) {
             return Err("run_id_from_path needs a named group (?P<run_id>...)".into());

@@ -16,6 +16,7 @@ pub mod console;
 pub mod events;
 mod explain;
 pub mod json;
+pub mod patterns;
 pub mod pyjson;
 mod rule;
 pub mod silence;

@@ -140,7 +140,8 @@ impl Rule {
         let run_id_from_path = match &c.run_id_from_path {
             None => None,
             Some(re) => {
-                let re = Regex::new(re).map_err(|e| format!("run_id_from_path: {e}"))?;
+                let re =
+                    super::patterns::compile(re).map_err(|e| format!("run_id_from_path: {e}"))?;
                 if !re.capture_names().any(|n| n == Some("run_id")) {
                     return Err("run_id_from_path needs a named group (?P<run_id>...)".into());
                 }
@@ -605,7 +606,7 @@ impl TextRule {
         }
         let pattern = match &c.pattern {
             None => None,
-            Some(p) => Some(Regex::new(p).map_err(|e| format!("pattern: {e}"))?),
+            Some(p) => Some(super::patterns::compile(p).map_err(|e| format!("pattern: {e}"))?),
         };
         let metrics = c
             .metrics

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::agent::Agent;
+use crate::agent::{Agent, StoreOpening};
 use crate::config::Config;
 pub use crate::config::{InitConfig, SignalTarget};
 use crate::logging;
@@ -94,7 +94,7 @@ pub fn main(
         ),
         Err(_) => logging::init_stderr(logging::filter(log_level, "info")),
     };
-    let (mut config, init) = match config {
+    let (config, init) = match config {
         Ok(mut c) => {
             let init = c.init.clone();
             // While CMD runs the agent knows its runs are alive, however
@@ -110,6 +110,16 @@ pub fn main(
             (None, InitConfig::default())
         }
     };
+    // `--reset-store` first, so that what is opened is the new store;
+    // then the store opens while CMD starts (see `StoreOpening`).
+    let mut config = config.filter(|c| !reset_store || reset(c));
+    let opening = config.as_ref().and_then(|c| match StoreOpening::start(c) {
+        Ok(o) => Some(o),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot start a thread to open the store; it is opened after CMD starts");
+            None
+        }
+    });
     if let Some(e) = dog_error {
         tracing::warn!(error = %e, "cannot start the drain's watchdog thread; the drain is bounded by its deadline alone");
     }
@@ -191,15 +201,7 @@ pub fn main(
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let worker = crate::machine::WorkerFacts::of_command(&cmd, started_at);
-    let code = supervise(
-        config,
-        init,
-        console,
-        rx,
-        reset_store,
-        worker,
-        child.pid as u32,
-    );
+    let code = supervise(config, opening, init, console, rx, worker, child.pid as u32);
     console::restore_terminal();
     ExitCode::from(code)
 }
@@ -208,10 +210,10 @@ pub fn main(
 /// Returns CMD's exit code.
 fn supervise(
     config: Option<Config>,
+    opening: Option<StoreOpening>,
     init: InitConfig,
     console: Option<console::Console>,
     mut rx: mpsc::UnboundedReceiver<Event>,
-    reset_store: bool,
     worker: crate::machine::WorkerFacts,
     pid: u32,
 ) -> u8 {
@@ -231,8 +233,7 @@ fn supervise(
         }
     };
     let code = runtime.block_on(async move {
-        let config = config.filter(|c| !reset_store || reset(c));
-        let mut agent = config.and_then(|config| match Agent::start_with(config, false, Some(worker)) {
+        let mut agent = config.and_then(|config| match Agent::start_with(config, false, Some(worker), opening) {
             Ok(mut agent) => {
                 // The run ids CMD is known by before it says one.
                 let named: Vec<String> = std::env::var("MOSAIC_RUN_ID")

@@ -40,7 +40,7 @@ impl RunPaths {
             .iter()
             .find_map(|s| s.run_id_from_path.clone())
             .unwrap_or_else(|| crate::extract::events::DEFAULT_RUN_ID_FROM_PATH.to_string());
-        let run_path = regex::Regex::new(&pattern)
+        let run_path = crate::extract::patterns::compile(&pattern)
             .map_err(|e| format!("run_id_from_path {pattern:?} is not a regex: {e}"))?;
         let roots = sources
             .iter()
