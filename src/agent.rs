@@ -32,6 +32,18 @@ fn open_journal(config: &Config) -> Result<Journal, crate::journal::JournalError
     )
 }
 
+/// What init mode knows when it starts the pipeline.
+pub struct InitStart {
+    /// The worker it started: its command and start go to W&B's Overview.
+    pub worker: crate::machine::WorkerFacts,
+    /// The store, if its opening has begun already.
+    pub opening: Option<StoreOpening>,
+    /// CMD has exited and been reaped already (`run -- true`): the
+    /// pipeline only has a final read to do, which needs no file-system
+    /// events ([`crate::source::follow::watch::Watcher::without_events`]).
+    pub cmd_exited: bool,
+}
+
 /// The store, being opened on a thread of its own.
 ///
 /// Init mode starts it as soon as the configuration is known and goes on
@@ -182,18 +194,19 @@ impl Agent {
     /// Opens the journal and starts reading and delivering. With `once`,
     /// the ingest stops by itself when the files are read to their end.
     pub fn start(config: Config, once: bool) -> anyhow::Result<Agent> {
-        Agent::start_with(config, once, None, None)
+        Agent::start_with(config, once, None)
     }
 
-    /// [`Agent::start`] for init mode, which knows the worker it started
-    /// (its command and start go to W&B's Overview) and may have begun
-    /// opening the store already ([`StoreOpening`]).
+    /// [`Agent::start`] for init mode, with what it knows (see [`InitStart`]).
     pub fn start_with(
         config: Config,
         once: bool,
-        worker: Option<crate::machine::WorkerFacts>,
-        opening: Option<StoreOpening>,
+        init: Option<InitStart>,
     ) -> anyhow::Result<Agent> {
+        let (worker, opening, cmd_exited) = match init {
+            Some(i) => (Some(i.worker), i.opening, i.cmd_exited),
+            None => (None, None, false),
+        };
         let enabled = config.enabled_sinks();
         let worker_known = worker.as_ref().map(|_| ());
         let journal = Arc::new(match opening {
@@ -219,6 +232,8 @@ impl Agent {
             journal.clone(),
             Duration::from_millis(config.tail.poll_interval_ms),
             config.store.max_bytes,
+            // Both read what is there and stop: nothing to wait for.
+            !once && !cmd_exited,
         );
         ingest.rescan_interval = Duration::from_millis(config.tail.rescan_interval_ms);
         // Console lines and machine facts are for W&B (its Logs and

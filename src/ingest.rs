@@ -119,6 +119,8 @@ use crate::util::now_secs;
 pub type Unreadable = Arc<Mutex<BTreeMap<String, String>>>;
 
 impl Ingest {
+    /// `events`: whether file-system events drive the reads (see
+    /// [`Watcher::without_events`] for when they are not wanted).
     pub fn new(
         tailer: Tailer,
         mut extractor: Extractor,
@@ -126,8 +128,14 @@ impl Ingest {
         journal: Arc<Journal>,
         poll_interval: Duration,
         max_bytes: u64,
+        events: bool,
     ) -> Ingest {
-        let watcher = Watcher::new(tailer.sources().roots());
+        let roots = tailer.sources().roots();
+        let watcher = if events {
+            Watcher::new(roots)
+        } else {
+            Watcher::without_events(roots)
+        };
         // Event files read before this start: worker-written unless the
         // checkpoint says they are the agent's own.
         let runs = tailer

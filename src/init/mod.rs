@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::agent::{Agent, StoreOpening};
+use crate::agent::{Agent, InitStart, StoreOpening};
 use crate::config::Config;
 pub use crate::config::{InitConfig, SignalTarget};
 use crate::logging;
@@ -232,8 +232,12 @@ fn supervise(
             return exit.map_or(1, exit_code_u8);
         }
     };
+    // CMD already gone (reaped by the supervisor: `run -- true`)? Then the
+    // pipeline has only its final read to do. Known only where /proc is.
+    let cmd_exited =
+        Path::new("/proc/self").exists() && !Path::new("/proc").join(pid.to_string()).exists();
     let code = runtime.block_on(async move {
-        let mut agent = config.and_then(|config| match Agent::start_with(config, false, Some(worker), opening) {
+        let mut agent = config.and_then(|config| match Agent::start_with(config, false, Some(InitStart { worker, opening, cmd_exited })) {
             Ok(mut agent) => {
                 // The run ids CMD is known by before it says one.
                 let named: Vec<String> = std::env::var("MOSAIC_RUN_ID")
