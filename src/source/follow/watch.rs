@@ -166,16 +166,14 @@ impl Watcher {
     }
 
     pub fn new(roots: Vec<PathBuf>) -> Watcher {
-        let (tx, rx) = mpsc::channel();
-        let event_tx = tx.clone();
-        let changes = Arc::new(Mutex::new(Changes::default()));
-        let shared = changes.clone();
-        let event_sent = Arc::new(AtomicBool::new(false));
-        let sent = event_sent.clone();
+        let mut w = Watcher::without_events(roots);
+        let event_tx = w.tx.clone();
+        let shared = w.changes.clone();
+        let sent = w.event_sent.clone();
         // notify names paths absolutely; the patterns may be relative.
         let cwd = std::env::current_dir().unwrap_or_default();
         let forms: Vec<(PathBuf, PathBuf)> =
-            roots.iter().map(|r| (cwd.join(r), r.clone())).collect();
+            w.roots.iter().map(|r| (cwd.join(r), r.clone())).collect();
         let mut pace = Pace::default();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             // Opening and reading a file is no change, and every scan opens
@@ -223,16 +221,7 @@ impl Watcher {
         })
         .map_err(|e| tracing::warn!(error = %e, "file-system events unavailable; polling only"))
         .ok();
-        let mut w = Watcher {
-            roots,
-            watcher,
-            watching: Vec::new(),
-            changes,
-            event_sent,
-            last_event_look: Mutex::new(None),
-            tx,
-            rx,
-        };
+        w.watcher = watcher;
         w.refresh();
         w
     }
