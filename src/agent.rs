@@ -1073,4 +1073,37 @@ mod tests {
         );
         check(&Config::parse(EMBEDDED_DEFAULT, "t.toml").unwrap()).unwrap();
     }
+
+    #[test]
+    fn readiness_window_must_outlast_every_flush_interval() {
+        let with = |stale: u64| {
+            let text = EMBEDDED_DEFAULT
+                .replace(
+                    "stale_after_secs = 300",
+                    &format!("stale_after_secs = {stale}"),
+                )
+                .replace(
+                    "enabled = false\n# host:port (an IP address).",
+                    "enabled = true\n# host:port (an IP address).",
+                );
+            assert!(
+                text.contains("enabled = true\n# host:port"),
+                "template changed"
+            );
+            Config::parse(&text, "t.toml").expect("the schema is fine")
+        };
+        // jsonl and tensorboard flush every 5 s by default.
+        let err = check(&with(5)).unwrap_err().to_string();
+        assert!(
+            err.contains("metrics.stale_after_secs (5 s)")
+                && err.contains("sinks.jsonl.flush_interval_ms (5000 ms)"),
+            "{err}"
+        );
+        // Longer than W&B's 15 s too, should a key in the environment
+        // turn that sink on.
+        check(&with(20)).unwrap();
+        // Off, the endpoint's window is not checked.
+        let off = EMBEDDED_DEFAULT.replace("stale_after_secs = 300", "stale_after_secs = 1");
+        check(&Config::parse(&off, "t.toml").unwrap()).unwrap();
+    }
 }

@@ -60,10 +60,40 @@ impl Config {
 }
 
 /// The sink room's check of its sections beyond their schema: W&B's
-/// settings must resolve (a mode, a key where one is needed).
+/// settings must resolve (a mode, a key where one is needed), and with the
+/// metrics endpoint on, `/ready`'s window must be longer than every
+/// delivering sink's flush interval.
 pub fn check(config: &Config) -> Result<(), ConfigError> {
-    if let Activity::Broken(why) = config.wandb().activity {
+    let wandb = config.wandb();
+    if let Activity::Broken(why) = &wandb.activity {
         return Err(config.invalid(format!("sinks.wandb: {why}")));
+    }
+    if config.metrics.enabled {
+        // A sink under a steady stream always has rows pending and makes
+        // progress once per flush: a shorter window would fail `/ready`
+        // between every two flushes of a healthy sink.
+        let stale = std::time::Duration::from_secs(config.metrics.stale_after_secs);
+        for sink in config.delivering_sinks() {
+            let (section, every) = match sink {
+                "jsonl" => (
+                    "jsonl",
+                    std::time::Duration::from_millis(config.sinks.jsonl.flush_interval_ms),
+                ),
+                "tensorboard" => (
+                    "tensorboard",
+                    std::time::Duration::from_millis(config.sinks.tensorboard.flush_interval_ms),
+                ),
+                _ => ("wandb", wandb.flush_interval),
+            };
+            if stale <= every {
+                return Err(config.invalid(format!(
+                    "metrics.stale_after_secs ({} s) must be longer than sinks.{section}.flush_interval_ms ({} ms): \
+                     a sink makes progress once per flush, so /ready would fail between flushes",
+                    config.metrics.stale_after_secs,
+                    every.as_millis()
+                )));
+            }
+        }
     }
     Ok(())
 }
